@@ -1,0 +1,38 @@
+// What a transaction carries to the layers above: the envelope (with every
+// ESMTP parameter, so a relay can pass them on) and the message.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/byte_buffer.h"
+#include "core/esmtp_params.h"
+
+namespace ringmx {
+
+struct Recipient {
+  std::string address;  // mailbox as written, without brackets ("postmaster" allowed)
+  RcptParams params;
+};
+
+struct Envelope {
+  std::string queue_id;
+  std::string sender;  // empty for the null sender <>
+  MailParams mail;
+  std::vector<Recipient> recipients;
+  bool sender_utf8 = false;
+};
+
+struct Message {
+  Envelope envelope;
+  // The Received header this server prepends (folded, ending in CRLF). Kept
+  // apart from the body so the spool can write both with one writev.
+  std::string received;
+  ByteBuffer body;               // message as received, dot-unstuffed
+  uint32_t received_count = 0;   // Received headers already in the body
+  int64_t received_at_unix = 0;  // wall-clock seconds at end of data
+  bool via_bdat = false;
+};
+
+}  // namespace ringmx

@@ -1,0 +1,59 @@
+// MAIL FROM and RCPT TO parameters (RFC 5321 4.1.2 esmtp-param): SIZE (RFC 1870),
+// BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531), RET, ENVID, NOTIFY, ORCPT
+// (RFC 3461). Parsed and validated here, kept so a relay can pass them on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/session_config.h"
+
+namespace ringmx {
+
+enum class BodyType : uint8_t { unspecified, seven_bit, eight_bit_mime, binary_mime };
+enum class DsnRet : uint8_t { unspecified, full, hdrs };
+
+// NOTIFY bits; `never` excludes the others.
+enum NotifyFlags : uint8_t {
+  notify_none = 0,  // parameter absent
+  notify_never = 1,
+  notify_success = 2,
+  notify_failure = 4,
+  notify_delay = 8,
+};
+
+struct MailParams {
+  uint64_t size = 0;  // declared SIZE, 0 when absent
+  bool has_size = false;
+  BodyType body = BodyType::unspecified;
+  bool smtputf8 = false;
+  DsnRet ret = DsnRet::unspecified;
+  std::string envid;  // xtext as received (still encoded), empty when absent
+};
+
+struct RcptParams {
+  uint8_t notify = notify_none;
+  std::string orcpt_type;  // e.g. "rfc822" or "utf-8", empty when absent
+  std::string orcpt;       // xtext (or utf-8-addr-xtext) as received
+};
+
+// A rejected parameter: the reply to send.
+struct ParamError {
+  uint16_t code = 0;  // 0 when there is no error
+  std::string_view enhanced;
+  std::string_view text;
+  bool ok() const { return code == 0; }
+};
+
+// `params` is everything after the closing '>' of the path (may start with
+// spaces, may be empty). `max_size` is the configured message size limit.
+ParamError parse_mail_params(std::string_view params, const Extensions& ext, uint64_t max_size,
+                             MailParams& out);
+ParamError parse_rcpt_params(std::string_view params, const Extensions& ext, RcptParams& out);
+
+// RFC 3461 4: xtext = *( xchar / hexchar ), xchar is 33..126 but '+' and '=',
+// hexchar is '+' followed by two upper-case hex digits.
+bool is_valid_xtext(std::string_view s);
+
+}  // namespace ringmx

@@ -1,0 +1,64 @@
+// Every protocol limit of an SMTP session, in one place. Each has a default,
+// an allowed range and the reason for its number; the config loader checks
+// the range, the session enforces the limit and answers with the listed reply.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace ringmx {
+
+struct LimitSpec {
+  std::string_view name;
+  uint64_t def;
+  uint64_t min;
+  uint64_t max;
+  std::string_view reply;  // what the client sees when the limit is hit
+  std::string_view why;
+};
+
+struct Limits {
+  // RFC 5321 4.5.3.1.4: a command line is at most 512 octets with CRLF; some
+  // clients send longer MAIL lines with many ESMTP parameters, so it may grow.
+  uint32_t max_command_line = 512;
+  // Largest message accepted, advertised in EHLO SIZE. The excess of a larger
+  // message is read and dropped so the session stays usable.
+  uint64_t max_message_size = 25ull << 20;
+  // RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients.
+  uint32_t max_recipients = 100;
+  // Unknown or malformed commands before the session is closed (Postfix's
+  // smtpd_hard_error_limit has the same default).
+  uint32_t max_bad_commands = 20;
+  // Transactions (MAIL commands accepted) on one connection; bounds what one
+  // client can hold a shard for.
+  uint32_t max_transactions = 1000;
+  // RFC 1035: a domain name is at most 255 octets.
+  uint32_t max_helo_length = 255;
+  // Received headers already in a message before it is refused as a mail
+  // loop (RFC 5321 6.3; Postfix's hopcount_limit is 50).
+  uint32_t max_received_headers = 50;
+  // RFC 5321 4.5.3.2.7: the server should wait at least 5 minutes for a command.
+  uint32_t command_timeout_ms = 300'000;
+  // RFC 5321 4.5.3.2.5: at least 3 minutes between data blocks.
+  uint32_t data_timeout_ms = 180'000;
+  // Whole session, however busy: one connection cannot hold a slot forever.
+  uint32_t session_timeout_ms = 1'800'000;
+};
+
+// Ranges and reasons, for the config checker and the docs.
+inline constexpr LimitSpec kLimitSpecs[] = {
+    {"max_command_line", 512, 512, 65536, "500 5.5.2",
+     "RFC 5321 4.5.3.1.4 minimum; larger for clients with many parameters"},
+    {"max_message_size", 25ull << 20, 1024, 1ull << 32, "552 5.3.4",
+     "advertised in EHLO SIZE; excess is read and dropped"},
+    {"max_recipients", 100, 1, 100000, "452 4.5.3", "RFC 5321 4.5.3.1.8 minimum is 100"},
+    {"max_bad_commands", 20, 1, 1000, "421 4.7.0", "then the connection is closed"},
+    {"max_transactions", 1000, 1, 1000000, "421 4.7.0", "per connection"},
+    {"max_helo_length", 255, 16, 1024, "501 5.5.2", "RFC 1035 domain length"},
+    {"max_received_headers", 50, 1, 1000, "554 5.4.6", "mail loop detection"},
+    {"command_timeout_ms", 300000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.7"},
+    {"data_timeout_ms", 180000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.5"},
+    {"session_timeout_ms", 1800000, 1, 86400000, "421 4.4.2", "whole session"},
+};
+
+}  // namespace ringmx

@@ -1,0 +1,742 @@
+// SMTP session state machine. Owns the transaction being built and the reply
+// buffer; asks its SessionHandler for every policy decision.
+#include "core/session.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/address.h"
+#include "core/esmtp_params.h"
+#include "core/received_header.h"
+
+namespace ringmx {
+
+namespace {
+
+// Body buffers above this size are freed after a transaction, so an idle
+// connection does not keep a large message's memory.
+constexpr size_t kKeepBodyCapacity = 64 * 1024;
+
+bool is_blank(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c == ' '; });
+}
+
+std::string_view skip_spaces(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && s[i] == ' ') ++i;
+  return s.substr(i);
+}
+
+bool is_client_error(uint16_t code) {
+  return code == 500 || code == 501 || code == 502 || code == 503 || code == 504 || code == 555;
+}
+
+// HELO/EHLO argument: one word of printable ASCII or valid UTF-8.
+bool is_acceptable_helo(std::string_view s) {
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c == 0x7f) return false;
+  }
+  return is_valid_utf8(s);
+}
+
+}  // namespace
+
+void SessionHandler::make_queue_id(Session& s, uint32_t txn_number, std::string& out) {
+  // base32hex keeps ids sortable and filename-safe: 13 digits of the session
+  // id, then 4 of the transaction number.
+  static constexpr char kDigits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
+  char buf[17];
+  uint64_t id = s.conn().session_id;
+  for (int i = 12; i >= 0; --i) {
+    buf[i] = kDigits[id & 31];
+    id >>= 5;
+  }
+  uint32_t t = txn_number;
+  for (int i = 16; i >= 13; --i) {
+    buf[i] = kDigits[t & 31];
+    t >>= 5;
+  }
+  out.assign(buf, sizeof buf);
+}
+
+SessionSettings::SessionSettings(SessionConfig cfg) : cfg_(std::move(cfg)) {
+  greeting_ = "220 " + cfg_.hostname;
+  if (!cfg_.banner.empty()) greeting_ += " " + cfg_.banner;
+  greeting_ += "\r\n";
+
+  const Extensions& e = cfg_.ext;
+  std::vector<std::string> kw;
+  if (e.pipelining) kw.emplace_back("PIPELINING");
+  if (e.size) kw.push_back("SIZE " + std::to_string(cfg_.limits.max_message_size));
+  if (e.eightbitmime) kw.emplace_back("8BITMIME");
+  if (e.smtputf8) kw.emplace_back("SMTPUTF8");
+  if (e.enhanced_status_codes) kw.emplace_back("ENHANCEDSTATUSCODES");
+  if (e.chunking) {
+    kw.emplace_back("CHUNKING");
+    kw.emplace_back("BINARYMIME");
+  }
+  if (e.dsn) kw.emplace_back("DSN");
+  // RFC 2034 3: no enhanced codes in the EHLO reply.
+  auto build = [&](bool tls) {
+    std::string lines = cfg_.hostname;
+    for (const auto& k : kw) lines += "\n" + k;
+    if (tls) lines += "\nSTARTTLS";
+    std::string out;
+    append_reply(out, 250, {}, lines);
+    return out;
+  };
+  ehlo_plain_ = build(false);
+  ehlo_tls_ = build(true);
+}
+
+Session::Session(std::shared_ptr<const SessionSettings> settings, SessionHandler& handler,
+                 ConnInfo info, Now now)
+    : settings_(std::move(settings)),
+      handler_(handler),
+      info_(std::move(info)),
+      started_ms_(now.mono_ms),
+      last_activity_ms_(now.mono_ms) {
+  out_.reserve(512);
+}
+
+// ---- output ---------------------------------------------------------------
+
+void Session::consume_output(size_t n) {
+  out_.erase(0, std::min(n, out_.size()));
+}
+
+void Session::reply(uint16_t code, std::string_view enhanced, std::string_view text) {
+  if (!config().ext.enhanced_status_codes) enhanced = {};
+  append_reply(out_, code, enhanced, text);
+  handler_.on_reply(*this, current_verb_, code);
+  if (code == 421) phase_ = Phase::closed;
+}
+
+void Session::reply_verdict(const Verdict& v, uint16_t code, std::string_view enhanced,
+                            std::string_view text) {
+  if (v.code == 0) {
+    reply(code, enhanced, text);
+    return;
+  }
+  const bool positive = v.kind == Verdict::Kind::accept;
+  const bool class_ok = positive ? v.code < 400 : v.code >= 400;
+  if (!class_ok || !is_valid_reply(v.code, v.enhanced)) {
+    // A handler bug must not become a misleading reply.
+    if (positive) {
+      reply(code, enhanced, text);
+    } else {
+      reply(451, "4.3.0", "Error: temporary local problem");
+    }
+    return;
+  }
+  reply(v.code, v.enhanced, v.text);
+}
+
+void Session::error_reply(uint16_t code, std::string_view enhanced, std::string_view text) {
+  if (++bad_commands_ >= config().limits.max_bad_commands) {
+    close_with(421, "4.7.0", "Error: too many errors, closing connection");
+    return;
+  }
+  reply(code, enhanced, text);
+}
+
+void Session::close_with(uint16_t code, std::string_view enhanced, std::string_view text) {
+  reply(code, enhanced, text);
+  phase_ = Phase::closed;
+}
+
+// ---- lifecycle --------------------------------------------------------------
+
+void Session::start(Now now) {
+  touch(now);
+  Verdict v = handler_.on_connect(*this);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::connect;
+    return;
+  }
+  finish_connect(v);
+}
+
+void Session::finish_connect(const Verdict& v) {
+  if (v.kind == Verdict::Kind::accept) {
+    // RFC 2034 3: the greeting carries no enhanced code.
+    out_ += settings_->greeting();
+    handler_.on_reply(*this, Verb::unknown, 220);
+    phase_ = Phase::command;
+    return;
+  }
+  phase_ = Phase::command;
+  reply_verdict(v, 554, "5.7.1", "Error: connection rejected");
+  // A 554 greeting: the client may only QUIT (RFC 5321 3.1); 421 closed already.
+  if (!closed()) connect_rejected_ = true;
+}
+
+void Session::resume(Verdict v, Now now) {
+  const Pending p = pending_;
+  if (p == Pending::none || closed()) return;
+  pending_ = Pending::none;
+  touch(now);
+  if (v.kind == Verdict::Kind::pending) {
+    v = Verdict::reject(451, "4.3.0", "Error: temporary local problem");
+  }
+  switch (p) {
+    case Pending::connect: finish_connect(v); break;
+    case Pending::helo: finish_helo(v); break;
+    case Pending::mail: finish_mail(v); break;
+    case Pending::rcpt: finish_rcpt(v); break;
+    case Pending::data: finish_data(v); break;
+    case Pending::bdat_start: finish_bdat_start(v, now); break;
+    case Pending::message: finish_message(v); break;
+    case Pending::none: break;
+  }
+}
+
+void Session::tls_started(std::string tls_version, std::string tls_cipher, Now now) {
+  info_.tls_active = true;
+  info_.tls_version = std::move(tls_version);
+  info_.tls_cipher = std::move(tls_cipher);
+  // RFC 3207 4.2: forget everything learnt before the handshake.
+  helo_seen_ = false;
+  esmtp_ = false;
+  helo_.clear();
+  reset_transaction();
+  line_buf_.clear();
+  line_overflow_ = false;
+  phase_ = Phase::command;
+  touch(now);
+}
+
+int64_t Session::deadline_ms() const {
+  const Limits& l = config().limits;
+  const int64_t session_end = started_ms_ + l.session_timeout_ms;
+  if (pending_ != Pending::none || phase_ == Phase::starttls || phase_ == Phase::closed) {
+    return session_end;
+  }
+  const bool in_body = phase_ == Phase::data || phase_ == Phase::bdat;
+  const int64_t idle_end = last_activity_ms_ + (in_body ? l.data_timeout_ms : l.command_timeout_ms);
+  return std::min(idle_end, session_end);
+}
+
+bool Session::on_timer(Now now) {
+  if (closed() || now.mono_ms < deadline_ms()) return false;
+  current_verb_ = Verb::unknown;
+  close_with(421, "4.4.2", config().hostname + " Error: timeout exceeded");
+  return true;
+}
+
+void Session::drain(Now /*now*/) {
+  draining_ = true;
+  if (phase_ == Phase::command && !in_txn_ && pending_ == Pending::none) {
+    current_verb_ = Verb::unknown;
+    close_with(421, "4.3.2", config().hostname + " Service shutting down, closing connection");
+  }
+}
+
+// ---- input ----------------------------------------------------------------
+
+size_t Session::feed(std::string_view in, Now now) {
+  if (!in.empty()) touch(now);
+  const size_t max_line = config().limits.max_command_line;
+  size_t pos = 0;
+  while (pos < in.size()) {
+    if (pending_ != Pending::none) return pos;
+    switch (phase_) {
+      case Phase::greeting: return pos;  // nothing is read before the greeting is decided
+      case Phase::closed:
+      case Phase::starttls:
+        // After STARTTLS, plaintext that was pipelined behind it is dropped,
+        // never executed (CVE-2011-0411).
+        return in.size();
+      case Phase::data: {
+        auto r = decoder_.decode(in.substr(pos), msg_.body);
+        pos += r.consumed;
+        if (r.done) end_of_data(now);
+        break;
+      }
+      case Phase::bdat: pos += feed_bdat(in.substr(pos), now); break;
+      case Phase::command: {
+        const char* start = in.data() + pos;
+        const void* nl = std::memchr(start, '\n', in.size() - pos);
+        if (nl == nullptr) {
+          // A line that straddles reads: assembled once, capped.
+          size_t n = in.size() - pos;
+          if (!line_overflow_ && line_buf_.size() + n <= max_line) {
+            line_buf_.append(start, n);
+          } else {
+            line_overflow_ = true;
+            line_buf_.clear();
+          }
+          return in.size();
+        }
+        size_t len = static_cast<size_t>(static_cast<const char*>(nl) - start);
+        pos += len + 1;
+        std::string_view line;
+        if (line_buf_.empty() && !line_overflow_) {
+          line = std::string_view(start, len);  // zero-copy: a view into the input
+        } else {
+          if (!line_overflow_ && line_buf_.size() + len + 1 <= max_line) {
+            line_buf_.append(start, len);
+          } else {
+            line_overflow_ = true;
+          }
+          line = line_buf_;
+        }
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        const bool overlong = line_overflow_ || line.size() + 2 > max_line;
+        line_overflow_ = false;
+        if (overlong) {
+          current_verb_ = Verb::unknown;
+          error_reply(500, "5.5.2", "Error: line too long");
+        } else {
+          handle_line(line, now);
+        }
+        line_buf_.clear();
+        break;
+      }
+    }
+  }
+  return pos;
+}
+
+void Session::handle_line(std::string_view line, Now now) {
+  const Command c = parse_command(line);
+  current_verb_ = c.verb;
+  if (c.verb == Verb::quit) {
+    close_with(221, "2.0.0", "Bye");
+    return;
+  }
+  if (connect_rejected_) {
+    error_reply(503, "5.7.0", "Error: connection rejected, send QUIT");
+    return;
+  }
+  if (draining_ && !in_txn_) {
+    close_with(421, "4.3.2", config().hostname + " Service shutting down, closing connection");
+    return;
+  }
+  const bool no_args = c.arg.empty();
+  switch (c.verb) {
+    case Verb::ehlo: cmd_helo(c, true); return;
+    case Verb::helo: cmd_helo(c, false); return;
+    case Verb::mail: cmd_mail(c, now); return;
+    case Verb::rcpt: cmd_rcpt(c); return;
+    case Verb::data: cmd_data(c); return;
+    case Verb::bdat: cmd_bdat(c, now); return;
+    case Verb::starttls: cmd_starttls(c); return;
+    case Verb::rset:
+      if (!no_args) return error_reply(501, "5.5.4", "Syntax: RSET");
+      reset_transaction();
+      return reply(250, "2.0.0", "Ok");
+    case Verb::noop: return reply(250, "2.0.0", "Ok");
+    case Verb::vrfy:
+      if (!config().ext.vrfy) return reply(502, "5.5.1", "Error: VRFY command is disabled");
+      if (no_args) return error_reply(501, "5.5.4", "Syntax: VRFY address");
+      return reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+    case Verb::expn: return reply(502, "5.5.1", "Error: EXPN not supported");
+    case Verb::help:
+      return reply(214, "2.0.0",
+                   "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS\n"
+                   "See RFC 5321");
+    case Verb::auth: return error_reply(502, "5.5.1", "Error: authentication not supported");
+    case Verb::quit:
+    case Verb::unknown: break;
+  }
+  if (line.empty()) return error_reply(500, "5.5.2", "Error: bad syntax");
+  error_reply(500, "5.5.2", "Error: command not recognized");
+}
+
+// ---- HELO / EHLO ----------------------------------------------------------
+
+void Session::cmd_helo(const Command& c, bool extended) {
+  if (c.arg.empty()) {
+    return error_reply(501, "5.5.4", extended ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
+  }
+  if (c.arg.size() > config().limits.max_helo_length) {
+    return error_reply(501, "5.5.2", "Error: HELO/EHLO name too long");
+  }
+  if (!is_acceptable_helo(c.arg)) {
+    return error_reply(501, "5.5.2", "Error: invalid HELO/EHLO name");
+  }
+  reset_transaction();  // RFC 5321 4.1.4: EHLO also resets the transaction
+  helo_candidate_.assign(c.arg);
+  ehlo_candidate_ = extended;
+  Verdict v = handler_.on_helo(*this, helo_candidate_);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::helo;
+    return;
+  }
+  finish_helo(v);
+}
+
+void Session::finish_helo(const Verdict& v) {
+  if (v.kind != Verdict::Kind::accept) {
+    helo_seen_ = false;
+    return reply_verdict(v, 550, "5.7.1", "Error: HELO/EHLO rejected");
+  }
+  helo_.swap(helo_candidate_);
+  helo_seen_ = true;
+  esmtp_ = ehlo_candidate_;
+  if (esmtp_) {
+    out_ += settings_->ehlo_reply(info_.tls_available && !info_.tls_active);
+    handler_.on_reply(*this, current_verb_, 250);
+  } else {
+    std::string_view host = config().hostname;
+    append_reply(out_, 250, {}, host);  // RFC 2034 3: no enhanced code here
+    handler_.on_reply(*this, current_verb_, 250);
+  }
+}
+
+// ---- MAIL -------------------------------------------------------------------
+
+void Session::cmd_mail(const Command& c, Now /*now*/) {
+  if (!helo_seen_) return error_reply(503, "5.5.1", "Error: send HELO/EHLO first");
+  if (in_txn_) return error_reply(503, "5.5.1", "Error: nested MAIL command");
+  if (!starts_with_nocase(c.arg, "FROM:")) {
+    return error_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+  }
+  if (txn_count_ >= config().limits.max_transactions) {
+    return close_with(421, "4.7.0", "Error: too many transactions in this session");
+  }
+  const Extensions& ext = config().ext;
+  std::string_view rest = skip_spaces(c.arg.substr(5));
+  const PathResult r = parse_path(rest, PathKind::reverse, ext.smtputf8 && esmtp_);
+  if (!r.ok()) {
+    if (r.error == AddrError::missing_open_bracket) {
+      return error_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+    }
+    if (r.error == AddrError::utf8_not_allowed) {
+      return reply(553, "5.6.7", "Error: non-ASCII sender address needs SMTPUTF8");
+    }
+    scratch_ = "Error: bad sender address syntax: ";
+    scratch_ += describe(r.error);
+    return error_reply(501, "5.1.7", scratch_);
+  }
+  std::string_view params = rest.substr(r.consumed);
+  if (!esmtp_ && !is_blank(params)) {
+    return error_reply(555, "5.5.4", "Error: MAIL parameters need EHLO");
+  }
+  Envelope& env = msg_.envelope;
+  const ParamError pe = parse_mail_params(params, ext, config().limits.max_message_size, env.mail);
+  if (!pe.ok()) {
+    env.mail = {};
+    if (is_client_error(pe.code)) return error_reply(pe.code, pe.enhanced, pe.text);
+    return reply(pe.code, pe.enhanced, pe.text);
+  }
+  if (r.path.has_utf8 && !env.mail.smtputf8) {
+    env.mail = {};
+    return reply(553, "5.6.7", "Error: non-ASCII sender address needs SMTPUTF8");
+  }
+  env.sender.assign(r.path.mailbox);
+  env.sender_utf8 = r.path.has_utf8;
+  handler_.make_queue_id(*this, txn_count_ + 1, env.queue_id);
+  Verdict v = handler_.on_mail(*this, env);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::mail;
+    return;
+  }
+  finish_mail(v);
+}
+
+void Session::finish_mail(const Verdict& v) {
+  if (v.kind != Verdict::Kind::accept) {
+    reset_transaction();
+    return reply_verdict(v, 550, "5.7.1", "Error: sender rejected");
+  }
+  in_txn_ = true;
+  ++txn_count_;
+  reply_verdict(v, 250, "2.1.0", "Ok");
+}
+
+// ---- RCPT -------------------------------------------------------------------
+
+void Session::cmd_rcpt(const Command& c) {
+  if (!in_txn_) return error_reply(503, "5.5.1", "Error: need MAIL command");
+  if (txn_used_bdat_) return error_reply(503, "5.5.1", "Error: RCPT after BDAT");
+  if (!starts_with_nocase(c.arg, "TO:"))
+    return error_reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
+  const Extensions& ext = config().ext;
+  Envelope& env = msg_.envelope;
+  std::string_view rest = skip_spaces(c.arg.substr(3));
+  const PathResult r = parse_path(rest, PathKind::forward, ext.smtputf8 && env.mail.smtputf8);
+  if (!r.ok()) {
+    if (r.error == AddrError::missing_open_bracket) {
+      return error_reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
+    }
+    if (r.error == AddrError::utf8_not_allowed) {
+      return reply(553, "5.6.7", "Error: non-ASCII recipient address needs SMTPUTF8");
+    }
+    scratch_ = "Error: bad recipient address syntax: ";
+    scratch_ += describe(r.error);
+    return error_reply(501, "5.1.3", scratch_);
+  }
+  std::string_view params = rest.substr(r.consumed);
+  if (!esmtp_ && !is_blank(params)) {
+    return error_reply(555, "5.5.4", "Error: RCPT parameters need EHLO");
+  }
+  pending_rcpt_.params = {};
+  const ParamError pe = parse_rcpt_params(params, ext, pending_rcpt_.params);
+  if (!pe.ok()) {
+    if (is_client_error(pe.code)) return error_reply(pe.code, pe.enhanced, pe.text);
+    return reply(pe.code, pe.enhanced, pe.text);
+  }
+  if (env.recipients.size() >= config().limits.max_recipients) {
+    return reply(452, "4.5.3", "Error: too many recipients");
+  }
+  pending_rcpt_.address.assign(r.path.mailbox);
+  Verdict v = handler_.on_rcpt(*this, env, pending_rcpt_);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::rcpt;
+    return;
+  }
+  finish_rcpt(v);
+}
+
+void Session::finish_rcpt(const Verdict& v) {
+  if (v.kind != Verdict::Kind::accept) {
+    return reply_verdict(v, 550, "5.7.1", "Error: recipient rejected");
+  }
+  msg_.envelope.recipients.push_back(std::move(pending_rcpt_));
+  pending_rcpt_ = {};
+  reply_verdict(v, 250, "2.1.5", "Ok");
+}
+
+// ---- DATA -------------------------------------------------------------------
+
+void Session::cmd_data(const Command& c) {
+  if (!c.arg.empty()) return error_reply(501, "5.5.4", "Syntax: DATA");
+  if (!in_txn_) return error_reply(503, "5.5.1", "Error: need MAIL command");
+  if (txn_used_bdat_) return error_reply(503, "5.5.1", "Error: DATA after BDAT");
+  // RFC 2920 3.1 / RFC 5321 3.3: all RCPTs failed; not a client error.
+  if (msg_.envelope.recipients.empty()) return reply(554, "5.5.1", "Error: no valid recipients");
+  if (msg_.envelope.mail.body == BodyType::binary_mime) {
+    return error_reply(503, "5.5.1", "Error: BODY=BINARYMIME needs BDAT");  // RFC 3030 3
+  }
+  Verdict v = handler_.on_data(*this, msg_.envelope);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::data;
+    return;
+  }
+  finish_data(v);
+}
+
+void Session::finish_data(const Verdict& v) {
+  if (v.kind != Verdict::Kind::accept) {
+    reset_transaction();
+    return reply_verdict(v, 554, "5.7.1", "Error: message refused");
+  }
+  const uint64_t max = config().limits.max_message_size;
+  decoder_.reset(config().bare_line, max);
+  const MailParams& mp = msg_.envelope.mail;
+  if (mp.has_size) msg_.body.reserve(static_cast<size_t>(std::min(mp.size, max) + 1024));
+  phase_ = Phase::data;
+  reply(354, {}, "End data with <CR><LF>.<CR><LF>");  // RFC 2034 3: no code on 3xx
+}
+
+void Session::end_of_data(Now now) {
+  phase_ = Phase::command;
+  if (decoder_.overflow()) {
+    reset_transaction();
+    return reply(552, "5.3.4", "Error: message size exceeds fixed limit");
+  }
+  if (config().bare_line == BareLinePolicy::reject) {
+    if (decoder_.saw_bare_lf()) {
+      reset_transaction();
+      return reply(550, "5.5.2", "Error: bare <LF> received");
+    }
+    if (decoder_.saw_bare_cr()) {
+      reset_transaction();
+      return reply(550, "5.5.2", "Error: bare <CR> received");
+    }
+  }
+  complete_message(now);
+}
+
+// The body is complete and within limits: loop check, trace header, handler.
+void Session::complete_message(Now now) {
+  msg_.received_count = count_received_headers(msg_.body.view());
+  if (msg_.received_count > config().limits.max_received_headers) {
+    reset_transaction();
+    return reply(554, "5.4.6", "Error: too many hops (mail loop?)");
+  }
+  const Envelope& env = msg_.envelope;
+  const bool utf8 = env.mail.smtputf8;
+  ReceivedFields f;
+  f.helo = helo_;
+  f.client_ip = info_.client_ip;
+  f.client_ptr = info_.client_ptr;
+  f.by_host = config().hostname;
+  f.software = config().software;
+  f.protocol = protocol_name(esmtp_, info_.tls_active, false, utf8);
+  f.queue_id = env.queue_id;
+  if (info_.tls_active) {
+    f.tls_version = info_.tls_version;
+    f.tls_cipher = info_.tls_cipher;
+  }
+  if (env.recipients.size() == 1) f.for_mailbox = env.recipients.front().address;
+  f.unix_time = now.unix_s;
+  msg_.received.clear();
+  append_received(msg_.received, f);
+  msg_.received_at_unix = now.unix_s;
+  msg_.via_bdat = txn_used_bdat_;
+  Verdict v = handler_.on_message(*this, msg_);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::message;
+    return;
+  }
+  finish_message(v);
+}
+
+void Session::finish_message(const Verdict& v) {
+  if (v.kind == Verdict::Kind::accept) {
+    scratch_ = "Ok: queued as ";
+    scratch_ += msg_.envelope.queue_id;
+    reply_verdict(v, 250, "2.0.0", scratch_);
+  } else {
+    reply_verdict(v, 451, "4.3.0", "Error: message not accepted, try again later");
+  }
+  reset_transaction();
+}
+
+// ---- BDAT (RFC 3030) ------------------------------------------------------
+
+void Session::set_bdat_error(uint16_t code, std::string_view enhanced, std::string_view text) {
+  if (bdat_err_.code != 0) return;  // the first failure is the one reported
+  bdat_err_ = Verdict::reject(code, std::string(enhanced), std::string(text));
+}
+
+void Session::cmd_bdat(const Command& c, Now now) {
+  // BDAT chunk-size [SP "LAST"]
+  std::string_view a = c.arg;
+  size_t i = 0;
+  uint64_t size = 0;
+  bool overflow = false;
+  while (i < a.size() && a[i] >= '0' && a[i] <= '9') {
+    if (size > (UINT64_MAX - 9) / 10) overflow = true;
+    size = size * 10 + static_cast<uint64_t>(a[i] - '0');
+    ++i;
+  }
+  std::string_view tail = a.substr(i);
+  bool last = false;
+  bool syntax_ok = i > 0 && i <= 20 && !overflow;
+  if (syntax_ok && !tail.empty()) {
+    std::string_view t = skip_spaces(tail);
+    syntax_ok = t.size() < tail.size() && equals_nocase(t, "LAST");
+    last = syntax_ok;
+  }
+  if (!syntax_ok) {
+    // The chunk's length is unknown, so its bytes cannot be skipped; they will
+    // be read as commands and fail on their own.
+    return error_reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]");
+  }
+  bdat_remaining_ = size;
+  bdat_chunk_size_ = size;
+  bdat_last_ = last;
+  // Whatever happens, exactly `size` octets follow and are consumed.
+  if (!config().ext.chunking) {
+    ++bad_commands_;
+    set_bdat_error(502, "5.5.1", "Error: BDAT not enabled");
+  } else if (!in_txn_) {
+    ++bad_commands_;
+    set_bdat_error(503, "5.5.1", "Error: need MAIL command");
+  } else if (msg_.envelope.recipients.empty()) {
+    set_bdat_error(554, "5.5.1", "Error: no valid recipients");
+  }
+  if (bdat_err_.code == 0 && !txn_used_bdat_) {
+    txn_used_bdat_ = true;
+    Verdict v = handler_.on_data(*this, msg_.envelope);
+    if (v.kind == Verdict::Kind::pending) {
+      pending_ = Pending::bdat_start;
+      return;
+    }
+    return finish_bdat_start(v, now);
+  }
+  phase_ = Phase::bdat;
+  if (bdat_remaining_ == 0) bdat_chunk_done(now);
+}
+
+void Session::finish_bdat_start(const Verdict& v, Now now) {
+  if (v.kind != Verdict::Kind::accept) {
+    if (v.code != 0 && v.code >= 400 && is_valid_reply(v.code, v.enhanced)) {
+      set_bdat_error(v.code, v.enhanced, v.text);
+    } else {
+      set_bdat_error(554, "5.7.1", "Error: message refused");
+    }
+  } else {
+    const uint64_t max = config().limits.max_message_size;
+    const MailParams& mp = msg_.envelope.mail;
+    uint64_t hint = mp.has_size ? std::min(mp.size, max) : bdat_chunk_size_;
+    msg_.body.reserve(static_cast<size_t>(std::min(hint, max) + 1024));
+  }
+  phase_ = Phase::bdat;
+  if (bdat_remaining_ == 0) bdat_chunk_done(now);
+}
+
+size_t Session::feed_bdat(std::string_view in, Now now) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(bdat_remaining_, in.size()));
+  if (bdat_err_.code == 0) {
+    const uint64_t max = config().limits.max_message_size;
+    if (msg_.body.size() + n > max) {
+      set_bdat_error(552, "5.3.4", "Error: message size exceeds fixed limit");
+      msg_.body.release();
+    } else {
+      msg_.body.append(in.data(), n);
+    }
+  }
+  bdat_remaining_ -= n;
+  if (bdat_remaining_ == 0) bdat_chunk_done(now);
+  return n;
+}
+
+void Session::bdat_chunk_done(Now now) {
+  phase_ = Phase::command;
+  if (bdat_err_.code != 0) {
+    const Verdict err = bdat_err_;
+    if (bdat_last_ || !in_txn_) reset_transaction();
+    if (is_client_error(err.code) && bad_commands_ >= config().limits.max_bad_commands) {
+      return close_with(421, "4.7.0", "Error: too many errors, closing connection");
+    }
+    return reply(err.code, err.enhanced, err.text);
+  }
+  if (!bdat_last_) {
+    scratch_ = std::to_string(bdat_chunk_size_);
+    scratch_ += " octets received";
+    return reply(250, "2.0.0", scratch_);
+  }
+  complete_message(now);
+}
+
+// ---- STARTTLS / RSET helpers ----------------------------------------------
+
+void Session::cmd_starttls(const Command& c) {
+  if (!c.arg.empty()) return error_reply(501, "5.5.4", "Syntax: STARTTLS");
+  if (info_.tls_active) return error_reply(503, "5.5.1", "Error: TLS already active");
+  if (!info_.tls_available) return error_reply(502, "5.5.1", "Error: STARTTLS not available");
+  reset_transaction();
+  reply(220, "2.0.0", "Ready to start TLS");
+  phase_ = Phase::starttls;
+  handler_.on_starttls(*this);
+}
+
+void Session::reset_transaction() {
+  in_txn_ = false;
+  txn_used_bdat_ = false;
+  Envelope& env = msg_.envelope;
+  env.queue_id.clear();
+  env.sender.clear();
+  env.sender_utf8 = false;
+  env.mail = {};
+  env.recipients.clear();
+  msg_.received.clear();
+  msg_.received_count = 0;
+  msg_.via_bdat = false;
+  if (msg_.body.capacity() > kKeepBodyCapacity) {
+    msg_.body.release();
+  } else {
+    msg_.body.clear();
+  }
+  bdat_err_ = {};
+  bdat_remaining_ = 0;
+  bdat_last_ = false;
+}
+
+}  // namespace ringmx

@@ -1,0 +1,225 @@
+// The SMTP server session as a sans-I/O state machine (RFC 5321 with
+// PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING,
+// BINARYMIME, DSN and STARTTLS as an event).
+//
+// The owner (the net layer, or a test) feeds received bytes and sends what
+// output() holds afterwards: every reply produced by one feed() call goes out
+// together (RFC 2920). Decisions the session cannot make alone are asked of a
+// SessionHandler. A handler may answer later (Verdict::pending): the session
+// then stops consuming input — feed() returns how much it used, and the owner
+// keeps the rest — until resume() hands the decision back. Nothing is
+// reordered. Time is passed in; the session reads no clock.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/command.h"
+#include "core/data_decoder.h"
+#include "core/envelope.h"
+#include "core/reply.h"
+#include "core/session_config.h"
+
+namespace ringmx {
+
+// Time as the owner sees it: a monotonic clock for timeouts, wall-clock
+// seconds for the Received header.
+struct Now {
+  int64_t mono_ms = 0;
+  int64_t unix_s = 0;
+};
+
+struct ConnInfo {
+  uint64_t session_id = 0;  // unique per process lifetime; the default queue ids derive from it
+  std::string client_ip;
+  uint16_t client_port = 0;
+  std::string client_ptr;      // verified (forward-confirmed) reverse name, empty if none
+  bool tls_available = false;  // STARTTLS may be offered
+  bool tls_active = false;     // implicit TLS, or after STARTTLS
+  std::string tls_version;     // e.g. "TLS1_3", set when tls_active
+  std::string tls_cipher;
+};
+
+// A handler's answer to a check.
+struct Verdict {
+  enum class Kind : uint8_t { accept, reject, pending };
+  Kind kind = Kind::accept;
+  // Reply to send instead of the default (0 keeps the default). A 421 reply
+  // closes the connection after it is sent.
+  uint16_t code = 0;
+  std::string enhanced;
+  std::string text;
+
+  static Verdict accept() { return {}; }
+  static Verdict pending() { return {Kind::pending, 0, {}, {}}; }
+  static Verdict reject(uint16_t code, std::string enhanced, std::string text) {
+    return {Kind::reject, code, std::move(enhanced), std::move(text)};
+  }
+};
+
+class Session;
+
+// What the layers above decide. Every method has a permissive default so a
+// handler overrides only what it checks. Handlers must not call feed() or
+// resume() from inside these methods; return a Verdict instead.
+class SessionHandler {
+ public:
+  virtual ~SessionHandler() = default;
+  virtual Verdict on_connect(Session&) { return Verdict::accept(); }
+  virtual Verdict on_helo(Session&, std::string_view /*name*/) { return Verdict::accept(); }
+  // The envelope holds the sender, its parameters and the new queue id.
+  virtual Verdict on_mail(Session&, const Envelope&) { return Verdict::accept(); }
+  virtual Verdict on_rcpt(Session&, const Envelope&, const Recipient&) { return Verdict::accept(); }
+  // Before 354 for DATA, or before the first BDAT chunk is read.
+  virtual Verdict on_data(Session&, const Envelope&) { return Verdict::accept(); }
+  // End of data: the message is complete and valid. Accept only once it is
+  // durable (or accepted downstream); the reply names the queue id. The
+  // handler may move the body out of `msg`.
+  virtual Verdict on_message(Session&, Message& msg) = 0;
+  // "220 Ready to start TLS" is in output(): send it, then run the handshake
+  // and call Session::tls_started(). Input after STARTTLS is discarded.
+  virtual void on_starttls(Session&) {}
+  // Every reply, for logs and metrics (verb is unknown for the greeting).
+  virtual void on_reply(Session&, Verb, uint16_t /*code*/) {}
+  // Makes the queue id for a new transaction; the default derives it from the
+  // session id and the transaction number.
+  virtual void make_queue_id(Session&, uint32_t txn_number, std::string& out);
+};
+
+// A config snapshot prepared for sessions: the config plus the replies that
+// never change (greeting, EHLO keyword lists). Shared read-only by sessions.
+class SessionSettings {
+ public:
+  explicit SessionSettings(SessionConfig cfg);
+  const SessionConfig& config() const { return cfg_; }
+  std::string_view greeting() const { return greeting_; }
+  // The EHLO reply for the given TLS situation.
+  std::string_view ehlo_reply(bool offer_starttls) const {
+    return offer_starttls ? ehlo_tls_ : ehlo_plain_;
+  }
+
+ private:
+  SessionConfig cfg_;
+  std::string greeting_;
+  std::string ehlo_plain_;
+  std::string ehlo_tls_;
+};
+
+class Session {
+ public:
+  Session(std::shared_ptr<const SessionSettings> settings, SessionHandler& handler, ConnInfo info,
+          Now now);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs the connect check and queues the greeting (or the rejection).
+  void start(Now now);
+
+  // Feeds received bytes. Returns how many were used: all of them, unless the
+  // session is waiting for a verdict or closing; the owner keeps the rest and
+  // feeds it again after resume(). Bytes after STARTTLS are used and dropped.
+  size_t feed(std::string_view in, Now now);
+
+  // Hands back the verdict a handler left pending.
+  void resume(Verdict v, Now now);
+  bool waiting() const { return pending_ != Pending::none; }
+
+  // Bytes to send. The owner sends them and then calls consume_output().
+  std::string_view output() const { return out_; }
+  void consume_output(size_t n);
+
+  // True once the session is over: send the output, then close.
+  bool closed() const { return phase_ == Phase::closed; }
+
+  // After STARTTLS: the handshake finished; the session starts over (RFC 3207 4.2).
+  void tls_started(std::string tls_version, std::string tls_cipher, Now now);
+
+  // Monotonic time at which on_timer() must be called.
+  int64_t deadline_ms() const;
+  // Closes with 421 4.4.2 if a timeout expired; returns true if it did.
+  bool on_timer(Now now);
+
+  // Graceful shutdown: an idle session is told 421 4.3.2 at once; a busy one
+  // finishes its transaction and gets the 421 at its next command.
+  void drain(Now now);
+
+  const ConnInfo& conn() const { return info_; }
+  const SessionConfig& config() const { return settings_->config(); }
+  std::string_view helo() const { return helo_; }
+  bool esmtp() const { return esmtp_; }
+  uint32_t transactions() const { return txn_count_; }
+  uint32_t bad_commands() const { return bad_commands_; }
+
+ private:
+  enum class Phase : uint8_t { greeting, command, data, bdat, starttls, closed };
+  enum class Pending : uint8_t { none, connect, helo, mail, rcpt, data, bdat_start, message };
+
+  void handle_line(std::string_view line, Now now);
+  void cmd_helo(const Command& c, bool extended);
+  void cmd_mail(const Command& c, Now now);
+  void cmd_rcpt(const Command& c);
+  void cmd_data(const Command& c);
+  void cmd_bdat(const Command& c, Now now);
+  void cmd_starttls(const Command& c);
+  void finish_connect(const Verdict& v);
+  void finish_helo(const Verdict& v);
+  void finish_mail(const Verdict& v);
+  void finish_rcpt(const Verdict& v);
+  void finish_data(const Verdict& v);
+  void finish_bdat_start(const Verdict& v, Now now);
+  void finish_message(const Verdict& v);
+  void end_of_data(Now now);
+  void complete_message(Now now);
+  void bdat_chunk_done(Now now);
+  size_t feed_bdat(std::string_view in, Now now);
+
+  void set_bdat_error(uint16_t code, std::string_view enhanced, std::string_view text);
+  void reply(uint16_t code, std::string_view enhanced, std::string_view text);
+  void reply_verdict(const Verdict& v, uint16_t code, std::string_view enhanced,
+                     std::string_view text);
+  // A client error: counted; at the limit the answer is 421 4.7.0 and close.
+  void error_reply(uint16_t code, std::string_view enhanced, std::string_view text);
+  void close_with(uint16_t code, std::string_view enhanced, std::string_view text);
+  void reset_transaction();
+  void touch(Now now) { last_activity_ms_ = now.mono_ms; }
+
+  std::shared_ptr<const SessionSettings> settings_;
+  SessionHandler& handler_;
+  ConnInfo info_;
+  std::string out_;
+  std::string line_buf_;  // a command line that straddles feeds
+  bool line_overflow_ = false;
+
+  Phase phase_ = Phase::greeting;
+  Pending pending_ = Pending::none;
+  Verb current_verb_ = Verb::unknown;
+  bool esmtp_ = false;
+  bool helo_seen_ = false;
+  bool draining_ = false;
+  bool connect_rejected_ = false;  // 5xx greeting: only QUIT is served (RFC 5321 3.1)
+  std::string helo_;
+  std::string helo_candidate_;  // waiting for on_helo
+  bool ehlo_candidate_ = false;
+  std::string scratch_;  // reply text built at run time
+
+  // Transaction.
+  bool in_txn_ = false;
+  bool txn_used_bdat_ = false;
+  Message msg_;
+  Recipient pending_rcpt_;
+  DataDecoder decoder_;
+  uint64_t bdat_remaining_ = 0;
+  bool bdat_last_ = false;
+  uint64_t bdat_chunk_size_ = 0;
+  // A BDAT transaction that failed keeps answering with this until LAST/RSET.
+  Verdict bdat_err_;
+
+  uint32_t txn_count_ = 0;
+  uint32_t bad_commands_ = 0;
+  int64_t started_ms_ = 0;
+  int64_t last_activity_ms_ = 0;
+};
+
+}  // namespace ringmx

@@ -1,0 +1,41 @@
+// The typed, read-only snapshot a session runs from: names, banner, limits and
+// extension toggles. A reload builds a new snapshot; sessions keep the one they
+// started with (shared_ptr held by the owner).
+#pragma once
+
+#include <string>
+
+#include "core/limits.h"
+
+namespace ringmx {
+
+// What to do with a bare CR or bare LF inside DATA. Neither ever ends the
+// message (SMTP smuggling); this only decides the fate of the message.
+enum class BareLinePolicy : uint8_t {
+  reject,     // refuse the message at its real end with 550 5.5.2 (default)
+  normalise,  // store the bare CR or LF as CRLF
+};
+
+struct Extensions {
+  bool pipelining = true;
+  bool size = true;
+  bool eightbitmime = true;
+  bool smtputf8 = true;
+  bool enhanced_status_codes = true;
+  bool chunking = true;
+  bool dsn = true;
+  bool vrfy = true;  // VRFY answers 252 when on, 502 when off
+};
+
+struct SessionConfig {
+  std::string hostname = "localhost";
+  // Text after "220 <hostname> " in the greeting.
+  std::string banner = "ESMTP ringmx";
+  // The product name in Received headers ("by host (ringmx) with ...").
+  std::string software = "ringmx";
+  Limits limits;
+  Extensions ext;
+  BareLinePolicy bare_line = BareLinePolicy::reject;
+};
+
+}  // namespace ringmx

@@ -1,0 +1,673 @@
+// The SMTP session, driven as transcripts: client bytes in, replies out.
+#include "core/session.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace ringmx {
+namespace {
+
+std::vector<std::string> reply_lines(std::string_view out) {
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < out.size()) {
+    size_t e = out.find("\r\n", pos);
+    if (e == std::string_view::npos) {
+      lines.emplace_back(out.substr(pos));
+      break;
+    }
+    lines.emplace_back(out.substr(pos, e - pos));
+    pos = e + 2;
+  }
+  return lines;
+}
+
+// Final reply codes ("250", "354", ...) of every reply in `out`, in order.
+std::vector<std::string> codes(std::string_view out) {
+  std::vector<std::string> c;
+  for (const auto& l : reply_lines(out))
+    if (l.size() >= 4 && l[3] == ' ') c.push_back(l.substr(0, 3));
+  return c;
+}
+
+struct Recorder : SessionHandler {
+  std::vector<std::string> bodies;
+  std::vector<std::string> received;
+  std::vector<Envelope> envelopes;
+  std::vector<uint16_t> replies;
+  int starttls_calls = 0;
+  bool pend_connect = false, pend_helo = false, pend_mail = false, pend_rcpt = false,
+       pend_data = false, pend_message = false;
+  Verdict rcpt_verdict = Verdict::accept();
+
+  Verdict on_connect(Session&) override {
+    return pend_connect ? Verdict::pending() : Verdict::accept();
+  }
+  Verdict on_helo(Session&, std::string_view) override {
+    return pend_helo ? Verdict::pending() : Verdict::accept();
+  }
+  Verdict on_mail(Session&, const Envelope&) override {
+    return pend_mail ? Verdict::pending() : Verdict::accept();
+  }
+  Verdict on_rcpt(Session&, const Envelope&, const Recipient&) override {
+    return pend_rcpt ? Verdict::pending() : rcpt_verdict;
+  }
+  Verdict on_data(Session&, const Envelope&) override {
+    return pend_data ? Verdict::pending() : Verdict::accept();
+  }
+  Verdict on_message(Session&, Message& m) override {
+    bodies.emplace_back(m.body.view());
+    received.push_back(m.received);
+    envelopes.push_back(m.envelope);
+    return pend_message ? Verdict::pending() : Verdict::accept();
+  }
+  void on_starttls(Session&) override { ++starttls_calls; }
+  void on_reply(Session&, Verb, uint16_t code) override { replies.push_back(code); }
+};
+
+struct Harness {
+  explicit Harness(SessionConfig cfg = {}, ConnInfo info = default_info(), bool start = true)
+      : settings(std::make_shared<SessionSettings>(std::move(cfg))),
+        session(settings, rec, std::move(info), now) {
+    if (start) session.start(now);
+  }
+  static ConnInfo default_info() {
+    ConnInfo i;
+    i.session_id = 42;
+    i.client_ip = "192.0.2.1";
+    return i;
+  }
+  // Feeds everything (all must be consumed) and returns the output produced.
+  std::string send(std::string_view in) {
+    size_t used = session.feed(in, now);
+    EXPECT_EQ(used, in.size()) << "input not consumed";
+    return take();
+  }
+  std::string take() {
+    std::string out(session.output());
+    session.consume_output(out.size());
+    return out;
+  }
+  Now now{1000, 1795241997};
+  Recorder rec;
+  std::shared_ptr<SessionSettings> settings;
+  Session session;
+};
+
+const std::string kTxn =
+    "EHLO client.example\r\n"
+    "MAIL FROM:<sender@example.com>\r\n"
+    "RCPT TO:<rcpt@example.org>\r\n"
+    "DATA\r\n"
+    "Subject: hi\r\n\r\nbody\r\n..dot\r\n.\r\n"
+    "QUIT\r\n";
+
+TEST(Session, GreetingHasNoEnhancedCode) {
+  Harness h;
+  EXPECT_EQ(h.take(), "220 localhost ESMTP ringmx\r\n");
+}
+
+TEST(Session, EhloAdvertisesExtensions) {
+  Harness h;
+  h.take();
+  std::string out = h.send("EHLO c\r\n");
+  EXPECT_EQ(out,
+            "250-localhost\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n"
+            "250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-BINARYMIME\r\n"
+            "250 DSN\r\n");
+}
+
+TEST(Session, EhloOffersStarttlsOnlyWhenAvailableAndInactive) {
+  ConnInfo info = Harness::default_info();
+  info.tls_available = true;
+  Harness h({}, info);
+  h.take();
+  EXPECT_NE(h.send("EHLO c\r\n").find("250 STARTTLS\r\n"), std::string::npos);
+  EXPECT_EQ(h.send("STARTTLS\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+  EXPECT_EQ(h.rec.starttls_calls, 1);
+  h.session.tls_started("TLS1_3", "TLS_AES_128_GCM_SHA256", h.now);
+  // RFC 3207 4.2: HELO state is forgotten.
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.c>\r\n")), std::vector<std::string>{"503"});
+  std::string ehlo = h.send("EHLO c\r\n");
+  EXPECT_EQ(ehlo.find("STARTTLS"), std::string::npos);
+  EXPECT_EQ(h.send("STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
+}
+
+TEST(Session, StarttlsDiscardsPipelinedPlaintext) {
+  ConnInfo info = Harness::default_info();
+  info.tls_available = true;
+  Harness h({}, info);
+  h.take();
+  h.send("EHLO c\r\n");
+  // CVE-2011-0411: RSET injected behind STARTTLS in the same packet.
+  EXPECT_EQ(h.send("STARTTLS\r\nRSET\r\nMAIL FROM:<evil@x.y>\r\n"),
+            "220 2.0.0 Ready to start TLS\r\n");
+  // More plaintext before the handshake is dropped too.
+  EXPECT_EQ(h.send("NOOP\r\n"), "");
+  h.session.tls_started("TLS1_2", "ECDHE-ECDSA-AES128-GCM-SHA256", h.now);
+  EXPECT_EQ(h.send("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+
+TEST(Session, StarttlsNotAvailable) {
+  Harness h;
+  h.take();
+  EXPECT_EQ(codes(h.send("EHLO c\r\nSTARTTLS\r\nSTARTTLS now\r\n")),
+            (std::vector<std::string>{"250", "502", "501"}));
+}
+
+TEST(Session, FullTransaction) {
+  Harness h;
+  std::string out = h.take();
+  out += h.send(kTxn);
+  EXPECT_EQ(codes(out),
+            (std::vector<std::string>{"220", "250", "250", "250", "354", "250", "221"}));
+  EXPECT_NE(out.find("250 2.0.0 Ok: queued as 000000000001A0001\r\n"), std::string::npos) << out;
+  EXPECT_TRUE(h.session.closed());
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_EQ(h.rec.bodies[0], "Subject: hi\r\n\r\nbody\r\n.dot\r\n");
+  EXPECT_EQ(h.rec.envelopes[0].sender, "sender@example.com");
+  ASSERT_EQ(h.rec.envelopes[0].recipients.size(), 1u);
+  EXPECT_EQ(h.rec.envelopes[0].recipients[0].address, "rcpt@example.org");
+  EXPECT_EQ(h.rec.received[0],
+            "Received: from client.example (unknown [192.0.2.1])\r\n"
+            "\tby localhost (ringmx) with ESMTP id 000000000001A0001\r\n"
+            "\tfor <rcpt@example.org>;\r\n"
+            "\tSat, 21 Nov 2026 06:19:57 +0000\r\n");
+}
+
+TEST(Session, PipelinedRepliesLeaveTogether) {
+  Harness h;
+  h.take();
+  // One feed, one output holding every reply in order (RFC 2920).
+  std::string out = h.send(
+      "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nRCPT TO:<bad@>\r\nRCPT TO:<w@y.z>\r\n"
+      "DATA\r\nx\r\n.\r\nNOOP\r\n");
+  EXPECT_EQ(codes(out),
+            (std::vector<std::string>{"250", "250", "250", "501", "250", "354", "250", "250"}));
+  ASSERT_EQ(h.rec.envelopes.size(), 1u);
+  EXPECT_EQ(h.rec.envelopes[0].recipients.size(), 2u);
+}
+
+TEST(Session, EverySplitPointGivesTheSameResult) {
+  Harness whole;
+  std::string want = whole.take();
+  want += whole.send(kTxn);
+  for (size_t chunk = 1; chunk <= kTxn.size(); ++chunk) {
+    Harness h;
+    std::string out = h.take();
+    for (size_t pos = 0; pos < kTxn.size(); pos += chunk) out += h.send(kTxn.substr(pos, chunk));
+    EXPECT_EQ(out, want) << "chunk " << chunk;
+    ASSERT_EQ(h.rec.bodies.size(), 1u) << "chunk " << chunk;
+    EXPECT_EQ(h.rec.bodies[0], whole.rec.bodies[0]);
+    EXPECT_EQ(h.rec.received[0], whole.rec.received[0]);
+  }
+  // And two pieces cut at every offset.
+  for (size_t cut = 0; cut <= kTxn.size(); ++cut) {
+    Harness h;
+    std::string out = h.take();
+    out += h.send(kTxn.substr(0, cut));
+    out += h.send(kTxn.substr(cut));
+    EXPECT_EQ(out, want) << "cut " << cut;
+  }
+}
+
+TEST(Session, OutOfSequence) {
+  Harness h;
+  h.take();
+  EXPECT_EQ(h.send("MAIL FROM:<a@b.c>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+  h.send("HELO c\r\n");
+  EXPECT_EQ(h.send("RCPT TO:<a@b.c>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+  EXPECT_EQ(h.send("DATA\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+  h.send("MAIL FROM:<a@b.c>\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<a@b.c>\r\n"), "503 5.5.1 Error: nested MAIL command\r\n");
+  EXPECT_EQ(h.send("DATA\r\n"), "554 5.5.1 Error: no valid recipients\r\n");
+}
+
+TEST(Session, SimpleCommands) {
+  Harness h;
+  h.take();
+  EXPECT_EQ(h.send("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+  EXPECT_EQ(h.send("RSET\r\n"), "250 2.0.0 Ok\r\n");
+  EXPECT_EQ(h.send("VRFY someone\r\n"),
+            "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n");
+  std::string help = h.send("HELP\r\n");
+  EXPECT_EQ(codes(help), std::vector<std::string>{"214"});
+  EXPECT_EQ(help.substr(0, 10), "214-2.0.0 ");
+  EXPECT_EQ(h.send("EXPN list\r\n"), "502 5.5.1 Error: EXPN not supported\r\n");
+  EXPECT_EQ(h.send("FOO bar\r\n"), "500 5.5.2 Error: command not recognized\r\n");
+  EXPECT_EQ(h.send("\r\n"), "500 5.5.2 Error: bad syntax\r\n");
+  EXPECT_EQ(h.send("HELO c\r\n"), "250 localhost\r\n");
+  EXPECT_EQ(h.send("quit\r\n"), "221 2.0.0 Bye\r\n");
+  EXPECT_TRUE(h.session.closed());
+  // Nothing more is read once closed.
+  EXPECT_EQ(h.send("NOOP\r\n"), "");
+}
+
+TEST(Session, VrfyDisabled) {
+  SessionConfig cfg;
+  cfg.ext.vrfy = false;
+  Harness h(cfg);
+  h.take();
+  EXPECT_EQ(h.send("VRFY x\r\n"), "502 5.5.1 Error: VRFY command is disabled\r\n");
+}
+
+TEST(Session, BadCommandLimitCloses) {
+  SessionConfig cfg;
+  cfg.limits.max_bad_commands = 3;
+  Harness h(cfg);
+  h.take();
+  std::string out = h.send("X\r\nY\r\nZ\r\n");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"500", "500", "421"}));
+  EXPECT_NE(out.find("421 4.7.0 "), std::string::npos);
+  EXPECT_TRUE(h.session.closed());
+}
+
+TEST(Session, CommandLineLengthLimit) {
+  Harness h;
+  h.take();
+  // 512 octets with CRLF is fine, 513 is not (RFC 5321 4.5.3.1.4).
+  std::string ok = "NOOP " + std::string(505, 'a');
+  ASSERT_EQ(ok.size() + 2, 512u);
+  EXPECT_EQ(h.send(ok + "\r\n"), "250 2.0.0 Ok\r\n");
+  EXPECT_EQ(h.send(ok + "a\r\n"), "500 5.5.2 Error: line too long\r\n");
+  // A 10 MB line fed in pieces: one error, memory stays capped, next command works.
+  std::string piece(64 * 1024, 'x');
+  std::string out;
+  for (int i = 0; i < 160; ++i) out += h.send(piece);
+  out += h.send("\r\nNOOP\r\n");
+  EXPECT_EQ(out, "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n");
+}
+
+TEST(Session, LongerLinesWhenConfigured) {
+  SessionConfig cfg;
+  cfg.limits.max_command_line = 2048;
+  Harness h(cfg);
+  h.take();
+  EXPECT_EQ(h.send("NOOP " + std::string(1500, 'a') + "\r\n"), "250 2.0.0 Ok\r\n");
+}
+
+TEST(Session, MessageSizeLimit) {
+  SessionConfig cfg;
+  cfg.limits.max_message_size = 100;
+  Harness h(cfg);
+  h.take();
+  h.send("EHLO c\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<a@b.c> SIZE=101\r\n"),
+            "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.c> SIZE=100\r\nRCPT TO:<x@y.z>\r\nDATA\r\n")),
+            (std::vector<std::string>{"250", "250", "354"}));
+  // Streaming: the excess is read and dropped, then 552; the session stays usable.
+  std::string out = h.send(std::string(300, 'x') + "\r\n.\r\nNOOP\r\n");
+  EXPECT_EQ(out, "552 5.3.4 Error: message size exceeds fixed limit\r\n250 2.0.0 Ok\r\n");
+  EXPECT_TRUE(h.rec.bodies.empty());
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\nsmall\r\n.\r\n")),
+            (std::vector<std::string>{"250", "250", "354", "250"}));
+}
+
+TEST(Session, RecipientLimit) {
+  Harness h;
+  h.take();
+  std::string in = "EHLO c\r\nMAIL FROM:<a@b.c>\r\n";
+  for (int i = 0; i < 101; ++i) in += "RCPT TO:<r" + std::to_string(i) + "@y.z>\r\n";
+  auto c = codes(h.send(in));
+  ASSERT_EQ(c.size(), 103u);
+  EXPECT_EQ(c[101], "250");  // the 100th recipient
+  EXPECT_EQ(c[102], "452");
+  EXPECT_EQ(h.send("DATA\r\nx\r\n.\r\n"),
+            "354 End data with <CR><LF>.<CR><LF>\r\n"
+            "250 2.0.0 Ok: queued as 000000000001A0001\r\n");
+  EXPECT_EQ(h.rec.envelopes[0].recipients.size(), 100u);
+}
+
+TEST(Session, TransactionLimit) {
+  SessionConfig cfg;
+  cfg.limits.max_transactions = 2;
+  Harness h(cfg);
+  h.take();
+  std::string txn = "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\nx\r\n.\r\n";
+  std::string out = h.send("EHLO c\r\n" + txn + txn + "MAIL FROM:<a@b.c>\r\n");
+  auto c = codes(out);
+  EXPECT_EQ(c.back(), "421");
+  EXPECT_NE(out.find("421 4.7.0 Error: too many transactions"), std::string::npos);
+  EXPECT_EQ(h.rec.bodies.size(), 2u);
+  EXPECT_TRUE(h.session.closed());
+}
+
+TEST(Session, HeloChecks) {
+  SessionConfig cfg;
+  cfg.limits.max_helo_length = 20;
+  Harness h(cfg);
+  h.take();
+  EXPECT_EQ(h.send("EHLO\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
+  EXPECT_EQ(h.send("HELO\r\n"), "501 5.5.4 Syntax: HELO hostname\r\n");
+  EXPECT_EQ(h.send("EHLO " + std::string(21, 'a') + "\r\n"),
+            "501 5.5.2 Error: HELO/EHLO name too long\r\n");
+  EXPECT_EQ(codes(h.send("EHLO " + std::string(20, 'a') + "\r\n")).back(), "250");
+  EXPECT_EQ(h.send("EHLO two words\r\n"), "501 5.5.2 Error: invalid HELO/EHLO name\r\n");
+  EXPECT_EQ(codes(h.send("EHLO [192.0.2.1]\r\n")).back(), "250");
+}
+
+TEST(Session, ReceivedLoopLimit) {
+  SessionConfig cfg;
+  cfg.limits.max_received_headers = 3;
+  Harness h(cfg);
+  h.take();
+  h.send("EHLO c\r\n");
+  std::string start = "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n";
+  EXPECT_EQ(
+      codes(h.send(start + "Received: 1\r\nReceived: 2\r\nReceived: 3\r\n\r\nb\r\n.\r\n")).back(),
+      "250");
+  EXPECT_EQ(codes(h.send(start + "Received: 1\r\nReceived: 2\r\nReceived: 3\r\nReceived: 4\r\n"
+                                 "\r\nb\r\n.\r\n"))
+                .back(),
+            "554");
+}
+
+TEST(Session, SmugglingNeverEndsDataAndIsRefused) {
+  for (const char* seq : {"\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n"}) {
+    Harness h;
+    h.take();
+    h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+    // The smuggled MAIL must be body text, not a command.
+    std::string out =
+        h.send(std::string("x") + seq + "MAIL FROM:<evil@x.y>\r\nRCPT TO:<v@x.y>\r\n");
+    EXPECT_EQ(out, "") << testing::PrintToString(seq);
+    out = h.send(".\r\n");
+    EXPECT_EQ(codes(out), std::vector<std::string>{"550"}) << testing::PrintToString(seq);
+    EXPECT_NE(out.find("550 5.5.2"), std::string::npos);
+    EXPECT_TRUE(h.rec.bodies.empty());
+  }
+}
+
+TEST(Session, BareLineEndingsNormalisedWhenConfigured) {
+  SessionConfig cfg;
+  cfg.bare_line = BareLinePolicy::normalise;
+  Harness h(cfg);
+  h.take();
+  std::string out =
+      h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\na\nb\r\n.\r\n");
+  EXPECT_EQ(codes(out).back(), "250");
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_EQ(h.rec.bodies[0], "a\r\nb\r\n");
+}
+
+TEST(Session, AddressErrors) {
+  Harness h;
+  h.take();
+  h.send("EHLO c\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:a@b.c\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
+  EXPECT_EQ(h.send("MAIL TO:<a@b.c>\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<a..b@c.d>\r\n").substr(0, 10), "501 5.1.7 ");
+  EXPECT_EQ(codes(h.send("MAIL FROM: <a@b.c>\r\n")).back(), "250");  // lenient space
+  EXPECT_EQ(h.send("RCPT TO:<@x>\r\n").substr(0, 10), "501 5.1.3 ");
+  EXPECT_EQ(h.send("RCPT TO:<>\r\n").substr(0, 10), "501 5.1.3 ");
+  EXPECT_EQ(h.send("RCPT TO:x@y.z\r\n"), "501 5.5.4 Syntax: RCPT TO:<address>\r\n");
+  EXPECT_EQ(codes(h.send("RCPT TO:<Postmaster>\r\n")).back(), "250");
+  EXPECT_EQ(codes(h.send("RCPT TO:<@relay.example:u@y.z>\r\n")).back(), "250");
+}
+
+TEST(Session, NullSenderAndParameters) {
+  Harness h;
+  h.take();
+  std::string out = h.send(
+      "EHLO c\r\nMAIL FROM:<> RET=HDRS ENVID=abc+2B BODY=8BITMIME SIZE=10\r\n"
+      "RCPT TO:<x@y.z> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@y.z\r\n"
+      "RCPT TO:<w@y.z> FOO=1\r\nDATA\r\nhi\r\n.\r\n");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "250", "555", "354", "250"}));
+  ASSERT_EQ(h.rec.envelopes.size(), 1u);
+  const Envelope& e = h.rec.envelopes[0];
+  EXPECT_EQ(e.sender, "");
+  EXPECT_EQ(e.mail.ret, DsnRet::hdrs);
+  EXPECT_EQ(e.mail.envid, "abc+2B");
+  EXPECT_EQ(e.mail.body, BodyType::eight_bit_mime);
+  EXPECT_EQ(e.mail.size, 10u);
+  EXPECT_EQ(e.recipients[0].params.notify, notify_success | notify_failure);
+  EXPECT_EQ(e.recipients[0].params.orcpt_type, "rfc822");
+  EXPECT_EQ(e.recipients[0].params.orcpt, "x@y.z");
+}
+
+TEST(Session, ParametersNeedEhlo) {
+  Harness h;
+  h.take();
+  h.send("HELO c\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<a@b.c> SIZE=10\r\n"),
+            "555 5.5.4 Error: MAIL parameters need EHLO\r\n");
+}
+
+TEST(Session, Smtputf8) {
+  Harness h;
+  h.take();
+  h.send("EHLO c\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<j\xc3\xb6rg@example.de>\r\n").substr(0, 10), "553 5.6.7 ");
+  std::string out = h.send(
+      "MAIL FROM:<j\xc3\xb6rg@example.de> SMTPUTF8\r\nRCPT TO:<\xe7\x94\xa8\xe6\x88\xb7@"
+      "\xe4\xbe\x8b\xe5\xad\x90.\xe6\xb5\x8b\xe8\xaf\x95>\r\nDATA\r\nhi\r\n.\r\n");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "354", "250"}));
+  ASSERT_EQ(h.rec.received.size(), 1u);
+  EXPECT_NE(h.rec.received[0].find("with UTF8SMTP id"), std::string::npos);
+  // Without SMTPUTF8 a UTF-8 recipient is refused.
+  h.send("MAIL FROM:<a@b.c>\r\n");
+  EXPECT_EQ(h.send("RCPT TO:<\xc3\xbc@b.c>\r\n").substr(0, 10), "553 5.6.7 ");
+}
+
+TEST(Session, BdatTransaction) {
+  Harness h;
+  h.take();
+  std::string out = h.send(
+      "EHLO c\r\nMAIL FROM:<a@b.c> BODY=BINARYMIME\r\nRCPT TO:<x@y.z>\r\n"
+      "BDAT 5\r\nab\r\n.BDAT 3 LAST\r\nxyz");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "250", "250", "250"}));
+  EXPECT_NE(out.find("250 2.0.0 5 octets received\r\n"), std::string::npos);
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_EQ(h.rec.bodies[0], "ab\r\n.xyz");  // no unstuffing in BDAT
+  EXPECT_NE(h.rec.received[0].find("ESMTP id"), std::string::npos);
+}
+
+TEST(Session, BdatEmptyLastAndSplits) {
+  const std::string in =
+      "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nBDAT 7\r\nHELLO\r\nBDAT 0 "
+      "LAST\r\nNOOP\r\n";
+  for (size_t cut = 0; cut <= in.size(); ++cut) {
+    Harness h;
+    h.take();
+    std::string out = h.send(in.substr(0, cut));
+    out += h.send(in.substr(cut));
+    EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "250", "250", "250", "250"}))
+        << cut;
+    ASSERT_EQ(h.rec.bodies.size(), 1u);
+    EXPECT_EQ(h.rec.bodies[0], "HELLO\r\n");
+  }
+}
+
+TEST(Session, BdatErrorsConsumeTheChunk) {
+  Harness h;
+  h.take();
+  h.send("EHLO c\r\n");
+  // Without MAIL: the 9 octets are skipped, not run as commands.
+  EXPECT_EQ(h.send("BDAT 9\r\nQUIT\r\nXXX"), "503 5.5.1 Error: need MAIL command\r\n");
+  EXPECT_FALSE(h.session.closed());
+  h.send("MAIL FROM:<a@b.c>\r\n");
+  EXPECT_EQ(h.send("BDAT 4 LAST\r\nQUIT"), "554 5.5.1 Error: no valid recipients\r\n");
+  EXPECT_FALSE(h.session.closed());
+  EXPECT_EQ(h.send("BDAT x\r\n"), "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
+  EXPECT_EQ(h.send("BDAT 5 FIRST\r\n"), "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
+  // DATA after BDAT, and BINARYMIME with DATA.
+  h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nBDAT 1\r\nx");
+  EXPECT_EQ(h.send("DATA\r\n"), "503 5.5.1 Error: DATA after BDAT\r\n");
+  h.send("RSET\r\nMAIL FROM:<a@b.c> BODY=BINARYMIME\r\nRCPT TO:<x@y.z>\r\n");
+  EXPECT_EQ(h.send("DATA\r\n"), "503 5.5.1 Error: BODY=BINARYMIME needs BDAT\r\n");
+}
+
+TEST(Session, BdatOversizeIsStickyUntilLast) {
+  SessionConfig cfg;
+  cfg.limits.max_message_size = 10;
+  Harness h(cfg);
+  h.take();
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n");
+  std::string out = h.send("BDAT 8\r\n12345678BDAT 8\r\n12345678BDAT 1 LAST\r\nzNOOP\r\n");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "552", "552", "250"}));
+  EXPECT_TRUE(h.rec.bodies.empty());
+  EXPECT_EQ(h.send("RCPT TO:<x@y.z>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+}
+
+TEST(Session, PendingVerdictHoldsPipelinedInput) {
+  Harness h;
+  h.take();
+  h.rec.pend_rcpt = true;
+  const std::string in = "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nRCPT TO:<w@y.z>\r\n";
+  size_t used = h.session.feed(in, h.now);
+  EXPECT_TRUE(h.session.waiting());
+  // Stopped right after the first RCPT; replies so far are ready to send.
+  EXPECT_EQ(in.substr(used), "RCPT TO:<w@y.z>\r\n");
+  EXPECT_EQ(codes(h.take()), (std::vector<std::string>{"250", "250"}));
+  // Feeding more while waiting uses nothing.
+  EXPECT_EQ(h.session.feed("NOOP\r\n", h.now), 0u);
+  h.session.resume(Verdict::reject(450, "4.2.0", "Try later"), h.now);
+  EXPECT_EQ(h.take(), "450 4.2.0 Try later\r\n");
+  h.rec.pend_rcpt = false;
+  EXPECT_EQ(codes(h.send(in.substr(used))), std::vector<std::string>{"250"});
+}
+
+TEST(Session, PendingAtEveryStage) {
+  Harness h({}, Harness::default_info(), false);
+  h.rec.pend_connect = h.rec.pend_helo = h.rec.pend_mail = h.rec.pend_data = h.rec.pend_message =
+      true;
+  h.session.start(h.now);
+  EXPECT_EQ(h.take(), "");
+  const std::string in = kTxn;
+  size_t pos = 0;
+  std::string out;
+  for (int round = 0; round < 20 && pos < in.size(); ++round) {
+    pos += h.session.feed(std::string_view(in).substr(pos), h.now);
+    out += h.take();
+    if (h.session.waiting()) h.session.resume(Verdict::accept(), h.now);
+    out += h.take();
+  }
+  EXPECT_EQ(pos, in.size());
+  EXPECT_EQ(codes(out),
+            (std::vector<std::string>{"220", "250", "250", "250", "354", "250", "221"}));
+  EXPECT_EQ(h.rec.bodies.size(), 1u);
+}
+
+TEST(Session, MessageRejectedByHandler) {
+  struct Refuser : Recorder {
+    Verdict on_message(Session&, Message&) override {
+      return Verdict::reject(451, "4.3.0", "Error: queue file write error");
+    }
+  };
+  Refuser r;
+  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  Session s(settings, r, Harness::default_info(), {});
+  s.start({});
+  std::string in = "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\nx\r\n.\r\n";
+  EXPECT_EQ(s.feed(in, {}), in.size());
+  EXPECT_NE(std::string(s.output()).find("451 4.3.0 Error: queue file write error\r\n"),
+            std::string::npos);
+}
+
+TEST(Session, InvalidVerdictBecomesTemporaryFailure) {
+  Harness h;
+  h.take();
+  h.rec.rcpt_verdict = Verdict::reject(250, "2.0.0", "not a rejection");
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\n");
+  EXPECT_EQ(h.send("RCPT TO:<x@y.z>\r\n"), "451 4.3.0 Error: temporary local problem\r\n");
+}
+
+TEST(Session, Timeouts) {
+  SessionConfig cfg;
+  cfg.limits.command_timeout_ms = 1000;
+  cfg.limits.data_timeout_ms = 500;
+  Harness h(cfg);
+  h.take();
+  EXPECT_EQ(h.session.deadline_ms(), 2000);
+  EXPECT_FALSE(h.session.on_timer({1999, 0}));
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  EXPECT_EQ(h.session.deadline_ms(), 1500);
+  EXPECT_TRUE(h.session.on_timer({1500, 0}));
+  EXPECT_EQ(h.take(), "421 4.4.2 localhost Error: timeout exceeded\r\n");
+  EXPECT_TRUE(h.session.closed());
+}
+
+TEST(Session, SessionTimeoutBoundsEverything) {
+  SessionConfig cfg;
+  cfg.limits.session_timeout_ms = 5000;
+  Harness h(cfg);
+  h.take();
+  for (int64_t t = 1000; t < 6000; t += 900) {
+    h.now.mono_ms = t;
+    h.send("NOOP\r\n");
+  }
+  EXPECT_EQ(h.session.deadline_ms(), 6000);
+}
+
+TEST(Session, DrainIdleAndBusy) {
+  Harness idle;
+  idle.take();
+  idle.session.drain(idle.now);
+  EXPECT_EQ(idle.take(), "421 4.3.2 localhost Service shutting down, closing connection\r\n");
+  EXPECT_TRUE(idle.session.closed());
+
+  Harness busy;
+  busy.take();
+  busy.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\n");
+  busy.session.drain(busy.now);
+  EXPECT_EQ(busy.take(), "");
+  std::string out = busy.send("RCPT TO:<x@y.z>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<a@b.c>\r\n");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "354", "250", "421"}));
+  EXPECT_EQ(busy.rec.bodies.size(), 1u);
+  EXPECT_TRUE(busy.session.closed());
+}
+
+TEST(Session, ConnectRejected) {
+  struct Deny : Recorder {
+    uint16_t code;
+    explicit Deny(uint16_t c) : code(c) {}
+    Verdict on_connect(Session&) override {
+      return Verdict::reject(code, code == 421 ? "4.7.0" : "5.7.1", "go away");
+    }
+  };
+  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  Deny d554(554);
+  Session s(settings, d554, Harness::default_info(), {});
+  s.start({});
+  EXPECT_EQ(s.output(), "554 5.7.1 go away\r\n");
+  s.consume_output(100);
+  s.feed("EHLO x\r\n", {});
+  EXPECT_EQ(s.output(), "503 5.7.0 Error: connection rejected, send QUIT\r\n");
+  s.consume_output(100);
+  s.feed("QUIT\r\n", {});
+  EXPECT_EQ(s.output(), "221 2.0.0 Bye\r\n");
+  Deny d421(421);
+  Session t(settings, d421, Harness::default_info(), {});
+  t.start({});
+  EXPECT_TRUE(t.closed());
+}
+
+TEST(Session, EnhancedCodesCanBeTurnedOff) {
+  SessionConfig cfg;
+  cfg.ext.enhanced_status_codes = false;
+  Harness h(cfg);
+  h.take();
+  EXPECT_EQ(h.send("NOOP\r\n"), "250 Ok\r\n");
+  EXPECT_EQ(h.send("EHLO c\r\n").find("ENHANCEDSTATUSCODES"), std::string::npos);
+}
+
+TEST(Session, ReplyHookSeesEveryReply) {
+  Harness h;
+  h.send(kTxn);
+  EXPECT_EQ(h.rec.replies, (std::vector<uint16_t>{220, 250, 250, 250, 354, 250, 221}));
+}
+
+TEST(Session, BodyMemoryIsReleasedAfterLargeMessage) {
+  Harness h;
+  h.take();
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  h.send(std::string(200 * 1024, 'a') + "\r\n.\r\n");
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_EQ(h.rec.bodies[0].size(), 200u * 1024 + 2);
+}
+
+}  // namespace
+}  // namespace ringmx

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# ringmx developer entry point: installs Debian packages, builds, tests.
+#   tools/dev.sh test    install, build (release, ASan+UBSan, libFuzzer) and run every test
+#   tools/dev.sh build   install and build the release tree (build/release)
+#   tools/dev.sh bench   build and run the micro-benchmarks
+#   tools/dev.sh deps    install the Debian packages only
+# Runs as root on Debian 12 (apt-get); every build goes through ccache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_PKGS=(cmake ninja-build g++ clang pkg-config ccache
+  liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
+  libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev)
+TEST_PKGS=(swaks python3)
+
+deps() {
+  local want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") missing=()
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+configure() {  # configure DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "$@" >/dev/null
+}
+
+build_release() {
+  configure build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  ninja -C build/release
+}
+
+run_ctest() {  # run_ctest DIR
+  ctest --test-dir "$1" --output-on-failure -j"$(nproc)" --timeout 900
+}
+
+cmd=${1:-}
+case "$cmd" in
+  deps) deps ;;
+  build) deps && build_release ;;
+  bench)
+    deps && build_release
+    build/release/bench/ringmx_microbench --benchmark_repetitions=3 \
+      --benchmark_report_aggregates_only=true "${@:2}"
+    ;;
+  test)
+    deps
+    export CCACHE_DIR=${CCACHE_DIR:-$HOME/.ccache}
+    echo "== libFuzzer targets (clang, ASan+UBSan), ${RINGMX_FUZZ_SECONDS:-60} s each"
+    configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+      -DRINGMX_FUZZ=ON -DRINGMX_TESTS=OFF -DRINGMX_BENCH=OFF \
+      -DRINGMX_FUZZ_SECONDS="${RINGMX_FUZZ_SECONDS:-60}"
+    ninja -C build/fuzz
+    run_ctest build/fuzz
+    echo "== unit tests under ASan+UBSan"
+    configure build/asan -DCMAKE_BUILD_TYPE=Debug -DRINGMX_SANITIZE=ON -DRINGMX_BENCH=OFF
+    ninja -C build/asan
+    run_ctest build/asan
+    echo "== release build: unit and integration tests"
+    build_release
+    run_ctest build/release
+    ;;
+  *)
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
