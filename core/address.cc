@@ -44,7 +44,9 @@ constexpr std::array<uint8_t, 256> kClass = make_class_table();
 inline unsigned char octet(std::string_view s, size_t i) {
   return static_cast<unsigned char>(s[i]);
 }
-inline bool has(unsigned char c, uint8_t bits) { return (kClass[c] & bits) != 0; }
+inline bool has(unsigned char c, uint8_t bits) {
+  return (kClass[c] & bits) != 0;
+}
 
 // Length of the strictly valid UTF-8 sequence starting at s[i] (a non-ASCII lead octet), or 0 when
 // it is overlong, a surrogate, above U+10FFFF, truncated or not a lead octet at all.
@@ -213,10 +215,8 @@ bool means_truncated(AddrError e) {
     case AddrError::bad_local_part:
     case AddrError::missing_at:
     case AddrError::empty_domain:
-    case AddrError::bad_domain:
-      return true;
-    default:
-      return false;
+    case AddrError::bad_domain: return true;
+    default: return false;
   }
 }
 
@@ -401,42 +401,24 @@ bool is_valid_utf8(std::string_view s) {
 
 std::string_view describe(AddrError e) {
   switch (e) {
-    case AddrError::none:
-      return "no error";
-    case AddrError::missing_open_bracket:
-      return "path does not start with '<'";
-    case AddrError::missing_close_bracket:
-      return "no closing '>'";
-    case AddrError::bad_source_route:
-      return "malformed source route";
-    case AddrError::empty_local_part:
-      return "empty local part";
-    case AddrError::bad_local_part:
-      return "invalid character in local part";
-    case AddrError::bad_quoted_string:
-      return "malformed quoted local part";
-    case AddrError::local_part_too_long:
-      return "local part longer than 64 octets";
-    case AddrError::missing_at:
-      return "no '@domain' in address";
-    case AddrError::empty_domain:
-      return "empty domain";
-    case AddrError::bad_domain:
-      return "invalid domain";
-    case AddrError::label_too_long:
-      return "domain label longer than 63 octets";
-    case AddrError::domain_too_long:
-      return "domain longer than 255 octets";
-    case AddrError::bad_address_literal:
-      return "invalid address literal";
-    case AddrError::path_too_long:
-      return "path longer than 256 octets";
-    case AddrError::null_not_allowed:
-      return "null path not allowed here";
-    case AddrError::utf8_not_allowed:
-      return "non-ascii address without smtputf8";
-    case AddrError::bad_utf8:
-      return "invalid utf-8 in address";
+    case AddrError::none: return "no error";
+    case AddrError::missing_open_bracket: return "path does not start with '<'";
+    case AddrError::missing_close_bracket: return "no closing '>'";
+    case AddrError::bad_source_route: return "malformed source route";
+    case AddrError::empty_local_part: return "empty local part";
+    case AddrError::bad_local_part: return "invalid character in local part";
+    case AddrError::bad_quoted_string: return "malformed quoted local part";
+    case AddrError::local_part_too_long: return "local part longer than 64 octets";
+    case AddrError::missing_at: return "no '@domain' in address";
+    case AddrError::empty_domain: return "empty domain";
+    case AddrError::bad_domain: return "invalid domain";
+    case AddrError::label_too_long: return "domain label longer than 63 octets";
+    case AddrError::domain_too_long: return "domain longer than 255 octets";
+    case AddrError::bad_address_literal: return "invalid address literal";
+    case AddrError::path_too_long: return "path longer than 256 octets";
+    case AddrError::null_not_allowed: return "null path not allowed here";
+    case AddrError::utf8_not_allowed: return "non-ascii address without smtputf8";
+    case AddrError::bad_utf8: return "invalid utf-8 in address";
   }
   return "unknown address error";
 }

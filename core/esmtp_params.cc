@@ -64,13 +64,21 @@ constexpr size_t kMaxEnvid = 100;         // RFC 3461 4.4
 constexpr size_t kMaxOrcpt = 500;         // RFC 3461 4.2
 constexpr size_t kMaxHexPointDigits = 6;  // RFC 6533 HEXPOINT, up to U+10FFFF
 
-constexpr unsigned char octet(char c) { return static_cast<unsigned char>(c); }
-constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+constexpr unsigned char octet(char c) {
+  return static_cast<unsigned char>(c);
+}
+constexpr bool is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
 constexpr bool is_alpha(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
-constexpr bool is_alnum(unsigned char c) { return is_digit(c) || is_alpha(c); }
-constexpr bool is_upper_hex(unsigned char c) { return is_digit(c) || (c >= 'A' && c <= 'F'); }
+constexpr bool is_alnum(unsigned char c) {
+  return is_digit(c) || is_alpha(c);
+}
+constexpr bool is_upper_hex(unsigned char c) {
+  return is_digit(c) || (c >= 'A' && c <= 'F');
+}
 constexpr uint32_t hex_value(unsigned char c) {
   return is_digit(c) ? static_cast<uint32_t>(c - '0') : static_cast<uint32_t>(c - 'A' + 10);
 }
@@ -78,7 +86,9 @@ constexpr unsigned char to_upper(unsigned char c) {
   return c >= 'a' && c <= 'z' ? static_cast<unsigned char>(c - ('a' - 'A')) : c;
 }
 // C0, DEL and C1 controls.
-constexpr bool is_control(uint32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
+constexpr bool is_control(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+}
 
 // ASCII case-insensitive compare against an upper-case literal.
 bool iequals(std::string_view s, std::string_view upper) {
@@ -340,7 +350,9 @@ bool first_time(unsigned& seen, Keyword k) {
 
 }  // namespace
 
-bool is_valid_xtext(std::string_view s) { return check_xtext(s, /*printable=*/false); }
+bool is_valid_xtext(std::string_view s) {
+  return check_xtext(s, /*printable=*/false);
+}
 
 ParamError parse_mail_params(std::string_view params, const Extensions& ext, uint64_t max_size,
                              MailParams& out) {
@@ -355,23 +367,16 @@ ParamError parse_mail_params(std::string_view params, const Extensions& ext, uin
     const Keyword k = classify(p.keyword);
     bool enabled = false;
     switch (k) {
-      case Keyword::size:
-        enabled = ext.size;
-        break;
+      case Keyword::size: enabled = ext.size; break;
       case Keyword::body:  // BODY comes with 8BITMIME and with BINARYMIME (CHUNKING)
         enabled = ext.eightbitmime || ext.chunking;
         break;
-      case Keyword::smtputf8:
-        enabled = ext.smtputf8;
-        break;
+      case Keyword::smtputf8: enabled = ext.smtputf8; break;
       case Keyword::ret:
-      case Keyword::envid:
-        enabled = ext.dsn;
-        break;
+      case Keyword::envid: enabled = ext.dsn; break;
       case Keyword::notify:
       case Keyword::orcpt:
-      case Keyword::unknown:
-        break;
+      case Keyword::unknown: break;
     }
     if (!enabled) return kMailUnknown;
     if (!first_time(seen, k)) return duplicate(k);
@@ -415,8 +420,7 @@ ParamError parse_mail_params(std::string_view params, const Extensions& ext, uin
         break;
       case Keyword::notify:
       case Keyword::orcpt:
-      case Keyword::unknown:
-        return kMailUnknown;  // not reached: refused above
+      case Keyword::unknown: return kMailUnknown;  // not reached: refused above
     }
   }
   if (too_big) return kTooBig;

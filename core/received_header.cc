@@ -30,11 +30,11 @@ bool is_ipv6(std::string_view ip) {
 
 std::string_view protocol_name(bool esmtp, bool tls, bool auth, bool utf8) {
   if (!esmtp) return "SMTP";
-  static constexpr std::string_view names[2][4] = {
+  static constexpr std::string_view kNames[2][4] = {
       {"ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"},
       {"UTF8SMTP", "UTF8SMTPS", "UTF8SMTPA", "UTF8SMTPSA"},
   };
-  return names[utf8 ? 1 : 0][(tls ? 1 : 0) + (auth ? 2 : 0)];
+  return kNames[utf8 ? 1 : 0][(tls ? 1 : 0) + (auth ? 2 : 0)];
 }
 
 void append_rfc5322_date(std::string& out, int64_t unix_time) {

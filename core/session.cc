@@ -15,7 +15,7 @@ namespace {
 
 // Body buffers above this size are freed after a transaction, so an idle
 // connection does not keep a large message's memory.
-constexpr size_t kKeepBodyCapacity = 64 * 1024;
+constexpr size_t kKeepBodyCapacity = size_t{64} * 1024;
 
 bool is_blank(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == ' '; });
@@ -25,6 +25,11 @@ std::string_view skip_spaces(std::string_view s) {
   size_t i = 0;
   while (i < s.size() && s[i] == ' ') ++i;
   return s.substr(i);
+}
+
+bool is_ascii(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 bool is_client_error(uint16_t code) {
@@ -478,6 +483,9 @@ void Session::cmd_rcpt(const Command& c) {
   if (!pe.ok()) {
     if (is_client_error(pe.code)) return error_reply(pe.code, pe.enhanced, pe.text);
     return reply(pe.code, pe.enhanced, pe.text);
+  }
+  if (!env.mail.smtputf8 && !is_ascii(pending_rcpt_.params.orcpt)) {
+    return error_reply(501, "5.5.4", "Error: non-ASCII ORCPT needs SMTPUTF8");
   }
   if (env.recipients.size() >= config().limits.max_recipients) {
     return reply(452, "4.5.3", "Error: too many recipients");

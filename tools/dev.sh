@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUILD_PKGS=(cmake ninja-build g++ clang pkg-config ccache
+BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccache
   liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev)

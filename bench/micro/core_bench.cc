@@ -17,7 +17,7 @@ namespace {
 
 using namespace ringmx;
 
-void BM_ParseCommand(benchmark::State& state) {
+void bm_parse_command(benchmark::State& state) {
   const std::vector<std::string> lines = {"EHLO client.example.net",
                                           "MAIL FROM:<sender@example.net> SIZE=1024 BODY=8BITMIME",
                                           "RCPT TO:<rcpt@example.org>",
@@ -33,9 +33,9 @@ void BM_ParseCommand(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_ParseCommand);
+BENCHMARK(bm_parse_command);
 
-void BM_ParseMailFrom(benchmark::State& state) {
+void bm_parse_mail_from(benchmark::State& state) {
   const std::string arg = "<sender.name@mail.example.net> SIZE=10240 BODY=8BITMIME";
   Extensions ext;
   MailParams mp;
@@ -47,9 +47,9 @@ void BM_ParseMailFrom(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_ParseMailFrom);
+BENCHMARK(bm_parse_mail_from);
 
-void BM_DecodeBody(benchmark::State& state) {
+void bm_decode_body(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
   const std::string wire = bench::dot_stuff(bench::make_message(7, size)) + ".\r\n";
   DataDecoder dec;
@@ -64,11 +64,11 @@ void BM_DecodeBody(benchmark::State& state) {
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * wire.size()));
 }
-BENCHMARK(BM_DecodeBody)->Arg(1 << 10)->Arg(100 << 10)->Arg(10 << 20);
+BENCHMARK(bm_decode_body)->Arg(1 << 10)->Arg(100 << 10)->Arg(10 << 20);
 
 // One whole 1 KiB transaction on a kept connection: MAIL, RCPT, DATA, body,
 // end of data with the Received header, 250, as a pipelining client sends it.
-void BM_Transaction1K(benchmark::State& state) {
+void bm_transaction_1k(benchmark::State& state) {
   struct Sink : SessionHandler {
     Verdict on_message(Session&, Message& m) override {
       benchmark::DoNotOptimize(m.body.data());
@@ -95,7 +95,7 @@ void BM_Transaction1K(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * txn.size()));
 }
-BENCHMARK(BM_Transaction1K);
+BENCHMARK(bm_transaction_1k);
 
 }  // namespace
 

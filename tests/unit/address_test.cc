@@ -24,7 +24,9 @@ enum Flag : unsigned {
   kUtf8 = 8,
 };
 
-std::string rep(char c, size_t n) { return std::string(n, c); }
+std::string rep(char c, size_t n) {
+  return std::string(n, c);
+}
 
 // A domain of exactly `len` octets made of 63-octet labels (and a shorter last one).
 std::string domain_of(size_t len) {
@@ -61,7 +63,9 @@ PathCase err(std::string name, std::string input, PathKind kind, bool utf8, Addr
   return {std::move(name), std::move(input), kind, utf8, e, error_pos, "", "", 0};
 }
 
-void PrintTo(const PathCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const PathCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::vector<PathCase> path_cases() {
   using E = AddrError;
@@ -277,7 +281,9 @@ TEST_P(ParsePathTest, Parses) {
   EXPECT_EQ(cut.path.mailbox, r.path.mailbox);
 }
 
-std::string case_name(const testing::TestParamInfo<PathCase>& info) { return info.param.name; }
+std::string case_name(const testing::TestParamInfo<PathCase>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Table, ParsePathTest, testing::ValuesIn(path_cases()), case_name);
 
@@ -325,7 +331,9 @@ struct DomainCase {
   bool valid;
 };
 
-void PrintTo(const DomainCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const DomainCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::vector<DomainCase> domain_cases() {
   return {
@@ -385,7 +393,9 @@ struct Utf8Case {
   bool valid;
 };
 
-void PrintTo(const Utf8Case& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const Utf8Case& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::vector<Utf8Case> utf8_cases() {
   return {
@@ -430,7 +440,9 @@ TEST_P(Utf8Test, Validates) {
   EXPECT_EQ(is_valid_utf8(std::string_view(buf.get(), c.input.size())), c.valid);
 }
 
-std::string utf8_case_name(const testing::TestParamInfo<Utf8Case>& info) { return info.param.name; }
+std::string utf8_case_name(const testing::TestParamInfo<Utf8Case>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Table, Utf8Test, testing::ValuesIn(utf8_cases()), utf8_case_name);
 

@@ -70,7 +70,9 @@ struct MailCase {
   std::string_view text = {};  // checked when not empty
 };
 
-void PrintTo(const MailCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const MailCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 const MailCase kMailCases[] = {
     // Accepted lists and their spacing.
@@ -301,7 +303,9 @@ struct RcptCase {
   std::string_view text = {};  // checked when not empty
 };
 
-void PrintTo(const RcptCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const RcptCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 const RcptCase kRcptCases[] = {
     {.name = "empty", .params = ""},
@@ -542,7 +546,9 @@ struct XtextCase {
   bool valid;
 };
 
-void PrintTo(const XtextCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const XtextCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 const XtextCase kXtextCases[] = {
     {"empty", "", true},

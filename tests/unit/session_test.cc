@@ -447,8 +447,10 @@ TEST(Session, Smtputf8) {
   EXPECT_EQ(codes(out), (std::vector<std::string>{"250", "250", "354", "250"}));
   ASSERT_EQ(h.rec.received.size(), 1u);
   EXPECT_NE(h.rec.received[0].find("with UTF8SMTP id"), std::string::npos);
-  // Without SMTPUTF8 a UTF-8 recipient is refused.
+  // Without SMTPUTF8 a UTF-8 recipient, or a UTF-8 ORCPT, is refused.
   h.send("MAIL FROM:<a@b.c>\r\n");
+  EXPECT_EQ(h.send("RCPT TO:<a@b.c> ORCPT=utf-8;\xc3\xbc@b.c\r\n"),
+            "501 5.5.4 Error: non-ASCII ORCPT needs SMTPUTF8\r\n");
   EXPECT_EQ(h.send("RCPT TO:<\xc3\xbc@b.c>\r\n").substr(0, 10), "553 5.6.7 ");
 }
 
