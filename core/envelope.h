@@ -30,6 +30,7 @@ struct Message {
   // apart from the body so the spool can write both with one writev.
   std::string received;
   ByteBuffer body;               // message as received, dot-unstuffed
+  uint64_t size = 0;             // body octets (kept when the handler moves the body out)
   uint32_t received_count = 0;   // Received headers already in the body
   int64_t received_at_unix = 0;  // wall-clock seconds at end of data
   bool via_bdat = false;

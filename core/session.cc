@@ -47,22 +47,30 @@ bool is_acceptable_helo(std::string_view s) {
 
 }  // namespace
 
+namespace {
+constexpr char kBase32Hex[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
+}  // namespace
+
+std::string format_session_id(uint64_t id) {
+  std::string out(13, '0');
+  for (int i = 12; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = kBase32Hex[id & 31];
+    id >>= 5;
+  }
+  return out;
+}
+
 void SessionHandler::make_queue_id(Session& s, uint32_t txn_number, std::string& out) {
   // base32hex keeps ids sortable and filename-safe: 13 digits of the session
   // id, then 4 of the transaction number.
-  static constexpr char kDigits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
-  char buf[17];
-  uint64_t id = s.conn().session_id;
-  for (int i = 12; i >= 0; --i) {
-    buf[i] = kDigits[id & 31];
-    id >>= 5;
-  }
+  out = format_session_id(s.conn().session_id);
   uint32_t t = txn_number;
-  for (int i = 16; i >= 13; --i) {
-    buf[i] = kDigits[t & 31];
+  char tail[4];
+  for (int i = 3; i >= 0; --i) {
+    tail[i] = kBase32Hex[t & 31];
     t >>= 5;
   }
-  out.assign(buf, sizeof buf);
+  out.append(tail, 4);
 }
 
 SessionSettings::SessionSettings(SessionConfig cfg) : cfg_(std::move(cfg)) {
@@ -542,18 +550,16 @@ void Session::finish_data(const Verdict& v) {
 
 void Session::end_of_data(Now now) {
   phase_ = Phase::command;
+  const uint64_t size = decoder_.body_size();
   if (decoder_.overflow()) {
-    reset_transaction();
-    return reply(552, "5.3.4", "Error: message size exceeds fixed limit");
+    return message_reply(552, "5.3.4", "Error: message size exceeds fixed limit", size);
   }
   if (config().bare_line == BareLinePolicy::reject) {
     if (decoder_.saw_bare_lf()) {
-      reset_transaction();
-      return reply(550, "5.5.2", "Error: bare <LF> received");
+      return message_reply(550, "5.5.2", "Error: bare <LF> received", size);
     }
     if (decoder_.saw_bare_cr()) {
-      reset_transaction();
-      return reply(550, "5.5.2", "Error: bare <CR> received");
+      return message_reply(550, "5.5.2", "Error: bare <CR> received", size);
     }
   }
   complete_message(now);
@@ -561,10 +567,10 @@ void Session::end_of_data(Now now) {
 
 // The body is complete and within limits: loop check, trace header, handler.
 void Session::complete_message(Now now) {
+  msg_.size = msg_.body.size();
   msg_.received_count = count_received_headers(msg_.body.view());
   if (msg_.received_count > config().limits.max_received_headers) {
-    reset_transaction();
-    return reply(554, "5.4.6", "Error: too many hops (mail loop?)");
+    return message_reply(554, "5.4.6", "Error: too many hops (mail loop?)", msg_.size);
   }
   const Envelope& env = msg_.envelope;
   const bool utf8 = env.mail.smtputf8;
@@ -595,6 +601,7 @@ void Session::complete_message(Now now) {
 }
 
 void Session::finish_message(const Verdict& v) {
+  const size_t before = out_.size();
   if (v.kind == Verdict::Kind::accept) {
     scratch_ = "Ok: queued as ";
     scratch_ += msg_.envelope.queue_id;
@@ -602,6 +609,19 @@ void Session::finish_message(const Verdict& v) {
   } else {
     reply_verdict(v, 451, "4.3.0", "Error: message not accepted, try again later");
   }
+  // The code actually sent (a bad verdict may have been replaced).
+  uint16_t code = 0;
+  for (size_t i = before; i < before + 3 && i < out_.size(); ++i) {
+    code = static_cast<uint16_t>(code * 10 + (out_[i] - '0'));
+  }
+  handler_.on_transaction_end(*this, msg_.envelope, code, msg_.size);
+  reset_transaction();
+}
+
+void Session::message_reply(uint16_t code, std::string_view enhanced, std::string_view text,
+                            uint64_t size) {
+  reply(code, enhanced, text);
+  handler_.on_transaction_end(*this, msg_.envelope, code, size);
   reset_transaction();
 }
 
@@ -691,6 +711,7 @@ size_t Session::feed_bdat(std::string_view in, Now now) {
     }
   }
   bdat_remaining_ -= n;
+  bdat_total_ += n;
   if (bdat_remaining_ == 0) bdat_chunk_done(now);
   return n;
 }
@@ -699,10 +720,12 @@ void Session::bdat_chunk_done(Now now) {
   phase_ = Phase::command;
   if (bdat_err_.code != 0) {
     const Verdict err = bdat_err_;
-    if (bdat_last_ || !in_txn_) reset_transaction();
     if (is_client_error(err.code) && bad_commands_ >= config().limits.max_bad_commands) {
+      reset_transaction();
       return close_with(421, "4.7.0", "Error: too many errors, closing connection");
     }
+    if (bdat_last_ && in_txn_) return message_reply(err.code, err.enhanced, err.text, bdat_total_);
+    if (!in_txn_) reset_transaction();
     return reply(err.code, err.enhanced, err.text);
   }
   if (!bdat_last_) {
@@ -743,6 +766,8 @@ void Session::reset_transaction() {
     msg_.body.clear();
   }
   bdat_err_ = {};
+  bdat_total_ = 0;
+  msg_.size = 0;
   bdat_remaining_ = 0;
   bdat_last_ = false;
 }

@@ -61,6 +61,10 @@ struct Verdict {
 
 class Session;
 
+// The 13-character base32hex form of a session id, as logs and the default
+// queue ids show it.
+std::string format_session_id(uint64_t id);
+
 // What the layers above decide. Every method has a permissive default so a
 // handler overrides only what it checks. Handlers must not call feed() or
 // resume() from inside these methods; return a Verdict instead.
@@ -83,6 +87,11 @@ class SessionHandler {
   virtual void on_starttls(Session&) {}
   // Every reply, for logs and metrics (verb is unknown for the greeting).
   virtual void on_reply(Session&, Verb, uint16_t /*code*/) {}
+  // The final reply to a message (end of DATA or BDAT LAST), whatever it was:
+  // 250 after on_message accepted it, or the refusal (size, loop, bare line
+  // ending, handler). `size` is the body size in octets as received.
+  virtual void on_transaction_end(Session&, const Envelope&, uint16_t /*code*/, uint64_t /*size*/) {
+  }
   // Makes the queue id for a new transaction; the default derives it from the
   // session id and the transaction number.
   virtual void make_queue_id(Session&, uint32_t txn_number, std::string& out);
@@ -183,6 +192,9 @@ class Session {
   void error_reply(uint16_t code, std::string_view enhanced, std::string_view text);
   void close_with(uint16_t code, std::string_view enhanced, std::string_view text);
   void reset_transaction();
+  // Final reply to a message, then the transaction is over.
+  void message_reply(uint16_t code, std::string_view enhanced, std::string_view text,
+                     uint64_t size);
   void touch(Now now) { last_activity_ms_ = now.mono_ms; }
 
   std::shared_ptr<const SessionSettings> settings_;
@@ -215,6 +227,7 @@ class Session {
   uint64_t bdat_chunk_size_ = 0;
   // A BDAT transaction that failed keeps answering with this until LAST/RSET.
   Verdict bdat_err_;
+  uint64_t bdat_total_ = 0;  // octets of all chunks of this transaction
 
   uint32_t txn_count_ = 0;
   uint32_t bad_commands_ = 0;

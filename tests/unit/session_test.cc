@@ -673,3 +673,32 @@ TEST(Session, BodyMemoryIsReleasedAfterLargeMessage) {
 
 }  // namespace
 }  // namespace ringmx
+
+namespace ringmx {
+namespace {
+
+TEST(Session, TransactionEndReportsEveryFinalReply) {
+  struct Ends : Recorder {
+    std::vector<std::pair<uint16_t, uint64_t>> ends;
+    void on_transaction_end(Session&, const Envelope&, uint16_t code, uint64_t size) override {
+      ends.emplace_back(code, size);
+    }
+  };
+  SessionConfig cfg;
+  cfg.limits.max_message_size = 50;
+  auto settings = std::make_shared<SessionSettings>(cfg);
+  Ends e;
+  Session s(settings, e, Harness::default_info(), {});
+  s.start({});
+  std::string start = "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n";
+  std::string in = "EHLO c\r\n" + start + "DATA\r\nok\r\n.\r\n" + start + "DATA\r\n" +
+                   std::string(60, 'x') + "\r\n.\r\n" + start + "DATA\r\na\nb\r\n.\r\n" + start +
+                   "BDAT 3 LAST\r\nabc" + start + "BDAT 60 LAST\r\n" + std::string(60, 'y') +
+                   "RSET\r\n";
+  EXPECT_EQ(s.feed(in, {}), in.size());
+  EXPECT_EQ(e.ends, (std::vector<std::pair<uint16_t, uint64_t>>{
+                        {250, 4}, {552, 62}, {550, 5}, {250, 3}, {552, 60}}));
+}
+
+}  // namespace
+}  // namespace ringmx

@@ -1,0 +1,47 @@
+// The daemon's whole configuration as one typed value. Loaded from TOML
+// (config_load.h), overridden by command-line flags, validated, then handed
+// read-only to every shard; a reload builds a new one.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/session_config.h"
+
+namespace ringmx {
+
+enum class LogLevel : uint8_t { debug, info, warn, error };
+
+struct ListenerConfig {
+  std::string name;     // label in logs and metrics; defaults to the address
+  std::string address;  // "127.0.0.1:2525", "[::1]:2525", "0.0.0.0:25"
+};
+
+struct SpoolConfig {
+  std::string dir = "./ringmx-spool";
+  // Refuse new messages (452 4.3.1 before DATA) when the spool holds more
+  // than this many bytes; 0 = no limit.
+  uint64_t max_bytes = 0;
+  // ... or when the file system has less free space than this.
+  uint64_t min_free_bytes = 64ull << 20;
+};
+
+struct ServerConfig {
+  SessionConfig smtp;  // hostname, banner, limits, extensions, bare_line
+  std::vector<ListenerConfig> listeners{{"default", "127.0.0.1:2525"}};
+  std::string admin_listen = "127.0.0.1:9425";  // empty disables the admin endpoint
+  SpoolConfig spool;
+  uint32_t shards = 0;  // 0: one per online CPU
+  LogLevel log_level = LogLevel::info;
+  // Connections over all shards, and from one client address.
+  uint32_t max_connections = 20000;
+  uint32_t max_connections_per_ip = 50;
+  // SIGTERM: how long transactions in flight may take to finish.
+  uint32_t drain_timeout_ms = 30000;
+  // Wait this long before the greeting; a client that talks first is refused
+  // (554 5.5.1). 0 greets at once.
+  uint32_t greeting_delay_ms = 0;
+};
+
+}  // namespace ringmx

@@ -1,0 +1,663 @@
+// Contract: owns TOML text -> ServerConfig (load_config) and the re-check of a finished config
+// (validate_config). Pure: reads only its arguments, opens no file, resolves no name. toml++
+// throws; every exception is caught here and becomes a ConfigError, none leaves load_config.
+// Each field's rule (range, charset, enum names) is written once and serves both entry points,
+// so a value the loader accepts is never refused by validate_config and the other way round.
+#include "core/config_load.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <exception>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/address.h"
+#include "core/limits.h"
+
+namespace ringmx {
+namespace {
+
+// Same value as kMaxListeners in core/metrics.h, which sizes the per-listener counters; not
+// included from there so the loader does not depend on the metrics types.
+constexpr size_t kMaxListenerCount = 16;
+constexpr size_t kMaxHostname = 255;  // RFC 1035 domain length
+constexpr size_t kMaxBanner = 200;    // keeps the greeting well under the 512-octet reply line
+// TOML integers are int64, so no file can express more than this for a uint64 field.
+constexpr uint64_t kTomlIntMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+
+// The unsigned [server] keys, with their ranges.
+struct ServerUint {
+  std::string_view name;
+  uint32_t ServerConfig::*field;
+  uint64_t min;
+  uint64_t max;
+};
+
+constexpr ServerUint kServerUints[] = {
+    {"shards", &ServerConfig::shards, 0, 256},
+    {"max_connections", &ServerConfig::max_connections, 1, 1'000'000},
+    {"max_connections_per_ip", &ServerConfig::max_connections_per_ip, 1, 1'000'000},
+    {"drain_timeout_ms", &ServerConfig::drain_timeout_ms, 0, 3'600'000},
+    {"greeting_delay_ms", &ServerConfig::greeting_delay_ms, 0, 60'000},
+};
+
+struct ExtensionFlag {
+  std::string_view name;
+  bool Extensions::*field;
+};
+
+constexpr ExtensionFlag kExtensionFlags[] = {
+    {"pipelining", &Extensions::pipelining},
+    {"size", &Extensions::size},
+    {"eightbitmime", &Extensions::eightbitmime},
+    {"smtputf8", &Extensions::smtputf8},
+    {"enhanced_status_codes", &Extensions::enhanced_status_codes},
+    {"chunking", &Extensions::chunking},
+    {"dsn", &Extensions::dsn},
+    {"vrfy", &Extensions::vrfy},
+};
+
+// Limits mixes uint32 and uint64 fields; exactly one of the two pointers is set.
+struct LimitField {
+  std::string_view name;
+  uint32_t Limits::*narrow = nullptr;
+  uint64_t Limits::*wide = nullptr;
+};
+
+constexpr LimitField kLimitFields[] = {
+    {"max_command_line", &Limits::max_command_line},
+    {"max_message_size", nullptr, &Limits::max_message_size},
+    {"max_recipients", &Limits::max_recipients},
+    {"max_bad_commands", &Limits::max_bad_commands},
+    {"max_transactions", &Limits::max_transactions},
+    {"max_helo_length", &Limits::max_helo_length},
+    {"max_received_headers", &Limits::max_received_headers},
+    {"command_timeout_ms", &Limits::command_timeout_ms},
+    {"data_timeout_ms", &Limits::data_timeout_ms},
+    {"session_timeout_ms", &Limits::session_timeout_ms},
+};
+
+// kLimitSpecs is the source of truth for names and ranges; this table only adds the storage.
+// A spec added, renamed or widened past its field's type must break the build, not wrap.
+constexpr bool limit_fields_follow_specs() {
+  if (std::size(kLimitFields) != std::size(kLimitSpecs)) return false;
+  for (size_t i = 0; i < std::size(kLimitSpecs); ++i) {
+    const LimitField& f = kLimitFields[i];
+    const LimitSpec& s = kLimitSpecs[i];
+    if (f.name != s.name || (f.narrow == nullptr) == (f.wide == nullptr)) return false;
+    if (s.min > s.max || s.max > kTomlIntMax) return false;
+    if (f.narrow != nullptr && s.max > std::numeric_limits<uint32_t>::max()) return false;
+  }
+  return true;
+}
+static_assert(limit_fields_follow_specs(), "kLimitFields must match kLimitSpecs one to one");
+
+uint64_t get_limit(const Limits& l, const LimitField& f) {
+  return f.narrow != nullptr ? l.*f.narrow : l.*f.wide;
+}
+
+void set_limit(Limits& l, const LimitField& f, uint64_t v) {
+  // The range check ran first and the static_assert bounds narrow specs to uint32.
+  if (f.narrow != nullptr) {
+    l.*f.narrow = static_cast<uint32_t>(v);
+  } else {
+    l.*f.wide = v;
+  }
+}
+
+template <typename E>
+struct EnumName {
+  std::string_view name;
+  E value;
+};
+
+constexpr EnumName<LogLevel> kLogLevels[] = {
+    {"debug", LogLevel::debug},
+    {"info", LogLevel::info},
+    {"warn", LogLevel::warn},
+    {"error", LogLevel::error},
+};
+
+constexpr EnumName<BareLinePolicy> kBareLinePolicies[] = {
+    {"reject", BareLinePolicy::reject},
+    {"normalise", BareLinePolicy::normalise},
+};
+
+template <typename E, size_t N>
+std::string one_of_message(const EnumName<E> (&names)[N]) {
+  std::string msg = "must be one of: ";
+  for (size_t i = 0; i < N; ++i) {
+    if (i > 0) msg += ", ";
+    msg += names[i].name;
+  }
+  return msg;
+}
+
+std::string range_message(uint64_t min, uint64_t max) {
+  // An upper bound no TOML integer can pass is not worth printing.
+  if (max >= kTomlIntMax) {
+    return min == 0 ? "must not be negative" : "must be at least " + std::to_string(min);
+  }
+  return "must be between " + std::to_string(min) + " and " + std::to_string(max);
+}
+
+// The field rules below return an empty string for an acceptable value, else the message.
+
+std::string check_hostname(std::string_view h) {
+  if (h.empty()) return "must not be empty";
+  if (h.size() > kMaxHostname) return "must be at most 255 characters";
+  // No UTF-8: the name goes into the greeting and EHLO before the client said SMTPUTF8.
+  if (!is_valid_domain(h, /*allow_utf8=*/false)) {
+    return "must be a domain name (letters, digits, '-' and '.') or an address literal such as "
+           "[192.0.2.1]";
+  }
+  return {};
+}
+
+std::string check_banner(std::string_view b) {
+  if (b.size() > kMaxBanner) return "must be at most 200 characters";
+  for (const char c : b) {
+    // A CR or LF would let the banner forge extra reply lines.
+    if (c < 0x20 || c > 0x7e) return "must be printable ASCII";
+  }
+  return {};
+}
+
+std::string check_address(std::string_view a) {
+  std::string host;
+  uint16_t port = 0;
+  if (split_host_port(a, host, port)) return {};
+  // Echoed because a command-line value has no line to point at; made safe for a terminal.
+  std::string shown(a.substr(0, 80));
+  for (char& c : shown) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return "must be IPv4:port or [IPv6]:port with a numeric address and a port 1-65535 (got \"" +
+         shown + "\")";
+}
+
+bool is_name_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
+}
+
+// A name spelled like its own address is what the default produces, so it is allowed as is,
+// brackets and ':' included; any other name keeps to a charset safe for logs and metrics.
+std::string check_listener_name(std::string_view n, std::string_view address) {
+  if (n.empty()) return "must not be empty";
+  if (n == address) return {};
+  for (const char c : n) {
+    if (!is_name_char(c)) return "must contain only A-Z a-z 0-9 _ . -";
+  }
+  return {};
+}
+
+std::string check_spool_dir(std::string_view d) {
+  if (d.empty()) return "must not be empty";
+  // open() would silently stop at the NUL and use another directory.
+  if (d.find('\0') != std::string_view::npos) return "must not contain a NUL character";
+  return {};
+}
+
+std::string listener_key(size_t i, std::string_view field) {
+  std::string key = "listener[" + std::to_string(i) + "]";
+  if (!field.empty()) {
+    key += '.';
+    key += field;
+  }
+  return key;
+}
+
+std::string_view type_phrase(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::none: return "nothing";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+  }
+  return "an unknown value";
+}
+
+// Walks the parsed tree, writes accepted values into the config and records every problem.
+// A rejected value leaves the field as it was in `base`.
+class Loader {
+ public:
+  Loader(std::string_view file, std::vector<ConfigError>& errors) : file_(file), errors_(errors) {}
+
+  void load_root(const toml::table& root, ServerConfig& cfg) {
+    for (const auto& [k, v] : root) {
+      const std::string_view name = k.str();
+      if (name == "server") {
+        if (const toml::table* t = section(v, "server")) load_server(*t, cfg);
+      } else if (name == "limits") {
+        if (const toml::table* t = section(v, "limits")) load_limits(*t, cfg.smtp.limits);
+      } else if (name == "smtp") {
+        if (const toml::table* t = section(v, "smtp")) load_smtp(*t, cfg.smtp);
+      } else if (name == "spool") {
+        if (const toml::table* t = section(v, "spool")) load_spool(*t, cfg.spool);
+      } else if (name == "admin") {
+        if (const toml::table* t = section(v, "admin")) load_admin(*t, cfg);
+      } else if (name == "listener") {
+        load_listeners(v, cfg);
+      } else {
+        unknown(k, v, std::string(name));
+      }
+    }
+  }
+
+ private:
+  void add(const toml::source_region& where, std::string key, std::string message) {
+    ConfigError e;
+    e.file = file_;
+    e.line = where.begin.line;
+    e.column = where.begin.column;
+    e.key = std::move(key);
+    e.message = std::move(message);
+    errors_.push_back(std::move(e));
+  }
+
+  void wrong_type(const toml::node& n, std::string key, std::string_view expected) {
+    add(n.source(), std::move(key),
+        "expected " + std::string(expected) + ", not " + std::string(type_phrase(n.type())));
+  }
+
+  void unknown(const toml::key& k, const toml::node& v, std::string key) {
+    // Keys of implicitly created tables may carry no position; the value's is the next best.
+    const toml::source_region& where = k.source().begin.line != 0 ? k.source() : v.source();
+    add(where, std::move(key), v.is_table() ? "unknown table" : "unknown key");
+  }
+
+  static std::string dotted(std::string_view section, const toml::key& k) {
+    std::string key(section);
+    key += '.';
+    key += k.str();
+    return key;
+  }
+
+  const toml::table* section(const toml::node& n, std::string_view key) {
+    const toml::table* t = n.as_table();
+    if (t == nullptr) wrong_type(n, std::string(key), "a table");
+    return t;
+  }
+
+  bool read_uint(const toml::node& n, const std::string& key, uint64_t min, uint64_t max,
+                 uint64_t& out) {
+    const auto* v = n.as_integer();
+    if (v == nullptr) {
+      wrong_type(n, key, "an integer");
+      return false;
+    }
+    // Compared as signed first: a negative value must be refused, not wrapped into range.
+    const int64_t x = v->get();
+    if (x < 0 || static_cast<uint64_t>(x) < min || static_cast<uint64_t>(x) > max) {
+      add(n.source(), key, range_message(min, max));
+      return false;
+    }
+    out = static_cast<uint64_t>(x);
+    return true;
+  }
+
+  const std::string* read_string(const toml::node& n, const std::string& key) {
+    const auto* v = n.as_string();
+    if (v == nullptr) {
+      wrong_type(n, key, "a string");
+      return nullptr;
+    }
+    return &v->get();
+  }
+
+  // Reads a string and applies `check`; `out` changes only when both pass.
+  template <typename Check>
+  bool read_checked(const toml::node& n, const std::string& key, Check check, std::string& out) {
+    const std::string* s = read_string(n, key);
+    if (s == nullptr) return false;
+    std::string problem = check(*s);
+    if (!problem.empty()) {
+      add(n.source(), key, std::move(problem));
+      return false;
+    }
+    out = *s;
+    return true;
+  }
+
+  void read_bool(const toml::node& n, const std::string& key, bool& out) {
+    const auto* v = n.as_boolean();
+    if (v == nullptr) {
+      wrong_type(n, key, "a boolean");
+      return;
+    }
+    out = v->get();
+  }
+
+  template <typename E, size_t N>
+  void read_enum(const toml::node& n, const std::string& key, const EnumName<E> (&names)[N],
+                 E& out) {
+    const std::string* s = read_string(n, key);
+    if (s == nullptr) return;
+    for (const EnumName<E>& e : names) {
+      if (e.name == *s) {
+        out = e.value;
+        return;
+      }
+    }
+    add(n.source(), key, one_of_message(names));
+  }
+
+  void load_server(const toml::table& t, ServerConfig& cfg) {
+    for (const auto& [k, v] : t) {
+      const std::string_view name = k.str();
+      const std::string key = dotted("server", k);
+      if (name == "hostname") {
+        read_checked(v, key, check_hostname, cfg.smtp.hostname);
+      } else if (name == "banner") {
+        read_checked(v, key, check_banner, cfg.smtp.banner);
+      } else if (name == "log_level") {
+        read_enum(v, key, kLogLevels, cfg.log_level);
+      } else if (!load_server_uint(name, v, key, cfg)) {
+        unknown(k, v, key);
+      }
+    }
+  }
+
+  // False when `name` is not one of the unsigned [server] keys.
+  bool load_server_uint(std::string_view name, const toml::node& v, const std::string& key,
+                        ServerConfig& cfg) {
+    for (const ServerUint& f : kServerUints) {
+      if (f.name != name) continue;
+      uint64_t x = 0;
+      if (read_uint(v, key, f.min, f.max, x)) cfg.*f.field = static_cast<uint32_t>(x);
+      return true;
+    }
+    return false;
+  }
+
+  void load_limits(const toml::table& t, Limits& limits) {
+    for (const auto& [k, v] : t) {
+      const std::string key = dotted("limits", k);
+      bool known = false;
+      for (size_t i = 0; i < std::size(kLimitSpecs); ++i) {
+        if (kLimitSpecs[i].name != k.str()) continue;
+        known = true;
+        uint64_t x = 0;
+        if (read_uint(v, key, kLimitSpecs[i].min, kLimitSpecs[i].max, x)) {
+          set_limit(limits, kLimitFields[i], x);
+        }
+        break;
+      }
+      if (!known) unknown(k, v, key);
+    }
+  }
+
+  void load_smtp(const toml::table& t, SessionConfig& smtp) {
+    for (const auto& [k, v] : t) {
+      const std::string key = dotted("smtp", k);
+      if (k.str() == "bare_line") {
+        read_enum(v, key, kBareLinePolicies, smtp.bare_line);
+        continue;
+      }
+      bool known = false;
+      for (const ExtensionFlag& f : kExtensionFlags) {
+        if (f.name != k.str()) continue;
+        known = true;
+        read_bool(v, key, smtp.ext.*f.field);
+        break;
+      }
+      if (!known) unknown(k, v, key);
+    }
+  }
+
+  void load_spool(const toml::table& t, SpoolConfig& spool) {
+    for (const auto& [k, v] : t) {
+      const std::string_view name = k.str();
+      const std::string key = dotted("spool", k);
+      if (name == "dir") {
+        read_checked(v, key, check_spool_dir, spool.dir);
+      } else if (name == "max_bytes") {
+        read_uint(v, key, 0, kTomlIntMax, spool.max_bytes);
+      } else if (name == "min_free_bytes") {
+        read_uint(v, key, 0, kTomlIntMax, spool.min_free_bytes);
+      } else {
+        unknown(k, v, key);
+      }
+    }
+  }
+
+  void load_admin(const toml::table& t, ServerConfig& cfg) {
+    for (const auto& [k, v] : t) {
+      const std::string key = dotted("admin", k);
+      if (k.str() == "listen") {
+        // The empty string is how the endpoint is turned off, so it skips the address check.
+        read_checked(
+            v, key, [](std::string_view s) { return s.empty() ? std::string() : check_address(s); },
+            cfg.admin_listen);
+      } else {
+        unknown(k, v, key);
+      }
+    }
+  }
+
+  void load_listeners(const toml::node& n, ServerConfig& cfg) {
+    const toml::array* arr = n.as_array();
+    if (arr == nullptr) {
+      wrong_type(n, "listener", "an array of tables ([[listener]])");
+      return;
+    }
+    if (arr->empty()) add(n.source(), "listener", "at least one listener is required");
+    // Whatever the file lists replaces the base listeners; merging would leave the defaults
+    // listening next to the configured ones.
+    std::vector<ListenerConfig> out;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::node& el = (*arr)[i];
+      if (i == kMaxListenerCount) {
+        add(el.source(), "listener", "at most 16 listeners are allowed");
+      }
+      const toml::table* t = el.as_table();
+      if (t == nullptr) {
+        wrong_type(el, listener_key(i, {}), "a table");
+        continue;
+      }
+      load_listener(*t, i, out);
+    }
+    cfg.listeners = std::move(out);
+  }
+
+  void load_listener(const toml::table& t, size_t index, std::vector<ListenerConfig>& out) {
+    ListenerConfig l;
+    const toml::node* name_node = nullptr;
+    bool has_address = false;
+    bool address_ok = false;
+    for (const auto& [k, v] : t) {
+      if (k.str() == "name") {
+        name_node = &v;  // checked below, once the address is known
+      } else if (k.str() == "address") {
+        has_address = true;
+        address_ok = read_checked(v, listener_key(index, "address"), check_address, l.address);
+      } else {
+        unknown(k, v, listener_key(index, k.str()));
+      }
+    }
+    if (!has_address) add(t.source(), listener_key(index, "address"), "is required");
+    if (name_node != nullptr) {
+      const std::string& addr = l.address;
+      read_checked(
+          *name_node, listener_key(index, "name"),
+          [&addr](std::string_view n) { return check_listener_name(n, addr); }, l.name);
+    } else if (address_ok) {
+      l.name = l.address;
+    }
+    if (!l.name.empty()) {
+      for (const ListenerConfig& prev : out) {
+        if (prev.name != l.name) continue;
+        add(name_node != nullptr ? name_node->source() : t.source(), listener_key(index, "name"),
+            "duplicate listener name \"" + l.name + "\"");
+        break;
+      }
+    }
+    out.push_back(std::move(l));
+  }
+
+  std::string file_;
+  std::vector<ConfigError>& errors_;
+};
+
+// inet_pton wants a NUL-terminated string; anything but these characters (a NUL, a '%' zone,
+// a host name) is refused before it gets there.
+bool parse_numeric_host(std::string_view h, int family) {
+  constexpr size_t kMaxText = 45;  // longest IPv6 text form, with an embedded IPv4 address
+  if (h.empty() || h.size() > kMaxText) return false;
+  for (const char c : h) {
+    const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (!hex && c != '.' && c != ':') return false;
+  }
+  std::array<char, kMaxText + 1> text{};
+  h.copy(text.data(), h.size());
+  in6_addr addr{};  // large enough for either family
+  return inet_pton(family, text.data(), &addr) == 1;
+}
+
+bool parse_port(std::string_view p, uint16_t& port) {
+  if (p.empty() || p.size() > 5) return false;
+  uint32_t value = 0;
+  for (const char c : p) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (value == 0 || value > 65535) return false;
+  port = static_cast<uint16_t>(value);
+  return true;
+}
+
+}  // namespace
+
+std::string ConfigError::to_string() const {
+  std::string out = file;
+  if (line != 0) {
+    if (!out.empty()) out += ':';
+    out += std::to_string(line);
+    if (column != 0) out += ':' + std::to_string(column);
+  }
+  if (!out.empty()) out += ": ";
+  if (!key.empty()) out += key + ": ";
+  out += message;
+  return out;
+}
+
+ConfigLoadResult load_config(std::string_view toml_text, std::string_view file_name,
+                             const ServerConfig& base) {
+  ConfigLoadResult result{base, {}};
+  ConfigError fatal;
+  fatal.file = file_name;
+  try {
+    const toml::table root = toml::parse(toml_text, file_name);
+    Loader(file_name, result.errors).load_root(root, result.config);
+    // Tables iterate in key order, not file order; people read errors top to bottom.
+    std::stable_sort(result.errors.begin(), result.errors.end(),
+                     [](const ConfigError& a, const ConfigError& b) {
+                       return a.line != b.line ? a.line < b.line : a.column < b.column;
+                     });
+    return result;
+  } catch (const toml::parse_error& e) {
+    fatal.line = e.source().begin.line;
+    fatal.column = e.source().begin.column;
+    fatal.message = e.description();
+  } catch (const std::exception& e) {
+    fatal.message = std::string("cannot load: ") + e.what();
+  } catch (...) {
+    fatal.message = "cannot load: unknown exception";
+  }
+  // A file that did not load at all must not leave half of it applied.
+  result.config = base;
+  result.errors.push_back(std::move(fatal));
+  return result;
+}
+
+std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
+  std::vector<ConfigError> errors;
+  auto check = [&errors](std::string key, std::string problem) {
+    if (problem.empty()) return;
+    ConfigError e;
+    e.key = std::move(key);
+    e.message = std::move(problem);
+    errors.push_back(std::move(e));
+  };
+  auto in_range = [](uint64_t v, uint64_t min, uint64_t max) {
+    return v >= min && v <= max ? std::string() : range_message(min, max);
+  };
+
+  check("server.hostname", check_hostname(cfg.smtp.hostname));
+  check("server.banner", check_banner(cfg.smtp.banner));
+  for (const ServerUint& f : kServerUints) {
+    check("server." + std::string(f.name), in_range(cfg.*f.field, f.min, f.max));
+  }
+  for (size_t i = 0; i < std::size(kLimitSpecs); ++i) {
+    const LimitSpec& s = kLimitSpecs[i];
+    check("limits." + std::string(s.name),
+          in_range(get_limit(cfg.smtp.limits, kLimitFields[i]), s.min, s.max));
+  }
+  check("spool.dir", check_spool_dir(cfg.spool.dir));
+  // The loader cannot produce more than int64 max; a command-line override still could.
+  check("spool.max_bytes", in_range(cfg.spool.max_bytes, 0, kTomlIntMax));
+  check("spool.min_free_bytes", in_range(cfg.spool.min_free_bytes, 0, kTomlIntMax));
+  if (!cfg.admin_listen.empty()) check("admin.listen", check_address(cfg.admin_listen));
+
+  if (cfg.listeners.empty()) check("listener", "at least one listener is required");
+  if (cfg.listeners.size() > kMaxListenerCount)
+    check("listener", "at most 16 listeners are allowed");
+  for (size_t i = 0; i < cfg.listeners.size(); ++i) {
+    const ListenerConfig& l = cfg.listeners[i];
+    check(listener_key(i, "address"), check_address(l.address));
+    check(listener_key(i, "name"), check_listener_name(l.name, l.address));
+    for (size_t j = 0; j < i; ++j) {
+      if (cfg.listeners[j].name == l.name && !l.name.empty()) {
+        check(listener_key(i, "name"), "duplicate listener name \"" + l.name + "\"");
+        break;
+      }
+    }
+  }
+  return errors;
+}
+
+bool split_host_port(std::string_view s, std::string& host, uint16_t& port) {
+  std::string_view h;
+  std::string_view p;
+  int family = AF_INET;
+  if (!s.empty() && s.front() == '[') {
+    // Brackets are for IPv6 only; "[192.0.2.1]:25" is refused rather than guessed at.
+    const size_t close = s.find(']');
+    if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      return false;
+    }
+    h = s.substr(1, close - 1);
+    p = s.substr(close + 2);
+    family = AF_INET6;
+  } else {
+    // Unbracketed IPv6 ("::1:25") is ambiguous; the host must then be IPv4, which has no ':'.
+    const size_t colon = s.find(':');
+    if (colon == std::string_view::npos) return false;
+    h = s.substr(0, colon);
+    p = s.substr(colon + 1);
+  }
+  uint16_t port_value = 0;
+  if (!parse_port(p, port_value) || !parse_numeric_host(h, family)) return false;
+  host.assign(h);
+  port = port_value;
+  return true;
+}
+
+}  // namespace ringmx

@@ -1,0 +1,302 @@
+// Metric updates on the shard side and the Prometheus text rendering (format
+// 0.0.4) on the admin side. Rendering sums every shard block; it allocates only
+// into the caller's string and reads no clock (the start time comes in the view).
+#include "core/metrics.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+namespace ringmx {
+
+namespace {
+
+constexpr std::array<std::string_view, static_cast<size_t>(ConnResult::count_)> kConnResultNames = {
+    "accepted", "limit_total", "limit_per_ip", "pregreet", "error"};
+constexpr std::array<std::string_view, static_cast<size_t>(TxnResult::count_)> kTxnResultNames = {
+    "accepted", "rejected", "tempfail", "aborted"};
+
+constexpr uint64_t kNsPerSecond = 1'000'000'000;
+
+// Bucket bounds in whole nanoseconds, so placement at a bound is exact (a
+// value equal to a bound belongs to that bound's bucket, as `le` says).
+constexpr std::array<uint64_t, Histogram::kBounds.size()> kBoundsNs = {
+    50'000,      100'000,      250'000,       500'000,          1'000'000,   2'500'000,
+    5'000'000,   10'000'000,   25'000'000,    50'000'000,       100'000'000, 250'000'000,
+    500'000'000, kNsPerSecond, 2'500'000'000, 10 * kNsPerSecond};
+
+constexpr bool bounds_match() {
+  for (size_t i = 0; i < kBoundsNs.size(); ++i) {
+    double d = static_cast<double>(kBoundsNs[i]) / 1e9 - Histogram::kBounds[i];
+    if (d > 1e-15 || d < -1e-15) return false;
+  }
+  return true;
+}
+static_assert(bounds_match(), "kBoundsNs must follow Histogram::kBounds");
+
+void append_u64(std::string& out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_i64(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// Shortest round-trip form, choosing between plain and exponent notation the
+// way Go's strconv.FormatFloat(v, 'g', -1, 64) does (as the Prometheus client
+// libraries print `le`): exponent form when the decimal exponent is < -4 or
+// >= 6. So 5e-05, 0.0001, 2.5, 10, 1e+06.
+void append_double(std::string& out, double v) {
+  if (std::isnan(v)) {
+    out += "NaN";
+    return;
+  }
+  if (std::isinf(v)) {
+    out += v > 0 ? "+Inf" : "-Inf";
+    return;
+  }
+  char buf[64];
+  auto sci = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+  std::string_view s(buf, static_cast<size_t>(sci.ptr - buf));
+  int exp = 0;
+  size_t e = s.find('e');
+  if (e != std::string_view::npos) {
+    std::string_view digits = s.substr(e + 1);
+    if (!digits.empty() && digits.front() == '+') digits.remove_prefix(1);
+    std::from_chars(digits.data(), digits.data() + digits.size(), exp);
+  }
+  if (exp < -4 || exp >= 6) {
+    out.append(s);
+    return;
+  }
+  auto fixed = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+  out.append(buf, fixed.ptr);
+}
+
+// Nanoseconds as exact decimal seconds: 1500000 -> "0.0015", 2000000000 -> "2".
+void append_ns_as_seconds(std::string& out, uint64_t ns) {
+  append_u64(out, ns / kNsPerSecond);
+  uint64_t frac = ns % kNsPerSecond;
+  if (frac == 0) return;
+  char digits[9];
+  for (int i = 8; i >= 0; --i) {
+    digits[i] = static_cast<char>('0' + frac % 10);
+    frac /= 10;
+  }
+  size_t len = 9;
+  while (digits[len - 1] == '0') --len;
+  out.push_back('.');
+  out.append(digits, len);
+}
+
+// Label value escaping of the text format: backslash, double quote, newline.
+void append_label_value(std::string& out, std::string_view v) {
+  for (char c : v) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default: out.push_back(c); break;
+    }
+  }
+}
+
+void append_family(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help) {
+  out += "# HELP ";
+  out += name;
+  out.push_back(' ');
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out.push_back(' ');
+  out += type;
+  out.push_back('\n');
+}
+
+// One unlabelled counter family.
+void append_counter(std::string& out, std::string_view name, std::string_view help,
+                    uint64_t value) {
+  append_family(out, name, "counter", help);
+  out += name;
+  out.push_back(' ');
+  append_u64(out, value);
+  out.push_back('\n');
+}
+
+// One unlabelled gauge family.
+void append_gauge(std::string& out, std::string_view name, std::string_view help, int64_t value) {
+  append_family(out, name, "gauge", help);
+  out += name;
+  out.push_back(' ');
+  append_i64(out, value);
+  out.push_back('\n');
+}
+
+// Every shard block summed (everything but the per-shard loop counters).
+struct Totals {
+  std::array<std::array<uint64_t, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
+      connections{};
+  int64_t sessions_active = 0;
+  std::array<uint64_t, static_cast<size_t>(TxnResult::count_)> transactions{};
+  std::array<uint64_t, std::tuple_size_v<decltype(ShardMetrics::replies)>> replies{};
+  uint64_t messages_accepted = 0;
+  uint64_t message_bytes = 0;
+  uint64_t bytes_in = 0;
+  uint64_t spool_writes = 0;
+  uint64_t spool_write_errors = 0;
+  uint64_t timeouts = 0;
+  std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
+  uint64_t fsync_sum_ns = 0;
+};
+
+void add_shard(Totals& t, const ShardMetrics& m) {
+  for (size_t l = 0; l < kMaxListeners; ++l) {
+    for (size_t r = 0; r < t.connections[l].size(); ++r) {
+      t.connections[l][r] += m.connections[l][r].get();
+    }
+  }
+  t.sessions_active += m.sessions_active.get();
+  for (size_t r = 0; r < t.transactions.size(); ++r) t.transactions[r] += m.transactions[r].get();
+  for (size_t c = 0; c < t.replies.size(); ++c) t.replies[c] += m.replies[c].get();
+  t.messages_accepted += m.messages_accepted.get();
+  t.message_bytes += m.message_bytes.get();
+  t.bytes_in += m.bytes_in.get();
+  t.spool_writes += m.spool_writes.get();
+  t.spool_write_errors += m.spool_write_errors.get();
+  t.timeouts += m.timeouts.get();
+  for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
+    t.fsync_buckets[i] += m.fsync_seconds.bucket(i);
+  }
+  t.fsync_sum_ns += m.fsync_seconds.sum_ns();
+}
+
+}  // namespace
+
+void Histogram::observe_ns(uint64_t ns) {
+  size_t i = 0;
+  while (i < kBoundsNs.size() && ns > kBoundsNs[i]) ++i;
+  counts_[i].inc();
+  sum_ns_.inc(ns);
+  count_.inc();
+}
+
+std::string_view conn_result_name(ConnResult r) {
+  auto i = static_cast<size_t>(r);
+  return i < kConnResultNames.size() ? kConnResultNames[i] : "unknown";
+}
+
+std::string_view txn_result_name(TxnResult r) {
+  auto i = static_cast<size_t>(r);
+  return i < kTxnResultNames.size() ? kTxnResultNames[i] : "unknown";
+}
+
+void render_prometheus(std::string& out, const MetricsView& view) {
+  Totals t;
+  for (const ShardMetrics* m : view.shards) {
+    if (m != nullptr) add_shard(t, *m);
+  }
+  size_t listeners = std::min(view.listener_names.size(), kMaxListeners);
+
+  append_family(out, "ringmx_connections_total", "counter",
+                "Inbound SMTP connections by listener and accept outcome.");
+  for (size_t l = 0; l < listeners; ++l) {
+    for (size_t r = 0; r < kConnResultNames.size(); ++r) {
+      out += "ringmx_connections_total{listener=\"";
+      append_label_value(out, view.listener_names[l]);
+      out += "\",result=\"";
+      out += kConnResultNames[r];
+      out += "\"} ";
+      append_u64(out, t.connections[l][r]);
+      out.push_back('\n');
+    }
+  }
+
+  append_gauge(out, "ringmx_sessions_active", "SMTP sessions currently open.", t.sessions_active);
+
+  append_family(out, "ringmx_transactions_total", "counter",
+                "Mail transactions (MAIL FROM onwards) by outcome.");
+  for (size_t r = 0; r < kTxnResultNames.size(); ++r) {
+    out += "ringmx_transactions_total{result=\"";
+    out += kTxnResultNames[r];
+    out += "\"} ";
+    append_u64(out, t.transactions[r]);
+    out.push_back('\n');
+  }
+
+  append_family(out, "ringmx_replies_total", "counter", "SMTP replies sent, by reply code.");
+  for (size_t c = 0; c < t.replies.size(); ++c) {
+    if (t.replies[c] == 0) continue;
+    out += "ringmx_replies_total{code=\"";
+    append_u64(out, c);
+    out += "\"} ";
+    append_u64(out, t.replies[c]);
+    out.push_back('\n');
+  }
+
+  append_counter(out, "ringmx_messages_accepted_total", "Messages accepted into the spool.",
+                 t.messages_accepted);
+  append_counter(out, "ringmx_message_bytes_total", "Bytes of accepted messages, as stored.",
+                 t.message_bytes);
+  append_counter(out, "ringmx_received_bytes_total", "Bytes read from SMTP clients.", t.bytes_in);
+  append_counter(out, "ringmx_spool_writes_total", "Spool batch writes.", t.spool_writes);
+  append_counter(out, "ringmx_spool_write_errors_total", "Spool batch writes that failed.",
+                 t.spool_write_errors);
+  append_counter(out, "ringmx_session_timeouts_total", "SMTP sessions closed by a timeout.",
+                 t.timeouts);
+
+  constexpr std::string_view kFsync = "ringmx_spool_fsync_duration_seconds";
+  append_family(out, kFsync, "histogram", "Time to write and fsync one spool batch.");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
+    cumulative += t.fsync_buckets[i];
+    out += kFsync;
+    out += "_bucket{le=\"";
+    if (i < Histogram::kBounds.size()) {
+      append_double(out, Histogram::kBounds[i]);
+    } else {
+      out += "+Inf";
+    }
+    out += "\"} ";
+    append_u64(out, cumulative);
+    out.push_back('\n');
+  }
+  out += kFsync;
+  out += "_sum ";
+  append_ns_as_seconds(out, t.fsync_sum_ns);
+  out.push_back('\n');
+  // The count is the +Inf bucket so the two agree even when a scrape races an
+  // observation (a bucket is bumped before the count).
+  out += kFsync;
+  out += "_count ";
+  append_u64(out, cumulative);
+  out.push_back('\n');
+
+  append_gauge(out, "ringmx_spool_bytes", "Bytes of messages in the spool.", view.spool_bytes);
+  append_gauge(out, "ringmx_spool_messages", "Messages in the spool.", view.spool_messages);
+
+  append_family(out, "ringmx_shard_loop_iterations_total", "counter",
+                "Event loop iterations per shard.");
+  for (size_t s = 0; s < view.shards.size(); ++s) {
+    if (view.shards[s] == nullptr) continue;
+    out += "ringmx_shard_loop_iterations_total{shard=\"";
+    append_u64(out, s);
+    out += "\"} ";
+    append_u64(out, view.shards[s]->loop_iterations.get());
+    out.push_back('\n');
+  }
+
+  append_family(out, "ringmx_build_info", "gauge", "Build information; the value is always 1.");
+  out += "ringmx_build_info{version=\"";
+  append_label_value(out, view.version);
+  out += "\"} 1\n";
+
+  append_gauge(out, "ringmx_start_time_seconds", "Process start time, seconds since the epoch.",
+               view.start_time_unix);
+}
+
+}  // namespace ringmx

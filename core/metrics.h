@@ -1,0 +1,105 @@
+// Per-shard metric counters and their Prometheus text rendering. A shard is
+// the only writer of its block (plain relaxed load+store, no atomic RMW on the
+// hot path); the admin thread reads every block at scrape time and sums.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ringmx {
+
+class Counter {
+ public:
+  void inc(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+class Gauge {
+ public:
+  void add(int64_t n) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void set(int64_t n) { v_.store(n, std::memory_order_relaxed); }
+  int64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> v_{0};
+};
+
+// Fixed log-spaced buckets for durations: 50 us .. 10 s.
+class Histogram {
+ public:
+  static constexpr std::array<double, 16> kBounds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+      0.025,   0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   10.0};
+  void observe_ns(uint64_t ns);
+  uint64_t bucket(size_t i) const { return counts_[i].get(); }  // i == kBounds.size(): +Inf
+  uint64_t count() const { return count_.get(); }
+  uint64_t sum_ns() const { return sum_ns_.get(); }
+
+ private:
+  std::array<Counter, kBounds.size() + 1> counts_;
+  Counter count_;
+  Counter sum_ns_;
+};
+
+enum class ConnResult : uint8_t {
+  accepted,
+  limit_total,   // over max_connections: 421 4.3.2
+  limit_per_ip,  // over max_connections_per_ip: 421 4.7.0
+  pregreet,      // talked before the greeting
+  error,         // accept/set-up failed
+  count_,
+};
+std::string_view conn_result_name(ConnResult r);
+
+enum class TxnResult : uint8_t {
+  accepted,  // 250 after end of data
+  rejected,  // 5xx to the message (size, loop, bare line ending, policy)
+  tempfail,  // 4xx to the message (spool error, policy)
+  aborted,   // client left or RSET after MAIL without finishing
+  count_,
+};
+std::string_view txn_result_name(TxnResult r);
+
+inline constexpr size_t kMaxListeners = 16;
+
+struct alignas(64) ShardMetrics {
+  std::array<std::array<Counter, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
+      connections;
+  Gauge sessions_active;
+  std::array<Counter, static_cast<size_t>(TxnResult::count_)> transactions;
+  std::array<Counter, 600> replies;  // by reply code
+  Counter messages_accepted;
+  Counter message_bytes;  // bytes of accepted messages, as stored
+  Counter bytes_in;       // every byte read from clients
+  Counter spool_writes;
+  Counter spool_write_errors;
+  Histogram fsync_seconds;  // write+fsync of one spool batch
+  Counter loop_iterations;
+  Counter timeouts;
+};
+
+// What the renderer needs besides the shard blocks.
+struct MetricsView {
+  std::vector<const ShardMetrics*> shards;
+  std::vector<std::string> listener_names;  // index = listener id
+  int64_t spool_bytes = 0;
+  int64_t spool_messages = 0;
+  int64_t start_time_unix = 0;
+  std::string version;
+};
+
+// Appends the Prometheus text exposition format (version 0.0.4).
+void render_prometheus(std::string& out, const MetricsView& view);
+
+}  // namespace ringmx

@@ -1,0 +1,19 @@
+// Listening sockets: one SO_REUSEPORT socket per shard per configured
+// listener, so the kernel spreads connections over the shards.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ringmx {
+
+// Opens a non-blocking listening TCP socket on host:port (numeric host) with
+// SO_REUSEADDR, SO_REUSEPORT and TCP_NODELAY (accepted sockets inherit it:
+// without it pipelined replies stall on Nagle + delayed ACK). IPv6 sockets
+// are v6-only. Throws std::runtime_error naming the address on failure.
+int open_listener(const std::string& host, uint16_t port, int backlog = 4096);
+
+// The port a socket is bound to (for "port 0" in tests).
+uint16_t bound_port(int fd);
+
+}  // namespace ringmx

@@ -1,0 +1,210 @@
+// Log rings and the logger thread.
+#include "net/log.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+namespace ringmx {
+
+LogRing::LogRing(size_t capacity) : buf_(new char[capacity]), cap_(capacity) {}
+
+bool LogRing::push(std::string_view line) {
+  const uint64_t head = head_.load(std::memory_order_relaxed);
+  const uint64_t tail = tail_.load(std::memory_order_acquire);
+  if (line.size() > cap_ - (head - tail)) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  const size_t at = static_cast<size_t>(head % cap_);
+  const size_t first = std::min(line.size(), cap_ - at);
+  std::memcpy(buf_.get() + at, line.data(), first);
+  std::memcpy(buf_.get(), line.data() + first, line.size() - first);
+  head_.store(head + line.size(), std::memory_order_release);
+  return true;
+}
+
+void LogRing::drain(std::string& out) {
+  const uint64_t tail = tail_.load(std::memory_order_relaxed);
+  const uint64_t head = head_.load(std::memory_order_acquire);
+  const size_t n = static_cast<size_t>(head - tail);
+  if (n == 0) return;
+  const size_t at = static_cast<size_t>(tail % cap_);
+  const size_t first = std::min(n, cap_ - at);
+  out.append(buf_.get() + at, first);
+  out.append(buf_.get(), n - first);
+  tail_.store(head, std::memory_order_release);
+}
+
+namespace {
+
+bool needs_quotes(std::string_view v) {
+  if (v.empty()) return true;
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || c == '"' || c == '=' || c == '\\' || u == 0x7f) return true;
+  }
+  return false;
+}
+
+void append_value(std::string& s, std::string_view v) {
+  if (!needs_quotes(v)) {
+    s.append(v);
+    return;
+  }
+  s.push_back('"');
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      s.push_back('\\');
+      s.push_back(c);
+    } else if (c == '\n') {
+      s.append("\\n");
+    } else if (c == '\r') {
+      s.append("\\r");
+    } else if (u < 0x20 || u == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      s.append("\\x");
+      s.push_back(kHex[u >> 4]);
+      s.push_back(kHex[u & 15]);
+    } else {
+      s.push_back(c);
+    }
+  }
+  s.push_back('"');
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // nowhere to report a failing log fd
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+std::string_view log_level_name(LogLevel l) {
+  switch (l) {
+    case LogLevel::debug: return "debug";
+    case LogLevel::info: return "info";
+    case LogLevel::warn: return "warn";
+    case LogLevel::error: return "error";
+  }
+  return "info";
+}
+
+bool parse_log_level(std::string_view s, LogLevel& out) {
+  for (LogLevel l : {LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error}) {
+    if (s == log_level_name(l)) {
+      out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+LogLine::LogLine(LogLevel level, std::string_view event, int64_t unix_ms) {
+  s_.reserve(256);
+  // ts as seconds with milliseconds, UTC epoch: cheap and sortable.
+  s_.append("ts=");
+  s_.append(std::to_string(unix_ms / 1000));
+  s_.push_back('.');
+  const auto ms = static_cast<int>(unix_ms % 1000);
+  s_.push_back(static_cast<char>('0' + ms / 100));
+  s_.push_back(static_cast<char>('0' + ms / 10 % 10));
+  s_.push_back(static_cast<char>('0' + ms % 10));
+  s_.append(" level=");
+  s_.append(log_level_name(level));
+  s_.append(" event=");
+  s_.append(event);
+}
+
+LogLine& LogLine::kv(std::string_view key, std::string_view value) {
+  s_.push_back(' ');
+  s_.append(key);
+  s_.push_back('=');
+  append_value(s_, value);
+  return *this;
+}
+
+LogLine& LogLine::kv(std::string_view key, int64_t value) {
+  s_.push_back(' ');
+  s_.append(key);
+  s_.push_back('=');
+  s_.append(std::to_string(value));
+  return *this;
+}
+
+LogLine& LogLine::kv(std::string_view key, uint64_t value) {
+  s_.push_back(' ');
+  s_.append(key);
+  s_.push_back('=');
+  s_.append(std::to_string(value));
+  return *this;
+}
+
+std::string_view LogLine::finish() {
+  s_.push_back('\n');
+  return s_;
+}
+
+Logger::Logger(LogLevel level, int fd) : level_(level), fd_(fd) {}
+
+Logger::~Logger() {
+  stop();
+}
+
+LogRing& Logger::make_ring() {
+  std::lock_guard<std::mutex> g(mu_);
+  rings_.push_back(std::make_unique<LogRing>());
+  return *rings_.back();
+}
+
+void Logger::write_now(std::string_view line) {
+  std::lock_guard<std::mutex> g(mu_);
+  write_all(fd_, line);
+}
+
+void Logger::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Logger::stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(true, std::memory_order_release);
+  thread_.join();
+}
+
+void Logger::run() {
+  std::string batch;
+  uint64_t reported_drops = 0;
+  for (;;) {
+    const bool stopping = stop_.load(std::memory_order_acquire);
+    batch.clear();
+    uint64_t drops = 0;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (auto& r : rings_) {
+        r->drain(batch);
+        drops += r->dropped();
+      }
+      if (drops > reported_drops) {
+        batch.append("level=warn event=log_lines_dropped count=");
+        batch.append(std::to_string(drops - reported_drops));
+        batch.push_back('\n');
+        reported_drops = drops;
+      }
+      write_all(fd_, batch);
+    }
+    if (stopping) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace ringmx

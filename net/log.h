@@ -1,0 +1,80 @@
+// Structured logs that never block a shard: each shard appends logfmt lines
+// to its own single-producer ring; one logger thread drains every ring to
+// stderr. A full ring drops lines and counts them, it never waits.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "core/config.h"
+
+namespace ringmx {
+
+class LogRing {
+ public:
+  explicit LogRing(size_t capacity = 1 << 20);
+  // Producer side (one thread). Returns false (and counts) if it does not fit.
+  bool push(std::string_view line);
+  // Consumer side: appends what is available to `out`.
+  void drain(std::string& out);
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+
+ private:
+  std::unique_ptr<char[]> buf_;
+  size_t cap_;
+  alignas(64) std::atomic<uint64_t> head_{0};  // written by the producer
+  alignas(64) std::atomic<uint64_t> tail_{0};  // written by the consumer
+  std::atomic<uint64_t> dropped_{0};
+};
+
+// A log line under construction: logfmt key=value pairs, values quoted when needed.
+class LogLine {
+ public:
+  LogLine(LogLevel level, std::string_view event, int64_t unix_ms);
+  LogLine& kv(std::string_view key, std::string_view value);
+  LogLine& kv(std::string_view key, int64_t value);
+  LogLine& kv(std::string_view key, uint64_t value);
+  LogLine& kv(std::string_view key, uint32_t value) { return kv(key, uint64_t{value}); }
+  LogLine& kv(std::string_view key, int value) { return kv(key, int64_t{value}); }
+  std::string_view finish();  // adds the newline
+
+ private:
+  std::string s_;
+};
+
+class Logger {
+ public:
+  explicit Logger(LogLevel level, int fd = 2);
+  ~Logger();
+  Logger(const Logger&) = delete;
+  Logger& operator=(const Logger&) = delete;
+
+  // A ring for one producer thread; owned by the logger.
+  LogRing& make_ring();
+  bool enabled(LogLevel l) const { return l >= level_.load(std::memory_order_relaxed); }
+  void set_level(LogLevel l) { level_.store(l, std::memory_order_relaxed); }
+  // Start-up and shutdown messages from the main thread (written directly).
+  void write_now(std::string_view line);
+  void start();
+  void stop();  // drains everything, then joins
+
+ private:
+  void run();
+  std::atomic<LogLevel> level_;
+  int fd_;
+  std::mutex mu_;  // guards rings_ (changed only at start-up) and write_now
+  std::vector<std::unique_ptr<LogRing>> rings_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::string_view log_level_name(LogLevel l);
+bool parse_log_level(std::string_view s, LogLevel& out);
+
+}  // namespace ringmx

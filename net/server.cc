@@ -1,0 +1,200 @@
+// Start-up, reload and drain orchestration (main thread only).
+#include "net/server.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+#include <thread>
+
+#include "core/config_load.h"
+#include "net/listener.h"
+#include "net/uring_probe.h"
+#include "pipeline/spool_format.h"
+
+namespace ringmx {
+
+namespace {
+
+int64_t mono_now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+std::string join_host_port(const std::string& host, uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(port);
+}
+
+void mkdir_p(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
+      cur = dir.substr(0, i);
+      if (::mkdir(cur.c_str(), 0750) < 0 && errno != EEXIST) {
+        throw std::runtime_error("cannot create spool directory " + cur + ": " +
+                                 std::strerror(errno));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Server::Server(ServerConfig cfg, Logger& logger)
+    : cfg_(RuntimeConfig::make(std::move(cfg))), logger_(logger) {}
+
+Server::~Server() {
+  if (admin_) admin_->stop();
+  for (auto& s : shards_) s->join();
+}
+
+void Server::start() {
+  start_time_ = std::time(nullptr);
+  const ServerConfig& sc = cfg_->server;
+  if (std::string missing = check_uring_support(); !missing.empty()) {
+    throw std::runtime_error("this kernel's io_uring lacks what ringmx needs:\n" + missing);
+  }
+  uint32_t nshards = sc.shards;
+  if (nshards == 0) nshards = std::max(1u, std::thread::hardware_concurrency());
+
+  // Spool: recover every shard directory there is (the shard count may have
+  // changed since the last run), then make sure ours exist.
+  mkdir_p(sc.spool.dir);
+  std::vector<std::string> dirs;
+  if (DIR* d = ::opendir(sc.spool.dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name.rfind("shard-", 0) == 0) dirs.push_back(sc.spool.dir + "/" + name);
+    }
+    ::closedir(d);
+  }
+  for (uint32_t i = 0; i < nshards; ++i) {
+    std::string dir = sc.spool.dir + "/shard-" + std::to_string(i);
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+  }
+  for (const auto& dir : dirs) {
+    RecoveryReport r = recover_spool_dir(dir);
+    shared_.spool_bytes += static_cast<int64_t>(r.bytes);
+    shared_.spool_messages += static_cast<int64_t>(r.kept);
+    LogLine l(LogLevel::info, "spool_recovered", std::time(nullptr) * 1000);
+    l.kv("dir", dir).kv("kept", r.kept).kv("removed_partial", r.removed_temp).kv("corrupt", r.bad);
+    logger_.write_now(l.finish());
+    for (const auto& p : r.problems) {
+      LogLine w(LogLevel::warn, "spool_corrupt_file", std::time(nullptr) * 1000);
+      w.kv("dir", dir).kv("problem", p);
+      logger_.write_now(w.finish());
+    }
+  }
+
+  // Listeners: one SO_REUSEPORT socket per shard. The first shard's socket
+  // fixes the port when 0 was asked, the others join it.
+  std::vector<std::vector<Shard::Listener>> per_shard(nshards);
+  for (uint32_t li = 0; li < sc.listeners.size(); ++li) {
+    std::string host;
+    uint16_t port = 0;
+    if (!split_host_port(sc.listeners[li].address, host, port)) {
+      throw std::runtime_error("listener " + sc.listeners[li].address + ": bad address");
+    }
+    for (uint32_t s = 0; s < nshards; ++s) {
+      int fd = open_listener(host, port);
+      if (port == 0) port = bound_port(fd);
+      Shard::Listener l;
+      l.fd = fd;
+      l.index = li;
+      per_shard[s].push_back(l);
+    }
+    listen_addresses_.push_back(join_host_port(host, port));
+  }
+
+  if (!sc.admin_listen.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!split_host_port(sc.admin_listen, host, port)) {
+      throw std::runtime_error("admin listener " + sc.admin_listen + ": bad address");
+    }
+    AdminHttp::Handlers h;
+    h.metrics = [this] { return render_metrics(); };
+    h.healthy = [this] { return !shard_failed(); };
+    h.ready = [this] { return !draining_ && !shard_failed(); };
+    admin_ = std::make_unique<AdminHttp>(host, port, std::move(h));
+  }
+
+  for (uint32_t i = 0; i < nshards; ++i) {
+    metrics_.push_back(std::make_unique<ShardMetrics>());
+    shards_.push_back(std::make_unique<Shard>(i, cfg_, shared_, *metrics_.back(), logger_,
+                                              std::move(per_shard[i]),
+                                              sc.spool.dir + "/shard-" + std::to_string(i)));
+  }
+  for (auto& s : shards_) s->start();
+  if (admin_) admin_->start();
+}
+
+std::string Server::reload(ServerConfig cfg) {
+  std::string notes;
+  const ServerConfig& old = cfg_->server;
+  bool same_listeners = cfg.listeners.size() == old.listeners.size();
+  for (size_t i = 0; same_listeners && i < cfg.listeners.size(); ++i) {
+    same_listeners = cfg.listeners[i].address == old.listeners[i].address;
+  }
+  if (!same_listeners) {
+    notes += "listener changes need a restart; keeping the current listeners\n";
+    cfg.listeners = old.listeners;
+  }
+  if (cfg.shards != old.shards) notes += "shard count changes need a restart\n";
+  if (cfg.spool.dir != old.spool.dir) {
+    notes += "spool.dir changes need a restart; keeping " + old.spool.dir + "\n";
+    cfg.spool.dir = old.spool.dir;
+  }
+  if (cfg.admin_listen != old.admin_listen) notes += "admin.listen changes need a restart\n";
+  logger_.set_level(cfg.log_level);
+  auto next = RuntimeConfig::make(std::move(cfg));
+  {
+    std::lock_guard<std::mutex> g(cfg_mu_);
+    cfg_ = next;
+  }
+  for (auto& s : shards_) s->request_reload(next);
+  return notes;
+}
+
+void Server::drain_and_wait() {
+  draining_ = true;
+  const int64_t deadline = mono_now_ms() + cfg_->server.drain_timeout_ms;
+  for (auto& s : shards_) s->request_drain(deadline);
+  for (auto& s : shards_) s->join();
+  if (admin_) admin_->stop();
+}
+
+std::shared_ptr<const RuntimeConfig> Server::current() const {
+  std::lock_guard<std::mutex> g(cfg_mu_);
+  return cfg_;
+}
+
+bool Server::shard_failed() const {
+  if (draining_) return false;
+  for (const auto& s : shards_)
+    if (s->finished()) return true;
+  return false;
+}
+
+std::string Server::render_metrics() const {
+  MetricsView v;
+  for (const auto& m : metrics_) v.shards.push_back(m.get());
+  for (const auto& l : current()->server.listeners) v.listener_names.push_back(l.name);
+  v.spool_bytes = shared_.spool_bytes.load(std::memory_order_relaxed);
+  v.spool_messages = shared_.spool_messages.load(std::memory_order_relaxed);
+  v.start_time_unix = start_time_;
+  v.version = kVersion;
+  std::string out;
+  render_prometheus(out, v);
+  return out;
+}
+
+}  // namespace ringmx

@@ -1,0 +1,62 @@
+// The daemon's top level: checks the kernel, recovers the spool, opens the
+// listeners, starts one shard per core, the admin endpoint and the logger,
+// and carries reload and drain requests from the main thread to the shards.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "net/admin_http.h"
+#include "net/log.h"
+#include "net/shard.h"
+
+namespace ringmx {
+
+inline constexpr const char* kVersion = "0.1.0";
+
+class Server {
+ public:
+  Server(ServerConfig cfg, Logger& logger);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Throws std::runtime_error with a message for the operator on any
+  // start-up failure (missing io_uring feature, port in use, bad spool dir).
+  void start();
+  // New config for new sessions. Listener and shard changes need a restart
+  // (reported in the returned text); limits, banner, extensions apply at once.
+  std::string reload(ServerConfig cfg);
+  // Stops accepting, lets transactions finish up to the drain deadline, waits
+  // for every shard; returns when all are done.
+  void drain_and_wait();
+  // True if a shard thread ended on its own (it logged why).
+  bool shard_failed() const;
+
+  std::string render_metrics() const;
+  // "127.0.0.1:2525" for each listener, with the real port when 0 was asked.
+  std::vector<std::string> listen_addresses() const { return listen_addresses_; }
+  uint16_t admin_port() const { return admin_ ? admin_->port() : 0; }
+  ServerConfig config() const { return current()->server; }
+
+ private:
+  std::shared_ptr<const RuntimeConfig> current() const;
+
+  mutable std::mutex cfg_mu_;  // cfg_ is replaced by reload() and read by the admin thread
+  std::shared_ptr<const RuntimeConfig> cfg_;
+  Logger& logger_;
+  SharedState shared_;
+  std::vector<std::unique_ptr<ShardMetrics>> metrics_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<AdminHttp> admin_;
+  std::vector<std::string> listen_addresses_;
+  int64_t start_time_ = 0;
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace ringmx

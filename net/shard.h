@@ -1,0 +1,161 @@
+// A shard: one thread pinned to one CPU, owning one io_uring ring and every
+// connection, timer, spool write and counter its connections touch. Shards
+// share nothing on the hot path; the few cross-shard facts (connection counts
+// for limits, spool size) are atomics touched once per connection or message.
+#pragma once
+
+#include <liburing.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/session.h"
+#include "net/log.h"
+#include "net/timer_wheel.h"
+
+namespace ringmx {
+
+// A config snapshot as the shards use it. Immutable once built.
+struct RuntimeConfig {
+  ServerConfig server;
+  std::shared_ptr<const SessionSettings> session;
+  static std::shared_ptr<const RuntimeConfig> make(ServerConfig cfg);
+};
+
+// Facts every shard reads and updates (rarely: per connection or per message).
+struct SharedState {
+  std::atomic<uint32_t> connections{0};
+  // Connections per client address, by hash bucket. A collision can only make
+  // the limit stricter for the two addresses involved, never looser.
+  std::array<std::atomic<uint32_t>, 1 << 16> per_ip{};
+  std::atomic<int64_t> spool_bytes{0};
+  std::atomic<int64_t> spool_messages{0};
+};
+
+struct Connection;
+struct SpoolJob;
+
+class Shard {
+ public:
+  struct alignas(16) Listener {
+    int fd = -1;
+    uint32_t index = 0;  // position in the config's listener list
+    bool armed = false;
+    bool paused = false;  // out of file descriptors: re-armed later
+  };
+
+  Shard(uint32_t id, std::shared_ptr<const RuntimeConfig> cfg, SharedState& shared,
+        ShardMetrics& metrics, Logger& logger, std::vector<Listener> listeners,
+        std::string spool_dir);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  // Sets up the ring (throws std::runtime_error on failure) and starts the thread.
+  void start();
+  void join();
+  // Thread-safe requests from the main thread.
+  void request_drain(int64_t deadline_mono_ms);
+  void request_reload(std::shared_ptr<const RuntimeConfig> cfg);
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
+
+  // ---- used by connections (shard thread only) ----
+  const RuntimeConfig& cfg() const { return *cfg_; }
+  ShardMetrics& metrics() { return metrics_; }
+  Now now() const { return now_; }
+  int64_t unix_ms() const { return unix_ms_; }
+  uint32_t id() const { return id_; }
+  bool log_enabled(LogLevel l) const { return logger_.enabled(l); }
+  void log(LogLine& line) { log_.push(line.finish()); }
+
+  void flush(Connection& c);
+  void arm_recv(Connection& c);
+  void schedule_timer(Connection& c);
+  void spool_message(Connection& c, Message& msg);
+  bool spool_full() const;
+  SharedState& shared() { return shared_; }
+
+ private:
+  void run();
+  void setup_ring();
+  void setup_buffers();
+  void arm_accept(Listener& l);
+  void arm_control();
+  void handle_cqe(io_uring_cqe* cqe);
+  void on_accept(Listener& l, int res, uint32_t flags);
+  void on_recv(Connection& c, int res, uint32_t flags);
+  void on_send(Connection& c, int res);
+  void on_control(int res);
+  void on_timer(TimerNode& n);
+  void start_send(Connection& c);
+  void begin_close(Connection& c);
+  void maybe_free(Connection& c);
+  void feed(Connection& c, std::string_view data);
+  void feed_pending(Connection& c);
+  void recycle_buffer(uint16_t bid);
+  void update_clock();
+  void check_disk();
+  void stop_accepting();
+  void apply_control();
+  void on_spool_cqe(SpoolJob& job, unsigned op, int res);
+  void submit_dir_sync();
+  void finish_job(SpoolJob& job, bool ok, int err);
+  io_uring_sqe* sqe();
+  uint64_t next_session_id();
+
+  uint32_t id_;
+  std::shared_ptr<const RuntimeConfig> cfg_;
+  SharedState& shared_;
+  ShardMetrics& metrics_;
+  Logger& logger_;
+  LogRing& log_;
+  std::vector<Listener> listeners_;
+  std::string spool_dir_;
+  int spool_dir_fd_ = -1;
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  char* buf_base_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  uint32_t buf_count_ = 0;
+  uint32_t buf_size_ = 0;
+
+  int control_fd_ = -1;
+  uint64_t control_buf_ = 0;
+  std::mutex control_mu_;
+  bool control_drain_ = false;
+  int64_t control_drain_deadline_ = 0;
+  std::shared_ptr<const RuntimeConfig> control_cfg_;
+
+  Now now_;
+  int64_t unix_ms_ = 0;
+  TimerWheel wheel_;
+  uint64_t session_seq_ = 0;
+  int64_t accept_resume_ms_ = 0;
+  int64_t next_disk_check_ms_ = 0;
+  bool disk_low_ = false;
+  bool draining_ = false;
+  int64_t drain_deadline_ms_ = 0;
+  bool stopping_ = false;
+
+  Connection* conns_ = nullptr;  // intrusive list of live connections
+  size_t live_ = 0;
+
+  std::vector<SpoolJob*> dir_waiters_;  // renamed, waiting for the directory fsync
+  std::vector<SpoolJob*> dir_batch_;    // covered by the fsync in flight
+  bool dir_sync_inflight_ = false;
+
+  std::thread thread_;
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace ringmx

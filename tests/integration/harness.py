@@ -1,0 +1,207 @@
+"""Shared pieces of the integration tests: start the real ringmx binary on
+loopback with its own temporary config and spool, talk SMTP to it with raw
+sockets, read back what landed in the spool, and stop it by PID.
+
+Each test file is one ctest test; it exits 0 on success, 77 to skip (only when
+a peer program cannot be installed), anything else on failure."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import warnings
+
+warnings.simplefilter("ignore", ResourceWarning)
+
+BINARY = os.environ.get("RINGMX_BIN", "")
+SKIP = 77
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """ringmx on 127.0.0.1 with a temp spool; `extra_toml` is appended to the config."""
+
+    def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True):
+        self.dir = tempfile.mkdtemp(prefix="ringmx-it-")
+        self.spool = spool or os.path.join(self.dir, "spool")
+        self.port = port or free_port()
+        self.admin_port = free_port() if admin else 0
+        self.config = os.path.join(self.dir, "ringmx.toml")
+        with open(self.config, "w") as f:
+            f.write('[server]\nhostname = "mx.test"\nshards = %d\n' % shards)
+            f.write(extra_toml)
+            f.write('\n[spool]\ndir = "%s"\n' % self.spool)
+            f.write('[admin]\nlisten = "%s"\n' %
+                    ("127.0.0.1:%d" % self.admin_port if admin else ""))
+            f.write('[[listener]]\nname = "smtp"\naddress = "127.0.0.1:%d"\n' % self.port)
+        self.args = list(args)
+        self.proc = None
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
+
+    def start(self, wait=True):
+        self.stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen([BINARY, "--config", self.config] + self.args,
+                                     stdout=subprocess.PIPE, stderr=self.stderr,
+                                     preexec_fn=raise_nofile)
+        if wait:
+            line = self.proc.stdout.readline().decode()
+            if "SMTP on" not in line:
+                raise RuntimeError("ringmx did not start: %r\n%s" % (line, self.log()))
+            self.banner_line = line
+        return self
+
+    def log(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("ringmx did not stop within %ss\n%s" % (timeout, self.log()))
+        return self.proc.returncode
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def spool_files(self):
+        out = {}
+        for root, _, files in os.walk(self.spool):
+            for name in files:
+                out.setdefault(name, os.path.join(root, name))
+        return out
+
+    def spool_message(self, qid, timeout=5):
+        path = self.spool_files().get(qid + ".msg")
+        if not path:
+            raise AssertionError("no spool file for %s" % qid)
+        with open(path, "rb") as f:
+            return parse_spool(f.read())
+
+
+def raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def parse_spool(data):
+    """Returns (headers dict of lists, message bytes); checks the declared size."""
+    head, sep, message = data.partition(b"\n\n")
+    assert sep, "no empty line after the envelope"
+    lines = head.decode().split("\n")
+    assert lines[0] == "ringmx-spool 1", lines[0]
+    fields = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(": ")
+        fields.setdefault(k, []).append(v)
+    size = int(fields["message-size"][0])
+    assert len(message) == size, "message has %d octets, envelope says %d" % (len(message), size)
+    return fields, message
+
+
+class Client:
+    """A raw SMTP client: sends bytes, reads complete replies."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10, source=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=source)
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def reply(self):
+        """One whole reply: (code, [lines])."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed; have %r" % self.buf)
+                self.buf += chunk
+            line, _, self.buf = self.buf.partition(b"\r\n")
+            lines.append(line.decode(errors="replace"))
+            if len(line) < 4 or line[3:4] == b" ":
+                return int(line[:3]), lines
+
+    def replies(self, n):
+        return [self.reply()[0] for _ in range(n)]
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True when the server closed the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def dot_stuff(message):
+    out = []
+    for line in message.split(b"\r\n"):
+        out.append(b"." + line if line.startswith(b".") else line)
+    return b"\r\n".join(out)
+
+
+def transaction(c, sender, rcpts, message):
+    """Runs MAIL/RCPT/DATA on an open, greeted client; returns (code, text) of the final reply."""
+    assert c.cmd("MAIL FROM:<%s>" % sender)[0] == 250
+    for r in rcpts:
+        assert c.cmd("RCPT TO:<%s>" % r)[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(dot_stuff(message) + b".\r\n")
+    code, lines = c.reply()
+    return code, lines[-1]
+
+
+def queue_id(reply_text):
+    return reply_text.rsplit(" ", 1)[-1]
+
+
+def main():
+    if not BINARY or not os.access(BINARY, os.X_OK):
+        print("RINGMX_BIN is not set to the ringmx binary", file=sys.stderr)
+        sys.exit(2)
+    unittest.main(verbosity=2, warnings="ignore")

@@ -1,0 +1,655 @@
+// Contract: tests core/config_load.h: TOML -> ServerConfig over a base, every error kind with its
+// line and key, validate_config on a finished config, split_host_port, and that the shipped
+// deploy/ringmx.toml loads clean, sets every key and documents each limit's range and reply.
+#include "core/config_load.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <functional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+#include "core/limits.h"
+
+#ifndef RINGMX_SOURCE_DIR
+#error "RINGMX_SOURCE_DIR must name the source tree (tests/CMakeLists.txt defines it)"
+#endif
+
+namespace ringmx {
+namespace {
+
+// Written out field by field rather than looked up by name so that a mix-up in the loader's
+// own name table cannot hide behind the same mix-up here.
+uint64_t limit_by_name(const Limits& l, std::string_view name) {
+  if (name == "max_command_line") return l.max_command_line;
+  if (name == "max_message_size") return l.max_message_size;
+  if (name == "max_recipients") return l.max_recipients;
+  if (name == "max_bad_commands") return l.max_bad_commands;
+  if (name == "max_transactions") return l.max_transactions;
+  if (name == "max_helo_length") return l.max_helo_length;
+  if (name == "max_received_headers") return l.max_received_headers;
+  if (name == "command_timeout_ms") return l.command_timeout_ms;
+  if (name == "data_timeout_ms") return l.data_timeout_ms;
+  if (name == "session_timeout_ms") return l.session_timeout_ms;
+  ADD_FAILURE() << "limit_by_name does not know " << name;
+  return 0;
+}
+
+// One line per field: comparing dumps shows exactly which field differs. A field added to
+// ServerConfig must be added here too, or the equality tests below cannot see it.
+std::string dump(const ServerConfig& c) {
+  std::ostringstream o;
+  const SessionConfig& s = c.smtp;
+  o << "hostname=" << s.hostname << "\nbanner=" << s.banner << "\nsoftware=" << s.software
+    << "\nbare_line=" << static_cast<int>(s.bare_line) << "\n";
+  for (const LimitSpec& spec : kLimitSpecs) {
+    o << "limits." << spec.name << "=" << limit_by_name(s.limits, spec.name) << "\n";
+  }
+  const Extensions& e = s.ext;
+  o << "ext=" << e.pipelining << e.size << e.eightbitmime << e.smtputf8 << e.enhanced_status_codes
+    << e.chunking << e.dsn << e.vrfy << "\n";
+  for (const ListenerConfig& l : c.listeners)
+    o << "listener=" << l.name << "@" << l.address << "\n";
+  o << "admin_listen=" << c.admin_listen << "\nspool.dir=" << c.spool.dir
+    << "\nspool.max_bytes=" << c.spool.max_bytes
+    << "\nspool.min_free_bytes=" << c.spool.min_free_bytes << "\nshards=" << c.shards
+    << "\nlog_level=" << static_cast<int>(c.log_level) << "\nmax_connections=" << c.max_connections
+    << "\nmax_connections_per_ip=" << c.max_connections_per_ip
+    << "\ndrain_timeout_ms=" << c.drain_timeout_ms << "\ngreeting_delay_ms=" << c.greeting_delay_ms
+    << "\n";
+  return o.str();
+}
+
+std::string all_errors(const std::vector<ConfigError>& errors) {
+  std::string out;
+  for (const ConfigError& e : errors) out += e.to_string() + "\n";
+  return out;
+}
+
+std::string read_source_file(const std::string& relative) {
+  const std::string path = std::string(RINGMX_SOURCE_DIR) + "/" + relative;
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << "cannot open " << path;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A base in which every field differs from the default, to prove a file really set a field.
+ServerConfig everything_changed() {
+  ServerConfig c;
+  c.smtp.hostname = "base.example";
+  c.smtp.banner = "base banner";
+  c.smtp.bare_line = BareLinePolicy::normalise;
+  Limits& l = c.smtp.limits;
+  l.max_command_line = 1000;
+  l.max_message_size = 2048;
+  l.max_recipients = 7;
+  l.max_bad_commands = 7;
+  l.max_transactions = 7;
+  l.max_helo_length = 17;
+  l.max_received_headers = 7;
+  l.command_timeout_ms = 7;
+  l.data_timeout_ms = 7;
+  l.session_timeout_ms = 7;
+  c.smtp.ext = Extensions{false, false, false, false, false, false, false, false};
+  c.listeners = {{"base", "192.0.2.1:25"}, {"base2", "192.0.2.2:25"}};
+  c.admin_listen = "";
+  c.spool = SpoolConfig{"/base/spool", 7, 7};
+  c.shards = 7;
+  c.log_level = LogLevel::error;
+  c.max_connections = 7;
+  c.max_connections_per_ip = 7;
+  c.drain_timeout_ms = 7;
+  c.greeting_delay_ms = 7;
+  return c;
+}
+
+TEST(ConfigLoad, EmptyTextKeepsTheBase) {
+  const ConfigLoadResult defaults = load_config("", "empty.toml");
+  EXPECT_TRUE(defaults.ok()) << all_errors(defaults.errors);
+  EXPECT_EQ(dump(defaults.config), dump(ServerConfig{}));
+
+  const ServerConfig base = everything_changed();
+  const ConfigLoadResult over_base = load_config("# only a comment\n\n", "empty.toml", base);
+  EXPECT_TRUE(over_base.ok()) << all_errors(over_base.errors);
+  EXPECT_EQ(dump(over_base.config), dump(base));
+}
+
+TEST(ConfigLoad, DefaultsValidate) {
+  EXPECT_EQ(all_errors(validate_config(ServerConfig{})), "");
+}
+
+TEST(ConfigLoad, LimitSpecDefaultsMatchLimits) {
+  const Limits defaults;
+  for (const LimitSpec& spec : kLimitSpecs) {
+    EXPECT_EQ(limit_by_name(defaults, spec.name), spec.def) << spec.name;
+    EXPECT_LE(spec.min, spec.def) << spec.name;
+    EXPECT_LE(spec.def, spec.max) << spec.name;
+  }
+}
+
+// ---- each key sets its field ----
+
+struct SetCase {
+  const char* name;
+  const char* toml;
+  std::function<void(ServerConfig&)> expect;  // applied to the defaults
+};
+
+// Names the case in gtest output instead of dumping its bytes.
+std::ostream& operator<<(std::ostream& os, const SetCase& c) {
+  return os << c.name;
+}
+
+class ConfigSetsField : public ::testing::TestWithParam<SetCase> {};
+
+TEST_P(ConfigSetsField, OnlyThatField) {
+  const SetCase& c = GetParam();
+  const ConfigLoadResult r = load_config(c.toml, "set.toml");
+  EXPECT_TRUE(r.ok()) << all_errors(r.errors);
+  ServerConfig expected;
+  c.expect(expected);
+  EXPECT_EQ(dump(r.config), dump(expected));
+}
+
+const SetCase kSetCases[] = {
+    {"hostname", "[server]\nhostname = \"mx.example.org\"",
+     [](ServerConfig& c) { c.smtp.hostname = "mx.example.org"; }},
+    {"hostname_literal", "[server]\nhostname = \"[192.0.2.1]\"",
+     [](ServerConfig& c) { c.smtp.hostname = "[192.0.2.1]"; }},
+    {"banner", "[server]\nbanner = \"ESMTP ready\"",
+     [](ServerConfig& c) { c.smtp.banner = "ESMTP ready"; }},
+    {"banner_empty", "[server]\nbanner = \"\"", [](ServerConfig& c) { c.smtp.banner = ""; }},
+    {"shards", "[server]\nshards = 256", [](ServerConfig& c) { c.shards = 256; }},
+    {"log_level", "[server]\nlog_level = \"debug\"",
+     [](ServerConfig& c) { c.log_level = LogLevel::debug; }},
+    {"max_connections", "[server]\nmax_connections = 1_000_000",
+     [](ServerConfig& c) { c.max_connections = 1'000'000; }},
+    {"max_connections_per_ip", "[server]\nmax_connections_per_ip = 1",
+     [](ServerConfig& c) { c.max_connections_per_ip = 1; }},
+    {"drain_timeout_ms", "[server]\ndrain_timeout_ms = 0",
+     [](ServerConfig& c) { c.drain_timeout_ms = 0; }},
+    {"greeting_delay_ms", "[server]\ngreeting_delay_ms = 60000",
+     [](ServerConfig& c) { c.greeting_delay_ms = 60000; }},
+    {"dotted_key_at_root", "server.shards = 3", [](ServerConfig& c) { c.shards = 3; }},
+    {"ext_pipelining", "[smtp]\npipelining = false",
+     [](ServerConfig& c) { c.smtp.ext.pipelining = false; }},
+    {"ext_size", "[smtp]\nsize = false", [](ServerConfig& c) { c.smtp.ext.size = false; }},
+    {"ext_eightbitmime", "[smtp]\neightbitmime = false",
+     [](ServerConfig& c) { c.smtp.ext.eightbitmime = false; }},
+    {"ext_smtputf8", "[smtp]\nsmtputf8 = false",
+     [](ServerConfig& c) { c.smtp.ext.smtputf8 = false; }},
+    {"ext_enhanced_status_codes", "[smtp]\nenhanced_status_codes = false",
+     [](ServerConfig& c) { c.smtp.ext.enhanced_status_codes = false; }},
+    {"ext_chunking", "[smtp]\nchunking = false",
+     [](ServerConfig& c) { c.smtp.ext.chunking = false; }},
+    {"ext_dsn", "[smtp]\ndsn = false", [](ServerConfig& c) { c.smtp.ext.dsn = false; }},
+    {"ext_vrfy", "[smtp]\nvrfy = false", [](ServerConfig& c) { c.smtp.ext.vrfy = false; }},
+    {"bare_line", "[smtp]\nbare_line = \"normalise\"",
+     [](ServerConfig& c) { c.smtp.bare_line = BareLinePolicy::normalise; }},
+    {"spool_dir", "[spool]\ndir = \"/var/spool/ringmx\"",
+     [](ServerConfig& c) { c.spool.dir = "/var/spool/ringmx"; }},
+    {"spool_max_bytes", "[spool]\nmax_bytes = 9223372036854775807",
+     [](ServerConfig& c) { c.spool.max_bytes = 9223372036854775807ull; }},
+    {"spool_min_free_bytes", "[spool]\nmin_free_bytes = 0",
+     [](ServerConfig& c) { c.spool.min_free_bytes = 0; }},
+    {"admin_listen", "[admin]\nlisten = \"[::1]:9000\"",
+     [](ServerConfig& c) { c.admin_listen = "[::1]:9000"; }},
+    {"admin_disabled", "[admin]\nlisten = \"\"", [](ServerConfig& c) { c.admin_listen = ""; }},
+    {"listener_replaces_base",
+     "[[listener]]\nname = \"mx\"\naddress = \"0.0.0.0:25\"\n"
+     "[[listener]]\naddress = \"[::]:587\"\n",
+     [](ServerConfig& c) {
+       c.listeners = {{"mx", "0.0.0.0:25"}, {"[::]:587", "[::]:587"}};
+     }},
+    {"listener_named_as_its_address", "[[listener]]\nname = \"[::1]:25\"\naddress = \"[::1]:25\"",
+     [](ServerConfig& c) {
+       c.listeners = {{"[::1]:25", "[::1]:25"}};
+     }},
+    {"listener_inline_array", "listener = [{ name = \"a-1.b_2\", address = \"127.0.0.1:25\" }]",
+     [](ServerConfig& c) {
+       c.listeners = {{"a-1.b_2", "127.0.0.1:25"}};
+     }},
+};
+
+INSTANTIATE_TEST_SUITE_P(Keys, ConfigSetsField, ::testing::ValuesIn(kSetCases),
+                         [](const ::testing::TestParamInfo<SetCase>& i) { return i.param.name; });
+
+// Both ends of every range from kLimitSpecs are accepted and stored unchanged.
+TEST(ConfigLoad, EveryLimitAtBothEndsOfItsRange) {
+  for (const LimitSpec& spec : kLimitSpecs) {
+    for (const uint64_t v : {spec.min, spec.max}) {
+      const std::string text = "[limits]\n" + std::string(spec.name) + " = " + std::to_string(v);
+      const ConfigLoadResult r = load_config(text, "l.toml");
+      EXPECT_TRUE(r.ok()) << text << "\n" << all_errors(r.errors);
+      EXPECT_EQ(limit_by_name(r.config.smtp.limits, spec.name), v) << spec.name;
+      ServerConfig expected;
+      expected.smtp.limits = r.config.smtp.limits;
+      EXPECT_EQ(dump(r.config), dump(expected)) << "only limits may change: " << text;
+    }
+  }
+}
+
+// Just outside both ends: refused with the spec's range in the message, field untouched.
+TEST(ConfigLoad, EveryLimitJustOutsideItsRange) {
+  for (const LimitSpec& spec : kLimitSpecs) {
+    const std::string range =
+        "must be between " + std::to_string(spec.min) + " and " + std::to_string(spec.max);
+    for (const int64_t v :
+         {static_cast<int64_t>(spec.min) - 1, static_cast<int64_t>(spec.max) + 1}) {
+      const std::string text = "[limits]\n" + std::string(spec.name) + " = " + std::to_string(v);
+      const ConfigLoadResult r = load_config(text, "l.toml");
+      ASSERT_EQ(r.errors.size(), 1u) << text;
+      EXPECT_EQ(r.errors[0].key, "limits." + std::string(spec.name));
+      EXPECT_EQ(r.errors[0].line, 2u);
+      EXPECT_EQ(r.errors[0].message, range);
+      EXPECT_EQ(limit_by_name(r.config.smtp.limits, spec.name), spec.def);
+    }
+  }
+}
+
+// ---- one error of each kind, with its line and key ----
+
+struct ErrorCase {
+  const char* name;
+  const char* toml;
+  uint32_t line;
+  const char* key;
+  const char* message;  // a substring of the message
+};
+
+// Names the case in gtest output instead of dumping its bytes.
+std::ostream& operator<<(std::ostream& os, const ErrorCase& c) {
+  return os << c.name;
+}
+
+class ConfigLoadError : public ::testing::TestWithParam<ErrorCase> {};
+
+TEST_P(ConfigLoadError, ReportedWithLineAndKey) {
+  const ErrorCase& c = GetParam();
+  const ServerConfig base;
+  const ConfigLoadResult r = load_config(c.toml, "bad.toml", base);
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  const ConfigError& e = r.errors[0];
+  EXPECT_EQ(e.file, "bad.toml");
+  EXPECT_EQ(e.line, c.line) << e.to_string();
+  EXPECT_GT(e.column, 0u) << e.to_string();
+  EXPECT_EQ(e.key, c.key) << e.to_string();
+  EXPECT_NE(e.message.find(c.message), std::string::npos) << e.to_string();
+  // Nothing outside the listener list changes because of a rejected value.
+  ServerConfig got = r.config;
+  got.listeners = base.listeners;
+  EXPECT_EQ(dump(got), dump(base));
+}
+
+const ErrorCase kErrorCases[] = {
+    {"syntax", "[server]\nshards = 1\n[smtp\n", 3, "", "expected ']'"},
+    {"syntax_int64_overflow", "[limits]\n\nmax_recipients = 99999999999999999999", 3, "",
+     "64 bits"},
+    {"unknown_table", "[server]\n[limit]\nmax_recipients = 5", 2, "limit", "unknown table"},
+    {"unknown_root_key", "\n\nverbose = true", 3, "verbose", "unknown key"},
+    {"unknown_key", "[server]\nshards = 0\nhostnam = \"x\"", 3, "server.hostnam", "unknown key"},
+    {"unknown_subtable", "[server]\n[server.tls]\ncert = \"x\"", 2, "server.tls", "unknown table"},
+    {"unknown_limit", "[limits]\nmax_rcpt = 5", 2, "limits.max_rcpt", "unknown key"},
+    {"unknown_smtp_key", "[smtp]\nstarttls = true", 2, "smtp.starttls", "unknown key"},
+    {"software_not_configurable", "[smtp]\nsoftware = \"x\"", 2, "smtp.software", "unknown key"},
+    {"section_not_table", "\nserver = 5", 2, "server", "expected a table, not an integer"},
+    {"string_for_integer", "[server]\n\nshards = \"4\"", 3, "server.shards",
+     "expected an integer, not a string"},
+    {"float_for_integer", "[limits]\nmax_recipients = 100.0", 2, "limits.max_recipients",
+     "expected an integer, not a float"},
+    {"string_for_bool", "[smtp]\npipelining = \"yes\"", 2, "smtp.pipelining",
+     "expected a boolean, not a string"},
+    {"integer_for_string", "[server]\nhostname = 5", 2, "server.hostname",
+     "expected a string, not an integer"},
+    {"limit_too_small", "[limits]\nmax_recipients = 0", 2, "limits.max_recipients",
+     "must be between 1 and 100000"},
+    {"limit_negative", "[limits]\nmax_message_size = -1", 2, "limits.max_message_size",
+     "must be between 1024 and 4294967296"},
+    {"limit_int64_max", "[limits]\nmax_message_size = 9223372036854775807", 2,
+     "limits.max_message_size", "must be between 1024 and 4294967296"},
+    {"uint32_would_wrap", "[server]\nmax_connections = 4294967297", 2, "server.max_connections",
+     "must be between 1 and 1000000"},
+    {"shards_too_many", "[server]\nshards = 257", 2, "server.shards", "must be between 0 and 256"},
+    {"negative_unsigned", "[server]\nmax_connections_per_ip = -5", 2,
+     "server.max_connections_per_ip", "must be between 1 and 1000000"},
+    {"greeting_delay_too_long", "[server]\ngreeting_delay_ms = 60001", 2,
+     "server.greeting_delay_ms", "must be between 0 and 60000"},
+    {"spool_bytes_negative", "[spool]\nmax_bytes = -1", 2, "spool.max_bytes",
+     "must not be negative"},
+    {"bad_log_level", "[server]\nlog_level = \"verbose\"", 2, "server.log_level",
+     "must be one of: debug, info, warn, error"},
+    {"bad_bare_line", "[smtp]\nbare_line = \"normalize\"", 2, "smtp.bare_line",
+     "must be one of: reject, normalise"},
+    {"hostname_empty", "[server]\nhostname = \"\"", 2, "server.hostname", "must not be empty"},
+    {"hostname_space", "[server]\nhostname = \"mx example\"", 2, "server.hostname",
+     "must be a domain name"},
+    {"hostname_underscore", "[server]\nhostname = \"mx_1.example\"", 2, "server.hostname",
+     "must be a domain name"},
+    {"banner_crlf", "[server]\nbanner = \"ok\\r\\n250 forged\"", 2, "server.banner",
+     "printable ASCII"},
+    {"spool_dir_empty", "[spool]\ndir = \"\"", 2, "spool.dir", "must not be empty"},
+    {"admin_host_name", "[admin]\nlisten = \"localhost:9425\"", 2, "admin.listen",
+     "numeric address"},
+    {"listener_missing_address", "[[listener]]\nname = \"mx\"", 1, "listener[0].address",
+     "is required"},
+    {"listener_no_port", "[[listener]]\naddress = \"0.0.0.0\"", 2, "listener[0].address",
+     "port 1-65535"},
+    {"listener_bad_name", "[[listener]]\nname = \"mx one\"\naddress = \"0.0.0.0:25\"", 2,
+     "listener[0].name", "A-Z a-z 0-9 _ . -"},
+    {"listener_unknown_key", "[[listener]]\naddress = \"0.0.0.0:25\"\nport = 25", 3,
+     "listener[0].port", "unknown key"},
+    {"listener_duplicate_name",
+     "[[listener]]\nname = \"mx\"\naddress = \"0.0.0.0:25\"\n"
+     "[[listener]]\nname = \"mx\"\naddress = \"0.0.0.0:587\"",
+     5, "listener[1].name", "duplicate listener name \"mx\""},
+    {"listener_duplicate_default_name",
+     "[[listener]]\naddress = \"[::1]:25\"\n[[listener]]\naddress = \"[::1]:25\"", 3,
+     "listener[1].name", "duplicate listener name"},
+    {"listener_empty", "\nlistener = []", 2, "listener", "at least one listener"},
+    {"listener_not_array", "[listener]\naddress = \"0.0.0.0:25\"", 1, "listener",
+     "expected an array of tables"},
+    {"listener_element_not_table", "listener = [{ address = \"0.0.0.0:25\" }, 7]", 1, "listener[1]",
+     "expected a table, not an integer"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ConfigLoadError, ::testing::ValuesIn(kErrorCases),
+                         [](const ::testing::TestParamInfo<ErrorCase>& i) { return i.param.name; });
+
+TEST(ConfigLoad, SeventeenListenersAreTooMany) {
+  std::string text;
+  for (int i = 0; i < 17; ++i) {
+    text += "[[listener]]\naddress = \"127.0.0.1:" + std::to_string(2000 + i) + "\"\n";
+  }
+  const ConfigLoadResult r = load_config(text, "many.toml");
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].key, "listener");
+  EXPECT_EQ(r.errors[0].line, 33u);  // the 17th [[listener]] header
+  EXPECT_NE(r.errors[0].message.find("at most 16"), std::string::npos);
+
+  text.erase(text.rfind("[[listener]]"));
+  const ConfigLoadResult sixteen = load_config(text, "many.toml");
+  EXPECT_TRUE(sixteen.ok()) << all_errors(sixteen.errors);
+  EXPECT_EQ(sixteen.config.listeners.size(), 16u);
+}
+
+TEST(ConfigLoad, AllErrorsCollectedInFileOrder) {
+  const char* text =
+      "[server]\n"                       // 1
+      "shards = 300\n"                   // 2
+      "log_level = \"loud\"\n"           // 3
+      "[limits]\n"                       // 4
+      "max_recipients = 0\n"             // 5
+      "max_bad_commands = 10\n"          // 6: fine, and must still be applied
+      "[smtp]\n"                         // 7
+      "vrfy = 1\n"                       // 8
+      "[spoool]\n"                       // 9
+      "dir = \"x\"\n"                    // 10
+      "[[listener]]\n"                   // 11
+      "address = \"example.org:25\"\n";  // 12
+  const ConfigLoadResult r = load_config(text, "many.toml");
+  ASSERT_EQ(r.errors.size(), 6u) << all_errors(r.errors);
+  const std::pair<uint32_t, const char*> expected[] = {
+      {2, "server.shards"}, {3, "server.log_level"}, {5, "limits.max_recipients"},
+      {8, "smtp.vrfy"},     {9, "spoool"},           {12, "listener[0].address"},
+  };
+  for (size_t i = 0; i < std::size(expected); ++i) {
+    EXPECT_EQ(r.errors[i].line, expected[i].first) << r.errors[i].to_string();
+    EXPECT_EQ(r.errors[i].key, expected[i].second) << r.errors[i].to_string();
+  }
+  EXPECT_EQ(r.config.smtp.limits.max_bad_commands, 10u);
+  EXPECT_EQ(r.config.shards, 0u);
+}
+
+TEST(ConfigLoad, SyntaxErrorAppliesNothing) {
+  const ServerConfig base = everything_changed();
+  const ConfigLoadResult r = load_config("[server]\nshards = 4\nhostname = \n", "s.toml", base);
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].line, 3u);
+  EXPECT_TRUE(r.errors[0].key.empty());
+  EXPECT_EQ(r.errors[0].to_string().rfind("s.toml:3:", 0), 0u) << r.errors[0].to_string();
+  EXPECT_EQ(dump(r.config), dump(base));
+}
+
+TEST(ConfigLoad, InvalidUtf8IsASyntaxErrorNotAnException) {
+  const ConfigLoadResult r = load_config("[server]\nbanner = \"\xff\xfe\"\n", "u.toml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].line, 2u);
+}
+
+TEST(ConfigLoad, ListenerFileReplacesBaseNotMerges) {
+  ServerConfig base;
+  base.listeners = {{"a", "192.0.2.1:25"}, {"b", "192.0.2.2:25"}, {"c", "192.0.2.3:25"}};
+  const ConfigLoadResult r =
+      load_config("[[listener]]\naddress = \"[2001:db8::1]:25\"\n", "l.toml", base);
+  EXPECT_TRUE(r.ok()) << all_errors(r.errors);
+  ASSERT_EQ(r.config.listeners.size(), 1u);
+  EXPECT_EQ(r.config.listeners[0].name, "[2001:db8::1]:25");
+  EXPECT_EQ(r.config.listeners[0].address, "[2001:db8::1]:25");
+
+  const ConfigLoadResult untouched = load_config("[server]\nshards = 2\n", "l.toml", base);
+  EXPECT_EQ(untouched.config.listeners.size(), 3u);
+}
+
+TEST(ConfigErrorText, ToString) {
+  ConfigError e;
+  e.message = "must be between 1 and 100000";
+  e.key = "limits.max_recipients";
+  EXPECT_EQ(e.to_string(), "limits.max_recipients: must be between 1 and 100000");
+  e.file = "ringmx.toml";
+  EXPECT_EQ(e.to_string(), "ringmx.toml: limits.max_recipients: must be between 1 and 100000");
+  e.line = 12;
+  EXPECT_EQ(e.to_string(), "ringmx.toml:12: limits.max_recipients: must be between 1 and 100000");
+  e.column = 1;
+  EXPECT_EQ(e.to_string(), "ringmx.toml:12:1: limits.max_recipients: must be between 1 and 100000");
+  e.key.clear();
+  EXPECT_EQ(e.to_string(), "ringmx.toml:12:1: must be between 1 and 100000");
+  e.file.clear();
+  EXPECT_EQ(e.to_string(), "12:1: must be between 1 and 100000");
+}
+
+TEST(ConfigLoad, ErrorStringFromTheLoader) {
+  const ConfigLoadResult r = load_config("[limits]\nmax_recipients = 0\n", "ringmx.toml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].to_string(),
+            "ringmx.toml:2:18: limits.max_recipients: must be between 1 and 100000");
+}
+
+// ---- the shipped example ----
+
+TEST(ConfigLoad, DeployExampleLoadsCleanAndEqualsTheDefaults) {
+  const std::string text = read_source_file("deploy/ringmx.toml");
+  ASSERT_FALSE(text.empty());
+  const ConfigLoadResult r = load_config(text, "deploy/ringmx.toml");
+  EXPECT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(dump(r.config), dump(ServerConfig{}));
+  EXPECT_EQ(all_errors(validate_config(r.config)), "");
+}
+
+// Loaded over a base in which every field differs, the example still yields the defaults: so
+// the example spells out every key, not just the ones that happen to be left at the default.
+TEST(ConfigLoad, DeployExampleSetsEveryKey) {
+  const std::string text = read_source_file("deploy/ringmx.toml");
+  const ConfigLoadResult r = load_config(text, "deploy/ringmx.toml", everything_changed());
+  EXPECT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(dump(r.config), dump(ServerConfig{}));
+}
+
+// Each limit's line in the example states the range and the reply from kLimitSpecs.
+TEST(ConfigLoad, DeployExampleDocumentsEveryLimit) {
+  const std::string text = read_source_file("deploy/ringmx.toml");
+  for (const LimitSpec& spec : kLimitSpecs) {
+    const std::string start = "\n" + std::string(spec.name) + " = ";
+    const size_t at = text.find(start);
+    ASSERT_NE(at, std::string::npos) << spec.name;
+    const std::string line = text.substr(at + 1, text.find('\n', at + 1) - at - 1);
+    const std::string range = std::to_string(spec.min) + ".." + std::to_string(spec.max);
+    EXPECT_NE(line.find(range), std::string::npos) << line;
+    EXPECT_NE(line.find(spec.reply), std::string::npos) << line;
+  }
+}
+
+// ---- validate_config ----
+
+TEST(ValidateConfig, CatchesALimitSetAfterLoading) {
+  ConfigLoadResult r = load_config("[limits]\nmax_recipients = 500\n", "v.toml");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(validate_config(r.config).empty());
+  r.config.smtp.limits.max_recipients = 0;  // as a bad command-line override would
+  const std::vector<ConfigError> errors = validate_config(r.config);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_TRUE(errors[0].file.empty());
+  EXPECT_EQ(errors[0].line, 0u);
+  EXPECT_EQ(errors[0].to_string(), "limits.max_recipients: must be between 1 and 100000");
+}
+
+struct ValidateCase {
+  const char* name;
+  std::function<void(ServerConfig&)> change;
+  const char* key;
+  const char* message;
+};
+
+// Names the case in gtest output instead of dumping its bytes.
+std::ostream& operator<<(std::ostream& os, const ValidateCase& c) {
+  return os << c.name;
+}
+
+class ValidateConfigCase : public ::testing::TestWithParam<ValidateCase> {};
+
+TEST_P(ValidateConfigCase, OneError) {
+  const ValidateCase& c = GetParam();
+  ServerConfig cfg;
+  c.change(cfg);
+  const std::vector<ConfigError> errors = validate_config(cfg);
+  ASSERT_EQ(errors.size(), 1u) << all_errors(errors);
+  EXPECT_EQ(errors[0].key, c.key);
+  EXPECT_NE(errors[0].message.find(c.message), std::string::npos) << errors[0].to_string();
+  EXPECT_EQ(errors[0].line, 0u);
+}
+
+const ValidateCase kValidateCases[] = {
+    {"hostname_empty", [](ServerConfig& c) { c.smtp.hostname.clear(); }, "server.hostname",
+     "must not be empty"},
+    {"hostname_too_long", [](ServerConfig& c) { c.smtp.hostname = std::string(256, 'a'); },
+     "server.hostname", "at most 255"},
+    {"hostname_bad_literal", [](ServerConfig& c) { c.smtp.hostname = "[300.1.1.1]"; },
+     "server.hostname", "domain name"},
+    {"banner_control", [](ServerConfig& c) { c.smtp.banner = "a\tb"; }, "server.banner",
+     "printable ASCII"},
+    {"banner_too_long", [](ServerConfig& c) { c.smtp.banner = std::string(201, 'b'); },
+     "server.banner", "at most 200"},
+    {"message_size_above_max",
+     [](ServerConfig& c) { c.smtp.limits.max_message_size = (1ull << 32) + 1; },
+     "limits.max_message_size", "must be between 1024 and 4294967296"},
+    {"shards", [](ServerConfig& c) { c.shards = 257; }, "server.shards", "between 0 and 256"},
+    {"max_connections_zero", [](ServerConfig& c) { c.max_connections = 0; },
+     "server.max_connections", "between 1 and 1000000"},
+    {"spool_dir_empty", [](ServerConfig& c) { c.spool.dir.clear(); }, "spool.dir",
+     "must not be empty"},
+    {"spool_dir_nul", [](ServerConfig& c) { c.spool.dir = std::string("/a\0b", 4); }, "spool.dir",
+     "NUL"},
+    {"admin_listen_bad", [](ServerConfig& c) { c.admin_listen = "127.0.0.1"; }, "admin.listen",
+     "port 1-65535"},
+    {"no_listeners", [](ServerConfig& c) { c.listeners.clear(); }, "listener",
+     "at least one listener"},
+    {"seventeen_listeners",
+     [](ServerConfig& c) {
+       c.listeners.clear();
+       for (int i = 0; i < 17; ++i) {
+         const std::string a = "127.0.0.1:" + std::to_string(3000 + i);
+         c.listeners.push_back({a, a});
+       }
+     },
+     "listener", "at most 16"},
+    {"listener_address_bad",
+     [](ServerConfig& c) {
+       c.listeners = {{"mx", "mx.example.org:25"}};
+     },
+     "listener[0].address", "numeric address"},
+    {"listener_names_duplicate",
+     [](ServerConfig& c) {
+       c.listeners = {{"mx", "0.0.0.0:25"}, {"mx", "0.0.0.0:587"}};
+     },
+     "listener[1].name", "duplicate"},
+    {"listener_name_empty",
+     [](ServerConfig& c) {
+       c.listeners = {{"", "0.0.0.0:25"}};
+     },
+     "listener[0].name", "must not be empty"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Fields, ValidateConfigCase, ::testing::ValuesIn(kValidateCases),
+                         [](const ::testing::TestParamInfo<ValidateCase>& i) {
+                           return i.param.name;
+                         });
+
+// ---- split_host_port ----
+
+struct HostPortCase {
+  const char* in;
+  bool ok;
+  const char* host;
+  uint16_t port;
+};
+
+TEST(SplitHostPort, Table) {
+  const HostPortCase cases[] = {
+      {"127.0.0.1:25", true, "127.0.0.1", 25},
+      {"0.0.0.0:25", true, "0.0.0.0", 25},
+      {"[::1]:2525", true, "::1", 2525},
+      {"[2001:db8::1]:25", true, "2001:db8::1", 25},
+      {"[::]:65535", true, "::", 65535},
+      {"[::ffff:192.0.2.1]:1", true, "::ffff:192.0.2.1", 1},
+      {"192.0.2.1:00025", true, "192.0.2.1", 25},
+      {"", false, "", 0},
+      {"127.0.0.1", false, "", 0},        // no port
+      {"127.0.0.1:", false, "", 0},       // empty port
+      {"127.0.0.1:0", false, "", 0},      // port 0
+      {"127.0.0.1:65536", false, "", 0},  // port too large
+      {"127.0.0.1:99999999999", false, "", 0},
+      {"127.0.0.1:-1", false, "", 0},
+      {"127.0.0.1:+25", false, "", 0},
+      {"127.0.0.1:25x", false, "", 0},
+      {"127.0.0.1:25 ", false, "", 0},
+      {" 127.0.0.1:25", false, "", 0},
+      {":25", false, "", 0},  // empty host
+      {"[]:25", false, "", 0},
+      {"localhost:25", false, "", 0},  // no DNS at start-up
+      {"mx.example.org:25", false, "", 0},
+      {"256.0.0.1:25", false, "", 0},
+      {"127.1:25", false, "", 0},  // inet_aton shorthand is not an address here
+      {"::1:25", false, "", 0},    // IPv6 needs brackets
+      {"[::1]", false, "", 0},
+      {"[::1]25", false, "", 0},
+      {"[::1:25", false, "", 0},
+      {"[127.0.0.1]:25", false, "", 0},     // brackets are for IPv6
+      {"[fe80::1%eth0]:25", false, "", 0},  // no zone ids
+      {"[::1]:25:26", false, "", 0},
+  };
+  for (const HostPortCase& c : cases) {
+    std::string host = "unchanged";
+    uint16_t port = 7;
+    EXPECT_EQ(split_host_port(c.in, host, port), c.ok) << '"' << c.in << '"';
+    if (c.ok) {
+      EXPECT_EQ(host, c.host) << c.in;
+      EXPECT_EQ(port, c.port) << c.in;
+    } else {
+      EXPECT_EQ(host, "unchanged") << c.in;
+      EXPECT_EQ(port, 7) << c.in;
+    }
+  }
+  std::string host;
+  uint16_t port = 0;
+  EXPECT_FALSE(split_host_port(std::string_view("127.0.0.1\0:25", 13), host, port));
+  EXPECT_FALSE(split_host_port(std::string_view("127.0.0.1:2\0", 12), host, port));
+}
+
+}  // namespace
+}  // namespace ringmx

@@ -1,0 +1,367 @@
+// Metric counters, histogram bucket placement and the Prometheus text
+// rendering: exact output, summing across shards, escaping, promtool lint.
+#include "core/metrics.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace ringmx {
+namespace {
+
+constexpr size_t kInf = Histogram::kBounds.size();
+
+// Index of the only non-zero bucket after one observation.
+size_t bucket_of(uint64_t ns) {
+  Histogram h;
+  h.observe_ns(ns);
+  size_t found = kInf + 1;
+  for (size_t i = 0; i <= kInf; ++i) {
+    if (h.bucket(i) != 0) {
+      EXPECT_EQ(found, kInf + 1) << "two buckets bumped for " << ns;
+      found = i;
+    }
+  }
+  return found;
+}
+
+TEST(Histogram, PlacementAtAndAroundBounds) {
+  EXPECT_EQ(bucket_of(0), 0u);
+  EXPECT_EQ(bucket_of(1), 0u);
+  EXPECT_EQ(bucket_of(49'999), 0u);
+  EXPECT_EQ(bucket_of(50'000), 0u);  // le="5e-05" includes the bound
+  EXPECT_EQ(bucket_of(50'001), 1u);
+  EXPECT_EQ(bucket_of(100'000), 1u);
+  EXPECT_EQ(bucket_of(100'001), 2u);
+  EXPECT_EQ(bucket_of(250'000), 2u);
+  EXPECT_EQ(bucket_of(1'000'000), 4u);     // 1 ms
+  EXPECT_EQ(bucket_of(1'000'001), 5u);     // just over 1 ms
+  EXPECT_EQ(bucket_of(999'999'999), 13u);  // just under 1 s
+  EXPECT_EQ(bucket_of(1'000'000'000), 13u);
+  EXPECT_EQ(bucket_of(1'000'000'001), 14u);
+  EXPECT_EQ(bucket_of(10'000'000'000), 15u);  // last finite bound
+  EXPECT_EQ(bucket_of(10'000'000'001), kInf);
+  EXPECT_EQ(bucket_of(UINT64_MAX), kInf);
+  // Every bound, exactly and one nanosecond past it.
+  for (size_t i = 0; i < kInf; ++i) {
+    auto ns = static_cast<uint64_t>(Histogram::kBounds[i] * 1e9 + 0.5);
+    EXPECT_EQ(bucket_of(ns), i) << Histogram::kBounds[i];
+    EXPECT_EQ(bucket_of(ns + 1), i + 1) << Histogram::kBounds[i];
+  }
+}
+
+TEST(Histogram, CountAndSum) {
+  Histogram h;
+  h.observe_ns(30'000);
+  h.observe_ns(30'000);
+  h.observe_ns(2'000'000);
+  EXPECT_EQ(h.count(), 3u);
+  EXPECT_EQ(h.sum_ns(), 2'060'000u);
+  EXPECT_EQ(h.bucket(0), 2u);
+  EXPECT_EQ(h.bucket(5), 1u);  // 2 ms <= 2.5 ms
+}
+
+TEST(Metrics, ResultNames) {
+  EXPECT_EQ(conn_result_name(ConnResult::accepted), "accepted");
+  EXPECT_EQ(conn_result_name(ConnResult::limit_total), "limit_total");
+  EXPECT_EQ(conn_result_name(ConnResult::limit_per_ip), "limit_per_ip");
+  EXPECT_EQ(conn_result_name(ConnResult::pregreet), "pregreet");
+  EXPECT_EQ(conn_result_name(ConnResult::error), "error");
+  EXPECT_EQ(txn_result_name(TxnResult::accepted), "accepted");
+  EXPECT_EQ(txn_result_name(TxnResult::rejected), "rejected");
+  EXPECT_EQ(txn_result_name(TxnResult::tempfail), "tempfail");
+  EXPECT_EQ(txn_result_name(TxnResult::aborted), "aborted");
+}
+
+Counter& conn(ShardMetrics& m, size_t listener, ConnResult r) {
+  return m.connections[listener][static_cast<size_t>(r)];
+}
+
+Counter& txn(ShardMetrics& m, TxnResult r) {
+  return m.transactions[static_cast<size_t>(r)];
+}
+
+std::string render(const MetricsView& v) {
+  std::string out;
+  render_prometheus(out, v);
+  return out;
+}
+
+TEST(Metrics, ExactTextForASmallView) {
+  auto m = std::make_unique<ShardMetrics>();
+  conn(*m, 0, ConnResult::accepted).inc(3);
+  conn(*m, 0, ConnResult::pregreet).inc();
+  m->sessions_active.add(2);
+  txn(*m, TxnResult::accepted).inc(2);
+  txn(*m, TxnResult::aborted).inc();
+  m->replies[250].inc(7);
+  m->replies[354].inc(2);
+  m->messages_accepted.inc(2);
+  m->message_bytes.inc(4096);
+  m->bytes_in.inc(5000);
+  m->spool_writes.inc(2);
+  m->spool_write_errors.inc(0);
+  m->fsync_seconds.observe_ns(40'000);     // <= 5e-05
+  m->fsync_seconds.observe_ns(1'500'000);  // <= 0.0025
+  m->loop_iterations.inc(99);
+  m->timeouts.inc();
+
+  MetricsView v;
+  v.shards = {m.get()};
+  v.listener_names = {"smtp"};
+  v.spool_bytes = 8192;
+  v.spool_messages = 2;
+  v.start_time_unix = 1700000000;
+  v.version = "0.1.0";
+
+  const std::string expected =
+      "# HELP ringmx_connections_total Inbound SMTP connections by listener and accept outcome.\n"
+      "# TYPE ringmx_connections_total counter\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"accepted\"} 3\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"limit_total\"} 0\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"limit_per_ip\"} 0\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"pregreet\"} 1\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"error\"} 0\n"
+      "# HELP ringmx_sessions_active SMTP sessions currently open.\n"
+      "# TYPE ringmx_sessions_active gauge\n"
+      "ringmx_sessions_active 2\n"
+      "# HELP ringmx_transactions_total Mail transactions (MAIL FROM onwards) by outcome.\n"
+      "# TYPE ringmx_transactions_total counter\n"
+      "ringmx_transactions_total{result=\"accepted\"} 2\n"
+      "ringmx_transactions_total{result=\"rejected\"} 0\n"
+      "ringmx_transactions_total{result=\"tempfail\"} 0\n"
+      "ringmx_transactions_total{result=\"aborted\"} 1\n"
+      "# HELP ringmx_replies_total SMTP replies sent, by reply code.\n"
+      "# TYPE ringmx_replies_total counter\n"
+      "ringmx_replies_total{code=\"250\"} 7\n"
+      "ringmx_replies_total{code=\"354\"} 2\n"
+      "# HELP ringmx_messages_accepted_total Messages accepted into the spool.\n"
+      "# TYPE ringmx_messages_accepted_total counter\n"
+      "ringmx_messages_accepted_total 2\n"
+      "# HELP ringmx_message_bytes_total Bytes of accepted messages, as stored.\n"
+      "# TYPE ringmx_message_bytes_total counter\n"
+      "ringmx_message_bytes_total 4096\n"
+      "# HELP ringmx_received_bytes_total Bytes read from SMTP clients.\n"
+      "# TYPE ringmx_received_bytes_total counter\n"
+      "ringmx_received_bytes_total 5000\n"
+      "# HELP ringmx_spool_writes_total Spool batch writes.\n"
+      "# TYPE ringmx_spool_writes_total counter\n"
+      "ringmx_spool_writes_total 2\n"
+      "# HELP ringmx_spool_write_errors_total Spool batch writes that failed.\n"
+      "# TYPE ringmx_spool_write_errors_total counter\n"
+      "ringmx_spool_write_errors_total 0\n"
+      "# HELP ringmx_session_timeouts_total SMTP sessions closed by a timeout.\n"
+      "# TYPE ringmx_session_timeouts_total counter\n"
+      "ringmx_session_timeouts_total 1\n"
+      "# HELP ringmx_spool_fsync_duration_seconds Time to write and fsync one spool batch.\n"
+      "# TYPE ringmx_spool_fsync_duration_seconds histogram\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"5e-05\"} 1\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.0001\"} 1\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.00025\"} 1\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.0005\"} 1\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.001\"} 1\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.0025\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.005\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.01\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.025\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.05\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.1\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.25\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.5\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"1\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"2.5\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"10\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_bucket{le=\"+Inf\"} 2\n"
+      "ringmx_spool_fsync_duration_seconds_sum 0.00154\n"
+      "ringmx_spool_fsync_duration_seconds_count 2\n"
+      "# HELP ringmx_spool_bytes Bytes of messages in the spool.\n"
+      "# TYPE ringmx_spool_bytes gauge\n"
+      "ringmx_spool_bytes 8192\n"
+      "# HELP ringmx_spool_messages Messages in the spool.\n"
+      "# TYPE ringmx_spool_messages gauge\n"
+      "ringmx_spool_messages 2\n"
+      "# HELP ringmx_shard_loop_iterations_total Event loop iterations per shard.\n"
+      "# TYPE ringmx_shard_loop_iterations_total counter\n"
+      "ringmx_shard_loop_iterations_total{shard=\"0\"} 99\n"
+      "# HELP ringmx_build_info Build information; the value is always 1.\n"
+      "# TYPE ringmx_build_info gauge\n"
+      "ringmx_build_info{version=\"0.1.0\"} 1\n"
+      "# HELP ringmx_start_time_seconds Process start time, seconds since the epoch.\n"
+      "# TYPE ringmx_start_time_seconds gauge\n"
+      "ringmx_start_time_seconds 1700000000\n";
+  EXPECT_EQ(render(v), expected);
+}
+
+TEST(Metrics, RenderAppends) {
+  MetricsView v;
+  std::string out = "prefix\n";
+  render_prometheus(out, v);
+  EXPECT_EQ(out.rfind("prefix\n# HELP ringmx_connections_total ", 0), 0u);
+  EXPECT_EQ(out.back(), '\n');
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+
+TEST(Metrics, SumsAcrossThreeShards) {
+  std::vector<std::unique_ptr<ShardMetrics>> shards;
+  for (int i = 0; i < 3; ++i) shards.push_back(std::make_unique<ShardMetrics>());
+  MetricsView v;
+  v.listener_names = {"mx", "submission"};
+  for (size_t i = 0; i < shards.size(); ++i) {
+    ShardMetrics& m = *shards[i];
+    v.shards.push_back(&m);
+    conn(m, 0, ConnResult::accepted).inc(i + 1);             // 1+2+3
+    conn(m, 1, ConnResult::limit_per_ip).inc(10 * (i + 1));  // 10+20+30
+    m.sessions_active.add(static_cast<int64_t>(i) - 1);      // -1+0+1
+    txn(m, TxnResult::tempfail).inc(5);
+    m.replies[250].inc(100);
+    if (i == 2) m.replies[421].inc();
+    m.messages_accepted.inc(i);
+    m.message_bytes.inc(1000);
+    m.bytes_in.inc(2000);
+    m.spool_writes.inc(4);
+    m.spool_write_errors.inc(i == 1 ? 1 : 0);
+    m.timeouts.inc(i);
+    m.fsync_seconds.observe_ns(100'000 * (i + 1));  // 0.0001, 0.0002, 0.0003
+    m.loop_iterations.inc(1000 + i);
+  }
+  std::string out = render(v);
+  EXPECT_TRUE(has_line(out, "ringmx_connections_total{listener=\"mx\",result=\"accepted\"} 6"));
+  EXPECT_TRUE(has_line(out, "ringmx_connections_total{listener=\"mx\",result=\"limit_per_ip\"} 0"));
+  EXPECT_TRUE(has_line(
+      out, "ringmx_connections_total{listener=\"submission\",result=\"limit_per_ip\"} 60"));
+  EXPECT_TRUE(
+      has_line(out, "ringmx_connections_total{listener=\"submission\",result=\"accepted\"} 0"));
+  EXPECT_TRUE(has_line(out, "ringmx_sessions_active 0"));
+  EXPECT_TRUE(has_line(out, "ringmx_transactions_total{result=\"tempfail\"} 15"));
+  EXPECT_TRUE(has_line(out, "ringmx_replies_total{code=\"250\"} 300"));
+  EXPECT_TRUE(has_line(out, "ringmx_replies_total{code=\"421\"} 1"));
+  EXPECT_EQ(out.find("ringmx_replies_total{code=\"220\"}"), std::string::npos);
+  EXPECT_TRUE(has_line(out, "ringmx_messages_accepted_total 3"));
+  EXPECT_TRUE(has_line(out, "ringmx_message_bytes_total 3000"));
+  EXPECT_TRUE(has_line(out, "ringmx_received_bytes_total 6000"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_writes_total 12"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_write_errors_total 1"));
+  EXPECT_TRUE(has_line(out, "ringmx_session_timeouts_total 3"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"5e-05\"} 0"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.0001\"} 1"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.00025\"} 2"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"0.0005\"} 3"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"+Inf\"} 3"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_sum 0.0006"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_count 3"));
+  // Loop iterations stay per shard.
+  EXPECT_TRUE(has_line(out, "ringmx_shard_loop_iterations_total{shard=\"0\"} 1000"));
+  EXPECT_TRUE(has_line(out, "ringmx_shard_loop_iterations_total{shard=\"1\"} 1001"));
+  EXPECT_TRUE(has_line(out, "ringmx_shard_loop_iterations_total{shard=\"2\"} 1002"));
+  EXPECT_EQ(out.find("{shard=\"3\"}"), std::string::npos);
+}
+
+TEST(Metrics, LargeHistogramSumIsExact) {
+  auto m = std::make_unique<ShardMetrics>();
+  m->fsync_seconds.observe_ns(12'000'000'007);
+  m->fsync_seconds.observe_ns(3'000'000'000);
+  MetricsView v;
+  v.shards = {m.get()};
+  std::string out = render(v);
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_sum 15.000000007"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"10\"} 1"));
+  EXPECT_TRUE(has_line(out, "ringmx_spool_fsync_duration_seconds_bucket{le=\"+Inf\"} 2"));
+}
+
+TEST(Metrics, LabelValuesAreEscaped) {
+  auto m = std::make_unique<ShardMetrics>();
+  MetricsView v;
+  v.shards = {m.get()};
+  v.listener_names = {"a\"b\\c\nd"};
+  v.version = "1.0 \"x\"\\\n";
+  std::string out = render(v);
+  EXPECT_TRUE(has_line(
+      out, "ringmx_connections_total{listener=\"a\\\"b\\\\c\\nd\",result=\"accepted\"} 0"));
+  EXPECT_TRUE(has_line(out, "ringmx_build_info{version=\"1.0 \\\"x\\\"\\\\\\n\"} 1"));
+  // Exactly one physical line per sample: the raw newline never leaks.
+  EXPECT_EQ(out.find("\nd\""), std::string::npos);
+}
+
+TEST(Metrics, ListenersBeyondTheArrayAreIgnored) {
+  auto m = std::make_unique<ShardMetrics>();
+  MetricsView v;
+  v.shards = {m.get(), nullptr};
+  for (size_t i = 0; i < kMaxListeners + 2; ++i)
+    v.listener_names.push_back("l" + std::to_string(i));
+  std::string out = render(v);
+  EXPECT_NE(out.find("listener=\"l15\""), std::string::npos);
+  EXPECT_EQ(out.find("listener=\"l16\""), std::string::npos);
+  EXPECT_EQ(out.find("{shard=\"1\"}"), std::string::npos);  // null shard skipped
+}
+
+// Runs `promtool check metrics` on `text`; returns its exit status and output.
+int promtool_check(const std::string& text, std::string& output) {
+  char path[] = "/tmp/ringmx_promtool_XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return -1;
+  close(fd);
+  std::string cmd = std::string("promtool check metrics >") + path + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "w");
+  if (p == nullptr) {
+    unlink(path);
+    return -1;
+  }
+  fwrite(text.data(), 1, text.size(), p);
+  int status = pclose(p);
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  output = ss.str();
+  unlink(path);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(Metrics, PromtoolLintClean) {
+  if (access("/usr/bin/promtool", X_OK) != 0) {
+    GTEST_SKIP() << "promtool not installed (apt-get install prometheus)";
+  }
+  std::vector<std::unique_ptr<ShardMetrics>> shards;
+  MetricsView v;
+  for (size_t i = 0; i < 3; ++i) {
+    shards.push_back(std::make_unique<ShardMetrics>());
+    ShardMetrics& m = *shards.back();
+    v.shards.push_back(&m);
+    conn(m, 0, ConnResult::accepted).inc(5);
+    conn(m, 1, ConnResult::error).inc();
+    m.sessions_active.add(1);
+    txn(m, TxnResult::rejected).inc();
+    m.replies[220].inc(5);
+    m.replies[550].inc();
+    m.messages_accepted.inc();
+    m.fsync_seconds.observe_ns(700'000 * (i + 1));
+    m.fsync_seconds.observe_ns(20'000'000'000);
+    m.loop_iterations.inc(10);
+  }
+  v.listener_names = {"mx", "odd \"name\"\\\n"};
+  v.spool_bytes = 123456;
+  v.spool_messages = 7;
+  v.start_time_unix = 1700000000;
+  v.version = "0.1.0-dev";
+
+  std::string output;
+  EXPECT_EQ(promtool_check(render(v), output), 0) << output;
+  EXPECT_EQ(output, "") << "lint warnings";
+
+  // An empty view (no shards, no listeners) is lint clean too.
+  EXPECT_EQ(promtool_check(render(MetricsView{}), output), 0) << output;
+  EXPECT_EQ(output, "") << "lint warnings";
+}
+
+}  // namespace
+}  // namespace ringmx

@@ -1,0 +1,206 @@
+// ringmx: the SMTP ingress daemon. Command line and config file, start-up,
+// then signals: SIGHUP reloads the config, SIGTERM/SIGINT drain and exit 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/config_load.h"
+#include "net/log.h"
+#include "net/server.h"
+
+namespace {
+
+using namespace ringmx;
+
+struct Overrides {
+  std::vector<std::string> listen;
+  std::string spool_dir;
+  std::string admin_listen;
+  bool admin_set = false;
+  std::string hostname;
+  int64_t shards = -1;
+  int64_t max_message_size = -1;
+  std::string log_level;
+};
+
+bool read_file(const std::string& path, std::string& out, std::string& err) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    err = path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+// File (if any) over the embedded defaults, then command-line flags, then
+// validation. Errors go to stderr; returns false if there were any.
+bool build_config(const std::string& path, const Overrides& o, ServerConfig& out) {
+  ServerConfig cfg;
+  if (!path.empty()) {
+    std::string text, err;
+    if (!read_file(path, text, err)) {
+      std::cerr << "ringmx: cannot read config " << err << "\n";
+      return false;
+    }
+    ConfigLoadResult r = load_config(text, path, cfg);
+    if (!r.ok()) {
+      for (const auto& e : r.errors) std::cerr << e.to_string() << "\n";
+      return false;
+    }
+    cfg = std::move(r.config);
+  }
+  if (!o.listen.empty()) {
+    cfg.listeners.clear();
+    for (const auto& a : o.listen) cfg.listeners.push_back({a, a});
+  }
+  if (!o.spool_dir.empty()) cfg.spool.dir = o.spool_dir;
+  if (o.admin_set) cfg.admin_listen = o.admin_listen;
+  if (!o.hostname.empty()) cfg.smtp.hostname = o.hostname;
+  if (o.shards >= 0) cfg.shards = static_cast<uint32_t>(o.shards);
+  if (o.max_message_size >= 0)
+    cfg.smtp.limits.max_message_size = static_cast<uint64_t>(o.max_message_size);
+  if (!o.log_level.empty() && !parse_log_level(o.log_level, cfg.log_level)) {
+    std::cerr << "--log-level: must be one of debug, info, warn, error\n";
+    return false;
+  }
+  auto errors = validate_config(cfg);
+  for (const auto& e : errors) std::cerr << "ringmx: " << e.to_string() << "\n";
+  if (!errors.empty()) return false;
+  out = std::move(cfg);
+  return true;
+}
+
+std::string default_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0]) return buf;
+  return "localhost";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ringmx: io_uring SMTP ingress server (edge MX)"};
+  std::string config_path, check_path;
+  Overrides o;
+  bool version = false;
+  app.add_option("-c,--config", config_path, "TOML config file (see deploy/ringmx.toml)");
+  app.add_option("--check-config", check_path, "validate FILE and exit (0: valid)");
+  app.add_flag("--version", version, "print the version and exit");
+  app.add_option("--listen", o.listen, "ADDR:PORT to accept SMTP on (repeatable)");
+  app.add_option("--spool-dir", o.spool_dir, "spool directory");
+  app.add_option_function<std::string>(
+      "--admin-listen",
+      [&](const std::string& v) {
+        o.admin_listen = v;
+        o.admin_set = true;
+      },
+      "ADDR:PORT for /metrics and /healthz (\"\" disables)");
+  app.add_option("--hostname", o.hostname, "name in the greeting and Received headers");
+  app.add_option("--shards", o.shards, "shard threads (0: one per CPU)");
+  app.add_option("--max-message-size", o.max_message_size, "largest message in bytes");
+  app.add_option("--log-level", o.log_level, "debug, info, warn or error");
+  CLI11_PARSE(app, argc, argv);
+
+  if (version) {
+    std::cout << "ringmx " << kVersion << "\n";
+    return 0;
+  }
+  if (!check_path.empty()) {
+    ServerConfig cfg;
+    if (!build_config(check_path, o, cfg)) return 1;
+    std::cout << check_path << ": ok\n";
+    return 0;
+  }
+  ServerConfig cfg;
+  cfg.smtp.hostname = default_hostname();
+  {
+    // The embedded default hostname is this machine's name, unless set.
+    ServerConfig loaded;
+    if (!build_config(config_path, o, loaded)) return 2;
+    if (loaded.smtp.hostname == ServerConfig{}.smtp.hostname && o.hostname.empty()) {
+      loaded.smtp.hostname = cfg.smtp.hostname;
+    }
+    cfg = std::move(loaded);
+  }
+
+  // Signals are taken by sigwait in this thread only: block them before any
+  // other thread starts so every thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Logger logger(cfg.log_level);
+  logger.start();
+  Server server(cfg, logger);
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    logger.stop();
+    std::cerr << "ringmx: cannot start: " << e.what() << "\n";
+    return 1;
+  }
+  {
+    std::string where;
+    for (const auto& a : server.listen_addresses()) where += (where.empty() ? "" : ", ") + a;
+    std::string admin = server.admin_port() ? "http://" + cfg.admin_listen + "/metrics" : "off";
+    if (server.admin_port()) {
+      std::string host = cfg.admin_listen.substr(0, cfg.admin_listen.rfind(':'));
+      admin = "http://" + host + ":" + std::to_string(server.admin_port()) + "/metrics";
+    }
+    std::printf("ringmx %s: SMTP on %s as %s; mail goes to spool %s; admin %s\n", kVersion,
+                where.c_str(), cfg.smtp.hostname.c_str(), cfg.spool.dir.c_str(), admin.c_str());
+    std::fflush(stdout);
+  }
+
+  int exit_code = 0;
+  for (;;) {
+    timespec ts{1, 0};
+    int sig = sigtimedwait(&sigs, nullptr, &ts);
+    if (sig < 0) {
+      if (server.shard_failed()) {
+        std::cerr << "ringmx: a shard stopped unexpectedly; shutting down\n";
+        exit_code = 1;
+        break;
+      }
+      continue;
+    }
+    if (sig == SIGHUP) {
+      ServerConfig next;
+      if (!build_config(config_path, o, next)) {
+        logger.write_now(
+            "level=error event=reload_failed reason=\"invalid config, keeping the old one\"\n");
+        continue;
+      }
+      if (next.smtp.hostname == ServerConfig{}.smtp.hostname && o.hostname.empty()) {
+        next.smtp.hostname = cfg.smtp.hostname;
+      }
+      std::string notes = server.reload(std::move(next));
+      logger.write_now("level=info event=reload_done\n");
+      if (!notes.empty()) std::cerr << "ringmx: reload: " << notes;
+      continue;
+    }
+    logger.write_now("level=info event=draining\n");
+    break;
+  }
+  server.drain_and_wait();
+  logger.write_now("level=info event=stopped\n");
+  logger.stop();
+  return exit_code;
+}
