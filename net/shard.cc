@@ -16,6 +16,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -292,6 +293,12 @@ void Shard::start() {
     throw std::runtime_error("spool directory " + spool_dir_ + ": " + std::strerror(errno));
   }
   thread_ = std::thread([this] {
+    // One shard per CPU: pin it, so its ring, caches and heap stay on one core.
+    const unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(id_ % ncpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
     // The ring is created on its own thread: SINGLE_ISSUER binds it to the creator.
     try {
       setup_ring();
@@ -619,13 +626,12 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
     --c.ops;
     if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
       // The client closed (or the socket failed). A message being written is
-      // finished first: accepted mail is never dropped.
-      if (c.stage != Connection::Stage::closing && c.session.waiting() && c.job) {
-        c.shut = true;
-        c.stage = Connection::Stage::closing;
-        maybe_free(c);
-        return;
-      }
+      // finished first (finish_job closes): accepted mail is never dropped.
+      // Replies already on their way (221 after a pipelined QUIT) still go out.
+      c.stage = Connection::Stage::closing;
+      wheel_.cancel(c.timer);
+      if (c.job) return;
+      if (c.send_busy && res == 0) return;  // on_send closes when it is done
       begin_close(c);
       return;
     }
@@ -651,6 +657,7 @@ void Shard::feed(Connection& c, std::string_view data) {
   }
   if (!c.pending_in.empty()) {
     c.pending_in.append(data);
+    feed_pending(c);
   } else {
     const size_t used = c.session.feed(data, now_);
     if (used < data.size() && !c.session.closed()) c.pending_in.assign(data.substr(used));
@@ -724,8 +731,7 @@ void Shard::on_send(Connection& c, int res) {
     c.send_off = 0;
     if (c.job) {  // the message still goes to disk; the client just never hears
       c.stage = Connection::Stage::closing;
-      maybe_free(c);
-      return;
+      return;  // finish_job closes
     }
     begin_close(c);
     return;
@@ -959,8 +965,10 @@ void Shard::finish_job(SpoolJob& job, bool ok, int err) {
         now_);
   }
   if (c.stage == Connection::Stage::closing) {
+    // The client is gone; the message is on disk all the same.
     c.session.consume_output(c.session.output().size());
-    maybe_free(c);
+    c.send_queued.clear();
+    if (!c.send_busy) begin_close(c);
     return;
   }
   feed_pending(c);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # ringmx developer entry point: installs Debian packages, builds, tests.
+#   tools/dev.sh run     install, build and start ringmx on its embedded defaults
 #   tools/dev.sh test    install, build (release, ASan+UBSan, libFuzzer) and run every test
 #   tools/dev.sh build   install and build the release tree (build/release)
 #   tools/dev.sh bench   build and run the micro-benchmarks
@@ -12,7 +13,7 @@ BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccach
   liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev)
-TEST_PKGS=(swaks python3)
+TEST_PKGS=(swaks python3 prometheus)
 
 deps() {
   local want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") missing=()
@@ -46,6 +47,10 @@ cmd=${1:-}
 case "$cmd" in
   deps) deps ;;
   build) deps && build_release ;;
+  run)
+    deps && build_release
+    exec build/release/tools/ringmx "${@:2}"
+    ;;
   bench)
     deps && build_release
     build/release/bench/ringmx_microbench --benchmark_repetitions=3 \
@@ -69,7 +74,7 @@ case "$cmd" in
     run_ctest build/release
     ;;
   *)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
