@@ -1,6 +1,7 @@
 // ringmx: the SMTP ingress daemon. Command line and config file, start-up,
 // then signals: SIGHUP reloads the config, SIGTERM/SIGINT drain and exit 0.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -83,6 +84,31 @@ bool build_config(const std::string& path, const Overrides& o, ServerConfig& out
   return true;
 }
 
+// The spool directory must exist and be writable, or be creatable.
+bool check_paths(const std::string& file, const ServerConfig& cfg) {
+  std::string dir = cfg.spool.dir;
+  while (!dir.empty()) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) {
+        std::cerr << file << ": spool.dir: " << cfg.spool.dir << ": " << dir
+                  << " is not a directory\n";
+        return false;
+      }
+      if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+        std::cerr << file << ": spool.dir: " << cfg.spool.dir << ": " << dir
+                  << " is not writable: " << std::strerror(errno) << "\n";
+        return false;
+      }
+      return true;
+    }
+    const size_t slash = dir.find_last_of('/');
+    if (slash == std::string::npos) return ::access(".", W_OK | X_OK) == 0;
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+  }
+  return true;
+}
+
 std::string default_hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0]) return buf;
@@ -121,6 +147,7 @@ int main(int argc, char** argv) {
   if (!check_path.empty()) {
     ServerConfig cfg;
     if (!build_config(check_path, o, cfg)) return 1;
+    if (!check_paths(check_path, cfg)) return 1;
     std::cout << check_path << ": ok\n";
     return 0;
   }

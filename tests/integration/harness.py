@@ -200,6 +200,51 @@ def queue_id(reply_text):
     return reply_text.rsplit(" ", 1)[-1]
 
 
+def http_get(port, path, timeout=5, host="127.0.0.1"):
+    """GET http://host:port/path; returns (status, body bytes)."""
+    import http.client
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def metric(text, name, **labels):
+    """Sum of the samples of `name` in Prometheus text whose labels include `labels`;
+    None when there is no such sample."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    total = None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        mname, brace, rest = series.partition("{")
+        if mname != name:
+            continue
+        have = {}
+        if brace:
+            for part in rest.rstrip("}").split(","):
+                k, _, v = part.partition("=")
+                if k:
+                    have[k] = v.strip('"')
+        if all(have.get(k) == str(v) for k, v in labels.items()):
+            total = (total or 0) + float(value)
+    return total
+
+
+def vm_rss_kib(pid):
+    """Resident set size of process `pid` in KiB (VmRSS from /proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
 def main():
     if not BINARY or not os.access(BINARY, os.X_OK):
         print("RINGMX_BIN is not set to the ringmx binary", file=sys.stderr)

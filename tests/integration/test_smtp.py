@@ -183,6 +183,12 @@ class Smtp(unittest.TestCase):
         self.assertIn("bad.toml:5", out.stderr)
         self.assertIn("limits.max_recipients", out.stderr)
         self.assertIn("limits.bogus", out.stderr)
+        unusable = os.path.join(self.srv.dir, "unusable.toml")
+        with open(unusable, "w") as f:
+            f.write("[spool]\ndir = \"%s/spool\"\n" % self.srv.config)
+        out = subprocess.run([BINARY, "--check-config", unusable], capture_output=True, text=True)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("spool.dir", out.stderr)
 
 
 if __name__ == "__main__":
