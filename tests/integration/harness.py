@@ -107,8 +107,9 @@ class Server:
 def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if hard < 65536 and os.geteuid() == 0:
+        hard = 65536  # root may raise the hard limit
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
 def parse_spool(data):
