@@ -339,7 +339,8 @@ void Session::handle_line(std::string_view line, Now now) {
     case Verb::rset:
       if (!no_args) return error_reply(501, "5.5.4", "Syntax: RSET");
       reset_transaction();
-      return reply(250, "2.0.0", "Ok");
+      reply(250, "2.0.0", "Ok");
+      return close_if_draining();
     case Verb::noop: return reply(250, "2.0.0", "Ok");
     case Verb::vrfy:
       if (!config().ext.vrfy) return reply(502, "5.5.1", "Error: VRFY command is disabled");
@@ -616,6 +617,7 @@ void Session::finish_message(const Verdict& v) {
   }
   handler_.on_transaction_end(*this, msg_.envelope, code, msg_.size);
   reset_transaction();
+  close_if_draining();
 }
 
 void Session::message_reply(uint16_t code, std::string_view enhanced, std::string_view text,
@@ -623,6 +625,17 @@ void Session::message_reply(uint16_t code, std::string_view enhanced, std::strin
   reply(code, enhanced, text);
   handler_.on_transaction_end(*this, msg_.envelope, code, size);
   reset_transaction();
+  close_if_draining();
+}
+
+// While draining, a session is closed as soon as it has no transaction: a
+// client that keeps its connection open after the 250 must not hold shutdown
+// up until the deadline.
+void Session::close_if_draining() {
+  if (draining_ && !in_txn_ && phase_ == Phase::command && pending_ == Pending::none) {
+    current_verb_ = Verb::unknown;
+    close_with(421, "4.3.2", config().hostname + " Service shutting down, closing connection");
+  }
 }
 
 // ---- BDAT (RFC 3030) ------------------------------------------------------

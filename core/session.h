@@ -192,6 +192,7 @@ class Session {
   void error_reply(uint16_t code, std::string_view enhanced, std::string_view text);
   void close_with(uint16_t code, std::string_view enhanced, std::string_view text);
   void reset_transaction();
+  void close_if_draining();
   // Final reply to a message, then the transaction is over.
   void message_reply(uint16_t code, std::string_view enhanced, std::string_view text,
                      uint64_t size);

@@ -52,6 +52,44 @@ int open_listener(const std::string& host, uint16_t port, int backlog) {
   return fd;
 }
 
+void ensure_port_free(const std::string& host, uint16_t port, int wait_ms) {
+  if (port == 0) return;
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(sockaddr_in);
+  int family = AF_INET;
+  auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, host.c_str(), &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(port);
+  } else if (inet_pton(AF_INET6, host.c_str(), &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(port);
+    len = sizeof(sockaddr_in6);
+    family = AF_INET6;
+  } else {
+    return;  // open_listener reports the bad address
+  }
+  for (int waited = 0;; waited += 100) {
+    int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // TIME_WAIT is no owner
+    if (family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    const int r = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
+    const int e = errno;
+    ::close(fd);
+    if (r == 0) return;
+    if (e != EADDRINUSE || waited >= wait_ms) {
+      const std::string where =
+          (family == AF_INET6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+      throw std::runtime_error("cannot listen on " + where + ": " + std::strerror(e) +
+                               (e == EADDRINUSE ? " (is another ringmx or MTA running?)" : ""));
+    }
+    ::usleep(100 * 1000);
+  }
+}
+
 uint16_t bound_port(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

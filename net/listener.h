@@ -13,6 +13,12 @@ namespace ringmx {
 // are v6-only. Throws std::runtime_error naming the address on failure.
 int open_listener(const std::string& host, uint16_t port, int backlog = 4096);
 
+// Fails (std::runtime_error) when another process already listens on
+// host:port. SO_REUSEPORT would otherwise let a second ringmx silently share
+// the port. Retries for up to `wait_ms` (a just-killed predecessor's socket
+// can linger for a moment).
+void ensure_port_free(const std::string& host, uint16_t port, int wait_ms = 2000);
+
 // The port a socket is bound to (for "port 0" in tests).
 uint16_t bound_port(int fd);
 

@@ -2,6 +2,8 @@
 #include "net/server.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,6 +56,7 @@ Server::Server(ServerConfig cfg, Logger& logger)
 Server::~Server() {
   if (admin_) admin_->stop();
   for (auto& s : shards_) s->join();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 void Server::start() {
@@ -68,6 +71,17 @@ void Server::start() {
   // Spool: recover every shard directory there is (the shard count may have
   // changed since the last run), then make sure ours exist.
   mkdir_p(sc.spool.dir);
+  // One ringmx per spool: a second one's recovery would delete the first
+  // one's files in flight. The lock lives as long as the process.
+  const std::string lock_path = sc.spool.dir + "/.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (lock_fd_ < 0) {
+    throw std::runtime_error("cannot open " + lock_path + ": " + std::strerror(errno));
+  }
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) < 0) {
+    throw std::runtime_error("spool directory " + sc.spool.dir + " is in use by another ringmx (" +
+                             lock_path + " is locked)");
+  }
   std::vector<std::string> dirs;
   if (DIR* d = ::opendir(sc.spool.dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
@@ -103,6 +117,7 @@ void Server::start() {
     if (!split_host_port(sc.listeners[li].address, host, port)) {
       throw std::runtime_error("listener " + sc.listeners[li].address + ": bad address");
     }
+    ensure_port_free(host, port);
     for (uint32_t s = 0; s < nshards; ++s) {
       int fd = open_listener(host, port);
       if (port == 0) port = bound_port(fd);

@@ -56,6 +56,7 @@ class Server {
   std::unique_ptr<AdminHttp> admin_;
   std::vector<std::string> listen_addresses_;
   int64_t start_time_ = 0;
+  int lock_fd_ = -1;  // flock on SPOOL/.lock
   std::atomic<bool> draining_{false};
 };
 

@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>  // RENAME_NOREPLACE
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
@@ -357,17 +359,23 @@ void Shard::update_clock() {
 }
 
 uint64_t Shard::next_session_id() {
-  // Unique across restarts (queue ids and spool names derive from it):
-  // 32 bits of wall-clock seconds, 8 of shard id, 24 of a per-shard counter.
+  // Queue ids and spool file names derive from this, so it must not repeat
+  // across restarts (a crash loop restarts within the same second): 43 bits
+  // of wall-clock milliseconds, 5 of shard id, 16 of a counter that starts at
+  // a random value in every process. Should two ids still meet, O_EXCL and
+  // RENAME_NOREPLACE turn it into a 451, never an overwritten message.
   ++session_seq_;
-  return (static_cast<uint64_t>(now_.unix_s) & 0xffffffffull) << 32 |
-         static_cast<uint64_t>(id_ & 0xff) << 24 | (session_seq_ & 0xffffff);
+  return (static_cast<uint64_t>(unix_ms_) & ((1ull << 43) - 1)) << 21 |
+         static_cast<uint64_t>(id_ & 31) << 16 | (session_seq_ & 0xffff);
 }
 
 // ---- loop -------------------------------------------------------------------
 
 void Shard::run() {
   update_clock();
+  uint16_t seed = 0;
+  if (getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = static_cast<uint16_t>(mono_ns());
+  session_seq_ = seed;
   for (auto& l : listeners_) arm_accept(l);
   arm_control();
   next_disk_check_ms_ = 0;
@@ -493,6 +501,13 @@ void Shard::stop_accepting() {
       io_uring_sqe_set_data64(s, tag(nullptr, kOpIgnore));
     }
     l.paused = false;
+    // Close the socket too, so new clients are refused at once instead of
+    // waiting in a backlog nobody reads (the ring drops its own reference
+    // when the cancelled accept completes).
+    if (l.fd >= 0) {
+      ::close(l.fd);
+      l.fd = -1;
+    }
   }
   accept_resume_ms_ = 0;
 }
@@ -924,7 +939,7 @@ void Shard::on_spool_cqe(SpoolJob& job, unsigned op, int res) {
   }
   io_uring_sqe* r = sqe();
   io_uring_prep_renameat(r, spool_dir_fd_, job.tmp_name.c_str(), spool_dir_fd_,
-                         job.final_name.c_str(), 0);
+                         job.final_name.c_str(), RENAME_NOREPLACE);
   io_uring_sqe_set_data64(r, tag(&job, kOpSpoolRename));
 }
 

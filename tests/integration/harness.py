@@ -93,6 +93,8 @@ class Server:
         out = {}
         for root, _, files in os.walk(self.spool):
             for name in files:
+                if root == self.spool and name == ".lock":
+                    continue  # the instance lock, not spool content
                 out.setdefault(name, os.path.join(root, name))
         return out
 
@@ -108,7 +110,11 @@ def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 65536 and os.geteuid() == 0:
-        hard = 65536  # root may raise the hard limit
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))  # root may raise it
+            return
+        except (ValueError, OSError):
+            pass  # no CAP_SYS_RESOURCE (a container): keep the hard limit there is
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 

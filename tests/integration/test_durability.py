@@ -4,7 +4,9 @@ Sixteen client threads send 2-20 KiB messages with distinct bodies (some with
 the commands pipelined), and record each queue id they got a 250 for together
 with a digest of the exact message they sent. At a seeded random moment the
 server gets SIGKILL; it is restarted on the same spool and port, and that is
-repeated for several rounds. A last start runs the start-up recovery, SIGTERM
+repeated for several rounds. One round is a crash loop: it dies within half a
+second and the restart falls in the same wall-clock second (queue ids must
+stay unique across restarts). A last start runs the start-up recovery, SIGTERM
 stops it, then the spool is checked: every acknowledged queue id is a `.msg`
 that parses and whose message part is our Received header followed by exactly
 the bytes sent; no `.tmp` is left; nothing was set aside in `corrupt/`.
@@ -29,6 +31,8 @@ THREADS = 16
 MAX_MESSAGES_PER_THREAD_ROUND = 400   # count bound of each load loop
 MAX_ROUND_SECONDS = 8.0               # time bound of each load loop
 KILL_AFTER = (0.2, 2.5)               # seconds of load before SIGKILL, uniform
+QUICK_KILL = (0.2, 0.5)               # one round (not the last) dies this soon: a crash
+                                      # loop, with the restart in the same wall-clock second
 
 QID_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-V]{17})$")
 
@@ -170,6 +174,7 @@ class Durability(unittest.TestCase):
         seed = int(os.environ.get("RINGMX_SEED") or random.SystemRandom().randrange(1 << 31))
         print("\ndurability seed %d (RINGMX_SEED=%d to repeat)" % (seed, seed), flush=True)
         rng = random.Random(seed)
+        quick_round = rng.randrange(ROUNDS - 1)
         first = Server(shards=2)
         spool, port = first.spool, first.port
         acked = []
@@ -180,13 +185,17 @@ class Durability(unittest.TestCase):
             for round_no in range(ROUNDS):
                 srv = first if round_no == 0 else Server(shards=2, spool=spool, port=port)
                 servers.append(srv)
+                if round_no == quick_round:
+                    # Start just after the wall clock turns a second, so this
+                    # run and the restart after it share one second of time.
+                    time.sleep(1.02 - time.time() % 1)
                 srv.start()
                 load = Load(port, round_no, seed)
                 threads = [threading.Thread(target=load.run_thread, args=(t,), daemon=True)
                            for t in range(THREADS)]
                 for th in threads:
                     th.start()
-                delay = rng.uniform(*KILL_AFTER)
+                delay = rng.uniform(*(QUICK_KILL if round_no == quick_round else KILL_AFTER))
                 time.sleep(delay)
                 alive = srv.proc.poll() is None
                 srv.kill9()
@@ -222,7 +231,7 @@ class Durability(unittest.TestCase):
                 elif name.endswith(".tmp"):
                     tmps.append(path)
                 elif name.endswith(".msg"):
-                    self.assertNotIn(name, msgs, "queue id file in two shard dirs")
+                    self.assertNotIn(name[:-4], msgs, "%s in two shard directories" % name)
                     msgs[name[:-4]] = path
                 else:
                     others.append(path)
