@@ -160,6 +160,8 @@ class Session {
   bool esmtp() const { return esmtp_; }
   uint32_t transactions() const { return txn_count_; }
   uint32_t bad_commands() const { return bad_commands_; }
+  // Queue id of the transaction in progress (empty between transactions).
+  const std::string& current_queue_id() const { return msg_.envelope.queue_id; }
 
  private:
   enum class Phase : uint8_t { greeting, command, data, bdat, starttls, closed };

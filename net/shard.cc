@@ -58,6 +58,10 @@ constexpr size_t kMaxPendingInput = size_t{256} * 1024;
 constexpr uint32_t kBufCount = 1024;
 constexpr uint32_t kBufSize = 4096;
 constexpr uint16_t kBufGroup = 0;
+// A spool batch: at most this many messages (3 iovecs each, under IOV_MAX)
+// and, beyond its first message, this many bytes.
+constexpr size_t kMaxBatchMessages = 256;
+constexpr size_t kMaxBatchBytes = size_t{64} << 20;
 
 int64_t mono_ms() {
   timespec ts{};
@@ -205,20 +209,29 @@ struct alignas(16) Connection final : SessionHandler {
   }
 };
 
-// One message on its way to disk.
-struct alignas(16) SpoolJob {
+// One message on its way to disk: its record (envelope block + message) is
+// gathered by reference, the session keeps the bytes alive while it waits.
+struct SpoolJob {
   Connection* conn = nullptr;
   std::string header;
-  std::string tmp_name;
-  std::string final_name;
   iovec iov[3] = {};
   size_t total = 0;
+};
+
+// Every message that completed while the previous batch was being written:
+// one file, one write, one fdatasync, one rename, one directory fsync.
+struct alignas(16) SpoolBatch {
+  std::vector<SpoolJob*> jobs;
+  std::vector<iovec> iov;
+  std::string tmp_name;
+  std::string final_name;
+  size_t total = 0;
   int fd = -1;
-  int64_t started_ns = 0;
   int error = 0;
   uint8_t pending_cqes = 0;  // write + fsync of the linked pair
   bool write_ok = false;
   bool sync_ok = false;
+  int64_t started_ns = 0;
 };
 
 // ---- set-up -------------------------------------------------------------------
@@ -414,7 +427,7 @@ void Shard::run() {
         for (Connection* c = conns_; c; c = c->next)
           if (!c->job) begin_close(*c);
       }
-      if (live_ == 0 && !dir_sync_inflight_) stopping_ = true;
+      if (live_ == 0 && !batch_) stopping_ = true;
     }
     metrics_.loop_iterations.inc();
   }
@@ -435,15 +448,8 @@ void Shard::handle_cqe(io_uring_cqe* cqe) {
     case kOpSpoolOpen:
     case kOpSpoolWrite:
     case kOpSpoolSync:
-    case kOpSpoolRename: on_spool_cqe(*static_cast<SpoolJob*>(p), op, cqe->res); return;
-    case kOpDirSync: {
-      dir_sync_inflight_ = false;
-      std::vector<SpoolJob*> batch;
-      batch.swap(dir_batch_);
-      for (SpoolJob* j : batch) finish_job(*j, cqe->res >= 0, -cqe->res);
-      if (!dir_waiters_.empty()) submit_dir_sync();
-      return;
-    }
+    case kOpSpoolRename:
+    case kOpDirSync: on_spool_cqe(*static_cast<SpoolBatch*>(p), op, cqe->res); return;
     default: return;
   }
 }
@@ -883,111 +889,137 @@ void Shard::spool_message(Connection& c, Message& msg) {
   job->iov[1] = {msg.received.data(), msg.received.size()};
   job->iov[2] = {msg.body.data(), msg.body.size()};
   job->total = job->header.size() + msize;
-  job->tmp_name = spool_temp_name(msg.envelope.queue_id);
-  job->final_name = spool_final_name(msg.envelope.queue_id);
-  job->started_ns = mono_ns();
-  io_uring_sqe* sq = sqe();
-  io_uring_prep_openat(sq, spool_dir_fd_, job->tmp_name.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  io_uring_sqe_set_data64(sq, tag(job, kOpSpoolOpen));
+  spool_queue_.push_back(job);
+  if (!batch_) start_batch();
 }
 
-void Shard::on_spool_cqe(SpoolJob& job, unsigned op, int res) {
+// Group commit: a batch takes everything queued; what arrives while it is on
+// its way to disk waits for the next one. Under load batches grow by
+// themselves, so the file-system work per message shrinks as the rate rises.
+void Shard::start_batch() {
+  auto* b = new SpoolBatch;
+  batch_ = b;
+  size_t n = 0;
+  while (n < spool_queue_.size() && n < kMaxBatchMessages &&
+         (n == 0 || b->total + spool_queue_[n]->total <= kMaxBatchBytes)) {
+    SpoolJob* j = spool_queue_[n++];
+    b->jobs.push_back(j);
+    b->iov.insert(b->iov.end(), j->iov, j->iov + 3);
+    b->total += j->total;
+  }
+  spool_queue_.erase(spool_queue_.begin(), spool_queue_.begin() + static_cast<ptrdiff_t>(n));
+  // The file is named after its first message's queue id (unique: O_EXCL and
+  // RENAME_NOREPLACE make a clash an error, never an overwrite).
+  const std::string& qid = b->jobs.front()->conn->session.current_queue_id();
+  b->tmp_name = spool_temp_name(qid);
+  b->final_name = spool_final_name(qid);
+  b->started_ns = mono_ns();
+  io_uring_sqe* sq = sqe();
+  io_uring_prep_openat(sq, spool_dir_fd_, b->tmp_name.c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+  io_uring_sqe_set_data64(sq, tag(b, kOpSpoolOpen));
+}
+
+void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
   switch (op) {
     case kOpSpoolOpen: {
-      if (res < 0) return finish_job(job, false, -res);
-      job.fd = res;
+      if (res < 0) return finish_batch(b, false, -res);
+      b.fd = res;
       // write, then fdatasync, linked: the sync runs only after a full write.
       io_uring_sqe* w = sqe();
-      io_uring_prep_writev(w, job.fd, job.iov, 3, 0);
+      io_uring_prep_writev(w, b.fd, b.iov.data(), static_cast<unsigned>(b.iov.size()), 0);
       w->flags |= IOSQE_IO_LINK;
-      io_uring_sqe_set_data64(w, tag(&job, kOpSpoolWrite));
+      io_uring_sqe_set_data64(w, tag(&b, kOpSpoolWrite));
       io_uring_sqe* f = sqe();
-      io_uring_prep_fsync(f, job.fd, IORING_FSYNC_DATASYNC);
-      io_uring_sqe_set_data64(f, tag(&job, kOpSpoolSync));
-      job.pending_cqes = 2;
+      io_uring_prep_fsync(f, b.fd, IORING_FSYNC_DATASYNC);
+      io_uring_sqe_set_data64(f, tag(&b, kOpSpoolSync));
+      b.pending_cqes = 2;
       return;
     }
     case kOpSpoolWrite:
       // A short write also fails the link (the sync is cancelled).
-      job.write_ok = res >= 0 && static_cast<size_t>(res) == job.total;
-      if (res < 0) job.error = -res;
-      if (res >= 0 && !job.write_ok) job.error = ENOSPC;
+      b.write_ok = res >= 0 && static_cast<size_t>(res) == b.total;
+      if (res < 0) b.error = -res;
+      if (res >= 0 && !b.write_ok) b.error = ENOSPC;
       break;
     case kOpSpoolSync:
-      job.sync_ok = res >= 0;
-      if (res < 0 && !job.error) job.error = -res;
+      b.sync_ok = res >= 0;
+      if (res < 0 && !b.error) b.error = -res;
       break;
-    case kOpSpoolRename:
+    case kOpSpoolRename: {
       if (res < 0) {
-        ::unlinkat(spool_dir_fd_, job.tmp_name.c_str(), 0);
-        return finish_job(job, false, -res);
+        ::unlinkat(spool_dir_fd_, b.tmp_name.c_str(), 0);
+        return finish_batch(b, false, -res);
       }
-      dir_waiters_.push_back(&job);
-      if (!dir_sync_inflight_) submit_dir_sync();
+      // The rename is durable once the directory is synced.
+      io_uring_sqe* d = sqe();
+      io_uring_prep_fsync(d, spool_dir_fd_, 0);
+      io_uring_sqe_set_data64(d, tag(&b, kOpDirSync));
       return;
+    }
+    case kOpDirSync:
+      // A failed directory sync leaves a complete file that may or may not
+      // survive a crash: the clients get 451 and retry (a duplicate at worst).
+      return finish_batch(b, res >= 0, -res);
     default: return;
   }
-  if (--job.pending_cqes > 0) return;
-  ::close(job.fd);  // data is on disk; closing a synced file does not wait on I/O
-  job.fd = -1;
-  if (!(job.write_ok && job.sync_ok)) {
+  if (--b.pending_cqes > 0) return;
+  ::close(b.fd);  // data is on disk; closing a synced file does not wait on I/O
+  b.fd = -1;
+  if (!(b.write_ok && b.sync_ok)) {
     // Error path only: a blocking unlink is acceptable here.
-    ::unlinkat(spool_dir_fd_, job.tmp_name.c_str(), 0);
-    if (job.error == ENOSPC || job.error == EDQUOT) disk_low_ = true;
-    return finish_job(job, false, job.error ? job.error : EIO);
+    ::unlinkat(spool_dir_fd_, b.tmp_name.c_str(), 0);
+    if (b.error == ENOSPC || b.error == EDQUOT) disk_low_ = true;
+    return finish_batch(b, false, b.error ? b.error : EIO);
   }
   io_uring_sqe* r = sqe();
-  io_uring_prep_renameat(r, spool_dir_fd_, job.tmp_name.c_str(), spool_dir_fd_,
-                         job.final_name.c_str(), RENAME_NOREPLACE);
-  io_uring_sqe_set_data64(r, tag(&job, kOpSpoolRename));
+  io_uring_prep_renameat(r, spool_dir_fd_, b.tmp_name.c_str(), spool_dir_fd_, b.final_name.c_str(),
+                         RENAME_NOREPLACE);
+  io_uring_sqe_set_data64(r, tag(&b, kOpSpoolRename));
 }
 
-// One directory fsync makes every rename before it durable: messages that
-// finished their own fsync while the previous directory sync was in flight
-// share the next one (group commit).
-void Shard::submit_dir_sync() {
-  dir_batch_.swap(dir_waiters_);
-  dir_waiters_.clear();
-  io_uring_sqe* s = sqe();
-  io_uring_prep_fsync(s, spool_dir_fd_, 0);
-  io_uring_sqe_set_data64(s, tag(nullptr, kOpDirSync));
-  dir_sync_inflight_ = true;
-}
-
-void Shard::finish_job(SpoolJob& job, bool ok, int err) {
-  Connection& c = *job.conn;
-  c.job = nullptr;
-  metrics_.fsync_seconds.observe_ns(static_cast<uint64_t>(mono_ns() - job.started_ns));
+void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
+  metrics_.fsync_seconds.observe_ns(static_cast<uint64_t>(mono_ns() - b.started_ns));
   if (ok) {
     metrics_.spool_writes.inc();
-    shared_.spool_bytes.fetch_add(static_cast<int64_t>(job.total), std::memory_order_relaxed);
-    shared_.spool_messages.fetch_add(1, std::memory_order_relaxed);
+    shared_.spool_bytes.fetch_add(static_cast<int64_t>(b.total), std::memory_order_relaxed);
+    shared_.spool_messages.fetch_add(static_cast<int64_t>(b.jobs.size()),
+                                     std::memory_order_relaxed);
   } else {
     metrics_.spool_write_errors.inc();
     LogLine l(LogLevel::error, "spool_write_failed", unix_ms_);
-    l.kv("sid", format_session_id(c.session.conn().session_id))
-        .kv("file", job.tmp_name)
+    l.kv("file", b.tmp_name)
+        .kv("messages", uint64_t{b.jobs.size()})
         .kv("error", std::strerror(err));
     log(l);
   }
-  delete &job;
-  if (ok) {
-    c.session.resume(Verdict::accept(), now_);
-  } else {
-    c.session.resume(
-        Verdict::reject(451, "4.3.0", "Error: local error writing the message, try again later"),
-        now_);
+  std::vector<SpoolJob*> jobs;
+  jobs.swap(b.jobs);
+  batch_ = nullptr;
+  delete &b;
+  // The next batch goes to disk while these sessions answer their clients.
+  if (!spool_queue_.empty()) start_batch();
+  for (SpoolJob* job : jobs) {
+    Connection& c = *job->conn;
+    c.job = nullptr;
+    delete job;
+    if (ok) {
+      c.session.resume(Verdict::accept(), now_);
+    } else {
+      c.session.resume(
+          Verdict::reject(451, "4.3.0", "Error: local error writing the message, try again later"),
+          now_);
+    }
+    if (c.stage == Connection::Stage::closing) {
+      // The client is gone; the message is on disk all the same.
+      c.session.consume_output(c.session.output().size());
+      c.send_queued.clear();
+      if (!c.send_busy) begin_close(c);
+      continue;
+    }
+    feed_pending(c);
+    flush(c);
   }
-  if (c.stage == Connection::Stage::closing) {
-    // The client is gone; the message is on disk all the same.
-    c.session.consume_output(c.session.output().size());
-    c.send_queued.clear();
-    if (!c.send_busy) begin_close(c);
-    return;
-  }
-  feed_pending(c);
-  flush(c);
 }
 
 }  // namespace ringmx

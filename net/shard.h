@@ -42,6 +42,7 @@ struct SharedState {
 
 struct Connection;
 struct SpoolJob;
+struct SpoolBatch;
 
 class Shard {
  public:
@@ -105,9 +106,9 @@ class Shard {
   void check_disk();
   void stop_accepting();
   void apply_control();
-  void on_spool_cqe(SpoolJob& job, unsigned op, int res);
-  void submit_dir_sync();
-  void finish_job(SpoolJob& job, bool ok, int err);
+  void start_batch();
+  void on_spool_cqe(SpoolBatch& b, unsigned op, int res);
+  void finish_batch(SpoolBatch& b, bool ok, int err);
   io_uring_sqe* sqe();
   uint64_t next_session_id();
 
@@ -150,9 +151,8 @@ class Shard {
   Connection* conns_ = nullptr;  // intrusive list of live connections
   size_t live_ = 0;
 
-  std::vector<SpoolJob*> dir_waiters_;  // renamed, waiting for the directory fsync
-  std::vector<SpoolJob*> dir_batch_;    // covered by the fsync in flight
-  bool dir_sync_inflight_ = false;
+  std::vector<SpoolJob*> spool_queue_;  // complete messages waiting for the next batch
+  SpoolBatch* batch_ = nullptr;         // the batch on its way to disk
 
   std::thread thread_;
   std::atomic<bool> finished_{false};

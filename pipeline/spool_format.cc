@@ -644,7 +644,11 @@ void append_spool_envelope(std::string& out, const Message& msg, const SpoolClie
   out.append("\n\n");
 }
 
-bool parse_spool_file(std::string_view data, SpoolEntry& out, std::string& error) {
+namespace {
+
+// One record at the start of `data`; `consumed` is its length. Trailing data
+// (the next record of a batch file) is left to the caller.
+bool parse_record(std::string_view data, SpoolEntry& out, std::string& error, size_t& consumed) {
   out = SpoolEntry{};
   error.clear();
   size_t pos = 0;
@@ -718,15 +722,48 @@ bool parse_spool_file(std::string_view data, SpoolEntry& out, std::string& error
   }
 
   const uint64_t have = data.size() - pos;
-  if (have != out.message_size) {
-    error = have < out.message_size ? "truncated: " : "trailing data: ";
+  if (have < out.message_size) {
+    error = "truncated: ";
     append_number(error, have);
     error.append(" of ");
     append_number(error, out.message_size);
     error.append(" octets");
     return false;
   }
-  out.message = data.substr(pos);
+  out.message = data.substr(pos, static_cast<size_t>(out.message_size));
+  consumed = pos + static_cast<size_t>(out.message_size);
+  return true;
+}
+
+}  // namespace
+
+bool parse_spool_file(std::string_view data, SpoolEntry& out, std::string& error) {
+  size_t consumed = 0;
+  if (!parse_record(data, out, error, consumed)) return false;
+  if (consumed != data.size()) {
+    error = "trailing data: ";
+    append_number(error, data.size() - consumed + out.message_size);
+    error.append(" of ");
+    append_number(error, out.message_size);
+    error.append(" octets");
+    return false;
+  }
+  return true;
+}
+
+bool parse_spool_records(std::string_view data, std::vector<SpoolEntry>& out, std::string& error) {
+  out.clear();
+  size_t pos = 0;
+  do {
+    SpoolEntry e;
+    size_t consumed = 0;
+    if (!parse_record(data.substr(pos), e, error, consumed)) {
+      error = "record " + std::to_string(out.size() + 1) + ": " + error;
+      return false;
+    }
+    out.push_back(std::move(e));
+    pos += consumed;
+  } while (pos < data.size());
   return true;
 }
 
@@ -791,11 +828,11 @@ RecoveryReport recover_spool_dir(const std::string& dir) {
       continue;
     }
     std::string error;
-    SpoolEntry entry;
+    std::vector<SpoolEntry> entries;
     {
       Mapping file;
-      if (file.map(dir_fd, name, error) && parse_spool_file(file.view(), entry, error)) {
-        ++report.kept;
+      if (file.map(dir_fd, name, error) && parse_spool_records(file.view(), entries, error)) {
+        report.kept += entries.size();
         report.bytes += file.size();
         continue;
       }

@@ -54,6 +54,10 @@ struct SpoolEntry {
 // (bad header, or fewer message octets than declared: a torn write).
 bool parse_spool_file(std::string_view data, SpoolEntry& out, std::string& error);
 
+// A spool file written by the runtime holds one or more records back to back
+// (every message of one group commit). All must be complete.
+bool parse_spool_records(std::string_view data, std::vector<SpoolEntry>& out, std::string& error);
+
 // Spool file names: "<queue-id>.msg" when complete; "<queue-id>.tmp" while
 // being written (removed at start-up if a crash left it).
 std::string spool_final_name(std::string_view queue_id);

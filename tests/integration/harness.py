@@ -98,12 +98,25 @@ class Server:
                 out.setdefault(name, os.path.join(root, name))
         return out
 
-    def spool_message(self, qid, timeout=5):
-        path = self.spool_files().get(qid + ".msg")
-        if not path:
-            raise AssertionError("no spool file for %s" % qid)
-        with open(path, "rb") as f:
-            return parse_spool(f.read())
+    def spool_records(self):
+        """{queue id: (fields, message)} over every record of every .msg file
+        (a file holds the messages of one group commit)."""
+        out = {}
+        for name, path in self.spool_files().items():
+            if not name.endswith(".msg"):
+                continue
+            with open(path, "rb") as f:
+                for fields, message in parse_spool_records(f.read()):
+                    qid = fields["queue-id"][0]
+                    assert qid not in out, "queue id %s stored twice" % qid
+                    out[qid] = (fields, message)
+        return out
+
+    def spool_message(self, qid):
+        rec = self.spool_records().get(qid)
+        if not rec:
+            raise AssertionError("no spool record for %s" % qid)
+        return rec
 
 
 def raise_nofile():
@@ -118,19 +131,38 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
-def parse_spool(data):
-    """Returns (headers dict of lists, message bytes); checks the declared size."""
-    head, sep, message = data.partition(b"\n\n")
-    assert sep, "no empty line after the envelope"
-    lines = head.decode().split("\n")
+def parse_record(data, pos=0):
+    """One record at data[pos:]: (fields dict of lists, message bytes, end offset)."""
+    end = data.find(b"\n\n", pos)
+    assert end >= 0, "no empty line after the envelope"
+    lines = data[pos:end].decode().split("\n")
     assert lines[0] == "ringmx-spool 1", lines[0]
     fields = {}
     for line in lines[1:]:
         k, _, v = line.partition(": ")
         fields.setdefault(k, []).append(v)
     size = int(fields["message-size"][0])
+    start = end + 2
+    message = data[start:start + size]
     assert len(message) == size, "message has %d octets, envelope says %d" % (len(message), size)
-    return fields, message
+    return fields, message, start + size
+
+
+def parse_spool_records(data):
+    """Every record of a spool file, in order; asserts the file is complete."""
+    out, pos = [], 0
+    while True:
+        fields, message, pos = parse_record(data, pos)
+        out.append((fields, message))
+        if pos == len(data):
+            return out
+
+
+def parse_spool(data):
+    """A file holding exactly one record: (fields, message)."""
+    records = parse_spool_records(data)
+    assert len(records) == 1, "%d records in the file" % len(records)
+    return records[0]
 
 
 class Client:

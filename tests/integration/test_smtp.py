@@ -57,13 +57,10 @@ class Smtp(unittest.TestCase):
             code, text = s.noop()
             self.assertEqual(code, 250)
         # smtplib does its own dot-stuffing; the spool must hold the original.
-        files = self.srv.spool_files()
         found = False
-        for name, path in files.items():
-            with open(path, "rb") as f:
-                data = f.read()
-            if b"rcpt-to: <y@example.org>" in data:
-                self.assertTrue(data.endswith(MESSAGE), data[-200:])
+        for fields, message in self.srv.spool_records().values():
+            if "<y@example.org>" in fields["rcpt-to"]:
+                self.assertTrue(message.endswith(MESSAGE), message[-200:])
                 found = True
         self.assertTrue(found)
 
@@ -82,6 +79,16 @@ class Smtp(unittest.TestCase):
         self.assertTrue(header.endswith(b" +0000\r\n"))
         self.assertEqual(fields["queue-id"], [qid])
         c.cmd("QUIT")
+        # The spool reader finds it among the records and prints it byte-exact.
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                            "ringmx-spool")
+        out = subprocess.run([tool, self.srv.spool, "message", qid], capture_output=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, stored)
+        listing = subprocess.run([tool, self.srv.spool, "list"], capture_output=True, text=True)
+        self.assertIn(qid, listing.stdout)
+        check = subprocess.run([tool, self.srv.spool, "check"], capture_output=True, text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
     def test_pipelined_batch(self):
         c = Client(self.srv.port)

@@ -429,8 +429,8 @@ TEST(SpoolRecovery, KeepsRemovesAndQuarantines) {
   EXPECT_EQ(r.bad, 2u);
   EXPECT_EQ(r.bytes, good.size() + kMinimal.size() + 3);
   ASSERT_EQ(r.problems.size(), 2u);
-  EXPECT_EQ(r.problems[0], "EMPTY.msg: truncated: empty file");
-  EXPECT_EQ(r.problems[1], "TORN.msg: truncated: 180 of 181 octets");
+  EXPECT_EQ(r.problems[0], "EMPTY.msg: record 1: truncated: empty file");
+  EXPECT_EQ(r.problems[1], "TORN.msg: record 1: truncated: 180 of 181 octets");
 
   EXPECT_EQ(read_whole(dir / "GOOD1.msg"), good);
   EXPECT_TRUE(fs::exists(dir / "GOOD2.msg"));
@@ -449,6 +449,35 @@ TEST(SpoolRecovery, KeepsRemovesAndQuarantines) {
   EXPECT_EQ(again.bad, 0u);
   EXPECT_TRUE(again.problems.empty());
   EXPECT_TRUE(fs::exists(dir / "corrupt" / "TORN.msg"));
+}
+
+TEST(SpoolFormat, BatchFileHoldsSeveralRecords) {
+  const std::string one = good_file();
+  const std::string two = with_message(kMinimal, "abc");
+  std::vector<SpoolEntry> recs;
+  std::string error;
+  ASSERT_TRUE(parse_spool_records(one + two + one, recs, error)) << error;
+  ASSERT_EQ(recs.size(), 3u);
+  EXPECT_EQ(recs[1].queue_id, "Q1");
+  EXPECT_EQ(recs[1].message, "abc");
+  EXPECT_EQ(recs[0].queue_id, recs[2].queue_id);
+  // A torn last record makes the whole file incomplete.
+  EXPECT_FALSE(parse_spool_records(one + two.substr(0, two.size() - 1), recs, error));
+  EXPECT_EQ(error, "record 2: truncated: 2 of 3 octets");
+  // parse_spool_file still wants exactly one record.
+  SpoolEntry e;
+  EXPECT_FALSE(parse_spool_file(one + two, e, error));
+}
+
+TEST(SpoolRecovery, CountsEveryRecordOfABatchFile) {
+  ScratchDir scratch;
+  const fs::path& dir = scratch.path();
+  const std::string batch = good_file() + with_message(kMinimal, "abc");
+  write_file(dir / spool_final_name("BATCH"), batch);
+  const RecoveryReport r = recover_spool_dir(dir.string());
+  EXPECT_EQ(r.kept, 2u);
+  EXPECT_EQ(r.bytes, batch.size());
+  EXPECT_EQ(r.bad, 0u);
 }
 
 TEST(SpoolRecovery, NeverOverwritesAnEarlierCorruptCopy) {
