@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>  // RENAME_NOREPLACE
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
@@ -42,7 +41,6 @@ enum Op : unsigned {
   kOpSpoolOpen = 5,
   kOpSpoolWrite = 6,
   kOpSpoolSync = 7,
-  kOpSpoolRename = 8,
   kOpDirSync = 9,
 };
 constexpr uint64_t kOpMask = 15;
@@ -62,6 +60,8 @@ constexpr uint16_t kBufGroup = 0;
 // and, beyond its first message, this many bytes.
 constexpr size_t kMaxBatchMessages = 256;
 constexpr size_t kMaxBatchBytes = size_t{64} << 20;
+// A segment file takes batches until it is this large; then a new one starts.
+constexpr uint64_t kMaxSegmentBytes = uint64_t{64} << 20;
 
 int64_t mono_ms() {
   timespec ts{};
@@ -223,10 +223,8 @@ struct SpoolJob {
 struct alignas(16) SpoolBatch {
   std::vector<SpoolJob*> jobs;
   std::vector<iovec> iov;
-  std::string tmp_name;
-  std::string final_name;
+  std::string segment_name;  // set when this batch starts a new segment
   size_t total = 0;
-  int fd = -1;
   int error = 0;
   uint8_t pending_cqes = 0;  // write + fsync of the linked pair
   bool write_ok = false;
@@ -263,6 +261,7 @@ Shard::~Shard() {
   if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
   delete[] buf_base_;
   if (control_fd_ >= 0) ::close(control_fd_);
+  if (seg_fd_ >= 0) ::close(seg_fd_);
   if (spool_dir_fd_ >= 0) ::close(spool_dir_fd_);
 }
 
@@ -375,8 +374,8 @@ uint64_t Shard::next_session_id() {
   // Queue ids and spool file names derive from this, so it must not repeat
   // across restarts (a crash loop restarts within the same second): 43 bits
   // of wall-clock milliseconds, 5 of shard id, 16 of a counter that starts at
-  // a random value in every process. Should two ids still meet, O_EXCL and
-  // RENAME_NOREPLACE turn it into a 451, never an overwritten message.
+  // a random value in every process. Should two segment names still meet,
+  // O_EXCL turns it into a 451, never an overwritten file.
   ++session_seq_;
   return (static_cast<uint64_t>(unix_ms_) & ((1ull << 43) - 1)) << 21 |
          static_cast<uint64_t>(id_ & 31) << 16 | (session_seq_ & 0xffff);
@@ -448,7 +447,6 @@ void Shard::handle_cqe(io_uring_cqe* cqe) {
     case kOpSpoolOpen:
     case kOpSpoolWrite:
     case kOpSpoolSync:
-    case kOpSpoolRename:
     case kOpDirSync: on_spool_cqe(*static_cast<SpoolBatch*>(p), op, cqe->res); return;
     default: return;
   }
@@ -894,8 +892,10 @@ void Shard::spool_message(Connection& c, Message& msg) {
 }
 
 // Group commit: a batch takes everything queued; what arrives while it is on
-// its way to disk waits for the next one. Under load batches grow by
-// themselves, so the file-system work per message shrinks as the rate rises.
+// its way to disk waits for the next one, so under load batches grow by
+// themselves. Batches are appended to the shard's current segment file: one
+// writev and one fdatasync per batch, and no file to create except when a
+// segment starts (then its directory entry is synced too).
 void Shard::start_batch() {
   auto* b = new SpoolBatch;
   batch_ = b;
@@ -908,34 +908,48 @@ void Shard::start_batch() {
     b->total += j->total;
   }
   spool_queue_.erase(spool_queue_.begin(), spool_queue_.begin() + static_cast<ptrdiff_t>(n));
-  // The file is named after its first message's queue id (unique: O_EXCL and
-  // RENAME_NOREPLACE make a clash an error, never an overwrite).
-  const std::string& qid = b->jobs.front()->conn->session.current_queue_id();
-  b->tmp_name = spool_temp_name(qid);
-  b->final_name = spool_final_name(qid);
   b->started_ns = mono_ns();
+  if (seg_fd_ >= 0) return submit_write(*b);
+  // A new segment, named after its first message's queue id (O_EXCL: a name
+  // clash is an error, never an overwrite).
+  b->segment_name = spool_final_name(b->jobs.front()->conn->session.current_queue_id());
   io_uring_sqe* sq = sqe();
-  io_uring_prep_openat(sq, spool_dir_fd_, b->tmp_name.c_str(),
+  io_uring_prep_openat(sq, spool_dir_fd_, b->segment_name.c_str(),
                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
   io_uring_sqe_set_data64(sq, tag(b, kOpSpoolOpen));
 }
 
+void Shard::submit_write(SpoolBatch& b) {
+  // write at the segment's durable end, then fdatasync, linked: the sync runs
+  // only after a complete write.
+  io_uring_sqe* w = sqe();
+  io_uring_prep_writev(w, seg_fd_, b.iov.data(), static_cast<unsigned>(b.iov.size()),
+                       seg_size_);
+  w->flags |= IOSQE_IO_LINK;
+  io_uring_sqe_set_data64(w, tag(&b, kOpSpoolWrite));
+  io_uring_sqe* f = sqe();
+  io_uring_prep_fsync(f, seg_fd_, IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(f, tag(&b, kOpSpoolSync));
+  b.pending_cqes = 2;
+}
+
+void Shard::close_segment() {
+  if (seg_fd_ < 0) return;
+  ::close(seg_fd_);
+  if (seg_size_ == 0) ::unlinkat(spool_dir_fd_, seg_name_.c_str(), 0);
+  seg_fd_ = -1;
+  seg_size_ = 0;
+}
+
 void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
   switch (op) {
-    case kOpSpoolOpen: {
+    case kOpSpoolOpen:
       if (res < 0) return finish_batch(b, false, -res);
-      b.fd = res;
-      // write, then fdatasync, linked: the sync runs only after a full write.
-      io_uring_sqe* w = sqe();
-      io_uring_prep_writev(w, b.fd, b.iov.data(), static_cast<unsigned>(b.iov.size()), 0);
-      w->flags |= IOSQE_IO_LINK;
-      io_uring_sqe_set_data64(w, tag(&b, kOpSpoolWrite));
-      io_uring_sqe* f = sqe();
-      io_uring_prep_fsync(f, b.fd, IORING_FSYNC_DATASYNC);
-      io_uring_sqe_set_data64(f, tag(&b, kOpSpoolSync));
-      b.pending_cqes = 2;
-      return;
-    }
+      seg_fd_ = res;
+      seg_name_ = b.segment_name;
+      seg_size_ = 0;
+      seg_needs_dir_sync_ = true;
+      return submit_write(b);
     case kOpSpoolWrite:
       // A short write also fails the link (the sync is cancelled).
       b.write_ok = res >= 0 && static_cast<size_t>(res) == b.total;
@@ -946,40 +960,43 @@ void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
       b.sync_ok = res >= 0;
       if (res < 0 && !b.error) b.error = -res;
       break;
-    case kOpSpoolRename: {
+    case kOpDirSync:
       if (res < 0) {
-        ::unlinkat(spool_dir_fd_, b.tmp_name.c_str(), 0);
+        // The segment's name may not survive a crash: nobody hears 250 for
+        // it, and the next batch starts a new segment.
+        close_segment();
         return finish_batch(b, false, -res);
       }
-      // The rename is durable once the directory is synced.
-      io_uring_sqe* d = sqe();
-      io_uring_prep_fsync(d, spool_dir_fd_, 0);
-      io_uring_sqe_set_data64(d, tag(&b, kOpDirSync));
-      return;
-    }
-    case kOpDirSync:
-      // A failed directory sync leaves a complete file that may or may not
-      // survive a crash: the clients get 451 and retry (a duplicate at worst).
-      return finish_batch(b, res >= 0, -res);
+      return finish_batch(b, true, 0);
     default: return;
   }
   if (--b.pending_cqes > 0) return;
-  ::close(b.fd);  // data is on disk; closing a synced file does not wait on I/O
-  b.fd = -1;
   if (!(b.write_ok && b.sync_ok)) {
-    // Error path only: a blocking unlink is acceptable here.
-    ::unlinkat(spool_dir_fd_, b.tmp_name.c_str(), 0);
+    // Error path only: cut the segment back to what is durable (blocking
+    // calls are acceptable here) and leave it; the next batch starts anew.
+    if (::ftruncate(seg_fd_, static_cast<off_t>(seg_size_)) != 0) {
+      LogLine l(LogLevel::error, "spool_truncate_failed", unix_ms_);
+      l.kv("file", seg_name_).kv("error", std::strerror(errno));
+      log(l);
+    }
+    close_segment();
     if (b.error == ENOSPC || b.error == EDQUOT) disk_low_ = true;
     return finish_batch(b, false, b.error ? b.error : EIO);
   }
-  io_uring_sqe* r = sqe();
-  io_uring_prep_renameat(r, spool_dir_fd_, b.tmp_name.c_str(), spool_dir_fd_, b.final_name.c_str(),
-                         RENAME_NOREPLACE);
-  io_uring_sqe_set_data64(r, tag(&b, kOpSpoolRename));
+  seg_size_ += b.total;
+  if (seg_needs_dir_sync_) {
+    seg_needs_dir_sync_ = false;
+    io_uring_sqe* d = sqe();
+    io_uring_prep_fsync(d, spool_dir_fd_, 0);
+    io_uring_sqe_set_data64(d, tag(&b, kOpDirSync));
+    return;
+  }
+  finish_batch(b, true, 0);
 }
 
 void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
   metrics_.fsync_seconds.observe_ns(static_cast<uint64_t>(mono_ns() - b.started_ns));
+  if (ok && seg_size_ >= kMaxSegmentBytes) close_segment();  // the next batch starts a new one
   if (ok) {
     metrics_.spool_writes.inc();
     shared_.spool_bytes.fetch_add(static_cast<int64_t>(b.total), std::memory_order_relaxed);
@@ -988,7 +1005,7 @@ void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
   } else {
     metrics_.spool_write_errors.inc();
     LogLine l(LogLevel::error, "spool_write_failed", unix_ms_);
-    l.kv("file", b.tmp_name)
+    l.kv("file", b.segment_name.empty() ? seg_name_ : b.segment_name)
         .kv("messages", uint64_t{b.jobs.size()})
         .kv("error", std::strerror(err));
     log(l);

@@ -107,6 +107,8 @@ class Shard {
   void stop_accepting();
   void apply_control();
   void start_batch();
+  void submit_write(SpoolBatch& b);
+  void close_segment();
   void on_spool_cqe(SpoolBatch& b, unsigned op, int res);
   void finish_batch(SpoolBatch& b, bool ok, int err);
   io_uring_sqe* sqe();
@@ -153,6 +155,10 @@ class Shard {
 
   std::vector<SpoolJob*> spool_queue_;  // complete messages waiting for the next batch
   SpoolBatch* batch_ = nullptr;         // the batch on its way to disk
+  int seg_fd_ = -1;                     // the segment batches are appended to
+  std::string seg_name_;
+  uint64_t seg_size_ = 0;  // durable length: the next batch is written here
+  bool seg_needs_dir_sync_ = false;
 
   std::thread thread_;
   std::atomic<bool> finished_{false};

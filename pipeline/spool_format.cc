@@ -585,6 +585,69 @@ std::string move_to_corrupt(int dir_fd, const std::string& name) {
   return {};
 }
 
+bool parse_record(std::string_view data, SpoolEntry& out, std::string& error, size_t& consumed);
+
+// Parses records from the start; returns the end offset of the last complete
+// one. `clean_tail` is true when what follows is just an unfinished record.
+size_t parse_complete_records(std::string_view data, std::vector<SpoolEntry>& out,
+                              std::string& error, bool& clean_tail) {
+  out.clear();
+  clean_tail = false;
+  size_t pos = 0;
+  while (pos < data.size()) {
+    SpoolEntry e;
+    size_t consumed = 0;
+    if (!parse_record(data.substr(pos), e, error, consumed)) {
+      // Clean: the tail is the start of a record that was still being
+      // written (it begins like one), not something else.
+      const std::string_view tail = data.substr(pos);
+      const std::string head = std::string(kHeaderLine) + "\n";
+      clean_tail = error.starts_with("truncated") &&
+                   head.compare(0, std::min(tail.size(), head.size()), tail.data(),
+                                std::min(tail.size(), head.size())) == 0;
+      error = "record " + std::to_string(out.size() + 1) + ": " + error;
+      return pos;
+    }
+    out.push_back(std::move(e));
+    pos += consumed;
+  }
+  return pos;
+}
+
+// Copies the bytes after `keep` to corrupt/NAME.tail; returns a note on failure.
+std::string save_tail(int dir_fd, const std::string& name, size_t keep) {
+  const std::string corrupt(kCorruptDir);
+  if (::mkdirat(dir_fd, corrupt.c_str(), kDirMode) != 0 && errno != EEXIST) {
+    return cat({"cannot create ", kCorruptDir, "/: ", errno_text(errno)});
+  }
+  const Fd in(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  std::string target = cat({kCorruptDir, "/", name, ".tail"});
+  const Fd out(::openat(dir_fd, target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+  if (in.get() < 0 || out.get() < 0) return "cannot save the tail: " + errno_text(errno);
+  char buf[65536];
+  off_t off = static_cast<off_t>(keep);
+  for (;;) {
+    const ssize_t n = ::pread(in.get(), buf, sizeof buf, off);
+    if (n <= 0) break;
+    if (::write(out.get(), buf, static_cast<size_t>(n)) != n) return "short write saving tail";
+    off += n;
+  }
+  return "tail saved as " + target;
+}
+
+// Truncates NAME to `keep` octets (removes it when nothing is left).
+std::string cut_tail(int dir_fd, const std::string& name, size_t keep) {
+  if (keep == 0) {
+    if (::unlinkat(dir_fd, name.c_str(), 0) != 0) return "cannot remove: " + errno_text(errno);
+    return "removed";
+  }
+  const Fd fd(::openat(dir_fd, name.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0 || ::ftruncate(fd.get(), static_cast<off_t>(keep)) != 0) {
+    return "cannot truncate: " + errno_text(errno);
+  }
+  return {};
+}
+
 }  // namespace
 
 void append_spool_envelope(std::string& out, const Message& msg, const SpoolClient& client,
@@ -829,13 +892,43 @@ RecoveryReport recover_spool_dir(const std::string& dir) {
     }
     std::string error;
     std::vector<SpoolEntry> entries;
+    size_t good = 0;
+    size_t file_size = 0;
+    bool clean_tail = false;
+    bool mapped = false;
     {
       Mapping file;
-      if (file.map(dir_fd, name, error) && parse_spool_records(file.view(), entries, error)) {
-        report.kept += entries.size();
-        report.bytes += file.size();
-        continue;
+      mapped = file.map(dir_fd, name, error);
+      if (mapped) {
+        file_size = file.size();
+        good = parse_complete_records(file.view(), entries, error, clean_tail);
+        if (file_size == 0) {
+          error = "empty file";  // created, then the crash came before any data
+          clean_tail = true;
+        } else if (good == file_size) {
+          report.kept += entries.size();
+          report.bytes += file_size;
+          continue;
+        }
       }
+    }
+    if (mapped && (good > 0 || clean_tail)) {
+      // A segment whose last append was cut short by a crash: the records
+      // before it were acknowledged and stay; the tail never was. A tail that
+      // is not a clean prefix of a record is kept aside for inspection.
+      std::string note;
+      if (!clean_tail) {
+        note = save_tail(dir_fd, name, good);
+        ++report.bad;
+      }
+      const std::string cut = cut_tail(dir_fd, name, good);
+      report.kept += entries.size();
+      report.bytes += good;
+      ++report.truncated;
+      report.problems.push_back(cat({name, ": ", error, ": cut back to ", std::to_string(good),
+                                     " octets", note.empty() ? "" : " (", note,
+                                     note.empty() ? "" : ")", cut.empty() ? "" : " ", cut}));
+      continue;
     }
     ++report.bad;
     const std::string moved = move_to_corrupt(dir_fd, name);

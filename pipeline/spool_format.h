@@ -64,15 +64,18 @@ std::string spool_final_name(std::string_view queue_id);
 std::string spool_temp_name(std::string_view queue_id);
 
 struct RecoveryReport {
-  uint64_t kept = 0;                  // complete messages
-  uint64_t removed_temp = 0;          // *.tmp left by a crash
-  uint64_t bad = 0;                   // *.msg that fail parse_spool_file: moved to DIR/corrupt/
-  uint64_t bytes = 0;                 // bytes of kept files
-  std::vector<std::string> problems;  // one line per bad file
+  uint64_t kept = 0;          // complete messages (records, not files)
+  uint64_t removed_temp = 0;  // *.tmp left by a crash
+  uint64_t truncated = 0;     // files whose unfinished last append was cut off
+  uint64_t bad = 0;           // unreadable files moved to DIR/corrupt/, or tails saved there
+  uint64_t bytes = 0;         // bytes of kept records
+  std::vector<std::string> problems;  // one line per file that needed attention
 };
 
 // Start-up only (blocking file I/O is fine before the shards run): creates
-// `dir` if needed, removes temp files, checks every complete file.
+// `dir` if needed, removes temp files, checks every record of every file, and
+// cuts off the unfinished last record a crash can leave at the end of a
+// segment (it was never acknowledged).
 RecoveryReport recover_spool_dir(const std::string& dir);
 
 }  // namespace ringmx

@@ -25,7 +25,7 @@
 #   RUNS [3]  N_FAST [20000] N_POSTFIX [4000]   messages per 1/conn run (sink+ringmx / postfix)
 #   ROUNDS_FAST [6] ROUNDS_POSTFIX [2]          rounds of 3200 for the 100/conn load
 #   SESSIONS [32] MSG_LEN [1024] SHARDS [nproc] RINGMX [build/release/tools/ringmx]
-#   TMP_BASE [/var/tmp]  where the temp dir (Postfix queue, ringmx spool) is made: its file
+#   TMP_BASE [/var/spool] where the temp dir (Postfix queue, ringmx spool) is made: its file
 #                        system is the one measured (TMP_BASE=/dev/shm: tmpfs, no disk cost)
 #   OUT_DIR [/var/tmp/ringmx-postfix-compare.results.XXXXXX]  raw results and logs (kept)
 #   DOCS [docs/benchmarks.md]                    rewritten between its GENERATED markers
@@ -45,7 +45,7 @@ PER_CONN=100
 SHARDS=${SHARDS:-$(nproc)}
 RINGMX=${RINGMX:-$REPO/build/release/tools/ringmx}
 DOCS=${DOCS:-$REPO/docs/benchmarks.md}
-TMP_BASE=${TMP_BASE:-/var/tmp}
+TMP_BASE=${TMP_BASE:-/var/spool}
 SRC_TIMEOUT=120
 DO_INSTALL=1
 DO_DOCS=1
@@ -360,7 +360,10 @@ server_port() { case $1 in sink) echo "$PORT1" ;; postfix) echo "$PORT2" ;; ring
 pf_queue_count() {
   find "$PFQ"/incoming "$PFQ"/active "$PFQ"/deferred "$PFQ"/hold "$PFQ"/maildrop -type f 2>/dev/null | wc -l
 }
-ringmx_count() { find "$RSPOOL" -name '*.msg' -type f 2>/dev/null | wc -l; }
+# Messages, not files: a spool file holds every message of one group commit.
+ringmx_count() {
+  "$REPO/tools/ringmx-spool" "$RSPOOL" check 2>/dev/null | awk '{print $1 + 0}'
+}
 
 SRC_BASE=(smtp-source -s "$SESSIONS" -l "$MSG_LEN" -c -f "$FROM" -t "$TO")
 
@@ -471,11 +474,9 @@ run_one() {
   tail -1 "$RAW" | awk -F'\t' '{ printf "   %-8s %-8s rep %s: %6d msgs %7.3f s %6s msg/s  server %6s us/msg  client %5s us/msg (%s%% busy)  peak RSS %s MiB  landed %s  rest of machine %s%% %s\n",
       $3, $2, $1, $4, $5, $6, $7 " (usr " $16 " sys " $17 ")", $8, $9, $10, $12, $15, $18 }' >&2
 
-  # Between runs, outside the measurement: empty ringmx's spool so every run starts alike.
-  if [[ $server == ringmx ]]; then
-    find "$RSPOOL" -name '*.msg' -type f -delete
-    sync -f "$RSPOOL" 2>/dev/null || sync
-  fi
+  # ringmx's spool is left as it is: it appends to open segment files, so
+  # deleting them under it would lose what it writes next; landed counts the
+  # records added by this run.
   sleep 1
   return "$bad"
 }
@@ -509,7 +510,6 @@ for s in sink postfix ringmx; do
   fi
 done
 for ((i = 0; i < 600; i++)); do (($(pf_queue_count) == 0)) && break; sleep 0.1; done
-find "$RSPOOL" -name '*.msg' -type f -delete 2>/dev/null || true
 sleep 1
 
 # ---------------------------------------------------------------- the runs
@@ -602,7 +602,7 @@ $TABLE
 - rest of machine busy %: CPU time of the whole machine (/proc/stat) during the run that is
   neither the server's nor smtp-source's, as % of all $(nproc) CPUs: other tenants' processes
   and kernel threads (ext4 journal, writeback, ksoftirqd). High values mean a noisy run.
-- landed: ringmx = new \`.msg\` files in its spool; postfix = \`status=sent\` lines of the
+- landed: ringmx = new messages (records) in its spool (\`tools/ringmx-spool check\`); postfix = \`status=sent\` lines of the
   discard transport in its maillog (and the queue was empty); sink = smtp-source's count.
 
 Commands (ports picked free at start; PORT1 sink, PORT2 postfix, PORT3 ringmx):

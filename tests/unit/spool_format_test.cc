@@ -426,18 +426,19 @@ TEST(SpoolRecovery, KeepsRemovesAndQuarantines) {
   const RecoveryReport r = recover_spool_dir(dir.string());
   EXPECT_EQ(r.kept, 2u);
   EXPECT_EQ(r.removed_temp, 1u);
-  EXPECT_EQ(r.bad, 2u);
+  EXPECT_EQ(r.truncated, 2u);
+  EXPECT_EQ(r.bad, 0u);
   EXPECT_EQ(r.bytes, good.size() + kMinimal.size() + 3);
   ASSERT_EQ(r.problems.size(), 2u);
-  EXPECT_EQ(r.problems[0], "EMPTY.msg: record 1: truncated: empty file");
-  EXPECT_EQ(r.problems[1], "TORN.msg: record 1: truncated: 180 of 181 octets");
+  EXPECT_EQ(r.problems[0], "EMPTY.msg: empty file: cut back to 0 octets removed");
+  EXPECT_EQ(r.problems[1],
+            "TORN.msg: record 1: truncated: 180 of 181 octets: cut back to 0 octets removed");
 
   EXPECT_EQ(read_whole(dir / "GOOD1.msg"), good);
   EXPECT_TRUE(fs::exists(dir / "GOOD2.msg"));
   EXPECT_FALSE(fs::exists(dir / "PARTIAL.tmp"));
   EXPECT_FALSE(fs::exists(dir / "TORN.msg"));
-  EXPECT_EQ(read_whole(dir / "corrupt" / "TORN.msg"), torn);
-  EXPECT_EQ(read_whole(dir / "corrupt" / "EMPTY.msg"), "");
+  EXPECT_FALSE(fs::exists(dir / "EMPTY.msg"));
   EXPECT_EQ(read_whole(dir / "README"), "not a spool file");
   EXPECT_EQ(read_whole(dir / "notes.msg.bak"), "neither");
   EXPECT_TRUE(fs::exists(dir / "shard-0" / "DEEP.tmp"));
@@ -448,7 +449,27 @@ TEST(SpoolRecovery, KeepsRemovesAndQuarantines) {
   EXPECT_EQ(again.removed_temp, 0u);
   EXPECT_EQ(again.bad, 0u);
   EXPECT_TRUE(again.problems.empty());
-  EXPECT_TRUE(fs::exists(dir / "corrupt" / "TORN.msg"));
+}
+
+TEST(SpoolRecovery, CutsTheUnfinishedTailOfASegment) {
+  ScratchDir scratch;
+  const fs::path& dir = scratch.path();
+  const std::string one = good_file();
+  const std::string two = with_message(kMinimal, "abc");
+  // A crash during the third append: a clean prefix of a record.
+  write_file(dir / spool_final_name("SEG1"), one + two + one.substr(0, 40));
+  // Garbage after two good records (e.g. zeros from an OS crash): kept aside.
+  write_file(dir / spool_final_name("SEG2"), one + two + std::string(30, '\0'));
+  const RecoveryReport r = recover_spool_dir(dir.string());
+  EXPECT_EQ(r.kept, 4u);
+  EXPECT_EQ(r.truncated, 2u);
+  EXPECT_EQ(r.bad, 1u);
+  EXPECT_EQ(read_whole(dir / "SEG1.msg"), one + two);
+  EXPECT_EQ(read_whole(dir / "SEG2.msg"), one + two);
+  EXPECT_EQ(read_whole(dir / "corrupt" / "SEG2.msg.tail"), std::string(30, '\0'));
+  const RecoveryReport again = recover_spool_dir(dir.string());
+  EXPECT_EQ(again.kept, 4u);
+  EXPECT_EQ(again.truncated, 0u);
 }
 
 TEST(SpoolFormat, BatchFileHoldsSeveralRecords) {
