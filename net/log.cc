@@ -125,26 +125,26 @@ LogLine::LogLine(LogLevel level, std::string_view event, int64_t unix_ms) {
   s_.append(event);
 }
 
-LogLine& LogLine::kv(std::string_view key, std::string_view value) {
+void LogLine::key(std::string_view k) {
   s_.push_back(' ');
-  s_.append(key);
+  s_.append(k);
   s_.push_back('=');
+}
+
+LogLine& LogLine::kv(std::string_view k, std::string_view value) {
+  key(k);
   append_value(s_, value);
   return *this;
 }
 
-LogLine& LogLine::kv(std::string_view key, int64_t value) {
-  s_.push_back(' ');
-  s_.append(key);
-  s_.push_back('=');
+LogLine& LogLine::kv(std::string_view k, int64_t value) {
+  key(k);
   s_.append(std::to_string(value));
   return *this;
 }
 
-LogLine& LogLine::kv(std::string_view key, uint64_t value) {
-  s_.push_back(' ');
-  s_.append(key);
-  s_.push_back('=');
+LogLine& LogLine::kv(std::string_view k, uint64_t value) {
+  key(k);
   s_.append(std::to_string(value));
   return *this;
 }

@@ -45,6 +45,7 @@ class LogLine {
   std::string_view finish();  // adds the newline
 
  private:
+  void key(std::string_view k);
   std::string s_;
 };
 

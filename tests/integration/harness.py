@@ -30,7 +30,8 @@ def free_port():
 class Server:
     """ringmx on 127.0.0.1 with a temp spool; `extra_toml` is appended to the config."""
 
-    def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True):
+    def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True,
+                 spool_toml=""):
         self.dir = tempfile.mkdtemp(prefix="ringmx-it-")
         self.spool = spool or os.path.join(self.dir, "spool")
         self.port = port or free_port()
@@ -39,7 +40,7 @@ class Server:
         with open(self.config, "w") as f:
             f.write('[server]\nhostname = "mx.test"\nshards = %d\n' % shards)
             f.write(extra_toml)
-            f.write('\n[spool]\ndir = "%s"\n' % self.spool)
+            f.write('\n[spool]\ndir = "%s"\n%s' % (self.spool, spool_toml))
             f.write('[admin]\nlisten = "%s"\n' %
                     ("127.0.0.1:%d" % self.admin_port if admin else ""))
             f.write('[[listener]]\nname = "smtp"\naddress = "127.0.0.1:%d"\n' % self.port)

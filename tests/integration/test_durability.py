@@ -24,7 +24,7 @@ import threading
 import time
 import unittest
 
-from harness import Server, dot_stuff, main, parse_spool_records
+from harness import Client, Server, dot_stuff, main, parse_spool_records
 
 ROUNDS = 5
 THREADS = 16
@@ -37,28 +37,12 @@ QUICK_KILL = (0.2, 0.5)               # one round (not the last) dies this soon:
 QID_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-V]{17})$")
 
 
-class Conn:
-    """A small SMTP client that reads whole replies and lets a caller pipeline."""
-
-    def __init__(self, port, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
+class Conn(Client):
+    """harness.Client whose reply() gives (code, last line), as this test reads it."""
 
     def reply(self):
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("closed")
-                self.buf += chunk
-            line, _, self.buf = self.buf.partition(b"\r\n")
-            lines.append(line.decode(errors="replace"))
-            if len(line) < 4 or line[3:4] == b" ":
-                return int(line[:3]), lines[-1]
+        code, lines = Client.reply(self)
+        return code, lines[-1]
 
     def close(self):
         try:

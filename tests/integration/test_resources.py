@@ -75,12 +75,8 @@ class FileDescriptors(unittest.TestCase):
 
 class SpoolLimits(unittest.TestCase):
     def test_spool_size_limit_answers_452_before_data(self):
-        srv = Server(shards=1)
         # max_bytes small: the first message fits, then DATA is refused.
-        text = open(srv.config).read().replace("[spool]\n", "[spool]\nmax_bytes = 2000\n")
-        with open(srv.config, "w") as f:
-            f.write(text)
-        with srv:
+        with Server(shards=1, spool_toml="max_bytes = 2000\n") as srv:
             c = Client(srv.port)
             c.reply()
             c.cmd("EHLO t")
@@ -101,11 +97,8 @@ class SpoolLimits(unittest.TestCase):
         if r.returncode != 0:
             self.skipTest("cannot mount a small tmpfs here: " + r.stderr.strip())
         try:
-            srv = Server(shards=1, spool=os.path.join(mnt, "spool"))
-            text = open(srv.config).read().replace("[spool]\n", "[spool]\nmin_free_bytes = 0\n")
-            with open(srv.config, "w") as f:
-                f.write(text)
-            with srv:
+            with Server(shards=1, spool=os.path.join(mnt, "spool"),
+                        spool_toml="min_free_bytes = 0\n") as srv:
                 c = Client(srv.port)
                 c.reply()
                 c.cmd("EHLO t")
