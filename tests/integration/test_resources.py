@@ -20,6 +20,10 @@ def cpu_seconds(pid):
 
 class FileDescriptors(unittest.TestCase):
     def test_accept_pauses_and_resumes(self):
+        if os.environ.get("RINGMX_SANITIZED") == "1":
+            # UBSan's vptr check opens a pipe to probe memory; with no free
+            # descriptor left it reports a false error. The release build runs it.
+            self.skipTest("sanitizer runtime needs free descriptors; run by the release build")
         srv = Server(shards=1, extra_toml="max_connections_per_ip = 1000\n")
 
         def low_nofile():

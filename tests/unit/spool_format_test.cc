@@ -477,7 +477,8 @@ TEST(SpoolFormat, BatchFileHoldsSeveralRecords) {
   const std::string two = with_message(kMinimal, "abc");
   std::vector<SpoolEntry> recs;
   std::string error;
-  ASSERT_TRUE(parse_spool_records(one + two + one, recs, error)) << error;
+  const std::string file = one + two + one;  // the records' views point into it
+  ASSERT_TRUE(parse_spool_records(file, recs, error)) << error;
   ASSERT_EQ(recs.size(), 3u);
   EXPECT_EQ(recs[1].queue_id, "Q1");
   EXPECT_EQ(recs[1].message, "abc");
