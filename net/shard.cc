@@ -923,8 +923,7 @@ void Shard::submit_write(SpoolBatch& b) {
   // write at the segment's durable end, then fdatasync, linked: the sync runs
   // only after a complete write.
   io_uring_sqe* w = sqe();
-  io_uring_prep_writev(w, seg_fd_, b.iov.data(), static_cast<unsigned>(b.iov.size()),
-                       seg_size_);
+  io_uring_prep_writev(w, seg_fd_, b.iov.data(), static_cast<unsigned>(b.iov.size()), seg_size_);
   w->flags |= IOSQE_IO_LINK;
   io_uring_sqe_set_data64(w, tag(&b, kOpSpoolWrite));
   io_uring_sqe* f = sqe();

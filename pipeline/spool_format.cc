@@ -605,7 +605,7 @@ size_t parse_complete_records(std::string_view data, std::vector<SpoolEntry>& ou
       clean_tail = error.starts_with("truncated") &&
                    head.compare(0, std::min(tail.size(), head.size()), tail.data(),
                                 std::min(tail.size(), head.size())) == 0;
-      error = "record " + std::to_string(out.size() + 1) + ": " + error;
+      error = cat({"record ", std::to_string(out.size() + 1), ": ", error});
       return pos;
     }
     out.push_back(std::move(e));
@@ -821,7 +821,7 @@ bool parse_spool_records(std::string_view data, std::vector<SpoolEntry>& out, st
     SpoolEntry e;
     size_t consumed = 0;
     if (!parse_record(data.substr(pos), e, error, consumed)) {
-      error = "record " + std::to_string(out.size() + 1) + ": " + error;
+      error = cat({"record ", std::to_string(out.size() + 1), ": ", error});
       return false;
     }
     out.push_back(std::move(e));
