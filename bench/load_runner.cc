@@ -1,0 +1,746 @@
+// Contract: see load_runner.h. One Worker per thread; user_data = Conn pointer
+// | op (Conn is 16-aligned), as in net/shard.cc. A Conn is freed once it is
+// shut and no operation points at it (ops == 0). Every message leaves the
+// worker through finish_message() exactly once.
+#include "bench/load_runner.h"
+
+#include <liburing.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+
+#include "bench/message_gen.h"
+
+namespace ringmx::bench {
+
+namespace {
+
+enum Op : uint64_t { kOpIgnore = 0, kOpConnect = 1, kOpRecv = 2, kOpSend = 3 };
+constexpr uint64_t kOpMask = 15;
+constexpr uint32_t kBufCount = 2048;  // power of two
+constexpr uint32_t kBufSize = 4096;
+constexpr uint16_t kBufGroup = 0;
+constexpr int64_t kScanEveryNs = 20'000'000;  // timeout scan
+constexpr int64_t kMaxWaitNs = 50'000'000;    // stop requests are seen this fast
+constexpr int64_t kAbortGraceNs = 2'000'000'000;
+constexpr int64_t kLingerNs = 1'000'000'000;  // at most, for the server's FIN after 221
+constexpr size_t kPoolBytes = size_t{64} << 20;
+constexpr uint64_t kMaxDistinct = 64;
+constexpr size_t kMaxBacklog = size_t{1} << 20;  // messages waiting for a connection, per worker
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+ErrorKind kind_of(int res, bool connecting) {
+  switch (-res) {
+    case ECONNREFUSED: return ErrorKind::refused;
+    case ETIMEDOUT:
+    case ECANCELED: return ErrorKind::timeout;
+    case ECONNRESET:
+    case EPIPE:
+    case ECONNABORTED: return ErrorKind::reset;
+    default: return connecting ? ErrorKind::connect : ErrorKind::reset;
+  }
+}
+
+struct Pending {
+  uint64_t id;
+  int64_t intended_ns;
+};
+
+struct alignas(16) Conn {
+  Conn(const ClientSettings& s, int64_t now) : client(s, now) {}
+  SmtpClient client;
+  int fd = -1;
+  bool connecting = false;
+  bool recv_armed = false;
+  bool send_busy = false;
+  bool direct = false;  // the send in flight points into the client's output (a big body)
+  bool shut = false;
+  bool in_idle = false;
+  uint32_t carrying = 0;  // messages in progress (2 when one is queued behind another)
+  bool opening = true;    // not ready yet
+  bool banner_seen = false;
+  bool retired = false;  // no longer counts against the connection cap
+  bool eof = false;      // the server's FIN arrived
+  int64_t linger_until = 0;
+  uint32_t ops = 0;
+  uint64_t messages = 0;
+  uint64_t quota = 0;  // closed loop: messages reserved for this connection, not issued yet
+  std::string inflight;
+  size_t inflight_off = 0;
+  Conn* prev = nullptr;
+  Conn* next = nullptr;
+};
+
+uint64_t tag(const void* p, Op op) {
+  return reinterpret_cast<uint64_t>(p) | op;
+}
+
+class Worker {
+ public:
+  Worker(const LoadConfig& cfg, const MessagePool& pool, uint32_t index, int64_t start_ns,
+         Progress& progress, const LoadControl& control)
+      : cfg_(cfg),
+        pool_(pool),
+        index_(index),
+        start_ns_(start_ns),
+        progress_(progress),
+        control_(control) {
+    const uint64_t t = cfg.threads;
+    cap_ = cfg.connections / t + (index < cfg.connections % t ? 1 : 0);
+    budget_ = cfg.messages / t + (index < cfg.messages % t ? 1 : 0);
+    deadline_ = start_ns + cfg.duration_ns;
+    hard_end_ = deadline_ + cfg.timeout_ns;
+    if (cfg.rate > 0) {
+      schedule_.emplace(
+          ArrivalSchedule(cfg.rate, start_ns, cfg.arrival, cfg.seed).share(index, cfg.threads));
+    }
+  }
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void run(LoadResult& out);
+
+ private:
+  void setup();
+  io_uring_sqe* sqe();
+  void handle(io_uring_cqe* cqe);
+  void issue();
+  bool claim(Conn& c);
+  void stop_issuing();
+  void pump();
+  bool open_conn();
+  void start_on(Conn& c);
+  void after_client(Conn& c);
+  void finish_message(const MessageResult& r);
+  void setup_failed(Conn& c);
+  void begin_close(Conn& c);
+  void maybe_free(Conn& c);
+  void arm_recv(Conn& c);
+  void start_send(Conn& c);
+  void on_connect(Conn& c, int res);
+  void on_recv(Conn& c, int res, uint32_t flags);
+  void on_send(Conn& c, int res);
+  void scan_timeouts();
+  void abort_all();
+  void fail_backlog_front(uint16_t code, ErrorKind kind);
+  void fail_unopened(ErrorKind kind);
+  int64_t next_wake() const;
+
+  const LoadConfig& cfg_;
+  const MessagePool& pool_;
+  uint32_t index_;
+  int64_t start_ns_;
+  Progress& progress_;
+  const LoadControl& control_;
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  std::unique_ptr<char[]> bufs_;
+
+  RunStats stats_;
+  std::optional<ArrivalSchedule> schedule_;
+  std::deque<Pending> backlog_;
+  std::vector<Conn*> idle_;
+  Conn* conns_ = nullptr;
+  uint64_t cap_ = 0;
+  uint64_t budget_ = 0;
+  uint64_t issued_ = 0;
+  uint64_t reserved_ = 0;  // closed loop: the sum of the connections' quotas
+  uint64_t in_flight_ = 0;
+  uint64_t live_ = 0;    // Conn objects
+  uint64_t active_ = 0;  // connections that count against cap_ (not closing)
+  uint64_t opening_ = 0;
+  size_t source_rr_ = 0;
+  bool issuing_ = true;
+  bool aborted_ = false;
+  int64_t now_ = 0;
+  int64_t deadline_ = 0;
+  int64_t hard_end_ = 0;
+  int64_t next_scan_ = 0;
+};
+
+Worker::~Worker() {
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  while (conns_) {
+    Conn* c = conns_;
+    conns_ = c->next;
+    if (c->fd >= 0) ::close(c->fd);
+    delete c;
+  }
+  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
+}
+
+void Worker::setup() {
+  io_uring_params p{};
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+  p.cq_entries = 65536;
+  int r = io_uring_queue_init_params(4096, &ring_, &p);
+  if (r < 0) throw std::runtime_error(std::string("io_uring_queue_init: ") + std::strerror(-r));
+  ring_ready_ = true;
+  buf_ring_bytes_ = kBufCount * sizeof(io_uring_buf);
+  void* mem =
+      mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (mem == MAP_FAILED) throw std::runtime_error("mmap of the buffer ring failed");
+  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
+  io_uring_buf_ring_init(buf_ring_);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
+  reg.ring_entries = kBufCount;
+  reg.bgid = kBufGroup;
+  r = io_uring_register_buf_ring(&ring_, &reg, 0);
+  if (r < 0) throw std::runtime_error(std::string("register buffer ring: ") + std::strerror(-r));
+  bufs_ = std::make_unique<char[]>(size_t{kBufCount} * kBufSize);
+  const int mask = io_uring_buf_ring_mask(kBufCount);
+  for (uint32_t i = 0; i < kBufCount; ++i) {
+    io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{i} * kBufSize, kBufSize,
+                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(kBufCount));
+}
+
+io_uring_sqe* Worker::sqe() {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  while (!s) {
+    io_uring_submit(&ring_);
+    s = io_uring_get_sqe(&ring_);
+  }
+  return s;
+}
+
+// ---- the loop -------------------------------------------------------------------
+
+void Worker::run(LoadResult& out) {
+  try {
+    setup();
+  } catch (const std::exception& e) {
+    out.errors.push_back(std::string("worker ") + std::to_string(index_) + ": " + e.what());
+    return;
+  }
+  while ((now_ = mono_ns()) < start_ns_) {
+    const int64_t d = start_ns_ - now_;
+    timespec ts{d / 1'000'000'000, d % 1'000'000'000};
+    nanosleep(&ts, nullptr);
+  }
+  issuing_ = budget_ > 0;
+  next_scan_ = now_ + kScanEveryNs;
+  for (;;) {
+    now_ = mono_ns();
+    const int stop = control_.stop.load(std::memory_order_relaxed);
+    if (!aborted_ && (stop >= 2 || now_ >= hard_end_)) abort_all();
+    if (aborted_ && (live_ == 0 || now_ >= hard_end_ + kAbortGraceNs)) break;
+    if (issuing_ && (stop >= 1 || now_ >= deadline_)) stop_issuing();
+    pump();
+    if (now_ >= next_scan_) {
+      scan_timeouts();
+      next_scan_ = now_ + kScanEveryNs;
+    }
+    if (!issuing_ && backlog_.empty() && live_ == 0) break;
+    const int64_t wait = std::max<int64_t>(next_wake() - now_, 1000);
+    __kernel_timespec ts{wait / 1'000'000'000, wait % 1'000'000'000};
+    io_uring_cqe* cqe = nullptr;
+    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    unsigned head = 0;
+    unsigned n = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      now_ = mono_ns();
+      handle(cqe);
+      ++n;
+    }
+    io_uring_cq_advance(&ring_, n);
+  }
+  out.stats = stats_;
+  out.issued = issued_;
+}
+
+int64_t Worker::next_wake() const {
+  int64_t next = std::min(now_ + kMaxWaitNs, next_scan_);
+  if (issuing_) next = std::min(next, deadline_);
+  if (issuing_ && schedule_) next = std::min(next, schedule_->peek());
+  return std::min(next, aborted_ ? hard_end_ + kAbortGraceNs : hard_end_);
+}
+
+void Worker::handle(io_uring_cqe* cqe) {
+  const uint64_t data = io_uring_cqe_get_data64(cqe);
+  const auto op = static_cast<Op>(data & kOpMask);
+  if (op == kOpIgnore) return;
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): user_data carries a tagged pointer.
+  Conn& c = *reinterpret_cast<Conn*>(data & ~kOpMask);
+  switch (op) {
+    case kOpConnect: return on_connect(c, cqe->res);
+    case kOpRecv: return on_recv(c, cqe->res, cqe->flags);
+    case kOpSend: return on_send(c, cqe->res);
+    case kOpIgnore: return;
+  }
+}
+
+// ---- messages ---------------------------------------------------------------------
+
+void Worker::issue() {
+  if (!issuing_) return;
+  if (schedule_) {
+    while (issued_ < budget_ && schedule_->peek() <= now_) {
+      backlog_.push_back({index_ + issued_ * cfg_.threads, schedule_->pop()});
+      ++issued_;
+      // A server far behind the schedule: the backlog is bounded, the excess fails at once.
+      if (backlog_.size() > kMaxBacklog) fail_backlog_front(0, ErrorKind::not_started);
+    }
+  }
+  if (issued_ >= budget_) stop_issuing();
+}
+
+// Closed loop: the next message of connection c, from its quota (a new
+// connection reserves up to per_connection messages of the budget, so the
+// budget splits into whole connections as far as it can).
+bool Worker::claim(Conn& c) {
+  if (!issuing_ || c.quota == 0) return false;
+  --c.quota;
+  --reserved_;
+  // The first message of a connection waited for it; the others start when
+  // the connection takes them (their MAIL is queued).
+  const int64_t intended = c.messages == 0 ? c.client.created_ns() : SmtpClient::kIntendedAtStart;
+  backlog_.push_front({index_ + issued_ * cfg_.threads, intended});
+  ++issued_;
+  return true;
+}
+
+void Worker::stop_issuing() {
+  issuing_ = false;
+  if (!backlog_.empty()) return;  // idle connections still have work; pump() hands it out
+  std::vector<Conn*> idle;
+  idle.swap(idle_);
+  for (Conn* c : idle) {
+    c->in_idle = false;
+    c->client.quit(now_);
+    after_client(*c);
+  }
+}
+
+void Worker::pump() {
+  issue();
+  if (!schedule_) {  // closed loop: keep the connections open, each with its claim
+    while (issuing_ && active_ < cap_ && issued_ + reserved_ < budget_ && !aborted_) {
+      if (!open_conn()) break;
+    }
+    if (issued_ >= budget_ && issuing_) stop_issuing();
+    return;
+  }
+  while (!backlog_.empty() && !idle_.empty()) {
+    Conn* c = idle_.back();
+    idle_.pop_back();
+    c->in_idle = false;
+    start_on(*c);
+    after_client(*c);
+  }
+  while (backlog_.size() > opening_ && active_ < cap_ && !aborted_) {
+    if (!open_conn()) break;
+  }
+  if (!issuing_ && backlog_.empty() && !idle_.empty()) stop_issuing();
+}
+
+void Worker::start_on(Conn& c) {
+  const Pending p = backlog_.front();
+  backlog_.pop_front();
+  ++c.carrying;
+  ++in_flight_;
+  ++c.messages;
+  c.client.start_message(p.id, pool_.body(p.id), p.intended_ns, now_);
+  const bool no_more =
+      schedule_ ? (!issuing_ || issued_ >= budget_) && backlog_.empty() : c.quota == 0;
+  if (c.messages >= cfg_.per_connection || no_more) c.client.quit(now_);
+}
+
+void Worker::finish_message(const MessageResult& r) {
+  stats_.record(r);
+  progress_.sent.fetch_add(1, std::memory_order_relaxed);
+  (r.ok() ? progress_.ok : progress_.failed).fetch_add(1, std::memory_order_relaxed);
+}
+
+void Worker::fail_backlog_front(uint16_t code, ErrorKind kind) {
+  if (backlog_.empty()) return;
+  const Pending p = backlog_.front();
+  backlog_.pop_front();
+  MessageResult r;
+  r.id = p.id;
+  r.code = code;
+  r.error = code ? ErrorKind::none : kind;
+  r.intended_ns = p.intended_ns;
+  r.final_ns = now_;
+  finish_message(r);
+}
+
+// Everything that follows a call into the client: outcomes, readiness, the
+// next message, sending, closing.
+void Worker::after_client(Conn& c) {
+  for (;;) {
+    while (auto r = c.client.take_result()) {
+      --c.carrying;
+      --in_flight_;
+      finish_message(*r);
+    }
+    if (!c.banner_seen && c.client.banner_ns() != 0) {
+      c.banner_seen = true;
+      stats_.connect.record(c.client.banner_ns() - c.client.created_ns());
+    }
+    if (c.opening && c.client.ready_seen()) {
+      c.opening = false;
+      --opening_;
+      ++stats_.conn_ready;
+      progress_.connections.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (c.shut || c.retired) break;
+    if (c.client.idle() && c.carrying == 0 && !c.in_idle) {
+      if (!schedule_) {
+        if (claim(c)) {
+          start_on(c);
+          continue;  // an outcome may be there at once (BDAT unsupported)
+        }
+        c.client.quit(now_);
+        break;
+      }
+      if (backlog_.empty()) issue();
+      if (!backlog_.empty()) {
+        start_on(c);
+        continue;
+      }
+      if (c.messages >= cfg_.per_connection || !issuing_) {
+        c.client.quit(now_);
+      } else {
+        idle_.push_back(&c);
+        c.in_idle = true;
+      }
+    } else if (c.client.can_queue_next() && c.messages < cfg_.per_connection) {
+      // Pipelined: one more message behind the one in progress. In the open
+      // loop only for a backlog the idle and opening connections cannot take.
+      if (!schedule_ ? claim(c) : backlog_.size() > opening_) {
+        start_on(c);
+        continue;
+      }
+    }
+    break;
+  }
+  if (c.client.closed()) {
+    begin_close(c);
+  } else {
+    start_send(c);
+  }
+}
+
+// A connection that could not be set up takes one message with it: in the
+// closed loop one of its quota, in the open loop the oldest one waiting.
+void Worker::fail_unopened(ErrorKind kind) {
+  stats_.record_setup_failure(0, kind);
+  if (!schedule_) {
+    if (!issuing_ || issued_ + reserved_ >= budget_) return;
+    backlog_.push_front({index_ + issued_ * cfg_.threads, now_});
+    ++issued_;
+  }
+  fail_backlog_front(0, kind);
+}
+
+void Worker::setup_failed(Conn& c) {
+  c.opening = false;
+  --opening_;
+  uint16_t code = c.client.setup_code();
+  ErrorKind kind = c.client.setup_error();
+  if (code == 0 && kind == ErrorKind::none) kind = ErrorKind::closed;
+  if (code >= 200 && code < 300) code = 0;  // e.g. 221 to a QUIT before ready
+  stats_.record_setup_failure(code, kind);
+  if (!schedule_ && !claim(c)) return;  // closed loop: one message of its quota
+  fail_backlog_front(code, kind);
+}
+
+// ---- connections ------------------------------------------------------------------
+
+bool Worker::open_conn() {
+  const auto family = cfg_.target.ss_family;
+  const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ++stats_.conn_attempts;
+  if (fd < 0) {
+    fail_unopened(ErrorKind::connect);
+    return false;
+  }
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!cfg_.sources.empty() && family == AF_INET) {
+    ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    const sockaddr_in& src = cfg_.sources[source_rr_++ % cfg_.sources.size()];
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) < 0) {
+      ::close(fd);
+      fail_unopened(ErrorKind::connect);
+      return false;
+    }
+  }
+  auto* c = new Conn(cfg_.client, now_);
+  c->fd = fd;
+  if (!schedule_) {
+    c->quota = std::min(cfg_.per_connection, budget_ - issued_ - reserved_);
+    reserved_ += c->quota;
+  }
+  c->next = conns_;
+  if (conns_) conns_->prev = c;
+  conns_ = c;
+  ++live_;
+  ++active_;
+  ++opening_;
+  progress_.open.fetch_add(1, std::memory_order_relaxed);
+  io_uring_sqe* s = sqe();
+  io_uring_prep_connect(s, fd, reinterpret_cast<const sockaddr*>(&cfg_.target), cfg_.target_len);
+  io_uring_sqe_set_data64(s, tag(c, kOpConnect));
+  c->connecting = true;
+  ++c->ops;
+  return true;
+}
+
+void Worker::on_connect(Conn& c, int res) {
+  c.connecting = false;
+  --c.ops;
+  if (c.shut) return maybe_free(c);
+  if (res < 0) {
+    c.client.connection_lost(kind_of(res, true), now_);
+    return after_client(c);
+  }
+  arm_recv(c);
+}
+
+void Worker::arm_recv(Conn& c) {
+  if (c.recv_armed || c.shut) return;
+  io_uring_sqe* s = sqe();
+  io_uring_prep_recv_multishot(s, c.fd, nullptr, 0, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = kBufGroup;
+  io_uring_sqe_set_data64(s, tag(&c, kOpRecv));
+  c.recv_armed = true;
+  ++c.ops;
+}
+
+void Worker::on_recv(Conn& c, int res, uint32_t flags) {
+  const bool more = flags & IORING_CQE_F_MORE;
+  if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
+    const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    stats_.bytes_in += static_cast<uint64_t>(res);
+    if (!c.shut) {
+      c.client.feed(
+          std::string_view(bufs_.get() + size_t{bid} * kBufSize, static_cast<size_t>(res)), now_);
+    }
+    io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{bid} * kBufSize, kBufSize, bid,
+                          io_uring_buf_ring_mask(kBufCount), 0);
+    io_uring_buf_ring_advance(buf_ring_, 1);
+    if (!c.shut) after_client(c);  // cannot free c: this recv still counts in ops
+  }
+  if (more) return;
+  c.recv_armed = false;
+  --c.ops;
+  if (c.shut) return maybe_free(c);
+  if (res == 0) {
+    c.eof = true;
+    c.client.connection_lost(ErrorKind::closed, now_);  // nothing if it ended cleanly (221)
+    return after_client(c);
+  }
+  if (res < 0 && res != -ENOBUFS) {
+    c.client.connection_lost(kind_of(res, false), now_);
+    return after_client(c);
+  }
+  arm_recv(c);
+}
+
+void Worker::start_send(Conn& c) {
+  if (c.send_busy || c.shut) return;
+  const char* p = nullptr;
+  size_t n = 0;
+  if (c.inflight_off < c.inflight.size()) {
+    p = c.inflight.data() + c.inflight_off;
+    n = c.inflight.size() - c.inflight_off;
+  } else {
+    c.inflight.clear();
+    c.inflight_off = 0;
+    while (c.client.has_output()) {
+      const std::string_view v = c.client.output();
+      if (v.size() >= SmtpClient::kCopyBelow) {
+        if (c.inflight.empty()) {  // a big body: sent from where it lives
+          c.direct = true;
+          p = v.data();
+          n = v.size();
+        }
+        break;
+      }
+      c.inflight.append(v);
+      c.client.consume_output(v.size());
+    }
+    if (!c.direct) {
+      if (c.inflight.empty()) return;
+      p = c.inflight.data();
+      n = c.inflight.size();
+    }
+  }
+  io_uring_sqe* s = sqe();
+  io_uring_prep_send(s, c.fd, p, n, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(s, tag(&c, kOpSend));
+  c.send_busy = true;
+  ++c.ops;
+}
+
+void Worker::on_send(Conn& c, int res) {
+  c.send_busy = false;
+  --c.ops;
+  const bool direct = c.direct;
+  c.direct = false;
+  if (c.shut) return maybe_free(c);
+  if (res < 0) {
+    c.client.connection_lost(kind_of(res, false), now_);
+    return after_client(c);
+  }
+  stats_.bytes_out += static_cast<uint64_t>(res);
+  if (direct) {
+    c.client.consume_output(static_cast<size_t>(res));
+  } else {
+    c.inflight_off += static_cast<size_t>(res);
+  }
+  start_send(c);
+}
+
+void Worker::begin_close(Conn& c) {
+  if (!c.retired) {
+    c.retired = true;
+    --active_;
+    if (c.in_idle) {
+      idle_.erase(std::find(idle_.begin(), idle_.end(), &c));
+      c.in_idle = false;
+    }
+    if (c.opening) setup_failed(c);
+    reserved_ -= c.quota;  // what it did not send goes to the next connection
+    c.quota = 0;
+    if (c.client.server_closes() && !c.eof && c.recv_armed) {
+      // After 221 (or 421) the server closes: its FIN comes with or right
+      // after the reply. Waiting for it leaves the TIME_WAIT on its side
+      // instead of using up this side's ephemeral ports.
+      c.linger_until = now_ + std::min<int64_t>(cfg_.timeout_ns, kLingerNs);
+      return;
+    }
+  }
+  if (!c.shut) {
+    c.shut = true;
+    if (c.connecting) {
+      io_uring_sqe* s = sqe();
+      io_uring_prep_cancel64(s, tag(&c, kOpConnect), 0);
+      io_uring_sqe_set_data64(s, tag(nullptr, kOpIgnore));
+    } else if (c.recv_armed || !c.eof) {
+      // Ends the armed multishot recv and sends the FIN (a close alone would not).
+      ::shutdown(c.fd, SHUT_RDWR);
+    }
+  }
+  maybe_free(c);
+}
+
+void Worker::maybe_free(Conn& c) {
+  if (!c.shut || c.ops > 0) return;
+  ::close(c.fd);
+  if (c.prev) c.prev->next = c.next;
+  if (c.next) c.next->prev = c.prev;
+  if (conns_ == &c) conns_ = c.next;
+  --live_;
+  progress_.open.fetch_sub(1, std::memory_order_relaxed);
+  delete &c;
+}
+
+void Worker::scan_timeouts() {
+  Conn* next = nullptr;
+  for (Conn* c = conns_; c; c = next) {
+    next = c->next;
+    if (c->shut) continue;
+    if (c->retired) {  // waiting for the server's FIN
+      if (now_ >= c->linger_until) begin_close(*c);
+      continue;
+    }
+    if (!(c->connecting || c->client.waiting())) continue;
+    if (now_ - c->client.last_progress_ns() < cfg_.timeout_ns) continue;
+    c->client.connection_lost(ErrorKind::timeout, now_);
+    after_client(*c);
+  }
+}
+
+void Worker::abort_all() {
+  aborted_ = true;
+  issuing_ = false;
+  idle_.clear();
+  Conn* next = nullptr;
+  for (Conn* c = conns_; c; c = next) {
+    next = c->next;
+    c->in_idle = false;
+    if (c->shut) continue;
+    c->client.connection_lost(ErrorKind::timeout, now_);
+    after_client(*c);
+  }
+  while (!backlog_.empty()) fail_backlog_front(0, ErrorKind::not_started);
+}
+
+}  // namespace
+
+// ---- public -------------------------------------------------------------------------
+
+int64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+MessagePool::MessagePool(uint64_t seed, size_t size, uint64_t messages, bool bdat) {
+  const uint64_t fit = std::max<uint64_t>(1, kPoolBytes / std::max<size_t>(size, 1));
+  const uint64_t n = std::max<uint64_t>(1, std::min({messages, kMaxDistinct, fit}));
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string m = make_message(seed + i, size);
+    stuffed_.push_back(bdat ? std::string() : dot_stuff(m) + ".\r\n");
+    raw_.push_back(bdat ? std::move(m) : std::string());
+  }
+}
+
+MessageBody MessagePool::body(uint64_t id) const {
+  const size_t i = static_cast<size_t>(id % raw_.size());
+  return {stuffed_[i], raw_[i]};
+}
+
+LoadResult run_load(const LoadConfig& cfg, const MessagePool& pool, std::vector<Progress>& progress,
+                    const LoadControl& control) {
+  // Every worker gets at least one connection and one message.
+  LoadConfig run_cfg = cfg;
+  run_cfg.threads = static_cast<uint32_t>(std::max<uint64_t>(
+      1, std::min<uint64_t>({cfg.threads, cfg.connections, cfg.messages, progress.size()})));
+  const uint32_t threads = run_cfg.threads;
+  std::vector<LoadResult> results(threads);
+  const int64_t start_ns = mono_ns() + 2'000'000;  // every worker starts at the same time
+  std::vector<std::thread> workers;
+  for (uint32_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      auto w = std::make_unique<Worker>(run_cfg, pool, t, start_ns, progress[t], control);
+      w->run(results[t]);
+    });
+  }
+  for (auto& w : workers) w.join();
+  LoadResult out;
+  out.start_ns = start_ns;
+  out.end_ns = mono_ns();
+  for (auto& r : results) {
+    out.stats.merge(r.stats);
+    out.issued += r.issued;
+    for (auto& e : r.errors) out.errors.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace ringmx::bench

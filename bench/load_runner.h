@@ -1,0 +1,104 @@
+// Contract: the load generator's engine. run_load() starts `threads` workers,
+// each with its own io_uring ring (single issuer, deferred task running), its
+// share of the connections and of the messages, and SmtpClient state machines
+// driven by multishot recv into a provided-buffer ring, one send in flight per
+// connection, and IORING_OP_CONNECT. It returns when every issued message has
+// its one outcome and every connection is closed.
+//
+// Closed loop (rate == 0): each worker keeps its connections busy: a new
+// connection reserves up to `per_connection` messages of the worker's share of
+// `messages`, sends them one after the other, then QUITs (pipelined behind the
+// last message's data) and a new one takes its place, so M messages at K per
+// connection take ceil(M / K) connections. With PIPELINING each connection
+// keeps a second message queued behind the one in progress (its commands leave
+// with the first one's end of data): one round trip per message.
+// Open loop (rate > 0): messages are issued at the arrival schedule's intended
+// times whatever the server does; a message takes an idle connection from the
+// pool, or opens a new one while the worker has fewer than its share of
+// `connections`, or is queued behind a message in progress on a pipelining
+// connection, or waits in a backlog (its latency runs from the intended start:
+// waiting counts).
+// Bounds: no message is issued after `duration` or beyond `messages`; what is
+// in flight then has `timeout` more to finish, after which it fails with
+// ErrorKind::timeout (in flight) or not_started (still in the backlog). Every
+// wait for the server (connect, banner, each reply) is bounded by `timeout`.
+// A failed connection set-up (refused, banner or EHLO refused, ...) ends one
+// waiting message with that outcome, so a dead target cannot loop forever.
+// LoadControl::stop: 1 = issue no more and finish (as at the deadline), 2 = as
+// at the hard end (now). Progress counters are updated as outcomes arrive.
+// The open-loop backlog is bounded (2^20 messages per worker): a message
+// issued beyond it fails at once as not_started.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bench/arrival.h"
+#include "bench/smtp_client.h"
+#include "bench/stats.h"
+
+namespace ringmx::bench {
+
+struct LoadConfig {
+  sockaddr_storage target{};
+  socklen_t target_len = 0;
+  std::vector<sockaddr_in> sources;  // bound before connect, round robin (IPv4 targets)
+  uint32_t threads = 1;
+  uint64_t connections = 1;
+  uint64_t messages = 1;
+  uint64_t per_connection = 1;
+  double rate = 0;  // messages/s; 0 = closed loop
+  ArrivalKind arrival = ArrivalKind::uniform;
+  int64_t duration_ns = int64_t{60} * 1'000'000'000;
+  int64_t timeout_ns = int64_t{30} * 1'000'000'000;
+  uint64_t seed = 1;
+  ClientSettings client;
+};
+
+// The messages of a run: message i is make_message(seed + i % distinct, size),
+// generated once before the run (at most 64 distinct ones, and no more than
+// fit in about 64 MiB), kept dot-stuffed for DATA or raw for BDAT.
+class MessagePool {
+ public:
+  MessagePool(uint64_t seed, size_t size, uint64_t messages, bool bdat = false);
+  MessageBody body(uint64_t id) const;
+  size_t distinct() const { return raw_.size(); }
+
+ private:
+  std::vector<std::string> raw_;
+  std::vector<std::string> stuffed_;
+};
+
+struct alignas(64) Progress {
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> ok{0};
+  std::atomic<uint64_t> failed{0};
+  std::atomic<uint64_t> connections{0};  // greeted
+  std::atomic<uint64_t> open{0};         // open now
+};
+
+struct LoadControl {
+  std::atomic<int> stop{0};
+};
+
+struct LoadResult {
+  RunStats stats;
+  uint64_t issued = 0;
+  int64_t start_ns = 0;             // the workers' common start
+  int64_t end_ns = 0;               // the last worker done
+  std::vector<std::string> errors;  // workers that could not run (ring set-up, ...)
+};
+
+int64_t mono_ns();
+
+// Runs min(threads, connections, messages, progress.size()) workers (at least
+// one); progress[i] is worker i's. Blocks until the run is over.
+LoadResult run_load(const LoadConfig& cfg, const MessagePool& pool, std::vector<Progress>& progress,
+                    const LoadControl& control);
+
+}  // namespace ringmx::bench

@@ -1,0 +1,368 @@
+// Contract: ringmx-bench, the SMTP/LMTP load generator.
+//
+//   ringmx-bench --target HOST:PORT --connections N --messages M --size BYTES
+//                [--per-connection K] [--rate MSGS_PER_S [--poisson]] [--duration S]
+//                [--recipients R] [--no-pipelining] [--lmtp] [--bdat] [--json]
+//                [--expect-success-rate F] [--threads T] [--source A[-B],...]
+//                [--seed S] [--timeout S] [--from ADDR] [--to ADDR] [--helo NAME]
+//
+// Closed loop by default (N connections, K messages each, M in all); open loop
+// with --rate (see bench/load_runner.h). Every run is bounded by --messages and
+// --duration (default 60 s) whichever comes first, plus --timeout (default
+// 30 s) for what is in flight. The report goes to stdout (human-readable, or
+// one JSON object with --json, keys in bench/stats.cc); a progress line is
+// written to stderr once a second when stderr is a terminal. SIGINT/SIGTERM
+// stop issuing and report (a second one stops at once).
+// Exit status: 0 when the success rate (ok / sent) is at least
+// --expect-success-rate (default 1.0); 1 when it is not, or when a message did
+// not get exactly one outcome; 2 for usage errors, options not supported yet
+// (--starttls, --tls, --proxy: the TLS engine and PROXY support are still to
+// come) and set-up failures.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/load_runner.h"
+#include "bench/stats.h"
+
+namespace {
+
+using namespace ringmx::bench;
+
+constexpr int kExitFailedRate = 1;
+constexpr int kExitUsage = 2;
+
+std::atomic<int>* g_stop = nullptr;
+
+extern "C" void on_signal(int /*sig*/) {
+  if (g_stop) g_stop->fetch_add(1, std::memory_order_relaxed);
+}
+
+bool parse_target(const std::string& text, LoadConfig& cfg, std::string& err) {
+  std::string host;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      err = "--target: expected [IPv6]:PORT";
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      err = "--target: expected HOST:PORT";
+      return false;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || !res) {
+    err = "--target " + text + ": " + gai_strerror(rc);
+    return false;
+  }
+  std::memcpy(&cfg.target, res->ai_addr, res->ai_addrlen);
+  cfg.target_len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return true;
+}
+
+// "127.0.0.2-127.0.0.9,127.0.1.1": IPv4 addresses and inclusive ranges.
+bool parse_sources(const std::vector<std::string>& values, LoadConfig& cfg, std::string& err) {
+  for (const std::string& value : values) {
+    size_t pos = 0;
+    while (pos <= value.size()) {
+      const size_t comma = std::min(value.find(',', pos), value.size());
+      const std::string item = value.substr(pos, comma - pos);
+      pos = comma + 1;
+      if (item.empty()) continue;
+      const size_t dash = item.find('-');
+      const std::string a = item.substr(0, dash);
+      const std::string b = dash == std::string::npos ? a : item.substr(dash + 1);
+      in_addr lo{};
+      in_addr hi{};
+      if (inet_pton(AF_INET, a.c_str(), &lo) != 1 || inet_pton(AF_INET, b.c_str(), &hi) != 1) {
+        err = "--source: not an IPv4 address or range: " + item;
+        return false;
+      }
+      const uint32_t from = ntohl(lo.s_addr);
+      const uint32_t to = ntohl(hi.s_addr);
+      if (to < from || to - from >= 65536) {
+        err = "--source: empty or too large a range (at most 65536 addresses): " + item;
+        return false;
+      }
+      for (uint64_t x = from; x <= to; ++x) {
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(x));
+        cfg.sources.push_back(sa);
+      }
+    }
+  }
+  if (!cfg.sources.empty() && cfg.target.ss_family != AF_INET) {
+    err = "--source: source addresses are IPv4, the target is not";
+    return false;
+  }
+  return true;
+}
+
+void raise_nofile() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+double seconds(const timeval& tv) {
+  return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"ringmx-bench: SMTP/LMTP load generator (closed loop, or open loop with --rate)"};
+  std::string target;
+  uint64_t connections = 0;
+  uint64_t messages = 0;
+  uint64_t size = 0;
+  uint64_t per_connection = 1;
+  double rate = 0;
+  bool poisson = false;
+  double duration = 60;
+  uint32_t recipients = 1;
+  bool no_pipelining = false;
+  bool lmtp = false;
+  bool bdat = false;
+  bool json = false;
+  double expect = 1.0;
+  uint32_t threads = 0;
+  std::vector<std::string> sources;
+  uint64_t seed = 1;
+  double timeout = 30;
+  std::string from = "bench@example.net";
+  std::string to = "rcpt@example.org";
+  std::string helo = "bench.example.net";
+  bool starttls = false;
+  bool tls = false;
+  std::string proxy;
+
+  app.add_option("--target", target, "server to load, HOST:PORT or [IPv6]:PORT")->required();
+  app.add_option("--connections", connections, "concurrent connections (at most)")
+      ->required()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000}));
+  app.add_option("--messages", messages, "messages to send in all (the run stops there)")
+      ->required()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000'000}));
+  app.add_option("--size", size, "message size in octets (exact from 512 up)")
+      ->required()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{256} << 20));
+  app.add_option("--per-connection", per_connection, "messages per connection before QUIT")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}));
+  app.add_option("--rate", rate, "open loop: messages per second over all threads (0: closed)")
+      ->check(CLI::Range(0.0, 10'000'000.0));
+  app.add_flag("--poisson", poisson, "open loop: Poisson arrivals instead of uniform spacing");
+  app.add_option("--duration", duration, "stop issuing messages after this many seconds")
+      ->check(CLI::Range(0.001, 86400.0));
+  app.add_option("--recipients", recipients, "recipients per message")
+      ->check(CLI::Range(1U, 10000U));
+  app.add_flag("--no-pipelining", no_pipelining, "lock-step even if the server offers PIPELINING");
+  app.add_flag("--lmtp", lmtp, "speak LMTP (LHLO, one reply per recipient)");
+  app.add_flag("--bdat", bdat, "send with BDAT <n> LAST (CHUNKING) instead of DATA");
+  app.add_flag("--json", json, "report as one JSON object");
+  app.add_option("--expect-success-rate", expect, "exit 1 when ok/sent is below this")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--threads", threads, "worker threads, one io_uring each (default: CPUs)")
+      ->check(CLI::Range(0U, 1024U));
+  app.add_option("--source", sources, "source addresses, A or A-B (IPv4), comma separated");
+  app.add_option("--seed", seed, "message generator seed (same seed, same messages)");
+  app.add_option("--timeout", timeout, "seconds to wait for any reply or connect")
+      ->check(CLI::Range(0.001, 3600.0));
+  app.add_option("--from", from, "envelope sender");
+  app.add_option("--to", to, "recipient; with --recipients R > 1: local1@domain .. localR@domain");
+  app.add_option("--helo", helo, "EHLO/LHLO name");
+  app.add_flag("--starttls", starttls, "STARTTLS (not supported yet)");
+  app.add_flag("--tls", tls, "implicit TLS (not supported yet)");
+  app.add_option("--proxy", proxy, "PROXY protocol v1|v2 (not supported yet)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+  if (starttls || tls || !proxy.empty()) {
+    std::cerr << "ringmx-bench: "
+              << (starttls ? "--starttls"
+                  : tls    ? "--tls"
+                           : "--proxy")
+              << " is not supported yet (the TLS engine and PROXY support are being written)\n";
+    return kExitUsage;
+  }
+  if (poisson && rate <= 0) {
+    std::cerr << "ringmx-bench: --poisson needs --rate\n";
+    return kExitUsage;
+  }
+
+  LoadConfig cfg;
+  std::string err;
+  if (!parse_target(target, cfg, err) || !parse_sources(sources, cfg, err)) {
+    std::cerr << "ringmx-bench: " << err << "\n";
+    return kExitUsage;
+  }
+  const size_t at = to.rfind('@');
+  if (at == std::string::npos || at == 0 || from.find('>') != std::string::npos ||
+      to.find('>') != std::string::npos) {
+    std::cerr << "ringmx-bench: --to must be local@domain, --from and --to without '>'\n";
+    return kExitUsage;
+  }
+  cfg.client.recipients.clear();
+  for (uint32_t i = 1; i <= recipients; ++i) {
+    cfg.client.recipients.push_back(
+        recipients == 1 ? to : to.substr(0, at) + std::to_string(i) + to.substr(at));
+  }
+  cfg.client.mail_from = from;
+  cfg.client.helo_name = helo;
+  cfg.client.lmtp = lmtp;
+  cfg.client.bdat = bdat;
+  cfg.client.use_pipelining = !no_pipelining;
+  if (threads == 0) threads = std::max(1U, std::thread::hardware_concurrency());
+  threads = static_cast<uint32_t>(
+      std::max<uint64_t>(1, std::min<uint64_t>({threads, connections, messages})));
+  cfg.threads = threads;
+  cfg.connections = connections;
+  cfg.messages = messages;
+  cfg.per_connection = per_connection;
+  cfg.rate = rate;
+  cfg.arrival = poisson ? ArrivalKind::poisson : ArrivalKind::uniform;
+  cfg.duration_ns = static_cast<int64_t>(std::llround(duration * 1e9));
+  cfg.timeout_ns = static_cast<int64_t>(std::llround(timeout * 1e9));
+  cfg.seed = seed;
+
+  raise_nofile();
+  signal(SIGPIPE, SIG_IGN);
+  LoadControl control;
+  g_stop = &control.stop;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  const MessagePool pool(seed, static_cast<size_t>(size), messages, bdat);
+  std::vector<Progress> progress(threads);
+
+  // Progress line, once a second, only on a terminal.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread progress_thread;
+  if (isatty(STDERR_FILENO)) {
+    progress_thread = std::thread([&] {
+      const auto t0 = std::chrono::steady_clock::now();
+      uint64_t last_ok = 0;
+      std::unique_lock<std::mutex> lock(mu);
+      while (!cv.wait_for(lock, std::chrono::seconds(1), [&] { return done; })) {
+        uint64_t sent = 0;
+        uint64_t ok = 0;
+        uint64_t failed = 0;
+        uint64_t open = 0;
+        for (const Progress& p : progress) {
+          sent += p.sent.load(std::memory_order_relaxed);
+          ok += p.ok.load(std::memory_order_relaxed);
+          failed += p.failed.load(std::memory_order_relaxed);
+          open += p.open.load(std::memory_order_relaxed);
+        }
+        const double t =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(stderr, "\r[%6.1fs] sent %llu  ok %llu  failed %llu  %llu msg/s  open %llu   ",
+                     t, static_cast<unsigned long long>(sent), static_cast<unsigned long long>(ok),
+                     static_cast<unsigned long long>(failed),
+                     static_cast<unsigned long long>(ok - last_ok),
+                     static_cast<unsigned long long>(open));
+        std::fflush(stderr);
+        last_ok = ok;
+      }
+      std::fprintf(stderr, "\n");
+    });
+  }
+
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  LoadResult result = run_load(cfg, pool, progress, control);
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  if (progress_thread.joinable()) progress_thread.join();
+
+  if (!result.errors.empty()) {
+    for (const auto& e : result.errors) std::cerr << "ringmx-bench: " << e << "\n";
+    return kExitUsage;
+  }
+
+  RunInfo info;
+  info.target = target;
+  info.open_loop = rate > 0;
+  info.poisson = poisson;
+  info.rate = rate;
+  info.threads = threads;
+  info.connections = connections;
+  info.per_connection = per_connection;
+  info.messages_limit = messages;
+  info.duration_limit_s = duration;
+  info.size = size;
+  info.recipients = recipients;
+  info.lmtp = lmtp;
+  info.bdat = bdat;
+  info.pipelining = !no_pipelining;
+  info.issued = result.issued;
+  info.elapsed_s = static_cast<double>(result.end_ns - result.start_ns) / 1e9;
+  info.cpu_user_s = seconds(after.ru_utime) - seconds(before.ru_utime);
+  info.cpu_sys_s = seconds(after.ru_stime) - seconds(before.ru_stime);
+  info.interrupted = control.stop.load() > 0;
+  const std::string report =
+      json ? format_json(info, result.stats) : format_human(info, result.stats);
+  std::fwrite(report.data(), 1, report.size(), stdout);
+  std::fflush(stdout);
+
+  if (!outcomes_consistent(info, result.stats)) {
+    std::cerr << "ringmx-bench: internal error: " << result.issued << " messages issued, "
+              << result.stats.sent << " outcomes\n";
+    return kExitFailedRate;
+  }
+  return result.stats.success_rate() >= expect ? 0 : kExitFailedRate;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "ringmx-bench: " << e.what() << "\n";
+    return kExitUsage;
+  }
+}

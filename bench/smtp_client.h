@@ -1,0 +1,222 @@
+// Contract: the client side of one SMTP (or LMTP) session as a sans-I/O state
+// machine, for the load generator. The owner feeds the bytes the server sent,
+// sends what output() holds (in order, as much as the socket takes, then
+// consume_output()), and passes the time in: the client opens no socket and
+// reads no clock. An output() view is valid until the next call into the
+// client (a referenced body stays where its owner keeps it).
+//
+// Session: banner (220) -> EHLO (LHLO for LMTP; HELO when EHLO gets 5xx) ->
+// idle. start_message() runs one transaction from idle back to idle:
+//   pipelined (the server offered PIPELINING and the settings allow it):
+//     MAIL + every RCPT + DATA leave together; the body follows the 354;
+//     BDAT mode sends MAIL + RCPT* + "BDAT <n> LAST" + body at once;
+//   lock-step otherwise: one command, one reply.
+// While a pipelined transaction is in progress, can_queue_next() says one
+// more message may be started: its MAIL + RCPT* + DATA (or BDAT) leave right
+// behind the current end of data (RFC 2920 allows message content to open a
+// group), so a busy connection costs one round trip per message. Message i+1's
+// replies come after message i's; if i fails before its data, i+1 starts once
+// the session is idle again (after RSET).
+// The DATA body is the caller's dot-stuffed text ending in ".\r\n" (see
+// message_gen's dot_stuff); BDAT sends the raw message. LMTP expects one reply
+// per accepted recipient after the data. quit() ends the session: QUIT at once
+// when idle, or after the transactions in progress (pipelined behind the last
+// end of data when possible).
+//
+// Every started message ends exactly once, in a MessageResult taken with
+// take_result(): its code is the first non-2xx reply of the transaction
+// (MAIL, any RCPT, DATA, the final reply or any LMTP per-recipient reply),
+// else the final 2xx; or an ErrorKind when the transport failed before the
+// final reply (connection_lost()) or the server broke the protocol. A
+// transaction that failed after MAIL was accepted and before its data is
+// followed by RSET before the session goes on (after the end-of-data reply the
+// server has reset the transaction itself). A 421 at any point ends the
+// session (closed()), and every message in progress ends with 421.
+// Bodies are referenced, not copied, above kCopyBelow octets: the caller keeps
+// them alive until the message's result is taken.
+#pragma once
+
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ringmx::bench {
+
+// Why a message (or a connection) failed without a final reply code.
+enum class ErrorKind : uint8_t {
+  none,
+  refused,      // connect: ECONNREFUSED
+  timeout,      // no reply (or no connection) within the timeout
+  reset,        // ECONNRESET, EPIPE and other socket errors
+  closed,       // the server closed the connection before the final reply
+  protocol,     // a reply that is not SMTP, or one nobody asked for
+  unsupported,  // --bdat against a server without CHUNKING
+  connect,      // connect failed otherwise (EADDRNOTAVAIL, ENETUNREACH, ...)
+  not_started,  // issued, but no connection took it before the run ended
+};
+constexpr size_t kErrorKindCount = 9;
+const char* error_kind_name(ErrorKind kind);
+
+struct ClientSettings {
+  std::string helo_name = "bench.example.net";
+  std::string mail_from = "bench@example.net";
+  std::vector<std::string> recipients = {"rcpt@example.org"};
+  bool lmtp = false;
+  bool bdat = false;
+  bool use_pipelining = true;  // when the server offers PIPELINING
+};
+
+// One message's data, owned by the caller.
+struct MessageBody {
+  std::string_view stuffed;  // dot-stuffed, ending in ".\r\n" (DATA)
+  std::string_view raw;      // as is (BDAT)
+};
+
+struct MessageResult {
+  uint64_t id = 0;
+  uint16_t code = 0;  // 0 when `error` is set
+  ErrorKind error = ErrorKind::none;
+  int64_t intended_ns = 0;  // when the caller wanted it to start (kIntendedAtStart: at MAIL)
+  int64_t started_ns = 0;   // MAIL queued
+  int64_t data_end_ns = 0;  // the end of the data queued (0: never got that far)
+  int64_t final_ns = 0;     // the final reply (or the error)
+  uint32_t rcpt_accepted = 0;
+  uint32_t rcpt_rejected = 0;
+  uint64_t data_bytes = 0;  // message octets sent (stuffed for DATA)
+  bool ok() const { return error == ErrorKind::none && code >= 200 && code < 300; }
+};
+
+class SmtpClient {
+ public:
+  enum class State : uint8_t { banner, helo, helo_fallback, idle, transaction, rset, quit, closed };
+  static constexpr size_t kCopyBelow = size_t{64} * 1024;
+  static constexpr size_t kMaxReplyLine = size_t{64} * 1024;
+  // As intended_ns: the message is intended to start when its MAIL is queued.
+  static constexpr int64_t kIntendedAtStart = INT64_MIN;
+
+  // The connection attempt starts now; `settings` must outlive the client.
+  SmtpClient(const ClientSettings& settings, int64_t now_ns);
+
+  void feed(std::string_view bytes, int64_t now_ns);
+  // Precondition: idle() or can_queue_next().
+  void start_message(uint64_t id, const MessageBody& body, int64_t intended_ns, int64_t now_ns);
+  bool can_queue_next() const;
+  void quit(int64_t now_ns);
+  // The transport is gone (or the owner gave up): the messages in progress, if
+  // any, end with `kind`; the session is closed.
+  void connection_lost(ErrorKind kind, int64_t now_ns);
+
+  std::string_view output() const;
+  void consume_output(size_t n);
+  bool has_output() const { return out_head_ < out_.size(); }
+
+  std::optional<MessageResult> take_result();
+  bool has_result() const { return results_head_ < results_.size(); }
+
+  State state() const { return state_; }
+  bool idle() const { return state_ == State::idle; }
+  bool closed() const { return state_ == State::closed; }
+  bool ready_seen() const { return ready_ns_ != 0; }  // reached idle at least once
+  // True while a reply from the server is due (the owner's timeout applies).
+  bool waiting() const;
+  int64_t last_progress_ns() const { return last_progress_ns_; }
+  int64_t created_ns() const { return created_ns_; }
+  int64_t banner_ns() const { return banner_ns_; }
+  int64_t ready_ns() const { return ready_ns_; }
+  // Why the session ended before it was ever ready: a reply code (banner or
+  // EHLO/HELO refused) or an error kind; both 0/none otherwise.
+  uint16_t setup_code() const { return setup_code_; }
+  ErrorKind setup_error() const { return setup_error_; }
+  // Messages started and not finished (0, 1 or 2).
+  size_t in_flight() const { return (cur_ ? 1 : 0) + (next_ ? 1 : 0); }
+  // Closed by a reply after which the server closes the connection itself
+  // (the reply to QUIT, or a 421): the owner may wait for its FIN, so that the
+  // server, not the client, keeps the TIME_WAIT.
+  bool server_closes() const { return state_ == State::closed && server_closes_; }
+
+  bool server_pipelining() const { return pipelining_; }
+  bool server_chunking() const { return chunking_; }
+  uint64_t transactions() const { return transactions_; }
+
+ private:
+  enum class Expect : uint8_t { mail, rcpt, data, final_reply, rset, quit };
+  struct Segment {
+    std::string text;
+    std::string_view view;  // used when text is empty
+  };
+  struct Txn {
+    MessageResult r;
+    MessageBody body;
+    bool pipelined = false;
+    bool sent = false;         // MAIL queued
+    bool data_queued = false;  // the end of its data queued
+    bool mail_ok = false;
+    size_t rcpt_sent = 0;
+    uint16_t first_fail = 0;
+    uint16_t last_code = 0;
+    uint32_t final_left = 0;
+    bool final_counted = false;
+  };
+
+  void on_reply(uint16_t code, int64_t now_ns);
+  void on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t now_ns);
+  void on_ehlo_line(std::string_view line);
+  void become_idle(int64_t now_ns);
+  void begin(int64_t now_ns);
+  void send_envelope(Txn& t, int64_t now_ns);
+  void send_rcpt(Txn& t, size_t i);
+  void send_data_command(Txn& t, int64_t now_ns);
+  void data_queued(Txn& t, int64_t now_ns);
+  void maybe_send_next(int64_t now_ns);
+  void maybe_send_quit();
+  void push_expect(Expect e);
+  void send(std::string_view text);
+  void send_body(std::string_view body);
+  void finish(Txn& t, int64_t now_ns, ErrorKind error);
+  void finish_cur(int64_t now_ns, ErrorKind error = ErrorKind::none);
+  void finish_all(int64_t now_ns, ErrorKind error, uint16_t code);
+  void end_transaction(int64_t now_ns);
+  void fail_protocol(int64_t now_ns);
+  void send_quit();
+  void clear_output();
+
+  const ClientSettings& settings_;
+  State state_ = State::banner;
+  std::string in_;
+  bool reply_started_ = false;  // a multi-line reply is being read
+  uint16_t reply_code_ = 0;
+  size_t reply_lines_ = 0;
+
+  std::vector<Segment> out_;
+  size_t out_head_ = 0;
+  size_t out_off_ = 0;
+
+  std::vector<Expect> expect_;
+  size_t expect_head_ = 0;
+
+  bool pipelining_ = false;
+  bool chunking_ = false;
+  bool quit_requested_ = false;
+  bool quit_sent_ = false;
+  bool server_closes_ = false;
+  bool rset_needed_ = false;
+
+  std::optional<Txn> cur_;   // the replies being read are its
+  std::optional<Txn> next_;  // queued behind it (its commands may be on their way)
+  std::vector<MessageResult> results_;
+  size_t results_head_ = 0;
+
+  int64_t created_ns_ = 0;
+  int64_t banner_ns_ = 0;
+  int64_t ready_ns_ = 0;
+  int64_t last_progress_ns_ = 0;
+  uint16_t setup_code_ = 0;
+  ErrorKind setup_error_ = ErrorKind::none;
+  uint64_t transactions_ = 0;
+};
+
+}  // namespace ringmx::bench

@@ -1,0 +1,293 @@
+// Contract: see stats.h. The JSON document (one object, stable keys):
+//   target, mode ("closed"|"open"), arrival ("uniform"|"poisson"|null),
+//   rate_target, threads, connections, per_connection, messages_limit,
+//   duration_limit_s, size, recipients, protocol ("smtp"|"lmtp"), bdat,
+//   pipelining, elapsed_s, interrupted, sent, ok, failed, success_rate,
+//   outcomes_consistent, messages_per_s (ok / elapsed), sent_per_s,
+//   transactions_per_s, bytes_per_s (message octets accepted / elapsed),
+//   connections_per_s (connections greeted / elapsed), rcpt_rejected,
+//   errors {by_code {"451": n}, by_kind {"refused": n, ...}},
+//   connection_stats {attempts, ready, failed, failed_by_code, failed_by_kind},
+//   wire {bytes_out, bytes_in},
+//   latency_us {connect|wait|transaction|data|message:
+//               {count, mean, p50, p90, p99, p99.9, max}},
+//   cpu {user_s, sys_s, percent_of_one_core, us_per_message}.
+#include "bench/stats.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <string_view>
+
+namespace ringmx::bench {
+
+namespace {
+
+constexpr double kPercentiles[] = {50.0, 90.0, 99.0, 99.9};
+constexpr const char* kPercentileNames[] = {"p50", "p90", "p99", "p99.9"};
+
+struct Phase {
+  const char* key;
+  const char* label;
+  const Histogram RunStats::*hist;
+};
+constexpr Phase kPhases[] = {
+    {"connect", "connect -> banner", &RunStats::connect},
+    {"wait", "wait for a connection", &RunStats::wait},
+    {"transaction", "transaction (MAIL -> final)", &RunStats::transaction},
+    {"data", "end of data -> final", &RunStats::data},
+    {"message", "message (intended -> final)", &RunStats::message},
+};
+
+double per_s(double n, double elapsed_s) {
+  return elapsed_s > 0 ? n / elapsed_s : 0.0;
+}
+
+// A finite number for JSON (NaN and infinity are not JSON).
+double finite(double x) {
+  return std::isfinite(x) ? x : 0.0;
+}
+
+template <size_t N>
+std::string json_code_map(const std::array<uint64_t, N>& codes) {
+  std::string out = "{";
+  bool first = true;
+  for (size_t c = 0; c < N; ++c) {
+    if (!codes[c]) continue;
+    out += fmt::format("{}\"{}\": {}", first ? "" : ", ", c, codes[c]);
+    first = false;
+  }
+  return out + "}";
+}
+
+std::string json_kind_map(const std::array<uint64_t, kErrorKindCount>& kinds) {
+  std::string out = "{";
+  for (size_t k = 1; k < kErrorKindCount; ++k) {
+    out += fmt::format("{}\"{}\": {}", k == 1 ? "" : ", ",
+                       error_kind_name(static_cast<ErrorKind>(k)), kinds[k]);
+  }
+  return out + "}";
+}
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string human_counts(const std::array<uint64_t, 1000>& codes,
+                         const std::array<uint64_t, kErrorKindCount>& kinds) {
+  std::string out;
+  for (size_t c = 0; c < codes.size(); ++c) {
+    if (codes[c]) out += fmt::format("{}{}: {}", out.empty() ? "" : ", ", c, codes[c]);
+  }
+  for (size_t k = 1; k < kErrorKindCount; ++k) {
+    if (kinds[k]) {
+      out += fmt::format("{}{}: {}", out.empty() ? "" : ", ",
+                         error_kind_name(static_cast<ErrorKind>(k)), kinds[k]);
+    }
+  }
+  return out.empty() ? "none" : out;
+}
+
+double ms(int64_t ns) {
+  return static_cast<double>(ns) / 1e6;
+}
+
+}  // namespace
+
+void RunStats::record(const MessageResult& r) {
+  ++sent;
+  if (r.ok()) {
+    ++ok;
+    data_bytes += r.data_bytes;
+  } else {
+    ++failed;
+    if (r.error != ErrorKind::none) {
+      ++by_kind[static_cast<size_t>(r.error)];
+    } else {
+      ++by_code[r.code < by_code.size() ? r.code : 0];
+    }
+  }
+  rcpt_rejected += r.rcpt_rejected;
+  const bool started =
+      r.started_ns != 0 && r.error != ErrorKind::not_started && r.error != ErrorKind::unsupported;
+  if (started) {
+    ++transactions;
+    wait.record(r.started_ns - r.intended_ns);
+  }
+  if (r.error != ErrorKind::none) return;
+  if (started) transaction.record(r.final_ns - r.started_ns);
+  if (r.data_end_ns) data.record(r.final_ns - r.data_end_ns);
+  message.record(r.final_ns - r.intended_ns);
+}
+
+void RunStats::record_setup_failure(uint16_t code, ErrorKind kind) {
+  ++conn_failed;
+  if (code) {
+    ++conn_by_code[code < conn_by_code.size() ? code : 0];
+  } else {
+    ++conn_by_kind[static_cast<size_t>(kind)];
+  }
+}
+
+void RunStats::merge(const RunStats& o) {
+  sent += o.sent;
+  ok += o.ok;
+  failed += o.failed;
+  for (size_t i = 0; i < by_code.size(); ++i) by_code[i] += o.by_code[i];
+  for (size_t i = 0; i < by_kind.size(); ++i) by_kind[i] += o.by_kind[i];
+  transactions += o.transactions;
+  rcpt_rejected += o.rcpt_rejected;
+  data_bytes += o.data_bytes;
+  bytes_out += o.bytes_out;
+  bytes_in += o.bytes_in;
+  conn_attempts += o.conn_attempts;
+  conn_ready += o.conn_ready;
+  conn_failed += o.conn_failed;
+  for (size_t i = 0; i < conn_by_code.size(); ++i) conn_by_code[i] += o.conn_by_code[i];
+  for (size_t i = 0; i < conn_by_kind.size(); ++i) conn_by_kind[i] += o.conn_by_kind[i];
+  connect.merge(o.connect);
+  wait.merge(o.wait);
+  transaction.merge(o.transaction);
+  data.merge(o.data);
+  message.merge(o.message);
+}
+
+bool outcomes_consistent(const RunInfo& info, const RunStats& s) {
+  uint64_t by_code = 0;
+  uint64_t by_kind = 0;
+  for (uint64_t n : s.by_code) by_code += n;
+  for (uint64_t n : s.by_kind) by_kind += n;
+  return s.sent == info.issued && s.sent == s.ok + s.failed && s.failed == by_code + by_kind;
+}
+
+std::string format_human(const RunInfo& info, const RunStats& s) {
+  const double e = info.elapsed_s;
+  std::string out;
+  out += fmt::format(
+      "ringmx-bench: {}, {} loop{}, {} connections x {} message{} per connection, {} thread{}\n",
+      info.target, info.open_loop ? "open" : "closed",
+      info.open_loop
+          ? fmt::format(" at {:g} msg/s ({})", info.rate, info.poisson ? "poisson" : "uniform")
+          : std::string(),
+      info.connections, info.per_connection, info.per_connection == 1 ? "" : "s", info.threads,
+      info.threads == 1 ? "" : "s");
+  out += fmt::format("  messages of {} octets, {} recipient{}, {}{}{}\n", info.size,
+                     info.recipients, info.recipients == 1 ? "" : "s", info.lmtp ? "LMTP" : "SMTP",
+                     info.bdat ? ", BDAT" : ", DATA",
+                     info.pipelining ? ", pipelining when offered" : ", no pipelining");
+  out += fmt::format("  elapsed          {:.3f} s (limits: {} messages, {:g} s){}\n", e,
+                     info.messages_limit, info.duration_limit_s,
+                     info.interrupted ? ", interrupted" : "");
+  out += fmt::format(
+      "  messages         {} sent = {} ok + {} failed; success rate {:.4f}{}\n", s.sent, s.ok,
+      s.failed, s.success_rate(),
+      outcomes_consistent(info, s) ? "" : fmt::format(" (INCONSISTENT: {} issued)", info.issued));
+  out += fmt::format(
+      "  throughput       {:.1f} messages/s, {:.1f} transactions/s, {:.2f} MB/s of message data, "
+      "{:.1f} connections/s{}\n",
+      per_s(static_cast<double>(s.ok), e), per_s(static_cast<double>(s.transactions), e),
+      per_s(static_cast<double>(s.data_bytes), e) / 1e6,
+      per_s(static_cast<double>(s.conn_ready), e),
+      info.open_loop ? fmt::format(" (sent {:.1f}/s)", per_s(static_cast<double>(s.sent), e))
+                     : std::string());
+  out += fmt::format("  {:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "latency (ms)",
+                     "count", "mean", "p50", "p90", "p99", "p99.9", "max");
+  for (const Phase& p : kPhases) {
+    const Histogram& h = s.*(p.hist);
+    out += fmt::format("    {:<42} {:>9} {:>9.3f}", p.label, h.count(), h.mean() / 1e6);
+    for (double q : kPercentiles) out += fmt::format(" {:>9.3f}", ms(h.percentile(q)));
+    out += fmt::format(" {:>9.3f}\n", ms(h.max()));
+  }
+  out += fmt::format("  failed messages  {}\n", human_counts(s.by_code, s.by_kind));
+  if (s.rcpt_rejected) out += fmt::format("  recipients refused {}\n", s.rcpt_rejected);
+  out += fmt::format("  connections      {} attempted, {} ready, {} failed ({})\n", s.conn_attempts,
+                     s.conn_ready, s.conn_failed, human_counts(s.conn_by_code, s.conn_by_kind));
+  out += fmt::format("  wire             {} octets out, {} in\n", s.bytes_out, s.bytes_in);
+  const double cpu = info.cpu_user_s + info.cpu_sys_s;
+  out += fmt::format(
+      "  client CPU       {:.2f} s user + {:.2f} s sys = {:.0f} % of one core, {:.1f} us per "
+      "message\n",
+      info.cpu_user_s, info.cpu_sys_s, e > 0 ? 100 * cpu / e : 0.0,
+      s.sent ? cpu * 1e6 / static_cast<double>(s.sent) : 0.0);
+  return out;
+}
+
+std::string format_json(const RunInfo& info, const RunStats& s) {
+  const double e = info.elapsed_s;
+  const double cpu = info.cpu_user_s + info.cpu_sys_s;
+  std::string out = "{\n";
+  out += fmt::format("  \"target\": {},\n", json_string(info.target));
+  out += fmt::format("  \"mode\": \"{}\",\n", info.open_loop ? "open" : "closed");
+  out += fmt::format("  \"arrival\": {},\n", !info.open_loop ? "null"
+                                             : info.poisson  ? "\"poisson\""
+                                                             : "\"uniform\"");
+  out += fmt::format("  \"rate_target\": {},\n", finite(info.rate));
+  out += fmt::format("  \"threads\": {},\n", info.threads);
+  out += fmt::format("  \"connections\": {},\n", info.connections);
+  out += fmt::format("  \"per_connection\": {},\n", info.per_connection);
+  out += fmt::format("  \"messages_limit\": {},\n", info.messages_limit);
+  out += fmt::format("  \"duration_limit_s\": {},\n", finite(info.duration_limit_s));
+  out += fmt::format("  \"size\": {},\n", info.size);
+  out += fmt::format("  \"recipients\": {},\n", info.recipients);
+  out += fmt::format("  \"protocol\": \"{}\",\n", info.lmtp ? "lmtp" : "smtp");
+  out += fmt::format("  \"bdat\": {},\n", info.bdat);
+  out += fmt::format("  \"pipelining\": {},\n", info.pipelining);
+  out += fmt::format("  \"elapsed_s\": {:.6f},\n", e);
+  out += fmt::format("  \"interrupted\": {},\n", info.interrupted);
+  out += fmt::format("  \"sent\": {},\n", s.sent);
+  out += fmt::format("  \"ok\": {},\n", s.ok);
+  out += fmt::format("  \"failed\": {},\n", s.failed);
+  out += fmt::format("  \"success_rate\": {:.6f},\n", s.success_rate());
+  out += fmt::format("  \"outcomes_consistent\": {},\n", outcomes_consistent(info, s));
+  out += fmt::format("  \"messages_per_s\": {:.3f},\n", per_s(static_cast<double>(s.ok), e));
+  out += fmt::format("  \"sent_per_s\": {:.3f},\n", per_s(static_cast<double>(s.sent), e));
+  out += fmt::format("  \"transactions_per_s\": {:.3f},\n",
+                     per_s(static_cast<double>(s.transactions), e));
+  out += fmt::format("  \"bytes_per_s\": {:.3f},\n", per_s(static_cast<double>(s.data_bytes), e));
+  out += fmt::format("  \"connections_per_s\": {:.3f},\n",
+                     per_s(static_cast<double>(s.conn_ready), e));
+  out += fmt::format("  \"rcpt_rejected\": {},\n", s.rcpt_rejected);
+  out += fmt::format("  \"errors\": {{\"by_code\": {}, \"by_kind\": {}}},\n",
+                     json_code_map(s.by_code), json_kind_map(s.by_kind));
+  out += fmt::format(
+      "  \"connection_stats\": {{\"attempts\": {}, \"ready\": {}, \"failed\": {}, "
+      "\"failed_by_code\": {}, \"failed_by_kind\": {}}},\n",
+      s.conn_attempts, s.conn_ready, s.conn_failed, json_code_map(s.conn_by_code),
+      json_kind_map(s.conn_by_kind));
+  out += fmt::format("  \"wire\": {{\"bytes_out\": {}, \"bytes_in\": {}}},\n", s.bytes_out,
+                     s.bytes_in);
+  out += "  \"latency_us\": {\n";
+  bool first = true;
+  for (const Phase& p : kPhases) {
+    const Histogram& h = s.*(p.hist);
+    out += fmt::format("{}    \"{}\": {{\"count\": {}, \"mean\": {:.3f}", first ? "" : ",\n", p.key,
+                       h.count(), h.mean() / 1e3);
+    for (size_t i = 0; i < std::size(kPercentiles); ++i) {
+      out += fmt::format(", \"{}\": {:.3f}", kPercentileNames[i],
+                         static_cast<double>(h.percentile(kPercentiles[i])) / 1e3);
+    }
+    out += fmt::format(", \"max\": {:.3f}}}", static_cast<double>(h.max()) / 1e3);
+    first = false;
+  }
+  out += "\n  },\n";
+  out += fmt::format(
+      "  \"cpu\": {{\"user_s\": {:.3f}, \"sys_s\": {:.3f}, \"percent_of_one_core\": {:.1f}, "
+      "\"us_per_message\": {:.3f}}}\n",
+      info.cpu_user_s, info.cpu_sys_s, e > 0 ? 100 * cpu / e : 0.0,
+      s.sent ? cpu * 1e6 / static_cast<double>(s.sent) : 0.0);
+  out += "}\n";
+  return out;
+}
+
+}  // namespace ringmx::bench

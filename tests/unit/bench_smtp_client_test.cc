@@ -1,0 +1,740 @@
+// Contract: the load generator's sans-I/O SMTP client, driven by scripted
+// server replies: exact bytes on the wire for pipelined and lock-step
+// transactions, DATA and BDAT, SMTP and LMTP; one outcome per message (the
+// first non-2xx reply, the final 2xx, or an error kind) whatever the server
+// does (4xx/5xx at RCPT and at the end of data, 421, garbage, closing mid-way);
+// RSET after a failed transaction; QUIT pipelined behind the last message.
+#include "bench/smtp_client.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "bench/message_gen.h"
+
+namespace ringmx::bench {
+namespace {
+
+constexpr const char* kEhloFull =
+    "250-mx.test Hello\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n"
+    "250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n";
+constexpr const char* kEhloPlain = "250-mx.test Hello\r\n250 8BITMIME\r\n";
+
+class Script {
+ public:
+  explicit Script(ClientSettings s) : settings_(std::move(s)), client_(settings_, 1000) {}
+
+  // Everything the client has to send, consumed.
+  std::string take() {
+    std::string out;
+    while (client_.has_output()) {
+      const std::string_view v = client_.output();
+      out.append(v);
+      client_.consume_output(v.size());
+    }
+    return out;
+  }
+  void feed(const std::string& s) { client_.feed(s, ++now_); }
+  // Feeds one byte at a time (replies split anywhere).
+  void trickle(const std::string& s) {
+    for (char c : s) client_.feed(std::string_view(&c, 1), ++now_);
+  }
+  void greet(const char* ehlo_reply) {
+    feed("220 mx.test ESMTP\r\n");
+    EXPECT_EQ(take(), "EHLO bench.example.net\r\n");
+    feed(ehlo_reply);
+    EXPECT_TRUE(client_.idle());
+  }
+  void start(uint64_t id, const MessageBody& body) { client_.start_message(id, body, 5, ++now_); }
+
+  ClientSettings settings_;
+  SmtpClient client_;
+  int64_t now_ = 1000;
+};
+
+struct Body {
+  explicit Body(size_t size = 1024, uint64_t seed = 1)
+      : raw(make_message(seed, size)), stuffed(dot_stuff(raw) + ".\r\n") {}
+  MessageBody view() const { return {stuffed, raw}; }
+  std::string raw;
+  std::string stuffed;
+};
+
+ClientSettings settings(size_t rcpts = 1) {
+  ClientSettings s;
+  s.recipients.clear();
+  for (size_t i = 0; i < rcpts; ++i) s.recipients.push_back("r" + std::to_string(i) + "@x.test");
+  return s;
+}
+
+TEST(BenchSmtpClient, PipelinedTransaction) {
+  Script t(settings(2));
+  t.greet(kEhloFull);
+  EXPECT_TRUE(t.client_.server_pipelining());
+  EXPECT_TRUE(t.client_.server_chunking());
+  Body b;
+  t.start(7, b.view());
+  EXPECT_EQ(t.take(),
+            "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\n"
+            "RCPT TO:<r1@x.test>\r\nDATA\r\n");
+  EXPECT_TRUE(t.client_.waiting());
+  t.trickle("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n");
+  EXPECT_EQ(t.take(), b.stuffed);
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 2.0.0 Ok: queued as ABC\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok());
+  EXPECT_EQ(r->code, 250);
+  EXPECT_EQ(r->id, 7u);
+  EXPECT_EQ(r->intended_ns, 5);
+  EXPECT_EQ(r->rcpt_accepted, 2u);
+  EXPECT_EQ(r->data_bytes, b.stuffed.size());
+  EXPECT_LT(r->started_ns, r->data_end_ns);
+  EXPECT_LT(r->data_end_ns, r->final_ns);
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_FALSE(t.client_.take_result());
+  EXPECT_EQ(t.take(), "");  // no RSET after a clean transaction
+  EXPECT_EQ(t.client_.transactions(), 1u);
+}
+
+TEST(BenchSmtpClient, LockStepWhenTheServerDoesNotPipeline) {
+  Script t(settings(2));
+  t.greet(kEhloPlain);
+  EXPECT_FALSE(t.client_.server_pipelining());
+  Body b;
+  t.start(1, b.view());
+  EXPECT_EQ(t.take(), "MAIL FROM:<bench@example.net>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r1@x.test>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "DATA\r\n");
+  t.feed("354 go\r\n");
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 queued\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok());
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, NoPipeliningSettingForcesLockStep) {
+  ClientSettings s = settings();
+  s.use_pipelining = false;
+  Script t(s);
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  EXPECT_EQ(t.take(), "MAIL FROM:<bench@example.net>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
+}
+
+TEST(BenchSmtpClient, MultiLineEhloKeywordsAnyCase) {
+  Script t(settings());
+  t.feed("220-mx.test first\r\n220 second line\r\n");
+  EXPECT_EQ(t.take(), "EHLO bench.example.net\r\n");
+  t.trickle("250-mx.test\r\n250-size 100\r\n250-chunking\r\n250 pipelining\r\n");
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_TRUE(t.client_.server_pipelining());
+  EXPECT_TRUE(t.client_.server_chunking());
+  EXPECT_GT(t.client_.banner_ns(), t.client_.created_ns());
+  EXPECT_GT(t.client_.ready_ns(), t.client_.banner_ns());
+}
+
+TEST(BenchSmtpClient, EhloRefusedFallsBackToHelo) {
+  Script t(settings());
+  t.feed("220 old server\r\n");
+  EXPECT_EQ(t.take(), "EHLO bench.example.net\r\n");
+  t.feed("502 5.5.2 no EHLO here\r\n");
+  EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
+  t.feed("250 hi\r\n");
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_FALSE(t.client_.server_pipelining());
+}
+
+TEST(BenchSmtpClient, RcptRejectedPipelinedThenRset) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(3, b.view());
+  t.take();
+  t.feed("250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->ok());
+  EXPECT_EQ(r->code, 550);
+  EXPECT_EQ(r->rcpt_rejected, 1u);
+  EXPECT_EQ(r->data_end_ns, 0);
+  EXPECT_EQ(t.take(), "RSET\r\n");
+  EXPECT_FALSE(t.client_.idle());
+  t.feed("250 2.0.0 ok\r\n");
+  EXPECT_TRUE(t.client_.idle());
+  // The next message goes out normally.
+  t.start(4, b.view());
+  EXPECT_EQ(t.take().rfind("MAIL FROM:", 0), 0u);
+}
+
+TEST(BenchSmtpClient, TempFailOneOfTwoRecipientsStillSendsTheData) {
+  Script t(settings(2));
+  t.greet(kEhloFull);
+  Body b;
+  t.start(3, b.view());
+  t.take();
+  t.feed("250 ok\r\n451 4.3.0 try later\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 queued\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 451);  // the first failure decides
+  EXPECT_EQ(r->rcpt_accepted, 1u);
+  EXPECT_EQ(r->rcpt_rejected, 1u);
+  EXPECT_EQ(t.take(), "");  // the end of data reset the transaction: no RSET
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, LockStepAllRecipientsRejectedSkipsData) {
+  Script t(settings());
+  t.greet(kEhloPlain);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
+  t.feed("450 4.2.0 busy\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 450);
+  EXPECT_EQ(t.take(), "RSET\r\n");
+}
+
+TEST(BenchSmtpClient, MailRejectedLockStepNeedsNoRset) {
+  Script t(settings());
+  t.greet(kEhloPlain);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("452 4.3.1 insufficient storage\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 452);
+  EXPECT_EQ(t.take(), "");
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, RejectedAtTheEndOfData) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("554 5.7.1 spam\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 554);
+  EXPECT_GT(r->data_end_ns, 0);
+  EXPECT_EQ(t.take(), "");
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, DataCommandRefused) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n451 4.3.0 not now\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 451);
+  EXPECT_EQ(r->data_bytes, 0u);
+  EXPECT_EQ(t.take(), "RSET\r\n");
+}
+
+TEST(BenchSmtpClient, LmtpRepliesPerRecipient) {
+  ClientSettings s = settings(3);
+  s.lmtp = true;
+  Script t(s);
+  t.feed("220 lmtp ready\r\n");
+  EXPECT_EQ(t.take(), "LHLO bench.example.net\r\n");
+  t.feed("250-lmtp\r\n250 PIPELINING\r\n");
+  ASSERT_TRUE(t.client_.idle());
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 2.0.0 r0 delivered\r\n");
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("452 4.2.2 r2 over quota\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 550) << error_kind_name(r->error);  // the RCPT failure came first
+  EXPECT_EQ(r->rcpt_accepted, 2u);
+
+  // All recipients delivered: one result after the last per-recipient reply.
+  EXPECT_EQ(t.take(), "");
+  ASSERT_TRUE(t.client_.idle());
+  t.start(2, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n");
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 ok\r\n");
+  r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok());
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, LmtpDoesNotFallBackToHelo) {
+  ClientSettings s = settings();
+  s.lmtp = true;
+  Script t(s);
+  t.feed("220 lmtp\r\n");
+  t.take();
+  t.feed("500 5.5.1 what\r\n");
+  EXPECT_EQ(t.take(), "QUIT\r\n");
+  EXPECT_EQ(t.client_.setup_code(), 500);
+  EXPECT_FALSE(t.client_.ready_seen());
+}
+
+TEST(BenchSmtpClient, BdatPipelinedInOneGo) {
+  ClientSettings s = settings();
+  s.bdat = true;
+  Script t(s);
+  t.greet(kEhloFull);
+  Body b(2000);
+  t.start(1, b.view());
+  EXPECT_EQ(t.take(),
+            "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\nBDAT 2000 LAST\r\n" + b.raw);
+  t.feed("250 ok\r\n250 ok\r\n");
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 2.0.0 queued\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok());
+  EXPECT_EQ(r->data_bytes, 2000u);
+}
+
+TEST(BenchSmtpClient, BdatLockStep) {
+  ClientSettings s = settings();
+  s.bdat = true;
+  s.use_pipelining = false;
+  Script t(s);
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  EXPECT_EQ(t.take(), "MAIL FROM:<bench@example.net>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "BDAT 1024 LAST\r\n" + b.raw);
+  t.feed("250 ok\r\n");
+  ASSERT_TRUE(t.client_.take_result()->ok());
+}
+
+TEST(BenchSmtpClient, BdatWithoutChunkingIsUnsupported) {
+  ClientSettings s = settings();
+  s.bdat = true;
+  Script t(s);
+  t.greet(kEhloPlain);
+  Body b;
+  t.start(1, b.view());
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, ErrorKind::unsupported);
+  EXPECT_EQ(t.take(), "");
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, ServerClosesMidTransaction) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(9, b.view());
+  t.take();
+  t.feed("250 ok\r\n");
+  t.client_.connection_lost(ErrorKind::closed, 5000);
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, 9u);
+  EXPECT_EQ(r->error, ErrorKind::closed);
+  EXPECT_EQ(r->code, 0);
+  EXPECT_FALSE(r->ok());
+  EXPECT_TRUE(t.client_.closed());
+  // Exactly one outcome: losing the connection again adds nothing.
+  t.client_.connection_lost(ErrorKind::reset, 6000);
+  EXPECT_FALSE(t.client_.take_result());
+}
+
+TEST(BenchSmtpClient, ServerClosesAfterTheFinalReplyAddsNothing) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n");
+  ASSERT_TRUE(t.client_.take_result()->ok());
+  t.client_.connection_lost(ErrorKind::closed, 9000);
+  EXPECT_FALSE(t.client_.take_result());
+  EXPECT_TRUE(t.client_.closed());
+}
+
+TEST(BenchSmtpClient, ServiceClosing421EndsTheSession) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("421 4.7.0 too many transactions\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 421);
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_EQ(t.take(), "");
+}
+
+TEST(BenchSmtpClient, BannerRefused) {
+  Script t(settings());
+  t.feed("554 5.7.1 go away\r\n");
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_EQ(t.client_.setup_code(), 554);
+  EXPECT_FALSE(t.client_.ready_seen());
+  EXPECT_EQ(t.take(), "");
+}
+
+TEST(BenchSmtpClient, ConnectionLostBeforeReadyIsASetupError) {
+  Script t(settings());
+  t.client_.connection_lost(ErrorKind::refused, 2000);
+  EXPECT_EQ(t.client_.setup_error(), ErrorKind::refused);
+  EXPECT_FALSE(t.client_.take_result());
+}
+
+TEST(BenchSmtpClient, GarbageIsAProtocolError) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("HTTP/1.1 400 Bad Request\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, ErrorKind::protocol);
+  EXPECT_TRUE(t.client_.closed());
+}
+
+TEST(BenchSmtpClient, UnsolicitedReplyWhileIdle) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  t.feed("421 4.4.2 idle timeout\r\n");
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_FALSE(t.client_.take_result());
+}
+
+TEST(BenchSmtpClient, QuitPipelinedBehindTheLastMessage) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.client_.quit(t.now_);
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.take(), b.stuffed + "QUIT\r\n");
+  t.feed("250 queued\r\n221 bye\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok());
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_FALSE(t.client_.waiting());
+}
+
+TEST(BenchSmtpClient, QuitWhenIdleAndBeforeReady) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  t.client_.quit(t.now_);
+  EXPECT_EQ(t.take(), "QUIT\r\n");
+  EXPECT_TRUE(t.client_.waiting());
+  t.feed("221 bye\r\n");
+  EXPECT_TRUE(t.client_.closed());
+
+  Script u(settings());
+  u.client_.quit(u.now_);  // before the banner: QUIT once the session is ready
+  u.feed("220 hi\r\n");
+  EXPECT_EQ(u.take(), "EHLO bench.example.net\r\n");
+  u.feed("250 hi\r\n");
+  EXPECT_EQ(u.take(), "QUIT\r\n");
+}
+
+TEST(BenchSmtpClient, QuitAfterAFailedLockStepTransaction) {
+  ClientSettings s = settings();
+  Script t(s);
+  t.greet(kEhloPlain);
+  Body b;
+  t.start(1, b.view());
+  t.client_.quit(t.now_);
+  t.take();
+  t.feed("250 ok\r\n");
+  t.take();
+  t.feed("550 no\r\n");
+  EXPECT_EQ(t.client_.take_result()->code, 550);
+  EXPECT_EQ(t.take(), "RSET\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "QUIT\r\n");
+}
+
+TEST(BenchSmtpClient, LargeBodiesAreReferencedNotCopied) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b(SmtpClient::kCopyBelow * 2);
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  ASSERT_TRUE(t.client_.has_output());
+  EXPECT_EQ(t.client_.output().data(), b.stuffed.data());
+  // Partial sends.
+  t.client_.consume_output(1000);
+  EXPECT_EQ(t.client_.output().data(), b.stuffed.data() + 1000);
+  EXPECT_EQ(t.take(), b.stuffed.substr(1000));
+}
+
+TEST(BenchSmtpClient, StartWhileBusyStillGivesOneOutcome) {
+  Script t(settings());
+  t.greet(kEhloPlain);  // lock-step: nothing can be queued
+  Body b;
+  t.start(1, b.view());
+  t.take();
+  t.feed("250 ok\r\n");
+  t.take();
+  t.feed("250 ok\r\n");  // MAIL, RCPT done; DATA reply due
+  EXPECT_EQ(t.take(), "DATA\r\n");
+  EXPECT_FALSE(t.client_.can_queue_next());
+  t.start(2, b.view());  // a caller's mistake
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, 2u);
+  EXPECT_EQ(r->error, ErrorKind::protocol);
+  t.feed("354 go\r\n");  // message 1 carries on
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 ok\r\n");
+  r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, 1u);
+  EXPECT_TRUE(r->ok());
+}
+
+TEST(BenchSmtpClient, OverlongReplyLineIsAProtocolError) {
+  Script t(settings());
+  t.feed(std::string(SmtpClient::kMaxReplyLine + 10, 'x'));
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_EQ(t.client_.setup_error(), ErrorKind::protocol);
+}
+
+TEST(BenchSmtpClient, NextMessagePipelinedBehindTheEndOfData) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b1(1024, 1);
+  Body b2(1024, 2);
+  EXPECT_FALSE(t.client_.can_queue_next());  // idle: start_message, not queue
+  t.start(1, b1.view());
+  EXPECT_TRUE(t.client_.can_queue_next());
+  t.start(2, b2.view());
+  EXPECT_FALSE(t.client_.can_queue_next());  // one queued at most
+  EXPECT_EQ(t.client_.in_flight(), 2u);
+  const std::string envelope = "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\nDATA\r\n";
+  EXPECT_EQ(t.take(), envelope);  // message 2 waits for message 1's data
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.take(), b1.stuffed + envelope);  // one group: data 1 + envelope 2
+  t.feed("250 queued 1\r\n250 ok\r\n250 ok\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, 1u);
+  EXPECT_TRUE(r->ok());
+  EXPECT_FALSE(t.client_.has_result());
+  EXPECT_EQ(t.client_.in_flight(), 1u);
+  EXPECT_TRUE(t.client_.can_queue_next());  // message 2 is current now
+  t.feed("354 go\r\n");
+  EXPECT_EQ(t.take(), b2.stuffed);
+  t.feed("250 queued 2\r\n");
+  r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, 2u);
+  EXPECT_TRUE(r->ok());
+  EXPECT_GT(r->started_ns, 0);
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, IntendedAtStartIsWhenMailIsQueued) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.client_.start_message(2, b.view(), SmtpClient::kIntendedAtStart, ++t.now_);
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");  // message 2's MAIL is queued now
+  const int64_t queued_at = t.now_;
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("250 ok\r\n");
+  t.client_.take_result();
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->intended_ns, queued_at);
+  EXPECT_EQ(r->started_ns, queued_at);
+}
+
+TEST(BenchSmtpClient, QuitBehindTheLastOfTwoMessages) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  t.client_.quit(t.now_);
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  const std::string out = t.take();
+  EXPECT_EQ(out.find("QUIT"), std::string::npos);
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.take(), b.stuffed + "QUIT\r\n");
+  t.feed("250 ok\r\n221 bye\r\n");
+  EXPECT_TRUE(t.client_.take_result()->ok());
+  EXPECT_TRUE(t.client_.take_result()->ok());
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_TRUE(t.client_.server_closes());
+}
+
+TEST(BenchSmtpClient, QueuedMessageWaitsForRsetWhenTheFirstFailsEarly) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  t.take();
+  t.feed("250 ok\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 550);
+  EXPECT_EQ(t.take(), "RSET\r\n");  // message 2 has not been sent
+  EXPECT_FALSE(t.client_.can_queue_next());
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\nDATA\r\n");
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("250 ok\r\n");
+  r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, 2u);
+  EXPECT_TRUE(r->ok());
+}
+
+TEST(BenchSmtpClient, RejectedAtTheEndOfDataNeedsNoRsetBeforeTheNext) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("554 5.7.1 no thanks\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.client_.take_result()->code, 554);
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 ok\r\n");
+  EXPECT_TRUE(t.client_.take_result()->ok());
+  EXPECT_EQ(t.take(), "");
+}
+
+TEST(BenchSmtpClient, BdatPipelinesTheNextMessageAtOnce) {
+  ClientSettings s = settings();
+  s.bdat = true;
+  Script t(s);
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  const std::string one =
+      "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\nBDAT 1024 LAST\r\n" + b.raw;
+  EXPECT_EQ(t.take(), one + one);
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n");
+  EXPECT_TRUE(t.client_.take_result()->ok());
+  EXPECT_TRUE(t.client_.can_queue_next());
+  t.start(3, b.view());
+  EXPECT_EQ(t.take(), one);
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n");
+  EXPECT_EQ(t.client_.take_result()->id, 2u);
+  EXPECT_EQ(t.client_.take_result()->id, 3u);
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(BenchSmtpClient, ServiceClosingEndsBothMessages) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("421 4.3.2 shutting down\r\n");
+  EXPECT_EQ(t.client_.take_result()->code, 421);
+  EXPECT_EQ(t.client_.take_result()->code, 421);
+  EXPECT_FALSE(t.client_.has_result());
+  EXPECT_TRUE(t.client_.server_closes());
+}
+
+TEST(BenchSmtpClient, ConnectionLostEndsBothMessagesOnce) {
+  Script t(settings());
+  t.greet(kEhloFull);
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());  // not sent yet
+  t.client_.connection_lost(ErrorKind::reset, 7000);
+  auto r1 = t.client_.take_result();
+  auto r2 = t.client_.take_result();
+  ASSERT_TRUE(r1 && r2);
+  EXPECT_EQ(r1->error, ErrorKind::reset);
+  EXPECT_EQ(r2->error, ErrorKind::reset);
+  EXPECT_EQ(r2->started_ns, 0);
+  EXPECT_FALSE(t.client_.take_result());
+  t.client_.connection_lost(ErrorKind::closed, 8000);
+  EXPECT_FALSE(t.client_.take_result());
+}
+
+TEST(BenchSmtpClient, LmtpNextMessageAfterEveryRecipientReply) {
+  ClientSettings s = settings(2);
+  s.lmtp = true;
+  Script t(s);
+  t.feed("220 lmtp\r\n");
+  t.take();
+  t.feed("250-lmtp\r\n250 PIPELINING\r\n");
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("250 r0\r\n");
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 r1\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_TRUE(t.client_.take_result()->ok());
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 r0\r\n450 r1 busy\r\n");
+  EXPECT_EQ(t.client_.take_result()->code, 450);
+}
+
+TEST(BenchSmtpClient, NoQueueingInLockStep) {
+  Script t(settings());
+  t.greet(kEhloPlain);
+  Body b;
+  t.start(1, b.view());
+  EXPECT_FALSE(t.client_.can_queue_next());
+}
+
+}  // namespace
+}  // namespace ringmx::bench

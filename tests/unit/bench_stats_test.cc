@@ -1,0 +1,142 @@
+// Contract: the load generator's counters and report: each outcome is counted
+// once (by code or by kind), latencies go to the right phases, merge adds up,
+// outcomes_consistent() catches a lost message, and both reports carry the
+// figures (the JSON with its stable keys).
+#include "bench/stats.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ringmx::bench {
+namespace {
+
+MessageResult ok_result(uint64_t id, int64_t t0) {
+  MessageResult r;
+  r.id = id;
+  r.code = 250;
+  r.intended_ns = t0;
+  r.started_ns = t0 + 1000;
+  r.data_end_ns = t0 + 50'000;
+  r.final_ns = t0 + 150'000;
+  r.data_bytes = 1024;
+  r.rcpt_accepted = 1;
+  return r;
+}
+
+TEST(BenchStats, RecordCountsEachOutcomeOnce) {
+  RunStats s;
+  s.record(ok_result(1, 0));
+  MessageResult rejected = ok_result(2, 0);
+  rejected.code = 554;
+  s.record(rejected);
+  MessageResult lost;
+  lost.id = 3;
+  lost.error = ErrorKind::reset;
+  lost.intended_ns = 10;
+  lost.started_ns = 20;
+  lost.final_ns = 30;
+  s.record(lost);
+  MessageResult never;
+  never.id = 4;
+  never.error = ErrorKind::not_started;
+  s.record(never);
+
+  EXPECT_EQ(s.sent, 4u);
+  EXPECT_EQ(s.ok, 1u);
+  EXPECT_EQ(s.failed, 3u);
+  EXPECT_EQ(s.by_code[554], 1u);
+  EXPECT_EQ(s.by_kind[static_cast<size_t>(ErrorKind::reset)], 1u);
+  EXPECT_EQ(s.by_kind[static_cast<size_t>(ErrorKind::not_started)], 1u);
+  EXPECT_EQ(s.data_bytes, 1024u);  // accepted messages only
+  EXPECT_EQ(s.transactions, 3u);   // the one never started is no transaction
+  // Latency for the messages with a reply code (250 and 554).
+  EXPECT_EQ(s.message.count(), 2u);
+  EXPECT_EQ(s.transaction.count(), 2u);
+  EXPECT_EQ(s.data.count(), 2u);
+  EXPECT_EQ(s.wait.count(), 3u);
+  EXPECT_EQ(s.message.max(), 150'000);
+  EXPECT_EQ(s.transaction.max(), 149'000);
+  EXPECT_EQ(s.data.max(), 100'000);
+  EXPECT_DOUBLE_EQ(s.success_rate(), 0.25);
+
+  RunInfo info;
+  info.issued = 4;
+  EXPECT_TRUE(outcomes_consistent(info, s));
+  info.issued = 5;  // one message without an outcome
+  EXPECT_FALSE(outcomes_consistent(info, s));
+}
+
+TEST(BenchStats, MergeAddsUp) {
+  RunStats a;
+  RunStats b;
+  for (uint64_t i = 0; i < 10; ++i) a.record(ok_result(i, 0));
+  MessageResult t;
+  t.error = ErrorKind::timeout;
+  b.record(t);
+  b.record_setup_failure(421, ErrorKind::none);
+  b.record_setup_failure(0, ErrorKind::refused);
+  a.merge(b);
+  EXPECT_EQ(a.sent, 11u);
+  EXPECT_EQ(a.ok, 10u);
+  EXPECT_EQ(a.failed, 1u);
+  EXPECT_EQ(a.conn_failed, 2u);
+  EXPECT_EQ(a.conn_by_code[421], 1u);
+  EXPECT_EQ(a.conn_by_kind[static_cast<size_t>(ErrorKind::refused)], 1u);
+  EXPECT_EQ(a.message.count(), 10u);
+}
+
+TEST(BenchStats, EmptyRunSucceedsNowhere) {
+  RunStats s;
+  EXPECT_EQ(s.success_rate(), 0.0);
+  RunInfo info;
+  EXPECT_TRUE(outcomes_consistent(info, s));
+  const std::string json = format_json(info, s);
+  EXPECT_NE(json.find("\"sent\": 0,"), std::string::npos);
+  EXPECT_NE(json.find("\"messages_per_s\": 0.000,"), std::string::npos);
+}
+
+TEST(BenchStats, Reports) {
+  RunStats s;
+  for (uint64_t i = 0; i < 100; ++i) s.record(ok_result(i, 0));
+  MessageResult r = ok_result(100, 0);
+  r.code = 451;
+  s.record(r);
+  s.conn_attempts = 101;
+  s.conn_ready = 101;
+  RunInfo info;
+  info.target = "127.0.0.1:25";
+  info.issued = 101;
+  info.elapsed_s = 2.0;
+  info.connections = 4;
+  info.per_connection = 1;
+  info.messages_limit = 101;
+  info.size = 1024;
+
+  const std::string json = format_json(info, s);
+  EXPECT_EQ(json.front(), '{');
+  EXPECT_EQ(json.substr(json.size() - 2), "}\n");
+  for (const char* key :
+       {"\"target\": \"127.0.0.1:25\"", "\"mode\": \"closed\"", "\"arrival\": null",
+        "\"sent\": 101,", "\"ok\": 100,", "\"failed\": 1,", "\"outcomes_consistent\": true",
+        "\"messages_per_s\": 50.000,", "\"errors\": {\"by_code\": {\"451\": 1}",
+        "\"latency_us\": {", "\"p99.9\": ", "\"connect\": {\"count\": 0", "\"cpu\": {"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << "\n" << json;
+  }
+  // Balanced braces, no NaN.
+  int depth = 0;
+  for (char c : json) depth += c == '{' ? 1 : c == '}' ? -1 : 0;
+  EXPECT_EQ(depth, 0);
+  EXPECT_EQ(json.find("nan"), std::string::npos);
+
+  const std::string text = format_human(info, s);
+  EXPECT_NE(text.find("101 sent = 100 ok + 1 failed"), std::string::npos) << text;
+  EXPECT_NE(text.find("451: 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("50.0 messages/s"), std::string::npos) << text;
+  EXPECT_EQ(text.find("INCONSISTENT"), std::string::npos);
+  info.issued = 102;
+  EXPECT_NE(format_human(info, s).find("INCONSISTENT"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ringmx::bench
