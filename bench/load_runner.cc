@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "bench/message_gen.h"
+#include "net/buffer_ring.h"
 
 namespace ringmx::bench {
 
@@ -150,9 +151,7 @@ class Worker {
 
   io_uring ring_{};
   bool ring_ready_ = false;
-  io_uring_buf_ring* buf_ring_ = nullptr;
-  size_t buf_ring_bytes_ = 0;
-  std::unique_ptr<char[]> bufs_;
+  ProvidedBufferRing bufs_;
 
   RunStats stats_;
   std::optional<ArrivalSchedule> schedule_;
@@ -184,7 +183,6 @@ Worker::~Worker() {
     if (c->fd >= 0) ::close(c->fd);
     delete c;
   }
-  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
 }
 
 void Worker::setup() {
@@ -194,25 +192,7 @@ void Worker::setup() {
   int r = io_uring_queue_init_params(4096, &ring_, &p);
   if (r < 0) throw std::runtime_error(std::string("io_uring_queue_init: ") + std::strerror(-r));
   ring_ready_ = true;
-  buf_ring_bytes_ = kBufCount * sizeof(io_uring_buf);
-  void* mem =
-      mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (mem == MAP_FAILED) throw std::runtime_error("mmap of the buffer ring failed");
-  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
-  io_uring_buf_ring_init(buf_ring_);
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
-  reg.ring_entries = kBufCount;
-  reg.bgid = kBufGroup;
-  r = io_uring_register_buf_ring(&ring_, &reg, 0);
-  if (r < 0) throw std::runtime_error(std::string("register buffer ring: ") + std::strerror(-r));
-  bufs_ = std::make_unique<char[]>(size_t{kBufCount} * kBufSize);
-  const int mask = io_uring_buf_ring_mask(kBufCount);
-  for (uint32_t i = 0; i < kBufCount; ++i) {
-    io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{i} * kBufSize, kBufSize,
-                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
-  }
-  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(kBufCount));
+  bufs_.setup(ring_, kBufCount, kBufSize, kBufGroup);
 }
 
 io_uring_sqe* Worker::sqe() {
@@ -536,12 +516,9 @@ void Worker::on_recv(Conn& c, int res, uint32_t flags) {
     const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
     stats_.bytes_in += static_cast<uint64_t>(res);
     if (!c.shut) {
-      c.client.feed(
-          std::string_view(bufs_.get() + size_t{bid} * kBufSize, static_cast<size_t>(res)), now_);
+      c.client.feed(bufs_.data(bid, static_cast<size_t>(res)), now_);
     }
-    io_uring_buf_ring_add(buf_ring_, bufs_.get() + size_t{bid} * kBufSize, kBufSize, bid,
-                          io_uring_buf_ring_mask(kBufCount), 0);
-    io_uring_buf_ring_advance(buf_ring_, 1);
+    bufs_.recycle(bid);
     if (!c.shut) after_client(c);  // cannot free c: this recv still counts in ops
   }
   if (more) return;

@@ -258,8 +258,6 @@ Shard::~Shard() {
   for (auto& l : listeners_)
     if (l.fd >= 0) ::close(l.fd);
   if (ring_ready_) io_uring_queue_exit(&ring_);
-  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
-  delete[] buf_base_;
   if (control_fd_ >= 0) ::close(control_fd_);
   if (seg_fd_ >= 0) ::close(seg_fd_);
   if (spool_dir_fd_ >= 0) ::close(spool_dir_fd_);
@@ -275,27 +273,7 @@ void Shard::setup_ring() {
 }
 
 void Shard::setup_buffers() {
-  buf_count_ = kBufCount;
-  buf_size_ = kBufSize;
-  buf_ring_bytes_ = buf_count_ * sizeof(io_uring_buf);
-  void* mem =
-      mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-  if (mem == MAP_FAILED) throw std::runtime_error("mmap buffer ring failed");
-  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
-  io_uring_buf_ring_init(buf_ring_);
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
-  reg.ring_entries = buf_count_;
-  reg.bgid = kBufGroup;
-  int r = io_uring_register_buf_ring(&ring_, &reg, 0);
-  if (r < 0) throw std::runtime_error(std::string("register buffer ring: ") + std::strerror(-r));
-  buf_base_ = new char[size_t{buf_count_} * buf_size_];
-  const int mask = io_uring_buf_ring_mask(buf_count_);
-  for (uint32_t i = 0; i < buf_count_; ++i) {
-    io_uring_buf_ring_add(buf_ring_, buf_base_ + size_t{i} * buf_size_, buf_size_,
-                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
-  }
-  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buf_count_));
+  bufs_.setup(ring_, kBufCount, kBufSize, kBufGroup);
 }
 
 void Shard::start() {
@@ -624,21 +602,15 @@ void Shard::arm_recv(Connection& c) {
   ++c.ops;
 }
 
-void Shard::recycle_buffer(uint16_t bid) {
-  io_uring_buf_ring_add(buf_ring_, buf_base_ + size_t{bid} * buf_size_, buf_size_, bid,
-                        io_uring_buf_ring_mask(buf_count_), 0);
-  io_uring_buf_ring_advance(buf_ring_, 1);
-}
-
 void Shard::on_recv(Connection& c, int res, uint32_t flags) {
   const bool more = flags & IORING_CQE_F_MORE;
   if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
     const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
     metrics_.bytes_in.inc(static_cast<uint64_t>(res));
     if (c.stage != Connection::Stage::closing) {
-      feed(c, std::string_view(buf_base_ + size_t{bid} * buf_size_, static_cast<size_t>(res)));
+      feed(c, bufs_.data(bid, static_cast<size_t>(res)));
     }
-    recycle_buffer(bid);  // the session copied what it keeps
+    bufs_.recycle(bid);  // the session copied what it keeps
   }
   if (!more) {
     c.recv_armed = false;

@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/metrics.h"
 #include "core/session.h"
+#include "net/buffer_ring.h"
 #include "net/log.h"
 #include "net/timer_wheel.h"
 
@@ -101,7 +102,6 @@ class Shard {
   void maybe_free(Connection& c);
   void feed(Connection& c, std::string_view data);
   void feed_pending(Connection& c);
-  void recycle_buffer(uint16_t bid);
   void update_clock();
   void check_disk();
   void stop_accepting();
@@ -126,11 +126,7 @@ class Shard {
 
   io_uring ring_{};
   bool ring_ready_ = false;
-  io_uring_buf_ring* buf_ring_ = nullptr;
-  char* buf_base_ = nullptr;
-  size_t buf_ring_bytes_ = 0;
-  uint32_t buf_count_ = 0;
-  uint32_t buf_size_ = 0;
+  ProvidedBufferRing bufs_;
 
   int control_fd_ = -1;
   uint64_t control_buf_ = 0;
