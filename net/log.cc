@@ -109,7 +109,13 @@ bool parse_log_level(std::string_view s, LogLevel& out) {
   return false;
 }
 
-LogLine::LogLine(LogLevel level, std::string_view event, int64_t unix_ms) {
+int64_t wall_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+LogLine::LogLine(LogLevel level, std::string_view event, int64_t unix_ms) : level_(level) {
   s_.reserve(256);
   // ts as seconds with milliseconds, UTC epoch: cheap and sortable.
   s_.append("ts=");

@@ -43,8 +43,10 @@ class LogLine {
   LogLine& kv(std::string_view key, uint32_t value) { return kv(key, uint64_t{value}); }
   LogLine& kv(std::string_view key, int value) { return kv(key, int64_t{value}); }
   std::string_view finish();  // adds the newline
+  LogLevel level() const { return level_; }
 
  private:
+  LogLevel level_;
   void key(std::string_view k);
   std::string s_;
 };
@@ -62,6 +64,10 @@ class Logger {
   void set_level(LogLevel l) { level_.store(l, std::memory_order_relaxed); }
   // Start-up and shutdown messages from the main thread (written directly).
   void write_now(std::string_view line);
+  // A line from a thread without a ring (main, start-up), if its level is on.
+  void emit(LogLine& line) {
+    if (enabled(line.level())) write_now(line.finish());
+  }
   void start();
   void stop();  // drains everything, then joins
 
@@ -76,6 +82,8 @@ class Logger {
 };
 
 std::string_view log_level_name(LogLevel l);
+// Wall-clock milliseconds, for LogLine timestamps outside the shards.
+int64_t wall_ms();
 bool parse_log_level(std::string_view s, LogLevel& out);
 
 }  // namespace ringmx

@@ -98,13 +98,14 @@ void Server::start() {
     RecoveryReport r = recover_spool_dir(dir);
     shared_.spool_bytes += static_cast<int64_t>(r.bytes);
     shared_.spool_messages += static_cast<int64_t>(r.kept);
-    LogLine l(LogLevel::info, "spool_recovered", std::time(nullptr) * 1000);
-    l.kv("dir", dir).kv("kept", r.kept).kv("removed_partial", r.removed_temp).kv("corrupt", r.bad);
-    logger_.write_now(l.finish());
+    LogLine l(LogLevel::info, "spool_recovered", wall_ms());
+    l.kv("dir", dir).kv("kept", r.kept).kv("removed_partial", r.removed_temp);
+    l.kv("tails_cut", r.truncated).kv("corrupt", r.bad);
+    logger_.emit(l);
     for (const auto& p : r.problems) {
-      LogLine w(LogLevel::warn, "spool_corrupt_file", std::time(nullptr) * 1000);
+      LogLine w(LogLevel::warn, "spool_recovery", wall_ms());
       w.kv("dir", dir).kv("problem", p);
-      logger_.write_now(w.finish());
+      logger_.emit(w);
     }
   }
 

@@ -296,9 +296,9 @@ void Shard::start() {
       setup_ring();
       setup_buffers();
     } catch (const std::exception& e) {
-      std::string msg = std::string("level=error event=shard_setup_failed shard=") +
-                        std::to_string(id_) + " error=\"" + e.what() + "\"\n";
-      logger_.write_now(msg);
+      LogLine l(LogLevel::error, "shard_setup_failed", wall_ms());
+      l.kv("shard", id_).kv("error", e.what());
+      logger_.emit(l);
       finished_.store(true, std::memory_order_release);
       return;
     }

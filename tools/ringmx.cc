@@ -211,23 +211,29 @@ int main(int argc, char** argv) {
     if (sig == SIGHUP) {
       ServerConfig next;
       if (!build_config(config_path, o, next)) {
-        logger.write_now(
-            "level=error event=reload_failed reason=\"invalid config, keeping the old one\"\n");
+        LogLine l(LogLevel::error, "reload_failed", wall_ms());
+        l.kv("reason", "invalid config, keeping the old one");
+        logger.emit(l);
         continue;
       }
       if (next.smtp.hostname == ServerConfig{}.smtp.hostname && o.hostname.empty()) {
         next.smtp.hostname = cfg.smtp.hostname;
       }
       std::string notes = server.reload(std::move(next));
-      logger.write_now("level=info event=reload_done\n");
+      LogLine l(LogLevel::info, "reload_done", wall_ms());
+      logger.emit(l);
       if (!notes.empty()) std::cerr << "ringmx: reload: " << notes;
       continue;
     }
-    logger.write_now("level=info event=draining\n");
+    LogLine l(LogLevel::info, "draining", wall_ms());
+    l.kv("signal", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    logger.emit(l);
     break;
   }
   server.drain_and_wait();
-  logger.write_now("level=info event=stopped\n");
+  LogLine stopped(LogLevel::info, "stopped", wall_ms());
+  stopped.kv("exit", exit_code);
+  logger.emit(stopped);
   logger.stop();
   return exit_code;
 }
