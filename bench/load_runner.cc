@@ -502,9 +502,7 @@ void Worker::on_connect(Conn& c, int res) {
 void Worker::arm_recv(Conn& c) {
   if (c.recv_armed || c.shut) return;
   io_uring_sqe* s = sqe();
-  io_uring_prep_recv_multishot(s, c.fd, nullptr, 0, 0);
-  s->flags |= IOSQE_BUFFER_SELECT;
-  s->buf_group = kBufGroup;
+  bufs_.prep_recv_multishot(s, c.fd);
   io_uring_sqe_set_data64(s, tag(&c, kOpRecv));
   c.recv_armed = true;
   ++c.ops;
@@ -513,7 +511,7 @@ void Worker::arm_recv(Conn& c) {
 void Worker::on_recv(Conn& c, int res, uint32_t flags) {
   const bool more = flags & IORING_CQE_F_MORE;
   if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
-    const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    const uint16_t bid = ProvidedBufferRing::buffer_id(flags);
     stats_.bytes_in += static_cast<uint64_t>(res);
     if (!c.shut) {
       c.client.feed(bufs_.data(bid, static_cast<size_t>(res)), now_);

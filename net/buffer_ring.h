@@ -53,6 +53,18 @@ class ProvidedBufferRing {
 
   uint16_t group() const { return group_; }
 
+  // A multishot recv on `fd` that takes its buffers from this ring.
+  void prep_recv_multishot(io_uring_sqe* sqe, int fd) const {
+    io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = group_;
+  }
+
+  // The buffer a recv completion filled.
+  static uint16_t buffer_id(uint32_t cqe_flags) {
+    return static_cast<uint16_t>(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+  }
+
   // The bytes a completion delivered into buffer `bid`.
   std::string_view data(uint16_t bid, size_t len) const {
     return {bufs_.get() + size_t{bid} * size_, len};

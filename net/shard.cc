@@ -594,9 +594,7 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
 void Shard::arm_recv(Connection& c) {
   if (c.recv_armed || c.shut) return;
   io_uring_sqe* s = sqe();
-  io_uring_prep_recv_multishot(s, c.fd, nullptr, 0, 0);
-  s->flags |= IOSQE_BUFFER_SELECT;
-  s->buf_group = kBufGroup;
+  bufs_.prep_recv_multishot(s, c.fd);
   io_uring_sqe_set_data64(s, tag(&c, kOpRecv));
   c.recv_armed = true;
   ++c.ops;
@@ -605,7 +603,7 @@ void Shard::arm_recv(Connection& c) {
 void Shard::on_recv(Connection& c, int res, uint32_t flags) {
   const bool more = flags & IORING_CQE_F_MORE;
   if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
-    const auto bid = static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+    const uint16_t bid = ProvidedBufferRing::buffer_id(flags);
     metrics_.bytes_in.inc(static_cast<uint64_t>(res));
     if (c.stage != Connection::Stage::closing) {
       feed(c, bufs_.data(bid, static_cast<size_t>(res)));
