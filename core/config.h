@@ -13,9 +13,41 @@ namespace ringmx {
 
 enum class LogLevel : uint8_t { debug, info, warn, error };
 
+// How a listener uses TLS. `unset` follows the [tls] section: STARTTLS when
+// it names a certificate, plain SMTP otherwise.
+enum class ListenerTls : uint8_t { unset, none, starttls, implicit };
+
 struct ListenerConfig {
   std::string name;     // label in logs and metrics; defaults to the address
   std::string address;  // "127.0.0.1:2525", "[::1]:2525", "0.0.0.0:25"
+  ListenerTls tls = ListenerTls::unset;
+  // MAIL before STARTTLS gets 530 5.7.0 (RFC 3207). Never on a public port 25.
+  bool require_tls = false;
+  // This listener's own certificate; empty: the [tls] one.
+  std::string cert_file{};
+  std::string key_file{};
+};
+
+// An extra certificate served when the client asks for `name` (SNI): exact,
+// or "*.example.org" for one label.
+struct TlsSniConfig {
+  std::string name;
+  std::string cert_file{};
+  std::string key_file{};
+};
+
+enum class TlsMinVersion : uint8_t { tls1_2, tls1_3 };
+
+struct TlsConfig {
+  std::string cert_file;  // PEM chain, leaf first
+  std::string key_file;   // PEM, unencrypted
+  std::vector<TlsSniConfig> sni;
+  TlsMinVersion min_version = TlsMinVersion::tls1_2;
+  std::string ciphers;  // empty: the built-in AEAD-only list (tls/tls_context.h)
+  std::string groups;   // empty: X25519, then P-256
+  bool session_tickets = true;
+  bool request_client_cert = false;  // asked for, never required, only logged
+  uint32_t handshake_timeout_ms = 10000;
 };
 
 struct SpoolConfig {
@@ -32,6 +64,7 @@ struct ServerConfig {
   std::vector<ListenerConfig> listeners{{"default", "127.0.0.1:2525"}};
   std::string admin_listen = "127.0.0.1:9425";  // empty disables the admin endpoint
   SpoolConfig spool;
+  TlsConfig tls;
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   // Connections over all shards, and from one client address.
@@ -43,5 +76,8 @@ struct ServerConfig {
   // (554 5.5.1). 0 greets at once.
   uint32_t greeting_delay_ms = 0;
 };
+
+// The TLS mode a listener ends up with (resolves `unset`).
+ListenerTls effective_tls(const ServerConfig& cfg, const ListenerConfig& l);
 
 }  // namespace ringmx

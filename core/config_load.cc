@@ -133,6 +133,22 @@ constexpr EnumName<BareLinePolicy> kBareLinePolicies[] = {
     {"normalise", BareLinePolicy::normalise},
 };
 
+constexpr EnumName<ListenerTls> kListenerTlsModes[] = {
+    {"none", ListenerTls::none},
+    {"starttls", ListenerTls::starttls},
+    {"implicit", ListenerTls::implicit},
+};
+
+constexpr EnumName<TlsMinVersion> kTlsMinVersions[] = {
+    {"TLS1_2", TlsMinVersion::tls1_2},
+    {"TLS1_3", TlsMinVersion::tls1_3},
+};
+
+// Handshake deadline: long enough for a slow RSA client on a bad link, short
+// enough that a silent socket does not hold a slot for minutes.
+constexpr uint64_t kMinHandshakeTimeoutMs = 100;
+constexpr uint64_t kMaxHandshakeTimeoutMs = 300000;
+
 template <typename E, size_t N>
 std::string one_of_message(const EnumName<E> (&names)[N]) {
   std::string msg = "must be one of: ";
@@ -202,6 +218,24 @@ std::string check_listener_name(std::string_view n, std::string_view address) {
   return {};
 }
 
+// Certificate and key paths: existence is checked when the certificates are
+// loaded (start-up, --check-config, reload); here only the shape.
+std::string check_file_path(std::string_view f) {
+  if (f.empty()) return "must not be empty";
+  if (f.find('\0') != std::string_view::npos) return "must not contain NUL";
+  return {};
+}
+
+// A server name for SNI: a host name, or "*." and one.
+std::string check_sni_name(std::string_view n) {
+  std::string_view host = n;
+  if (host.size() > 2 && host.substr(0, 2) == "*.") host.remove_prefix(2);
+  if (host.empty() || !check_hostname(host).empty()) {
+    return "must be a host name or *.domain";
+  }
+  return {};
+}
+
 std::string check_spool_dir(std::string_view d) {
   if (d.empty()) return "must not be empty";
   // open() would silently stop at the NUL and use another directory.
@@ -255,6 +289,8 @@ class Loader {
         if (const toml::table* t = section(v, "admin")) load_admin(*t, cfg);
       } else if (name == "listener") {
         load_listeners(v, cfg);
+      } else if (name == "tls") {
+        if (const toml::table* t = section(v, "tls")) load_tls(*t, cfg.tls);
       } else {
         unknown(k, v, std::string(name));
       }
@@ -452,6 +488,74 @@ class Loader {
     }
   }
 
+  void load_tls(const toml::table& t, TlsConfig& tls) {
+    for (const auto& [k, v] : t) {
+      const std::string_view name = k.str();
+      const std::string key = dotted("tls", k);
+      if (name == "cert") {
+        read_checked(v, key, check_file_path, tls.cert_file);
+      } else if (name == "key") {
+        read_checked(v, key, check_file_path, tls.key_file);
+      } else if (name == "min_version") {
+        read_enum(v, key, kTlsMinVersions, tls.min_version);
+      } else if (name == "ciphers" || name == "groups") {
+        read_checked(
+            v, key, [](std::string_view s) { return s.empty() ? "must not be empty" : ""; },
+            name == "ciphers" ? tls.ciphers : tls.groups);
+      } else if (name == "session_tickets") {
+        read_bool(v, key, tls.session_tickets);
+      } else if (name == "request_client_cert") {
+        read_bool(v, key, tls.request_client_cert);
+      } else if (name == "handshake_timeout_ms") {
+        uint64_t x = 0;
+        if (read_uint(v, key, kMinHandshakeTimeoutMs, kMaxHandshakeTimeoutMs, x)) {
+          tls.handshake_timeout_ms = static_cast<uint32_t>(x);
+        }
+      } else if (name == "sni") {
+        load_sni(v, tls);
+      } else {
+        unknown(k, v, key);
+      }
+    }
+  }
+
+  void load_sni(const toml::node& n, TlsConfig& tls) {
+    const toml::array* arr = n.as_array();
+    if (arr == nullptr) {
+      wrong_type(n, "tls.sni", "an array of tables ([[tls.sni]])");
+      return;
+    }
+    tls.sni.clear();
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const std::string base = "tls.sni[" + std::to_string(i) + "]";
+      const toml::table* t = (*arr)[i].as_table();
+      if (t == nullptr) {
+        wrong_type((*arr)[i], base, "a table");
+        continue;
+      }
+      TlsSniConfig e;
+      const size_t errors_before = errors_.size();
+      for (const auto& [k, v] : *t) {
+        const std::string key = base + "." + std::string(k.str());
+        if (k.str() == "name") {
+          read_checked(v, key, check_sni_name, e.name);
+        } else if (k.str() == "cert") {
+          read_checked(v, key, check_file_path, e.cert_file);
+        } else if (k.str() == "key") {
+          read_checked(v, key, check_file_path, e.key_file);
+        } else {
+          unknown(k, v, key);
+        }
+      }
+      if (e.name.empty() || e.cert_file.empty() || e.key_file.empty()) {
+        // A field already refused says enough.
+        if (errors_.size() == errors_before) add(t->source(), base, "needs name, cert and key");
+        continue;
+      }
+      tls.sni.push_back(std::move(e));
+    }
+  }
+
   void load_listeners(const toml::node& n, ServerConfig& cfg) {
     const toml::array* arr = n.as_array();
     if (arr == nullptr) {
@@ -488,6 +592,14 @@ class Loader {
       } else if (k.str() == "address") {
         has_address = true;
         address_ok = read_checked(v, listener_key(index, "address"), check_address, l.address);
+      } else if (k.str() == "tls") {
+        read_enum(v, listener_key(index, "tls"), kListenerTlsModes, l.tls);
+      } else if (k.str() == "require_tls") {
+        read_bool(v, listener_key(index, "require_tls"), l.require_tls);
+      } else if (k.str() == "cert") {
+        read_checked(v, listener_key(index, "cert"), check_file_path, l.cert_file);
+      } else if (k.str() == "key") {
+        read_checked(v, listener_key(index, "key"), check_file_path, l.key_file);
       } else {
         unknown(k, v, listener_key(index, k.str()));
       }
@@ -587,6 +699,40 @@ ConfigLoadResult load_config(std::string_view toml_text, std::string_view file_n
   return result;
 }
 
+namespace {
+
+template <typename Check>
+void check_tls(const ServerConfig& cfg, Check& check) {
+  const TlsConfig& t = cfg.tls;
+  if (t.cert_file.empty() != t.key_file.empty()) {
+    check(t.cert_file.empty() ? "tls.cert" : "tls.key", "tls.cert and tls.key go together");
+  }
+  if (!t.sni.empty() && t.cert_file.empty()) {
+    check("tls.sni", "needs a default certificate (tls.cert and tls.key)");
+  }
+  if (t.handshake_timeout_ms < kMinHandshakeTimeoutMs ||
+      t.handshake_timeout_ms > kMaxHandshakeTimeoutMs) {
+    check("tls.handshake_timeout_ms",
+          range_message(kMinHandshakeTimeoutMs, kMaxHandshakeTimeoutMs));
+  }
+  for (size_t i = 0; i < cfg.listeners.size(); ++i) {
+    const ListenerConfig& l = cfg.listeners[i];
+    if (l.cert_file.empty() != l.key_file.empty()) {
+      check(listener_key(i, l.cert_file.empty() ? "cert" : "key"), "cert and key go together");
+    }
+    const ListenerTls mode = effective_tls(cfg, l);
+    const bool has_cert = !l.cert_file.empty() || !t.cert_file.empty();
+    if (mode != ListenerTls::none && !has_cert) {
+      check(listener_key(i, "tls"), "needs a certificate: set tls.cert and tls.key");
+    }
+    if (l.require_tls && mode == ListenerTls::none) {
+      check(listener_key(i, "require_tls"), "needs tls = \"starttls\" or \"implicit\"");
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
   std::vector<ConfigError> errors;
   auto check = [&errors](std::string key, std::string problem) {
@@ -630,7 +776,13 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
       }
     }
   }
+  check_tls(cfg, check);
   return errors;
+}
+
+ListenerTls effective_tls(const ServerConfig& cfg, const ListenerConfig& l) {
+  if (l.tls != ListenerTls::unset) return l.tls;
+  return cfg.tls.cert_file.empty() ? ListenerTls::none : ListenerTls::starttls;
 }
 
 bool split_host_port(std::string_view s, std::string& host, uint16_t& port) {

@@ -16,6 +16,10 @@ constexpr std::array<std::string_view, static_cast<size_t>(ConnResult::count_)> 
 constexpr std::array<std::string_view, static_cast<size_t>(TxnResult::count_)> kTxnResultNames = {
     "accepted", "rejected", "tempfail", "aborted"};
 
+constexpr std::array<std::string_view, kTlsResults> kTlsResultNames = {"ok", "failed", "timeout"};
+constexpr std::array<std::string_view, kTlsVersions> kTlsVersionNames = {"none", "TLS1_2",
+                                                                         "TLS1_3"};
+
 constexpr uint64_t kNsPerSecond = 1'000'000'000;
 
 // Bucket bounds in whole nanoseconds, so placement at a bound is exact (a
@@ -152,6 +156,12 @@ struct Totals {
   uint64_t timeouts = 0;
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
+  std::array<std::array<std::array<uint64_t, kTlsResults>, kTlsVersions>, kMaxListeners>
+      tls_handshakes{};
+  std::array<uint64_t, Histogram::kBounds.size() + 1> tls_buckets{};
+  uint64_t tls_sum_ns = 0;
+  std::array<int64_t, kTlsVersions> tls_active{};
+  uint64_t tls_resumed = 0;
 };
 
 void add_shard(Totals& t, const ShardMetrics& m) {
@@ -173,9 +183,112 @@ void add_shard(Totals& t, const ShardMetrics& m) {
     t.fsync_buckets[i] += m.fsync_seconds.bucket(i);
   }
   t.fsync_sum_ns += m.fsync_seconds.sum_ns();
+  for (size_t l = 0; l < kMaxListeners; ++l) {
+    for (size_t v = 0; v < kTlsVersions; ++v) {
+      for (size_t r = 0; r < kTlsResults; ++r) {
+        t.tls_handshakes[l][v][r] += m.tls_handshakes[l][v][r].get();
+      }
+    }
+  }
+  for (size_t i = 0; i < t.tls_buckets.size(); ++i) {
+    t.tls_buckets[i] += m.tls_handshake_seconds.bucket(i);
+  }
+  t.tls_sum_ns += m.tls_handshake_seconds.sum_ns();
+  for (size_t v = 0; v < kTlsVersions; ++v) t.tls_active[v] += m.tls_sessions_active[v].get();
+  t.tls_resumed += m.tls_resumed.get();
+}
+
+// One unlabelled histogram family from summed buckets (the last is +Inf).
+void append_histogram(std::string& out, std::string_view name, std::string_view help,
+                      const std::array<uint64_t, Histogram::kBounds.size() + 1>& buckets,
+                      uint64_t sum_ns) {
+  append_family(out, name, "histogram", help);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    cumulative += buckets[i];
+    out += name;
+    out += "_bucket{le=\"";
+    if (i < Histogram::kBounds.size()) {
+      append_double(out, Histogram::kBounds[i]);
+    } else {
+      out += "+Inf";
+    }
+    out += "\"} ";
+    append_u64(out, cumulative);
+    out.push_back('\n');
+  }
+  out += name;
+  out += "_sum ";
+  append_ns_as_seconds(out, sum_ns);
+  out.push_back('\n');
+  // The count is the +Inf bucket so the two agree even when a scrape races an
+  // observation (a bucket is bumped before the count).
+  out += name;
+  out += "_count ";
+  append_u64(out, cumulative);
+  out.push_back('\n');
+}
+
+void append_tls(std::string& out, const Totals& t, const MetricsView& view, size_t listeners) {
+  append_family(out, "ringmx_tls_handshakes_total", "counter",
+                "TLS handshakes by listener, protocol version and outcome.");
+  for (size_t l = 0; l < listeners; ++l) {
+    for (size_t v = 0; v < kTlsVersions; ++v) {
+      for (size_t r = 0; r < kTlsResults; ++r) {
+        // Only combinations that can happen: a version with ok, "none" with a failure.
+        if ((v == 0) == (r == 0)) continue;
+        out += "ringmx_tls_handshakes_total{listener=\"";
+        append_label_value(out, view.listener_names[l]);
+        out += "\",version=\"";
+        out += kTlsVersionNames[v];
+        out += "\",result=\"";
+        out += kTlsResultNames[r];
+        out += "\"} ";
+        append_u64(out, t.tls_handshakes[l][v][r]);
+        out.push_back('\n');
+      }
+    }
+  }
+  append_histogram(out, "ringmx_tls_handshake_duration_seconds",
+                   "Time from the first handshake byte to a finished TLS handshake.", t.tls_buckets,
+                   t.tls_sum_ns);
+  append_counter(out, "ringmx_tls_resumed_total", "TLS handshakes that resumed a session.",
+                 t.tls_resumed);
+  append_family(out, "ringmx_tls_sessions_active", "gauge",
+                "SMTP sessions over TLS now open, by protocol version.");
+  for (size_t v = 1; v < kTlsVersions; ++v) {
+    out += "ringmx_tls_sessions_active{version=\"";
+    out += kTlsVersionNames[v];
+    out += "\"} ";
+    append_i64(out, t.tls_active[v]);
+    out.push_back('\n');
+  }
+  append_family(out, "ringmx_tls_certificate_expiry_timestamp_seconds", "gauge",
+                "When each loaded certificate expires, seconds since the epoch.");
+  for (const CertificateMetric& c : view.certificates) {
+    out += "ringmx_tls_certificate_expiry_timestamp_seconds{listener=\"";
+    append_label_value(out, c.listener);
+    out += "\",name=\"";
+    append_label_value(out, c.name);
+    out += "\",subject=\"";
+    append_label_value(out, c.subject);
+    out += "\"} ";
+    append_i64(out, c.not_after);
+    out.push_back('\n');
+  }
 }
 
 }  // namespace
+
+std::string_view tls_result_name(TlsResult r) {
+  auto i = static_cast<size_t>(r);
+  return i < kTlsResultNames.size() ? kTlsResultNames[i] : "unknown";
+}
+
+std::string_view tls_version_label(TlsVersionLabel v) {
+  auto i = static_cast<size_t>(v);
+  return i < kTlsVersionNames.size() ? kTlsVersionNames[i] : "unknown";
+}
 
 void Histogram::observe_ns(uint64_t ns) {
   size_t i = 0;
@@ -249,35 +362,13 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_counter(out, "ringmx_session_timeouts_total", "SMTP sessions closed by a timeout.",
                  t.timeouts);
 
-  constexpr std::string_view kFsync = "ringmx_spool_fsync_duration_seconds";
-  append_family(out, kFsync, "histogram", "Time to write and fsync one spool batch.");
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
-    cumulative += t.fsync_buckets[i];
-    out += kFsync;
-    out += "_bucket{le=\"";
-    if (i < Histogram::kBounds.size()) {
-      append_double(out, Histogram::kBounds[i]);
-    } else {
-      out += "+Inf";
-    }
-    out += "\"} ";
-    append_u64(out, cumulative);
-    out.push_back('\n');
-  }
-  out += kFsync;
-  out += "_sum ";
-  append_ns_as_seconds(out, t.fsync_sum_ns);
-  out.push_back('\n');
-  // The count is the +Inf bucket so the two agree even when a scrape races an
-  // observation (a bucket is bumped before the count).
-  out += kFsync;
-  out += "_count ";
-  append_u64(out, cumulative);
-  out.push_back('\n');
+  append_histogram(out, "ringmx_spool_fsync_duration_seconds",
+                   "Time to write and fsync one spool batch.", t.fsync_buckets, t.fsync_sum_ns);
 
   append_gauge(out, "ringmx_spool_bytes", "Bytes of messages in the spool.", view.spool_bytes);
   append_gauge(out, "ringmx_spool_messages", "Messages in the spool.", view.spool_messages);
+
+  append_tls(out, t, view, listeners);
 
   append_family(out, "ringmx_shard_loop_iterations_total", "counter",
                 "Event loop iterations per shard.");

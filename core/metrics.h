@@ -73,6 +73,15 @@ std::string_view txn_result_name(TxnResult r);
 
 inline constexpr size_t kMaxListeners = 16;
 
+// TLS handshakes: how they ended, and the protocol version ("none" when the
+// handshake did not finish).
+enum class TlsResult : uint8_t { ok, failed, timeout, count_ };
+std::string_view tls_result_name(TlsResult r);
+enum class TlsVersionLabel : uint8_t { none, tls1_2, tls1_3, count_ };
+std::string_view tls_version_label(TlsVersionLabel v);
+inline constexpr size_t kTlsResults = static_cast<size_t>(TlsResult::count_);
+inline constexpr size_t kTlsVersions = static_cast<size_t>(TlsVersionLabel::count_);
+
 struct alignas(64) ShardMetrics {
   std::array<std::array<Counter, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
       connections;
@@ -87,6 +96,19 @@ struct alignas(64) ShardMetrics {
   Histogram fsync_seconds;  // write+fsync of one spool batch
   Counter loop_iterations;
   Counter timeouts;
+  std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
+      tls_handshakes;
+  Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished
+  std::array<Gauge, kTlsVersions> tls_sessions_active;  // by version
+  Counter tls_resumed;
+};
+
+// A loaded certificate, for its expiry gauge.
+struct CertificateMetric {
+  std::string listener;
+  std::string name;  // "default" or the SNI server name
+  std::string subject;
+  int64_t not_after = 0;  // unix seconds
 };
 
 // What the renderer needs besides the shard blocks.
@@ -97,6 +119,7 @@ struct MetricsView {
   int64_t spool_messages = 0;
   int64_t start_time_unix = 0;
   std::string version;
+  std::vector<CertificateMetric> certificates;
 };
 
 // Appends the Prometheus text exposition format (version 0.0.4).

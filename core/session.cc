@@ -205,10 +205,14 @@ void Session::resume(Verdict v, Now now) {
   }
 }
 
-void Session::tls_started(std::string tls_version, std::string tls_cipher, Now now) {
+void Session::set_tls(std::string tls_version, std::string tls_cipher) {
   info_.tls_active = true;
   info_.tls_version = std::move(tls_version);
   info_.tls_cipher = std::move(tls_cipher);
+}
+
+void Session::tls_started(std::string tls_version, std::string tls_cipher, Now now) {
+  set_tls(std::move(tls_version), std::move(tls_cipher));
   // RFC 3207 4.2: forget everything learnt before the handshake.
   helo_seen_ = false;
   esmtp_ = false;
@@ -405,6 +409,9 @@ void Session::finish_helo(const Verdict& v) {
 void Session::cmd_mail(const Command& c, Now /*now*/) {
   if (!helo_seen_) return error_reply(503, "5.5.1", "Error: send HELO/EHLO first");
   if (in_txn_) return error_reply(503, "5.5.1", "Error: nested MAIL command");
+  if (info_.tls_required && !info_.tls_active) {
+    return error_reply(530, "5.7.0", "Must issue a STARTTLS command first");
+  }
   if (!starts_with_nocase(c.arg, "FROM:")) {
     return error_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
   }

@@ -38,6 +38,7 @@ struct ConnInfo {
   std::string client_ptr;      // verified (forward-confirmed) reverse name, empty if none
   bool tls_available = false;  // STARTTLS may be offered
   bool tls_active = false;     // implicit TLS, or after STARTTLS
+  bool tls_required = false;   // MAIL before STARTTLS gets 530 5.7.0 (RFC 3207 4)
   std::string tls_version;     // e.g. "TLS1_3", set when tls_active
   std::string tls_cipher;
 };
@@ -144,6 +145,8 @@ class Session {
 
   // After STARTTLS: the handshake finished; the session starts over (RFC 3207 4.2).
   void tls_started(std::string tls_version, std::string tls_cipher, Now now);
+  // Implicit TLS: the handshake finished before start(); nothing to forget.
+  void set_tls(std::string tls_version, std::string tls_cipher);
 
   // Monotonic time at which on_timer() must be called.
   int64_t deadline_ms() const;

@@ -62,6 +62,7 @@ Server::~Server() {
 void Server::start() {
   start_time_ = std::time(nullptr);
   const ServerConfig& sc = cfg_->server;
+  warn_expired(*cfg_);
   if (std::string missing = check_uring_support(); !missing.empty()) {
     throw std::runtime_error("this kernel's io_uring lacks what ringmx needs:\n" + missing);
   }
@@ -170,8 +171,11 @@ std::string Server::reload(ServerConfig cfg) {
     cfg.spool.dir = old.spool.dir;
   }
   if (cfg.admin_listen != old.admin_listen) notes += "admin.listen changes need a restart\n";
-  logger_.set_level(cfg.log_level);
+  // Certificates are loaded before anything changes: a bad one keeps the old
+  // config (the caller logs why).
   auto next = RuntimeConfig::make(std::move(cfg));
+  logger_.set_level(next->server.log_level);
+  warn_expired(*next);
   {
     std::lock_guard<std::mutex> g(cfg_mu_);
     cfg_ = next;
@@ -186,6 +190,19 @@ void Server::drain_and_wait() {
   for (auto& s : shards_) s->request_drain(deadline);
   for (auto& s : shards_) s->join();
   if (admin_) admin_->stop();
+}
+
+// MX TLS is opportunistic: an expired certificate still beats plaintext, so
+// it is a loud warning (and the expiry gauge), not a refusal to start.
+void Server::warn_expired(const RuntimeConfig& rc) {
+  const int64_t now = std::time(nullptr);
+  for (const CertificateMetric& c : rc.certificates) {
+    if (c.not_after >= now) continue;
+    LogLine l(LogLevel::warn, "tls_certificate_expired", wall_ms());
+    l.kv("listener", c.listener).kv("name", c.name).kv("subject", c.subject);
+    l.kv("not_after", c.not_after);
+    logger_.emit(l);
+  }
 }
 
 std::shared_ptr<const RuntimeConfig> Server::current() const {
@@ -203,7 +220,9 @@ bool Server::shard_failed() const {
 std::string Server::render_metrics() const {
   MetricsView v;
   for (const auto& m : metrics_) v.shards.push_back(m.get());
-  for (const auto& l : current()->server.listeners) v.listener_names.push_back(l.name);
+  const std::shared_ptr<const RuntimeConfig> rc = current();
+  for (const auto& l : rc->server.listeners) v.listener_names.push_back(l.name);
+  v.certificates = rc->certificates;
   v.spool_bytes = shared_.spool_bytes.load(std::memory_order_relaxed);
   v.spool_messages = shared_.spool_messages.load(std::memory_order_relaxed);
   v.start_time_unix = start_time_;

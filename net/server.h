@@ -46,6 +46,7 @@ class Server {
 
  private:
   std::shared_ptr<const RuntimeConfig> current() const;
+  void warn_expired(const RuntimeConfig& rc);
 
   mutable std::mutex cfg_mu_;  // cfg_ is replaced by reload() and read by the admin thread
   std::shared_ptr<const RuntimeConfig> cfg_;

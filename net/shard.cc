@@ -23,31 +23,12 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "core/received_header.h"
+#include "net/connection.h"
 #include "net/uring_probe.h"
-#include "pipeline/spool_format.h"
 
 namespace ringmx {
 
 namespace {
-
-// user_data = pointer | op; every object an operation points to is 16-aligned.
-enum Op : unsigned {
-  kOpIgnore = 0,
-  kOpAccept = 1,
-  kOpRecv = 2,
-  kOpSend = 3,
-  kOpControl = 4,
-  kOpSpoolOpen = 5,
-  kOpSpoolWrite = 6,
-  kOpSpoolSync = 7,
-  kOpDirSync = 9,
-};
-constexpr uint64_t kOpMask = 15;
-
-uint64_t tag(const void* p, Op op) {
-  return reinterpret_cast<uint64_t>(p) | op;
-}
 
 // Input held while a session waits for a verdict; past this the socket is
 // not read any more until the session catches up (back-pressure).
@@ -56,24 +37,6 @@ constexpr size_t kMaxPendingInput = size_t{256} * 1024;
 constexpr uint32_t kBufCount = 1024;
 constexpr uint32_t kBufSize = 4096;
 constexpr uint16_t kBufGroup = 0;
-// A spool batch: at most this many messages (3 iovecs each, under IOV_MAX)
-// and, beyond its first message, this many bytes.
-constexpr size_t kMaxBatchMessages = 256;
-constexpr size_t kMaxBatchBytes = size_t{64} << 20;
-// A segment file takes batches until it is this large; then a new one starts.
-constexpr uint64_t kMaxSegmentBytes = uint64_t{64} << 20;
-
-int64_t mono_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
-}
-
-int64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 std::string peer_ip(int fd, uint16_t& port) {
   sockaddr_storage ss{};
@@ -112,125 +75,43 @@ size_t ip_bucket(std::string_view ip) {
 std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
   auto rc = std::make_shared<RuntimeConfig>();
   rc->session = std::make_shared<SessionSettings>(cfg.smtp);
+  // One TLS context per distinct certificate: listeners on the default one
+  // share it (and its session-ticket keys).
+  std::vector<std::pair<std::string, std::shared_ptr<const TlsServerContext>>> contexts;
+  const TlsConfig& t = cfg.tls;
+  for (const ListenerConfig& l : cfg.listeners) {
+    ListenerRuntime lr;
+    lr.mode = effective_tls(cfg, l);
+    lr.require_tls = l.require_tls && lr.mode == ListenerTls::starttls;
+    if (lr.mode != ListenerTls::none) {
+      TlsServerConfig sc;
+      sc.cert_chain_file = l.cert_file.empty() ? t.cert_file : l.cert_file;
+      sc.key_file = l.cert_file.empty() ? t.key_file : l.key_file;
+      for (const TlsSniConfig& e : t.sni) sc.sni.push_back({e.name, e.cert_file, e.key_file});
+      sc.min_version =
+          t.min_version == TlsMinVersion::tls1_3 ? TlsVersion::tls1_3 : TlsVersion::tls1_2;
+      if (!t.ciphers.empty()) sc.ciphers = t.ciphers;
+      if (!t.groups.empty()) sc.groups = t.groups;
+      sc.session_tickets = t.session_tickets;
+      sc.request_client_cert = t.request_client_cert;
+      const std::string key = sc.cert_chain_file + '\n' + sc.key_file;
+      for (const auto& [k, ctx] : contexts) {
+        if (k == key) lr.tls = ctx;
+      }
+      if (!lr.tls) {
+        lr.tls = TlsServerContext::create(sc);
+        contexts.emplace_back(key, lr.tls);
+      }
+      for (const TlsCertificateInfo& ci : lr.tls->certificates()) {
+        rc->certificates.push_back(
+            {l.name, ci.name.empty() ? "default" : ci.name, ci.subject_cn, ci.not_after});
+      }
+    }
+    rc->listeners.push_back(std::move(lr));
+  }
   rc->server = std::move(cfg);
   return rc;
 }
-
-// ---- connection -------------------------------------------------------------
-
-struct alignas(16) Connection final : SessionHandler {
-  enum class Stage : uint8_t { greeting_delay, open, closing };
-
-  Connection(Shard& s, int sock, uint32_t listener_index, ConnInfo info, Now now)
-      : shard(s),
-        fd(sock),
-        listener(listener_index),
-        started_ms(now.mono_ms),
-        session(s.cfg().session, *this, std::move(info), now) {
-    timer.owner = this;
-  }
-
-  Shard& shard;
-  int fd;
-  uint32_t listener;
-  int64_t started_ms;
-  Stage stage = Stage::open;
-  bool counted = false;  // holds a slot in the connection limits
-  size_t ip_slot = 0;
-  bool recv_armed = false;
-  bool recv_paused = false;
-  bool send_busy = false;
-  bool shut = false;
-  uint32_t ops = 0;  // operations in flight that point at this object
-  std::string send_inflight;
-  size_t send_off = 0;
-  std::string send_queued;
-  std::string pending_in;  // input the waiting session has not taken yet
-  struct Timer : TimerNode {
-    Connection* owner = nullptr;
-  } timer;
-  Connection* prev = nullptr;
-  Connection* next = nullptr;
-  SpoolJob* job = nullptr;
-  uint32_t txns = 0;
-  Session session;
-
-  static Connection& from_timer(TimerNode& n) { return *static_cast<Timer&>(n).owner; }
-
-  Verdict on_data(Session&, const Envelope&) override {
-    if (shard.spool_full()) {
-      return Verdict::reject(452, "4.3.1", "Error: insufficient system storage, try again later");
-    }
-    return Verdict::accept();
-  }
-
-  Verdict on_message(Session&, Message& msg) override {
-    shard.spool_message(*this, msg);
-    return Verdict::pending();
-  }
-
-  void on_reply(Session& s, Verb verb, uint16_t code) override {
-    if (code < 600) shard.metrics().replies[code].inc();
-    if (code >= 400 && shard.log_enabled(LogLevel::info)) {
-      LogLine l(LogLevel::info, "reply", shard.unix_ms());
-      l.kv("sid", format_session_id(s.conn().session_id))
-          .kv("client", s.conn().client_ip)
-          .kv("verb", verb_name(verb));
-      l.kv("code", uint64_t{code});
-      shard.log(l);
-    } else if (shard.log_enabled(LogLevel::debug)) {
-      LogLine l(LogLevel::debug, "reply", shard.unix_ms());
-      l.kv("sid", format_session_id(s.conn().session_id))
-          .kv("verb", verb_name(verb))
-          .kv("code", uint64_t{code});
-      shard.log(l);
-    }
-  }
-
-  void on_transaction_end(Session& s, const Envelope& env, uint16_t code, uint64_t size) override {
-    ShardMetrics& m = shard.metrics();
-    TxnResult r = code < 300   ? TxnResult::accepted
-                  : code < 500 ? TxnResult::tempfail
-                               : TxnResult::rejected;
-    m.transactions[static_cast<size_t>(r)].inc();
-    if (r == TxnResult::accepted) {
-      m.messages_accepted.inc();
-      m.message_bytes.inc(size);
-    }
-    ++txns;
-    if (shard.log_enabled(LogLevel::info)) {
-      LogLine l(LogLevel::info, "transaction", shard.unix_ms());
-      l.kv("sid", format_session_id(s.conn().session_id))
-          .kv("qid", env.queue_id)
-          .kv("from", env.sender);
-      l.kv("rcpts", uint64_t{env.recipients.size()}).kv("size", size).kv("code", uint64_t{code});
-      shard.log(l);
-    }
-  }
-};
-
-// One message on its way to disk: its record (envelope block + message) is
-// gathered by reference, the session keeps the bytes alive while it waits.
-struct SpoolJob {
-  Connection* conn = nullptr;
-  std::string header;
-  iovec iov[3] = {};
-  size_t total = 0;
-};
-
-// Every message that completed while the previous batch was being written:
-// one file, one write, one fdatasync, one rename, one directory fsync.
-struct alignas(16) SpoolBatch {
-  std::vector<SpoolJob*> jobs;
-  std::vector<iovec> iov;
-  std::string segment_name;  // set when this batch starts a new segment
-  size_t total = 0;
-  int error = 0;
-  uint8_t pending_cqes = 0;  // write + fsync of the linked pair
-  bool write_ok = false;
-  bool sync_ok = false;
-  int64_t started_ns = 0;
-};
 
 // ---- set-up -------------------------------------------------------------------
 
@@ -468,7 +349,8 @@ void Shard::apply_control() {
       if (c->stage == Connection::Stage::open) {
         c->session.drain(now_);
         flush(*c);
-      } else if (c->stage == Connection::Stage::greeting_delay) {
+      } else if (c->stage == Connection::Stage::greeting_delay ||
+                 c->stage == Connection::Stage::handshake) {
         begin_close(*c);
       }
     }
@@ -537,7 +419,12 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
   info.session_id = next_session_id();
   info.client_ip = peer_ip(fd, info.client_port);
   const ServerConfig& sc = cfg_->server;
+  const ListenerRuntime& lr = cfg_->listeners[l.index];
+  info.tls_available = lr.mode == ListenerTls::starttls;
+  info.tls_required = lr.require_tls;
   auto* c = new Connection(*this, fd, l.index, std::move(info), now_);
+  c->tls_context = lr.tls;
+  c->implicit_tls = lr.mode == ListenerTls::implicit;
   c->next = conns_;
   if (conns_) conns_->prev = c;
   conns_ = c;
@@ -564,6 +451,12 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
     line.kv("listener", sc.listeners[l.index].name).kv("result", conn_result_name(verdict));
     log(line);
   }
+  if (verdict != ConnResult::accepted && c->implicit_tls) {
+    // No handshake for a connection we will not serve: a plaintext reply
+    // would only be garbage to a TLS client.
+    begin_close(*c);
+    return;
+  }
   if (verdict != ConnResult::accepted) {
     std::string reply;
     if (verdict == ConnResult::limit_total) {
@@ -579,14 +472,24 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
     return;
   }
   arm_recv(*c);
-  if (sc.greeting_delay_ms > 0) {
-    c->stage = Connection::Stage::greeting_delay;
-    c->timer.deadline_ms = now_.mono_ms + sc.greeting_delay_ms;
-    wheel_.schedule(c->timer, c->timer.deadline_ms);
+  if (c->implicit_tls) {
+    start_tls(*c);  // handshake first, then the greeting
     return;
   }
-  c->session.start(now_);
-  flush(*c);
+  start_session(*c);
+}
+
+// The greeting, now or after the configured delay.
+void Shard::start_session(Connection& c) {
+  const uint32_t delay = cfg_->server.greeting_delay_ms;
+  if (delay > 0) {
+    c.stage = Connection::Stage::greeting_delay;
+    wheel_.schedule(c.timer, now_.mono_ms + delay);
+    return;
+  }
+  c.stage = Connection::Stage::open;
+  c.session.start(now_);
+  flush(c);
 }
 
 // ---- receive ----------------------------------------------------------------------
@@ -606,7 +509,11 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
     const uint16_t bid = ProvidedBufferRing::buffer_id(flags);
     metrics_.bytes_in.inc(static_cast<uint64_t>(res));
     if (c.stage != Connection::Stage::closing) {
-      feed(c, bufs_.data(bid, static_cast<size_t>(res)));
+      if (c.tls) {
+        on_tls_input(c, bufs_.data(bid, static_cast<size_t>(res)));
+      } else {
+        feed(c, bufs_.data(bid, static_cast<size_t>(res)));
+      }
     }
     bufs_.recycle(bid);  // the session copied what it keeps
   }
@@ -614,14 +521,12 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
     c.recv_armed = false;
     --c.ops;
     if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
-      // The client closed (or the socket failed). A message being written is
-      // finished first (finish_job closes): accepted mail is never dropped.
-      // Replies already on their way (221 after a pipelined QUIT) still go out.
-      c.stage = Connection::Stage::closing;
-      wheel_.cancel(c.timer);
-      if (c.job) return;
-      if (c.send_busy && res == 0) return;  // on_send closes when it is done
-      begin_close(c);
+      if (c.stage == Connection::Stage::handshake) {
+        tls_failed(c, TlsResult::failed,
+                   res == 0 ? "client closed during the handshake" : std::strerror(-res));
+        return;
+      }
+      client_gone(c, res == 0);
       return;
     }
     // -ENOBUFS (buffer ring empty) or the end of a multishot run: re-arm,
@@ -629,6 +534,17 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
     if (c.stage != Connection::Stage::closing && !c.recv_paused) arm_recv(c);
     maybe_free(c);
   }
+}
+
+// The client closed (or the socket failed). A message being written is
+// finished first (finish_batch closes): accepted mail is never dropped.
+// Replies already on their way (221 after a pipelined QUIT) still go out.
+void Shard::client_gone(Connection& c, bool clean_eof) {
+  c.stage = Connection::Stage::closing;
+  wheel_.cancel(c.timer);
+  if (c.job) return;
+  if (c.send_busy && clean_eof) return;  // on_send closes when it is done
+  begin_close(c);
 }
 
 void Shard::feed(Connection& c, std::string_view data) {
@@ -640,7 +556,7 @@ void Shard::feed(Connection& c, std::string_view data) {
     append_reply(reply, 554, "5.5.1", "Error: talked before the greeting");
     metrics_.replies[554].inc();
     c.stage = Connection::Stage::closing;
-    c.send_queued += reply;
+    queue_output(c, reply);
     start_send(c);
     return;
   }
@@ -680,13 +596,17 @@ void Shard::feed_pending(Connection& c) {
 void Shard::flush(Connection& c) {
   std::string_view out = c.session.output();
   if (!out.empty()) {
-    c.send_queued.append(out);
+    queue_output(c, out);
     c.session.consume_output(out.size());
   }
   if (c.stage == Connection::Stage::open) {
     if (c.session.closed()) {
       c.stage = Connection::Stage::closing;
       wheel_.cancel(c.timer);
+      if (c.tls && c.tls->handshake_done()) {
+        c.tls->close();  // close_notify after the last reply
+        queue_ciphertext(c);
+      }
     } else {
       schedule_timer(c);
     }
@@ -753,6 +673,10 @@ void Shard::schedule_timer(Connection& c) {
 
 void Shard::on_timer(TimerNode& n) {
   Connection& c = Connection::from_timer(n);
+  if (c.stage == Connection::Stage::handshake) {
+    tls_failed(c, TlsResult::timeout, "handshake timeout");
+    return;
+  }
   if (c.stage == Connection::Stage::greeting_delay) {
     c.stage = Connection::Stage::open;
     c.session.start(now_);
@@ -799,6 +723,7 @@ void Shard::maybe_free(Connection& c) {
     log(l);
   }
   ::close(c.fd);
+  tls_end(c);
   if (c.counted) {
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
     shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
@@ -809,203 +734,6 @@ void Shard::maybe_free(Connection& c) {
   --live_;
   metrics_.sessions_active.add(-1);
   delete &c;
-}
-
-// ---- spool --------------------------------------------------------------------------
-
-bool Shard::spool_full() const {
-  const uint64_t max = cfg_->server.spool.max_bytes;
-  if (max && static_cast<uint64_t>(shared_.spool_bytes.load(std::memory_order_relaxed)) >= max) {
-    return true;
-  }
-  return disk_low_;
-}
-
-void Shard::check_disk() {
-  next_disk_check_ms_ = now_.mono_ms + 1000;
-  struct statvfs st {};
-  if (spool_dir_fd_ >= 0 && fstatvfs(spool_dir_fd_, &st) == 0) {
-    const uint64_t free_bytes = uint64_t{st.f_bavail} * st.f_frsize;
-    const bool low = free_bytes < cfg_->server.spool.min_free_bytes;
-    if (low != disk_low_) {
-      LogLine l(low ? LogLevel::warn : LogLevel::info, low ? "spool_disk_low" : "spool_disk_ok",
-                unix_ms_);
-      l.kv("shard", id_).kv("free_bytes", free_bytes);
-      log(l);
-    }
-    disk_low_ = low;
-  }
-}
-
-void Shard::spool_message(Connection& c, Message& msg) {
-  auto* job = new SpoolJob;
-  job->conn = &c;
-  c.job = job;
-  const Session& s = c.session;
-  SpoolClient client;
-  client.ip = s.conn().client_ip;
-  client.port = s.conn().client_port;
-  client.helo = s.helo();
-  client.ptr = s.conn().client_ptr;
-  client.protocol =
-      protocol_name(s.esmtp(), s.conn().tls_active, false, msg.envelope.mail.smtputf8);
-  client.tls_version = s.conn().tls_version;
-  client.tls_cipher = s.conn().tls_cipher;
-  const uint64_t msize = msg.received.size() + msg.body.size();
-  append_spool_envelope(job->header, msg, client, msize);
-  job->iov[0] = {job->header.data(), job->header.size()};
-  job->iov[1] = {msg.received.data(), msg.received.size()};
-  job->iov[2] = {msg.body.data(), msg.body.size()};
-  job->total = job->header.size() + msize;
-  spool_queue_.push_back(job);
-  if (!batch_) start_batch();
-}
-
-// Group commit: a batch takes everything queued; what arrives while it is on
-// its way to disk waits for the next one, so under load batches grow by
-// themselves. Batches are appended to the shard's current segment file: one
-// writev and one fdatasync per batch, and no file to create except when a
-// segment starts (then its directory entry is synced too).
-void Shard::start_batch() {
-  auto* b = new SpoolBatch;
-  batch_ = b;
-  size_t n = 0;
-  while (n < spool_queue_.size() && n < kMaxBatchMessages &&
-         (n == 0 || b->total + spool_queue_[n]->total <= kMaxBatchBytes)) {
-    SpoolJob* j = spool_queue_[n++];
-    b->jobs.push_back(j);
-    b->iov.insert(b->iov.end(), j->iov, j->iov + 3);
-    b->total += j->total;
-  }
-  spool_queue_.erase(spool_queue_.begin(), spool_queue_.begin() + static_cast<ptrdiff_t>(n));
-  b->started_ns = mono_ns();
-  if (seg_fd_ >= 0) return submit_write(*b);
-  // A new segment, named after its first message's queue id (O_EXCL: a name
-  // clash is an error, never an overwrite).
-  b->segment_name = spool_final_name(b->jobs.front()->conn->session.current_queue_id());
-  io_uring_sqe* sq = sqe();
-  io_uring_prep_openat(sq, spool_dir_fd_, b->segment_name.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  io_uring_sqe_set_data64(sq, tag(b, kOpSpoolOpen));
-}
-
-void Shard::submit_write(SpoolBatch& b) {
-  // write at the segment's durable end, then fdatasync, linked: the sync runs
-  // only after a complete write.
-  io_uring_sqe* w = sqe();
-  io_uring_prep_writev(w, seg_fd_, b.iov.data(), static_cast<unsigned>(b.iov.size()), seg_size_);
-  w->flags |= IOSQE_IO_LINK;
-  io_uring_sqe_set_data64(w, tag(&b, kOpSpoolWrite));
-  io_uring_sqe* f = sqe();
-  io_uring_prep_fsync(f, seg_fd_, IORING_FSYNC_DATASYNC);
-  io_uring_sqe_set_data64(f, tag(&b, kOpSpoolSync));
-  b.pending_cqes = 2;
-}
-
-void Shard::close_segment() {
-  if (seg_fd_ < 0) return;
-  ::close(seg_fd_);
-  if (seg_size_ == 0) ::unlinkat(spool_dir_fd_, seg_name_.c_str(), 0);
-  seg_fd_ = -1;
-  seg_size_ = 0;
-}
-
-void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
-  switch (op) {
-    case kOpSpoolOpen:
-      if (res < 0) return finish_batch(b, false, -res);
-      seg_fd_ = res;
-      seg_name_ = b.segment_name;
-      seg_size_ = 0;
-      seg_needs_dir_sync_ = true;
-      return submit_write(b);
-    case kOpSpoolWrite:
-      // A short write also fails the link (the sync is cancelled).
-      b.write_ok = res >= 0 && static_cast<size_t>(res) == b.total;
-      if (res < 0) b.error = -res;
-      if (res >= 0 && !b.write_ok) b.error = ENOSPC;
-      break;
-    case kOpSpoolSync:
-      b.sync_ok = res >= 0;
-      if (res < 0 && !b.error) b.error = -res;
-      break;
-    case kOpDirSync:
-      if (res < 0) {
-        // The segment's name may not survive a crash: nobody hears 250 for
-        // it, and the next batch starts a new segment.
-        close_segment();
-        return finish_batch(b, false, -res);
-      }
-      return finish_batch(b, true, 0);
-    default: return;
-  }
-  if (--b.pending_cqes > 0) return;
-  if (!(b.write_ok && b.sync_ok)) {
-    // Error path only: cut the segment back to what is durable (blocking
-    // calls are acceptable here) and leave it; the next batch starts anew.
-    if (::ftruncate(seg_fd_, static_cast<off_t>(seg_size_)) != 0) {
-      LogLine l(LogLevel::error, "spool_truncate_failed", unix_ms_);
-      l.kv("file", seg_name_).kv("error", std::strerror(errno));
-      log(l);
-    }
-    close_segment();
-    if (b.error == ENOSPC || b.error == EDQUOT) disk_low_ = true;
-    return finish_batch(b, false, b.error ? b.error : EIO);
-  }
-  seg_size_ += b.total;
-  if (seg_needs_dir_sync_) {
-    seg_needs_dir_sync_ = false;
-    io_uring_sqe* d = sqe();
-    io_uring_prep_fsync(d, spool_dir_fd_, 0);
-    io_uring_sqe_set_data64(d, tag(&b, kOpDirSync));
-    return;
-  }
-  finish_batch(b, true, 0);
-}
-
-void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
-  metrics_.fsync_seconds.observe_ns(static_cast<uint64_t>(mono_ns() - b.started_ns));
-  if (ok && seg_size_ >= kMaxSegmentBytes) close_segment();  // the next batch starts a new one
-  if (ok) {
-    metrics_.spool_writes.inc();
-    shared_.spool_bytes.fetch_add(static_cast<int64_t>(b.total), std::memory_order_relaxed);
-    shared_.spool_messages.fetch_add(static_cast<int64_t>(b.jobs.size()),
-                                     std::memory_order_relaxed);
-  } else {
-    metrics_.spool_write_errors.inc();
-    LogLine l(LogLevel::error, "spool_write_failed", unix_ms_);
-    l.kv("file", b.segment_name.empty() ? seg_name_ : b.segment_name)
-        .kv("messages", uint64_t{b.jobs.size()})
-        .kv("error", std::strerror(err));
-    log(l);
-  }
-  std::vector<SpoolJob*> jobs;
-  jobs.swap(b.jobs);
-  batch_ = nullptr;
-  delete &b;
-  // The next batch goes to disk while these sessions answer their clients.
-  if (!spool_queue_.empty()) start_batch();
-  for (SpoolJob* job : jobs) {
-    Connection& c = *job->conn;
-    c.job = nullptr;
-    delete job;
-    if (ok) {
-      c.session.resume(Verdict::accept(), now_);
-    } else {
-      c.session.resume(
-          Verdict::reject(451, "4.3.0", "Error: local error writing the message, try again later"),
-          now_);
-    }
-    if (c.stage == Connection::Stage::closing) {
-      // The client is gone; the message is on disk all the same.
-      c.session.consume_output(c.session.output().size());
-      c.send_queued.clear();
-      if (!c.send_busy) begin_close(c);
-      continue;
-    }
-    feed_pending(c);
-    flush(c);
-  }
 }
 
 }  // namespace ringmx

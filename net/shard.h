@@ -21,13 +21,26 @@
 #include "net/buffer_ring.h"
 #include "net/log.h"
 #include "net/timer_wheel.h"
+#include "tls/tls_context.h"
 
 namespace ringmx {
+
+// A listener's TLS as the shards use it.
+struct ListenerRuntime {
+  ListenerTls mode = ListenerTls::none;  // never `unset` here
+  bool require_tls = false;
+  std::shared_ptr<const TlsServerContext> tls;  // null when mode is none
+};
 
 // A config snapshot as the shards use it. Immutable once built.
 struct RuntimeConfig {
   ServerConfig server;
   std::shared_ptr<const SessionSettings> session;
+  std::vector<ListenerRuntime> listeners;  // same order as server.listeners
+  std::vector<CertificateMetric> certificates;
+  // Loads every certificate the listeners need (one context per distinct
+  // certificate and key). Throws std::runtime_error naming the file on any
+  // TLS loading error; expired certificates load (see `certificates`).
   static std::shared_ptr<const RuntimeConfig> make(ServerConfig cfg);
 };
 
@@ -82,6 +95,8 @@ class Shard {
   void arm_recv(Connection& c);
   void schedule_timer(Connection& c);
   void spool_message(Connection& c, Message& msg);
+  // STARTTLS was answered with 220: the next bytes from the client are TLS.
+  void start_tls(Connection& c);
   bool spool_full() const;
   SharedState& shared() { return shared_; }
 
@@ -101,6 +116,14 @@ class Shard {
   void begin_close(Connection& c);
   void maybe_free(Connection& c);
   void feed(Connection& c, std::string_view data);
+  void on_tls_input(Connection& c, std::string_view data);
+  void tls_handshake_done(Connection& c);
+  void tls_failed(Connection& c, TlsResult result, std::string_view reason);
+  void tls_end(Connection& c);
+  void queue_ciphertext(Connection& c);
+  void start_session(Connection& c);
+  void client_gone(Connection& c, bool clean_eof);
+  void queue_output(Connection& c, std::string_view plaintext);
   void feed_pending(Connection& c);
   void update_clock();
   void check_disk();
@@ -155,6 +178,8 @@ class Shard {
   std::string seg_name_;
   uint64_t seg_size_ = 0;  // durable length: the next batch is written here
   bool seg_needs_dir_sync_ = false;
+
+  std::string tls_plain_;  // scratch: decrypted input on its way to a session
 
   std::thread thread_;
   std::atomic<bool> finished_{false};

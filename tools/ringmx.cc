@@ -11,6 +11,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ struct Overrides {
   int64_t shards = -1;
   int64_t max_message_size = -1;
   std::string log_level;
+  std::string tls_cert;
+  std::string tls_key;
+  std::vector<std::string> listen_implicit_tls;
 };
 
 bool read_file(const std::string& path, std::string& out, std::string& err) {
@@ -66,6 +70,13 @@ bool build_config(const std::string& path, const Overrides& o, ServerConfig& out
   if (!o.listen.empty()) {
     cfg.listeners.clear();
     for (const auto& a : o.listen) cfg.listeners.push_back({a, a});
+  }
+  if (!o.tls_cert.empty()) cfg.tls.cert_file = o.tls_cert;
+  if (!o.tls_key.empty()) cfg.tls.key_file = o.tls_key;
+  for (const auto& a : o.listen_implicit_tls) {
+    ListenerConfig l{a, a};
+    l.tls = ListenerTls::implicit;
+    cfg.listeners.push_back(std::move(l));
   }
   if (!o.spool_dir.empty()) cfg.spool.dir = o.spool_dir;
   if (o.admin_set) cfg.admin_listen = o.admin_listen;
@@ -109,6 +120,25 @@ bool check_paths(const std::string& file, const ServerConfig& cfg) {
   return true;
 }
 
+// Loads every certificate the config names (as start-up would). False, with
+// the reason on stderr, when one cannot be used; expired ones only warn.
+bool check_tls(const std::string& where, const ServerConfig& cfg) {
+  try {
+    auto rc = RuntimeConfig::make(cfg);
+    const int64_t now = std::time(nullptr);
+    for (const auto& c : rc->certificates) {
+      if (c.not_after < now) {
+        std::cerr << where << ": warning: listener " << c.listener << ": certificate " << c.name
+                  << " (" << c.subject << ") expired\n";
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << where << ": tls: " << e.what() << "\n";
+    return false;
+  }
+  return true;
+}
+
 std::string default_hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0]) return buf;
@@ -138,6 +168,11 @@ int main(int argc, char** argv) {
   app.add_option("--shards", o.shards, "shard threads (0: one per CPU)");
   app.add_option("--max-message-size", o.max_message_size, "largest message in bytes");
   app.add_option("--log-level", o.log_level, "debug, info, warn or error");
+  app.add_option("--tls-cert", o.tls_cert,
+                 "PEM certificate chain; listeners without a tls mode then offer STARTTLS");
+  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--listen-implicit-tls", o.listen_implicit_tls,
+                 "ADDR:PORT to accept SMTP over implicit TLS on (repeatable; port 465 style)");
   CLI11_PARSE(app, argc, argv);
 
   if (version) {
@@ -148,6 +183,7 @@ int main(int argc, char** argv) {
     ServerConfig cfg;
     if (!build_config(check_path, o, cfg)) return 1;
     if (!check_paths(check_path, cfg)) return 1;
+    if (!check_tls(check_path, cfg)) return 1;
     std::cout << check_path << ": ok\n";
     return 0;
   }
@@ -175,14 +211,16 @@ int main(int argc, char** argv) {
 
   Logger logger(cfg.log_level);
   logger.start();
-  Server server(cfg, logger);
+  std::unique_ptr<Server> owned;
   try {
-    server.start();
+    owned = std::make_unique<Server>(cfg, logger);
+    owned->start();
   } catch (const std::exception& e) {
     logger.stop();
     std::cerr << "ringmx: cannot start: " << e.what() << "\n";
     return 1;
   }
+  Server& server = *owned;
   {
     std::string where;
     for (const auto& a : server.listen_addresses()) where += (where.empty() ? "" : ", ") + a;
@@ -219,7 +257,15 @@ int main(int argc, char** argv) {
       if (next.smtp.hostname == ServerConfig{}.smtp.hostname && o.hostname.empty()) {
         next.smtp.hostname = cfg.smtp.hostname;
       }
-      std::string notes = server.reload(std::move(next));
+      std::string notes;
+      try {
+        notes = server.reload(std::move(next));
+      } catch (const std::exception& e) {
+        LogLine f(LogLevel::error, "reload_failed", wall_ms());
+        f.kv("reason", e.what());
+        logger.emit(f);
+        continue;
+      }
       LogLine l(LogLevel::info, "reload_done", wall_ms());
       logger.emit(l);
       if (!notes.empty()) std::cerr << "ringmx: reload: " << notes;

@@ -53,8 +53,20 @@ std::string dump(const ServerConfig& c) {
   const Extensions& e = s.ext;
   o << "ext=" << e.pipelining << e.size << e.eightbitmime << e.smtputf8 << e.enhanced_status_codes
     << e.chunking << e.dsn << e.vrfy << "\n";
-  for (const ListenerConfig& l : c.listeners)
-    o << "listener=" << l.name << "@" << l.address << "\n";
+  for (const ListenerConfig& l : c.listeners) {
+    o << "listener=" << l.name << "@" << l.address << " tls=" << static_cast<int>(l.tls)
+      << " require_tls=" << l.require_tls << " cert=" << l.cert_file << " key=" << l.key_file
+      << "\n";
+  }
+  const TlsConfig& t = c.tls;
+  o << "tls.cert=" << t.cert_file << "\ntls.key=" << t.key_file
+    << "\ntls.min_version=" << static_cast<int>(t.min_version) << "\ntls.ciphers=" << t.ciphers
+    << "\ntls.groups=" << t.groups << "\ntls.session_tickets=" << t.session_tickets
+    << "\ntls.request_client_cert=" << t.request_client_cert
+    << "\ntls.handshake_timeout_ms=" << t.handshake_timeout_ms << "\n";
+  for (const TlsSniConfig& sni : t.sni) {
+    o << "tls.sni=" << sni.name << " " << sni.cert_file << " " << sni.key_file << "\n";
+  }
   o << "admin_listen=" << c.admin_listen << "\nspool.dir=" << c.spool.dir
     << "\nspool.max_bytes=" << c.spool.max_bytes
     << "\nspool.min_free_bytes=" << c.spool.min_free_bytes << "\nshards=" << c.shards
@@ -107,6 +119,10 @@ ServerConfig everything_changed() {
   c.max_connections_per_ip = 7;
   c.drain_timeout_ms = 7;
   c.greeting_delay_ms = 7;
+  c.tls.min_version = TlsMinVersion::tls1_3;
+  c.tls.session_tickets = false;
+  c.tls.request_client_cert = true;
+  c.tls.handshake_timeout_ms = 7;
   return c;
 }
 
@@ -215,6 +231,36 @@ const SetCase kSetCases[] = {
     {"listener_inline_array", "listener = [{ name = \"a-1.b_2\", address = \"127.0.0.1:25\" }]",
      [](ServerConfig& c) {
        c.listeners = {{"a-1.b_2", "127.0.0.1:25"}};
+     }},
+    {"listener_tls",
+     "[[listener]]\naddress = \"0.0.0.0:465\"\ntls = \"implicit\"\nrequire_tls = true\n"
+     "cert = \"/c.pem\"\nkey = \"/k.pem\"",
+     [](ServerConfig& c) {
+       c.listeners = {
+           {"0.0.0.0:465", "0.0.0.0:465", ListenerTls::implicit, true, "/c.pem", "/k.pem"}};
+     }},
+    {"tls_cert_key", "[tls]\ncert = \"/etc/c.pem\"\nkey = \"/etc/k.pem\"",
+     [](ServerConfig& c) {
+       c.tls.cert_file = "/etc/c.pem";
+       c.tls.key_file = "/etc/k.pem";
+     }},
+    {"tls_min_version", "[tls]\nmin_version = \"TLS1_3\"",
+     [](ServerConfig& c) { c.tls.min_version = TlsMinVersion::tls1_3; }},
+    {"tls_ciphers", "[tls]\nciphers = \"TLS13-AES128-GCM-SHA256\"",
+     [](ServerConfig& c) { c.tls.ciphers = "TLS13-AES128-GCM-SHA256"; }},
+    {"tls_groups", "[tls]\ngroups = \"P-256\"", [](ServerConfig& c) { c.tls.groups = "P-256"; }},
+    {"tls_session_tickets", "[tls]\nsession_tickets = false",
+     [](ServerConfig& c) { c.tls.session_tickets = false; }},
+    {"tls_request_client_cert", "[tls]\nrequest_client_cert = true",
+     [](ServerConfig& c) { c.tls.request_client_cert = true; }},
+    {"tls_handshake_timeout_ms", "[tls]\nhandshake_timeout_ms = 100",
+     [](ServerConfig& c) { c.tls.handshake_timeout_ms = 100; }},
+    {"tls_sni",
+     "[[tls.sni]]\nname = \"*.example.org\"\ncert = \"/w.pem\"\nkey = \"/wk.pem\"\n"
+     "[[tls.sni]]\nname = \"mx.example.net\"\ncert = \"/n.pem\"\nkey = \"/nk.pem\"",
+     [](ServerConfig& c) {
+       c.tls.sni = {{"*.example.org", "/w.pem", "/wk.pem"},
+                    {"mx.example.net", "/n.pem", "/nk.pem"}};
      }},
 };
 
@@ -355,6 +401,18 @@ const ErrorCase kErrorCases[] = {
     {"listener_empty", "\nlistener = []", 2, "listener", "at least one listener"},
     {"listener_not_array", "[listener]\naddress = \"0.0.0.0:25\"", 1, "listener",
      "expected an array of tables"},
+    {"listener_bad_tls_mode", "[[listener]]\naddress = \"0.0.0.0:25\"\ntls = \"yes\"", 3,
+     "listener[0].tls", "must be one of: none, starttls, implicit"},
+    {"tls_bad_min_version", "[tls]\nmin_version = \"TLS1_1\"", 2, "tls.min_version",
+     "must be one of: TLS1_2, TLS1_3"},
+    {"tls_handshake_timeout_too_small", "[tls]\nhandshake_timeout_ms = 99", 2,
+     "tls.handshake_timeout_ms", "must be between 100 and 300000"},
+    {"tls_cert_empty", "[tls]\ncert = \"\"", 2, "tls.cert", "must not be empty"},
+    {"tls_unknown_key", "[tls]\ncertificate = \"/c.pem\"", 2, "tls.certificate", "unknown key"},
+    {"tls_sni_bad_name", "[[tls.sni]]\nname = \"mx one\"\ncert = \"/c\"\nkey = \"/k\"", 2,
+     "tls.sni[0].name", "host name"},
+    {"tls_sni_incomplete", "[[tls.sni]]\nname = \"mx.example.org\"", 1, "tls.sni[0]",
+     "needs name, cert and key"},
     {"listener_element_not_table", "listener = [{ address = \"0.0.0.0:25\" }, 7]", 1, "listener[1]",
      "expected a table, not an integer"},
 };
@@ -583,12 +641,52 @@ const ValidateCase kValidateCases[] = {
        c.listeners = {{"", "0.0.0.0:25"}};
      },
      "listener[0].name", "must not be empty"},
+    {"tls_cert_without_key", [](ServerConfig& c) { c.tls.cert_file = "/c.pem"; }, "tls.key",
+     "go together"},
+    {"tls_sni_without_default",
+     [](ServerConfig& c) {
+       c.tls.sni = {{"mx.example.org", "/c", "/k"}};
+     },
+     "tls.sni", "default certificate"},
+    {"listener_tls_without_cert",
+     [](ServerConfig& c) { c.listeners[0].tls = ListenerTls::starttls; }, "listener[0].tls",
+     "needs a certificate"},
+    {"listener_key_without_cert",
+     [](ServerConfig& c) {
+       c.tls.cert_file = "/c.pem";
+       c.tls.key_file = "/k.pem";
+       c.listeners[0].tls = ListenerTls::implicit;
+       c.listeners[0].key_file = "/lk.pem";
+     },
+     "listener[0].cert", "go together"},
+    {"require_tls_without_tls", [](ServerConfig& c) { c.listeners[0].require_tls = true; },
+     "listener[0].require_tls", "needs tls"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Fields, ValidateConfigCase, ::testing::ValuesIn(kValidateCases),
                          [](const ::testing::TestParamInfo<ValidateCase>& i) {
                            return i.param.name;
                          });
+
+TEST(ValidateConfig, ListenerTlsFollowsTheTlsSection) {
+  ServerConfig c;
+  EXPECT_EQ(effective_tls(c, c.listeners[0]), ListenerTls::none);
+  c.tls.cert_file = "/c.pem";
+  c.tls.key_file = "/k.pem";
+  EXPECT_EQ(effective_tls(c, c.listeners[0]), ListenerTls::starttls);
+  c.listeners[0].tls = ListenerTls::none;
+  EXPECT_EQ(effective_tls(c, c.listeners[0]), ListenerTls::none);
+  c.listeners[0].tls = ListenerTls::implicit;
+  c.listeners[0].require_tls = true;
+  EXPECT_EQ(effective_tls(c, c.listeners[0]), ListenerTls::implicit);
+  EXPECT_EQ(all_errors(validate_config(c)), "");
+  // A listener with its own certificate needs no [tls] one.
+  ServerConfig own;
+  own.listeners[0].cert_file = "/c.pem";
+  own.listeners[0].key_file = "/k.pem";
+  own.listeners[0].tls = ListenerTls::starttls;
+  EXPECT_EQ(all_errors(validate_config(own)), "");
+}
 
 // ---- split_host_port ----
 

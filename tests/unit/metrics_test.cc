@@ -113,10 +113,20 @@ TEST(Metrics, ExactTextForASmallView) {
   m->fsync_seconds.observe_ns(1'500'000);  // <= 0.0025
   m->loop_iterations.inc(99);
   m->timeouts.inc();
+  m->tls_handshakes[0][static_cast<size_t>(TlsVersionLabel::tls1_3)]
+                   [static_cast<size_t>(TlsResult::ok)]
+                       .inc(4);
+  m->tls_handshakes[0][static_cast<size_t>(TlsVersionLabel::none)]
+                   [static_cast<size_t>(TlsResult::timeout)]
+                       .inc();
+  m->tls_handshake_seconds.observe_ns(3'000'000);  // <= 0.005
+  m->tls_sessions_active[static_cast<size_t>(TlsVersionLabel::tls1_3)].add(1);
+  m->tls_resumed.inc(2);
 
   MetricsView v;
   v.shards = {m.get()};
   v.listener_names = {"smtp"};
+  v.certificates = {{"smtp", "default", "mx.example.org", 1800000000}};
   v.spool_bytes = 8192;
   v.spool_messages = 2;
   v.start_time_unix = 1700000000;
@@ -188,6 +198,47 @@ TEST(Metrics, ExactTextForASmallView) {
       "# HELP ringmx_spool_messages Messages in the spool.\n"
       "# TYPE ringmx_spool_messages gauge\n"
       "ringmx_spool_messages 2\n"
+      "# HELP ringmx_tls_handshakes_total TLS handshakes by listener, protocol version and "
+      "outcome.\n"
+      "# TYPE ringmx_tls_handshakes_total counter\n"
+      "ringmx_tls_handshakes_total{listener=\"smtp\",version=\"none\",result=\"failed\"} 0\n"
+      "ringmx_tls_handshakes_total{listener=\"smtp\",version=\"none\",result=\"timeout\"} 1\n"
+      "ringmx_tls_handshakes_total{listener=\"smtp\",version=\"TLS1_2\",result=\"ok\"} 0\n"
+      "ringmx_tls_handshakes_total{listener=\"smtp\",version=\"TLS1_3\",result=\"ok\"} 4\n"
+      "# HELP ringmx_tls_handshake_duration_seconds Time from the first handshake byte to a "
+      "finished TLS handshake.\n"
+      "# TYPE ringmx_tls_handshake_duration_seconds histogram\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"5e-05\"} 0\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.0001\"} 0\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.00025\"} 0\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.0005\"} 0\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.001\"} 0\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.0025\"} 0\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.005\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.01\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.025\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.05\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.1\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.25\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"0.5\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"1\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"2.5\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"10\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_bucket{le=\"+Inf\"} 1\n"
+      "ringmx_tls_handshake_duration_seconds_sum 0.003\n"
+      "ringmx_tls_handshake_duration_seconds_count 1\n"
+      "# HELP ringmx_tls_resumed_total TLS handshakes that resumed a session.\n"
+      "# TYPE ringmx_tls_resumed_total counter\n"
+      "ringmx_tls_resumed_total 2\n"
+      "# HELP ringmx_tls_sessions_active SMTP sessions over TLS now open, by protocol version.\n"
+      "# TYPE ringmx_tls_sessions_active gauge\n"
+      "ringmx_tls_sessions_active{version=\"TLS1_2\"} 0\n"
+      "ringmx_tls_sessions_active{version=\"TLS1_3\"} 1\n"
+      "# HELP ringmx_tls_certificate_expiry_timestamp_seconds When each loaded certificate "
+      "expires, seconds since the epoch.\n"
+      "# TYPE ringmx_tls_certificate_expiry_timestamp_seconds gauge\n"
+      "ringmx_tls_certificate_expiry_timestamp_seconds{listener=\"smtp\",name=\"default\","
+      "subject=\"mx.example.org\"} 1800000000\n"
       "# HELP ringmx_shard_loop_iterations_total Event loop iterations per shard.\n"
       "# TYPE ringmx_shard_loop_iterations_total counter\n"
       "ringmx_shard_loop_iterations_total{shard=\"0\"} 99\n"

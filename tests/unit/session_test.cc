@@ -150,6 +150,33 @@ TEST(Session, StarttlsDiscardsPipelinedPlaintext) {
   EXPECT_EQ(h.send("NOOP\r\n"), "250 2.0.0 Ok\r\n");
 }
 
+TEST(Session, RequireTlsRefusesMailUntilStarttls) {
+  ConnInfo info = Harness::default_info();
+  info.tls_available = true;
+  info.tls_required = true;
+  Harness h({}, info);
+  h.take();
+  h.send("EHLO c\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<a@b.c>\r\n"), "530 5.7.0 Must issue a STARTTLS command first\r\n");
+  // The session goes on: STARTTLS, then mail as usual.
+  EXPECT_EQ(h.send("STARTTLS\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+  h.session.tls_started("TLS1_3", "TLS_AES_128_GCM_SHA256", h.now);
+  h.send("EHLO c\r\n");
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.c>\r\n")), std::vector<std::string>{"250"});
+}
+
+TEST(Session, ImplicitTlsSessionIsEsmtpsFromTheStart) {
+  ConnInfo info = Harness::default_info();
+  info.tls_required = true;  // satisfied by the implicit handshake
+  Harness h({}, info, /*start=*/false);
+  h.session.set_tls("TLS1_3", "TLS_AES_256_GCM_SHA384");
+  h.session.start(h.now);
+  h.take();
+  EXPECT_EQ(h.send("EHLO c\r\n").find("STARTTLS"), std::string::npos);
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.c>\r\n")), std::vector<std::string>{"250"});
+  EXPECT_EQ(h.send("STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
+}
+
 TEST(Session, StarttlsNotAvailable) {
   Harness h;
   h.take();
