@@ -28,10 +28,12 @@ def free_port():
 
 
 class Server:
-    """ringmx on 127.0.0.1 with a temp spool; `extra_toml` is appended to the config."""
+    """ringmx on 127.0.0.1 with a temp spool; `extra_toml` is appended to the config
+    (after the [server] keys); `listener_toml` right after the "smtp" listener's keys, so it
+    can add keys to that listener and further [[listener]] tables."""
 
     def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True,
-                 spool_toml=""):
+                 spool_toml="", listener_toml=""):
         self.dir = tempfile.mkdtemp(prefix="ringmx-it-")
         self.spool = spool or os.path.join(self.dir, "spool")
         self.port = port or free_port()
@@ -44,6 +46,7 @@ class Server:
             f.write('[admin]\nlisten = "%s"\n' %
                     ("127.0.0.1:%d" % self.admin_port if admin else ""))
             f.write('[[listener]]\nname = "smtp"\naddress = "127.0.0.1:%d"\n' % self.port)
+            f.write(listener_toml)
         self.args = list(args)
         self.proc = None
         self.stderr_path = os.path.join(self.dir, "stderr.log")
