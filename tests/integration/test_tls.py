@@ -444,6 +444,7 @@ class Tls(unittest.TestCase):
 
     # 7
     def test_resumption(self):
+        resumed = metric(scrape(self.srv), "ringmx_tls_resumed_total") or 0
         for flag in ("-tls1_3", "-tls1_2"):
             with self.subTest(version=flag):
                 sess = os.path.join(self.srv.dir, "session%s.pem" % flag)
@@ -458,6 +459,8 @@ class Tls(unittest.TestCase):
                 self.assertEqual(rc, 0, out)
                 self.assertEqual(protocol_of(out)[0], "Reused", out)
                 self.assertIn("250-mx.test", after_handshake(out))
+                resumed += 1
+                self.assertEqual(metric(scrape(self.srv), "ringmx_tls_resumed_total"), resumed)
 
     # 8
     def failed_handshakes(self):
@@ -623,6 +626,30 @@ class Tls(unittest.TestCase):
         self.assertNotIn(b"version=TLS", received_header(message))
         c.cmd("QUIT")
 
+    def test_close_notify_both_ways(self):
+        # RFC 8446 6.1 (and RFC 5246 7.2.1): each side sends close_notify before closing its
+        # write side. After QUIT the server closes with one; a client's close_notify is
+        # answered with the server's.
+        for closer in ("QUIT", "client close_notify"):
+            with self.subTest(closer=closer):
+                c, _ = self.greet()
+                self.assertEqual(c.cmd("STARTTLS")[0], 220)
+                c.sock = client_context().wrap_socket(c.sock, suppress_ragged_eofs=False)
+                self.assertEqual(c.cmd("EHLO bye.test")[0], 250)
+                try:
+                    if closer == "QUIT":
+                        self.assertEqual(c.cmd("QUIT")[0], 221)
+                        self.assertEqual(c.sock.recv(100), b"")  # close_notify, not just EOF
+                    else:
+                        raw = c.sock.unwrap()  # sends ours, waits for the server's
+                        raw.settimeout(5)
+                        self.assertEqual(raw.recv(100), b"")
+                except ssl.SSLEOFError as e:
+                    self.fail("server closed the TCP connection without close_notify "
+                              "(%s): %r" % (closer, e))
+                finally:
+                    c.close()
+
     def test_starttls_with_argument(self):
         c, _ = self.greet()
         code, lines = c.cmd("STARTTLS now")  # RFC 3207: no parameters
@@ -632,38 +659,91 @@ class Tls(unittest.TestCase):
         c.cmd("QUIT")
 
 
-class HandshakeTimeout(unittest.TestCase):
-    def test_silent_client_is_dropped_and_counted(self):
-        implicit = free_port()
-        srv = Server(extra_toml=tls_toml(CERTS, "handshake_timeout_ms = 300\n"),
-                     listener_toml=listener("implicit", implicit, 'tls = "implicit"\n'),
-                     shards=1)
-        with srv:
-            for port, name in ((implicit, "implicit"), (srv.port, "smtp")):
-                with self.subTest(listener=name):
-                    c = Client(port)
-                    if port == srv.port:
-                        self.assertEqual(c.reply()[0], 220)
-                        self.assertEqual(c.cmd("EHLO slow.test")[0], 250)
-                        self.assertEqual(c.cmd("STARTTLS")[0], 220)
-                    t0 = time.monotonic()
-                    self.assertTrue(c.closed(5), "no close within 5 s of a silent handshake")
-                    took = time.monotonic() - t0
-                    self.assertGreaterEqual(took, 0.2)
-                    self.assertLess(took, 3.0)
-                    self.assertEqual(wait_metric(srv, "ringmx_tls_handshakes_total", 1,
-                                                 listener=name, result="timeout"), 1)
-            # A client that does its handshake in time is served.
-            raw = socket.create_connection(("127.0.0.1", implicit), timeout=10)
-            c = Client.__new__(Client)
-            c.sock, c.buf = client_context().wrap_socket(raw), b""
+class StrictServer(unittest.TestCase):
+    """handshake_timeout_ms = 300, min_version = "TLS1_3", no session tickets."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.implicit = free_port()
+        cls.srv = Server(extra_toml=tls_toml(CERTS, 'handshake_timeout_ms = 300\n'
+                                                    'min_version = "TLS1_3"\n'
+                                                    'session_tickets = false\n'),
+                         listener_toml=listener("implicit", cls.implicit, 'tls = "implicit"\n'),
+                         shards=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
+
+    def counted(self, listener_name, result):
+        return metric(scrape(self.srv), "ringmx_tls_handshakes_total", listener=listener_name,
+                      result=result) or 0
+
+    def pending_handshake(self, port):
+        """A connection where the server now waits for a ClientHello."""
+        c = Client(port)
+        if port == self.srv.port:
             self.assertEqual(c.reply()[0], 220)
-            self.assertEqual(c.cmd("EHLO fast.test")[0], 250)
-            # and the handshake timeout no longer applies once it is done
-            time.sleep(0.6)
-            self.assertEqual(c.cmd("NOOP")[0], 250)
-            c.cmd("QUIT")
-            self.assertEqual(srv.stop(), 0, srv.log())
+            self.assertEqual(c.cmd("EHLO slow.test")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        return c
+
+    def test_silent_client_is_dropped_and_counted(self):
+        for port, name in ((self.implicit, "implicit"), (self.srv.port, "smtp")):
+            with self.subTest(listener=name):
+                before = self.counted(name, "timeout")
+                c = self.pending_handshake(port)
+                t0 = time.monotonic()
+                self.assertTrue(c.closed(5), "no close within 5 s of a silent handshake")
+                took = time.monotonic() - t0
+                self.assertGreaterEqual(took, 0.2)
+                self.assertLess(took, 3.0)
+                self.assertEqual(wait_metric(self.srv, "ringmx_tls_handshakes_total", before + 1,
+                                             listener=name, result="timeout"), before + 1)
+        # A client that does its handshake in time is served, and the handshake timeout no
+        # longer applies once it is done.
+        raw = socket.create_connection(("127.0.0.1", self.implicit), timeout=10)
+        c = Client.__new__(Client)
+        c.sock, c.buf = client_context().wrap_socket(raw), b""
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO fast.test")[0], 250)
+        time.sleep(0.6)
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        c.cmd("QUIT")
+
+    def test_slow_client_hello_does_not_extend_the_deadline(self):
+        hello = client_hello()
+        for port, name in ((self.implicit, "implicit"), (self.srv.port, "smtp")):
+            with self.subTest(listener=name):
+                before = self.counted(name, "timeout")
+                c = self.pending_handshake(port)
+                t0 = time.monotonic()
+                try:  # one byte every 50 ms: the whole hello would take ~25 s
+                    for i in range(len(hello) - 1):
+                        c.sock.sendall(hello[i:i + 1])
+                        time.sleep(0.05)
+                        if time.monotonic() - t0 > 5:
+                            break
+                except OSError:
+                    pass
+                self.assertTrue(c.closed(2))
+                self.assertLess(time.monotonic() - t0, 3.0, "a trickled ClientHello kept going")
+                self.assertEqual(wait_metric(self.srv, "ringmx_tls_handshakes_total", before + 1,
+                                             listener=name, result="timeout"), before + 1)
+
+    def test_min_version_tls1_3(self):
+        before = self.counted("smtp", "failed")
+        rc, out = s_client(self.srv.port, ["-starttls", "smtp", "-tls1_2"], b"QUIT\n")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIsNone(protocol_of(out), out)
+        self.assertEqual(wait_metric(self.srv, "ringmx_tls_handshakes_total", before + 1,
+                                     listener="smtp", result="failed"), before + 1)
+        rc, out = s_client(self.srv.port, ["-starttls", "smtp"], b"QUIT\n")
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(protocol_of(out)[:2], ("New", "TLSv1.3"), out)
+        # session_tickets = false: TLS 1.3 has no other way to resume, so no ticket comes.
+        self.assertNotIn("Post-Handshake New Session Ticket", out)
 
 
 class StartupErrors(unittest.TestCase):
@@ -683,6 +763,10 @@ class StartupErrors(unittest.TestCase):
         self.assertNotEqual(rc, 0, out)
         self.assertIn(CERTS["alt"][1], out)  # names the key file
         self.assertNotIn("SMTP on", out)
+        # --check-config loads the certificates too.
+        out = run([BINARY, "--check-config", srv.config], timeout=10)
+        self.assertNotEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn(CERTS["alt"][1], out.stderr.decode())
 
     def test_key_of_other_type(self):
         certs = dict(CERTS, alt=(CERTS["alt"][0], CERTS["rsa"][1]))
@@ -762,8 +846,10 @@ class Reload(unittest.TestCase):
                 self.assertEqual(rc, 0, out)
                 self.assertEqual(subject_cn(out), "reloaded.test", out)
             text = scrape(srv)
-            expiry = metric(text, "ringmx_tls_certificate_expiry_timestamp_seconds")
-            self.assertIsNotNone(expiry)
+            self.assertIsNotNone(metric(text, "ringmx_tls_certificate_expiry_timestamp_seconds",
+                                        subject="reloaded.test"), text)
+            self.assertIsNone(metric(text, "ringmx_tls_certificate_expiry_timestamp_seconds",
+                                     subject="mx.test"), text)
 
             # The old session goes on on its old keys.
             self.assertEqual(old.cmd("RCPT TO:<b@example.org>")[0], 250)
