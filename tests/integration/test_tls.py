@@ -746,6 +746,60 @@ class StrictServer(unittest.TestCase):
         self.assertNotIn("Post-Handshake New Session Ticket", out)
 
 
+class ServerInitiatedReplies(unittest.TestCase):
+    """Replies the server sends on its own (timeout, too many errors, shutdown) go over TLS,
+    never as plaintext into the TLS stream."""
+
+    def tls_session(self, srv, implicit):
+        if implicit:
+            raw = socket.create_connection(("127.0.0.1", implicit), timeout=10)
+            c = Client.__new__(Client)
+            c.sock, c.buf = client_context().wrap_socket(raw), b""
+            self.assertEqual(c.reply()[0], 220)
+        else:
+            c = Client(srv.port)
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO own.test")[0], 250)
+            starttls(c)
+        self.assertEqual(c.cmd("EHLO own.test")[0], 250)
+        return c
+
+    def rest(self, c):
+        """Every reply until the server closes (a TLS error fails the test)."""
+        codes = []
+        while True:
+            try:
+                codes.append(c.reply()[0])
+            except ConnectionError:
+                return codes
+
+    def test_timeout_errors_and_drain_over_tls(self):
+        implicit = free_port()
+        srv = Server(extra_toml=tls_toml(CERTS) + "\n[limits]\ncommand_timeout_ms = 500\n"
+                                                  "max_bad_commands = 3\n",
+                     listener_toml=listener("implicit", implicit, 'tls = "implicit"\n'),
+                     shards=1)
+        with srv:
+            for imp in (None, implicit):
+                with self.subTest(implicit=bool(imp)):
+                    c = self.tls_session(srv, imp)
+                    t0 = time.monotonic()
+                    self.assertEqual(self.rest(c), [421])  # command timeout
+                    self.assertLess(time.monotonic() - t0, 3)
+                    c = self.tls_session(srv, imp)
+                    c.send(b"BOGUS\r\n" * 5)
+                    self.assertEqual(self.rest(c), [500, 500, 421])
+            busy, idle = self.tls_session(srv, None), self.tls_session(srv, implicit)
+            self.assertEqual(busy.cmd("MAIL FROM:<a@example.net>")[0], 250)
+            srv.send_signal(signal.SIGTERM)
+            self.assertEqual(self.rest(idle), [421])
+            self.assertEqual(busy.cmd("RCPT TO:<b@example.org>")[0], 250)
+            self.assertEqual(busy.cmd("DATA")[0], 354)
+            busy.send(MESSAGE + b".\r\n")
+            self.assertEqual(self.rest(busy), [250, 421])
+            self.assertEqual(srv.proc.wait(10), 0)
+
+
 class StartupErrors(unittest.TestCase):
     def run_binary(self, srv):
         try:
