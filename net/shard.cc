@@ -184,6 +184,7 @@ void Shard::start() {
       return;
     }
     run();
+    tls_thread_exit();
     finished_.store(true, std::memory_order_release);
   });
 }

@@ -162,4 +162,8 @@ class TlsClientContext {
 // (contexts may live until exit). Throws if wolfSSL cannot start.
 void ensure_wolfssl_initialised();
 
+// Frees this thread's wolfSSL caches (the ECC fixed-point tables): call it
+// last in every thread that did TLS handshakes, or they leak at thread exit.
+void tls_thread_exit() noexcept;
+
 }  // namespace ringmx

@@ -79,7 +79,18 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("ringmx did not stop within %ss\n%s" % (timeout, self.log()))
+            self.check_sanitizer_report()
         return self.proc.returncode
+
+    def check_sanitizer_report(self):
+        """Under ASan/UBSan a report in the daemon's stderr fails the test, even one
+        (a leak at exit) that would otherwise only change the exit status."""
+        if os.environ.get("RINGMX_SANITIZED", "") not in ("1", "ON", "TRUE", "true"):
+            return
+        log = self.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                raise AssertionError("sanitizer report from ringmx:\n%s" % log[-6000:])
 
     def kill9(self):
         self.proc.kill()
