@@ -37,6 +37,7 @@ const char* error_kind_name(ErrorKind kind) {
     case ErrorKind::unsupported: return "unsupported";
     case ErrorKind::connect: return "connect";
     case ErrorKind::not_started: return "not_started";
+    case ErrorKind::tls: return "tls";
   }
   return "unknown";
 }
@@ -125,6 +126,15 @@ void SmtpClient::feed(std::string_view bytes, int64_t now_ns) {
     reply_started_ = false;
     reply_lines_ = 0;
     on_reply(code, now_ns);
+    if (state_ == State::tls_handshake) {
+      // The server speaks next only after the handshake: plaintext behind
+      // the 220 would be injected into the TLS session.
+      if (pos < in_.size()) {
+        fail_protocol(now_ns);
+        return;
+      }
+      break;
+    }
   }
   if (state_ == State::closed) {
     in_.clear();
@@ -138,6 +148,32 @@ void SmtpClient::on_ehlo_line(std::string_view line) {
   const std::string_view keyword = line.substr(0, line.find(' '));
   if (iequals(keyword, "PIPELINING")) pipelining_ = true;
   if (iequals(keyword, "CHUNKING")) chunking_ = true;
+  if (iequals(keyword, "STARTTLS")) starttls_offered_ = true;
+}
+
+// EHLO or HELO accepted: STARTTLS first when asked for, else ready.
+void SmtpClient::after_helo(int64_t now_ns) {
+  if (!settings_.starttls || tls_active_) return become_idle(now_ns);
+  if (!starttls_offered_) {
+    setup_error_ = ErrorKind::unsupported;  // never fall back to plaintext
+    return send_quit();
+  }
+  send("STARTTLS\r\n");
+  state_ = State::starttls;
+}
+
+void SmtpClient::tls_started(int64_t now_ns) {
+  if (state_ != State::tls_handshake) return;
+  tls_active_ = true;
+  last_progress_ns_ = now_ns;
+  // RFC 3207 4.2: forget what was learnt before TLS and ask again.
+  pipelining_ = false;
+  chunking_ = false;
+  starttls_offered_ = false;
+  send(settings_.lmtp ? "LHLO " : "EHLO ");
+  send(settings_.helo_name);
+  send("\r\n");
+  state_ = State::helo;
 }
 
 void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
@@ -156,10 +192,11 @@ void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
       }
       return;
     case State::helo:
-      if (is_2xx(code)) return become_idle(now_ns);
+      if (is_2xx(code)) return after_helo(now_ns);
       if (!settings_.lmtp && code >= 500) {
         pipelining_ = false;
         chunking_ = false;
+        starttls_offered_ = false;
         send("HELO ");
         send(settings_.helo_name);
         send("\r\n");
@@ -168,7 +205,13 @@ void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
       }
       [[fallthrough]];
     case State::helo_fallback:
-      if (is_2xx(code)) return become_idle(now_ns);
+      if (is_2xx(code)) return after_helo(now_ns);
+      [[fallthrough]];
+    case State::starttls:
+      if (state_ == State::starttls && code == 220) {
+        state_ = State::tls_handshake;
+        return;
+      }
       setup_code_ = code;
       if (code == 421) {
         state_ = State::closed;
@@ -179,6 +222,7 @@ void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
       }
       return;
     case State::idle:
+    case State::tls_handshake:
     case State::closed:
       // Nobody asked: a 421 announces the end (idle timeout, shutdown).
       if (code == 421) {

@@ -6,7 +6,12 @@
 // client (a referenced body stays where its owner keeps it).
 //
 // Session: banner (220) -> EHLO (LHLO for LMTP; HELO when EHLO gets 5xx) ->
-// idle. start_message() runs one transaction from idle back to idle:
+// idle. With settings.starttls: EHLO -> STARTTLS (only when the server offers
+// it: otherwise the set-up fails as `unsupported`, nothing goes out in
+// plaintext) -> 220 -> wants_tls(): the owner runs the TLS handshake and calls
+// tls_started(), after which every byte fed and sent is the plaintext inside
+// TLS -> EHLO again -> idle. Bytes after the 220 in the same read are a
+// protocol error (command injection). start_message() runs one transaction from idle back to idle:
 //   pipelined (the server offered PIPELINING and the settings allow it):
 //     MAIL + every RCPT + DATA leave together; the body follows the 354;
 //     BDAT mode sends MAIL + RCPT* + "BDAT <n> LAST" + body at once;
@@ -54,11 +59,12 @@ enum class ErrorKind : uint8_t {
   reset,        // ECONNRESET, EPIPE and other socket errors
   closed,       // the server closed the connection before the final reply
   protocol,     // a reply that is not SMTP, or one nobody asked for
-  unsupported,  // --bdat against a server without CHUNKING
+  unsupported,  // --bdat without CHUNKING, --starttls without STARTTLS offered
   connect,      // connect failed otherwise (EADDRNOTAVAIL, ENETUNREACH, ...)
   not_started,  // issued, but no connection took it before the run ended
+  tls,          // the TLS handshake failed (or TLS broke afterwards)
 };
-constexpr size_t kErrorKindCount = 9;
+constexpr size_t kErrorKindCount = 10;
 const char* error_kind_name(ErrorKind kind);
 
 struct ClientSettings {
@@ -68,6 +74,7 @@ struct ClientSettings {
   bool lmtp = false;
   bool bdat = false;
   bool use_pipelining = true;  // when the server offers PIPELINING
+  bool starttls = false;       // STARTTLS after the first EHLO (the owner runs TLS)
 };
 
 // One message's data, owned by the caller.
@@ -92,7 +99,18 @@ struct MessageResult {
 
 class SmtpClient {
  public:
-  enum class State : uint8_t { banner, helo, helo_fallback, idle, transaction, rset, quit, closed };
+  enum class State : uint8_t {
+    banner,
+    helo,
+    helo_fallback,
+    starttls,       // STARTTLS sent, its reply due
+    tls_handshake,  // 220 to STARTTLS: the owner runs the handshake
+    idle,
+    transaction,
+    rset,
+    quit,
+    closed
+  };
   static constexpr size_t kCopyBelow = size_t{64} * 1024;
   static constexpr size_t kMaxReplyLine = size_t{64} * 1024;
   // As intended_ns: the message is intended to start when its MAIL is queued.
@@ -109,6 +127,12 @@ class SmtpClient {
   // The transport is gone (or the owner gave up): the messages in progress, if
   // any, end with `kind`; the session is closed.
   void connection_lost(ErrorKind kind, int64_t now_ns);
+  // STARTTLS: the server said 220, the owner must now run the TLS handshake
+  // and call tls_started() once it is done (or connection_lost(tls)).
+  bool wants_tls() const { return state_ == State::tls_handshake; }
+  // The TLS handshake is done: EHLO again, inside TLS.
+  void tls_started(int64_t now_ns);
+  bool tls_active() const { return tls_active_; }
 
   std::string_view output() const;
   void consume_output(size_t n);
@@ -140,6 +164,7 @@ class SmtpClient {
 
   bool server_pipelining() const { return pipelining_; }
   bool server_chunking() const { return chunking_; }
+  bool server_starttls() const { return starttls_offered_; }
   uint64_t transactions() const { return transactions_; }
 
  private:
@@ -165,6 +190,7 @@ class SmtpClient {
   void on_reply(uint16_t code, int64_t now_ns);
   void on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t now_ns);
   void on_ehlo_line(std::string_view line);
+  void after_helo(int64_t now_ns);
   void become_idle(int64_t now_ns);
   void begin(int64_t now_ns);
   void send_envelope(Txn& t, int64_t now_ns);
@@ -200,6 +226,8 @@ class SmtpClient {
 
   bool pipelining_ = false;
   bool chunking_ = false;
+  bool starttls_offered_ = false;
+  bool tls_active_ = false;
   bool quit_requested_ = false;
   bool quit_sent_ = false;
   bool server_closes_ = false;
