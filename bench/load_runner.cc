@@ -62,8 +62,10 @@ struct Pending {
 };
 
 struct alignas(16) Conn {
-  Conn(const ClientSettings& s, int64_t now) : client(s, now) {}
-  SmtpClient client;
+  Conn(const LoadConfig& cfg, int64_t now, std::shared_ptr<const TlsSavedSession> resume)
+      : link(cfg.client, cfg.tls, now, std::move(resume)), client(link.smtp()) {}
+  ClientConnection link;  // the SMTP client with PROXY and TLS around it
+  SmtpClient& client;
   int fd = -1;
   bool connecting = false;
   bool recv_armed = false;
@@ -76,6 +78,8 @@ struct alignas(16) Conn {
   bool banner_seen = false;
   bool retired = false;  // no longer counts against the connection cap
   bool eof = false;      // the server's FIN arrived
+  bool handshake_counted = false;
+  bool session_taken = false;
   int64_t linger_until = 0;
   uint32_t ops = 0;
   uint64_t messages = 0;
@@ -128,6 +132,8 @@ class Worker {
   void start_on(Conn& c);
   void after_client(Conn& c);
   void finish_message(const MessageResult& r);
+  void finish_connection_unit();
+  void count_tls(Conn& c);
   void setup_failed(Conn& c);
   void begin_close(Conn& c);
   void maybe_free(Conn& c);
@@ -167,6 +173,8 @@ class Worker {
   uint64_t active_ = 0;  // connections that count against cap_ (not closing)
   uint64_t opening_ = 0;
   size_t source_rr_ = 0;
+  size_t proxy_rr_ = 0;
+  std::shared_ptr<const TlsSavedSession> resume_;  // the target's last TLS session
   bool issuing_ = true;
   bool aborted_ = false;
   int64_t now_ = 0;
@@ -352,6 +360,55 @@ void Worker::finish_message(const MessageResult& r) {
   (r.ok() ? progress_.ok : progress_.failed).fetch_add(1, std::memory_order_relaxed);
 }
 
+// Connection mode: the message at the front of the backlog is this
+// connection's, and its set-up succeeded.
+void Worker::finish_connection_unit() {
+  if (backlog_.empty()) return;
+  const Pending p = backlog_.front();
+  backlog_.pop_front();
+  MessageResult r;
+  r.id = p.id;
+  r.code = 250;
+  r.intended_ns = p.intended_ns;
+  r.final_ns = now_;
+  finish_message(r);
+}
+
+// Handshake outcome (once per connection), and the session to resume.
+void Worker::count_tls(Conn& c) {
+  const ClientConnection& link = c.link;
+  if (!c.handshake_counted) {
+    switch (link.handshake_state()) {
+      case ClientConnection::Handshake::done: {
+        c.handshake_counted = true;
+        stats_.record_handshake(link.handshake_done_ns() - link.handshake_started_ns(),
+                                link.resumed(), link.tls_version(), link.tls_cipher());
+        break;
+      }
+      case ClientConnection::Handshake::failed:
+        c.handshake_counted = true;
+        stats_.record_handshake_failure(link.tls_error());
+        // A session the server refuses to resume is dropped: the next
+        // connection does a full handshake and brings a fresh one.
+        if (link.offered_session() && link.offered_session() == resume_) resume_.reset();
+        break;
+      case ClientConnection::Handshake::none:
+      case ClientConnection::Handshake::running: break;
+    }
+  }
+  // Only a full handshake's session is kept: with wolfSSL 5.5.4 as the client
+  // and OpenSSL servers (Postfix), the session saved from a resumed
+  // connection fails the next resumption ("binder does not verify" on the
+  // server). A full handshake's ticket can be offered again and again.
+  if (cfg_.tls_resume && !c.session_taken && c.client.ready_seen() &&
+      link.handshake_state() == ClientConnection::Handshake::done) {
+    c.session_taken = true;
+    if (!link.resumed()) {
+      if (auto saved = link.saved_session()) resume_ = std::move(saved);
+    }
+  }
+}
+
 void Worker::fail_backlog_front(uint16_t code, ErrorKind kind) {
   if (backlog_.empty()) return;
   const Pending p = backlog_.front();
@@ -374,6 +431,7 @@ void Worker::after_client(Conn& c) {
       --in_flight_;
       finish_message(*r);
     }
+    count_tls(c);
     if (!c.banner_seen && c.client.banner_ns() != 0) {
       c.banner_seen = true;
       stats_.connect.record(c.client.banner_ns() - c.client.created_ns());
@@ -385,6 +443,12 @@ void Worker::after_client(Conn& c) {
       progress_.connections.fetch_add(1, std::memory_order_relaxed);
     }
     if (c.shut || c.retired) break;
+    if (c.client.idle() && c.carrying == 0 && !c.in_idle && cfg_.per_connection == 0) {
+      // Connection mode: set up is all this connection was for.
+      if (schedule_ || claim(c)) finish_connection_unit();
+      c.client.quit(now_);
+      break;
+    }
     if (c.client.idle() && c.carrying == 0 && !c.in_idle) {
       if (!schedule_) {
         if (claim(c)) {
@@ -467,10 +531,12 @@ bool Worker::open_conn() {
       return false;
     }
   }
-  auto* c = new Conn(cfg_.client, now_);
+  auto* c = new Conn(cfg_, now_, cfg_.tls_resume ? resume_ : nullptr);
   c->fd = fd;
   if (!schedule_) {
-    c->quota = std::min(cfg_.per_connection, budget_ - issued_ - reserved_);
+    // Connection mode: the connection itself is the one unit it takes.
+    const uint64_t unit = std::max<uint64_t>(cfg_.per_connection, 1);
+    c->quota = std::min(unit, budget_ - issued_ - reserved_);
     reserved_ += c->quota;
   }
   c->next = conns_;
@@ -493,10 +559,22 @@ void Worker::on_connect(Conn& c, int res) {
   --c.ops;
   if (c.shut) return maybe_free(c);
   if (res < 0) {
-    c.client.connection_lost(kind_of(res, true), now_);
+    c.link.connection_lost(kind_of(res, true), now_);
     return after_client(c);
   }
+  if (cfg_.proxy != ProxyVersion::none) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    ::getsockname(c.fd, reinterpret_cast<sockaddr*>(&local), &len);
+    if (!cfg_.proxy_sources.empty() && local.ss_family == AF_INET) {
+      auto& src = *reinterpret_cast<sockaddr_in*>(&local);
+      src.sin_addr = cfg_.proxy_sources[proxy_rr_++ % cfg_.proxy_sources.size()].sin_addr;
+    }
+    c.link.set_preamble(proxy_header(cfg_.proxy, local, cfg_.target));
+  }
+  c.link.connected(now_);
   arm_recv(c);
+  after_client(c);  // the PROXY header and the ClientHello leave now
 }
 
 void Worker::arm_recv(Conn& c) {
@@ -514,7 +592,7 @@ void Worker::on_recv(Conn& c, int res, uint32_t flags) {
     const uint16_t bid = ProvidedBufferRing::buffer_id(flags);
     stats_.bytes_in += static_cast<uint64_t>(res);
     if (!c.shut) {
-      c.client.feed(bufs_.data(bid, static_cast<size_t>(res)), now_);
+      c.link.feed(bufs_.data(bid, static_cast<size_t>(res)), now_);
     }
     bufs_.recycle(bid);
     if (!c.shut) after_client(c);  // cannot free c: this recv still counts in ops
@@ -525,11 +603,11 @@ void Worker::on_recv(Conn& c, int res, uint32_t flags) {
   if (c.shut) return maybe_free(c);
   if (res == 0) {
     c.eof = true;
-    c.client.connection_lost(ErrorKind::closed, now_);  // nothing if it ended cleanly (221)
+    c.link.connection_lost(ErrorKind::closed, now_);  // nothing if it ended cleanly (221)
     return after_client(c);
   }
   if (res < 0 && res != -ENOBUFS) {
-    c.client.connection_lost(kind_of(res, false), now_);
+    c.link.connection_lost(kind_of(res, false), now_);
     return after_client(c);
   }
   arm_recv(c);
@@ -545,9 +623,11 @@ void Worker::start_send(Conn& c) {
   } else {
     c.inflight.clear();
     c.inflight_off = 0;
-    while (c.client.has_output()) {
-      const std::string_view v = c.client.output();
-      if (v.size() >= SmtpClient::kCopyBelow) {
+    while (c.link.has_output()) {
+      const std::string_view v = c.link.output();
+      // A big body goes from where it lives; TLS records are copied (the
+      // session's buffer moves as it grows).
+      if (v.size() >= SmtpClient::kCopyBelow && c.link.output_stable()) {
         if (c.inflight.empty()) {  // a big body: sent from where it lives
           c.direct = true;
           p = v.data();
@@ -556,7 +636,7 @@ void Worker::start_send(Conn& c) {
         break;
       }
       c.inflight.append(v);
-      c.client.consume_output(v.size());
+      c.link.consume_output(v.size());
     }
     if (!c.direct) {
       if (c.inflight.empty()) return;
@@ -578,12 +658,12 @@ void Worker::on_send(Conn& c, int res) {
   c.direct = false;
   if (c.shut) return maybe_free(c);
   if (res < 0) {
-    c.client.connection_lost(kind_of(res, false), now_);
+    c.link.connection_lost(kind_of(res, false), now_);
     return after_client(c);
   }
   stats_.bytes_out += static_cast<uint64_t>(res);
   if (direct) {
-    c.client.consume_output(static_cast<size_t>(res));
+    c.link.consume_output(static_cast<size_t>(res));
   } else {
     c.inflight_off += static_cast<size_t>(res);
   }
@@ -645,7 +725,7 @@ void Worker::scan_timeouts() {
     }
     if (!(c->connecting || c->client.waiting())) continue;
     if (now_ - c->client.last_progress_ns() < cfg_.timeout_ns) continue;
-    c->client.connection_lost(ErrorKind::timeout, now_);
+    c->link.connection_lost(ErrorKind::timeout, now_);
     after_client(*c);
   }
 }
@@ -659,7 +739,7 @@ void Worker::abort_all() {
     next = c->next;
     c->in_idle = false;
     if (c->shut) continue;
-    c->client.connection_lost(ErrorKind::timeout, now_);
+    c->link.connection_lost(ErrorKind::timeout, now_);
     after_client(*c);
   }
   while (!backlog_.empty()) fail_backlog_front(0, ErrorKind::not_started);

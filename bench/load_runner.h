@@ -28,6 +28,16 @@
 // at the hard end (now). Progress counters are updated as outcomes arrive.
 // The open-loop backlog is bounded (2^20 messages per worker): a message
 // issued beyond it fails at once as not_started.
+// Connection mode (per_connection == 0): a connection carries no message; it
+// connects, sets up (banner, EHLO, STARTTLS and the handshake, EHLO) and
+// QUITs, and counts as one "message" of `messages`: ok (code 250, latency
+// from its intended start to ready) or the set-up failure's outcome.
+// TLS (cfg.tls): STARTTLS or implicit TLS through ClientConnection. With
+// tls_resume each worker keeps the last saved session of the target and
+// offers it to its next connection. PROXY (cfg.proxy): each connection's
+// first bytes are the header, source = the next of proxy_sources (cycled per
+// worker) with the real local port, or the real local address and port;
+// destination = the target.
 #pragma once
 
 #include <netinet/in.h>
@@ -39,6 +49,8 @@
 #include <vector>
 
 #include "bench/arrival.h"
+#include "bench/client_connection.h"
+#include "bench/proxy_header.h"
 #include "bench/smtp_client.h"
 #include "bench/stats.h"
 
@@ -58,6 +70,10 @@ struct LoadConfig {
   int64_t timeout_ns = int64_t{30} * 1'000'000'000;
   uint64_t seed = 1;
   ClientSettings client;
+  TlsClientOptions tls;
+  bool tls_resume = true;
+  ProxyVersion proxy = ProxyVersion::none;
+  std::vector<sockaddr_in> proxy_sources;  // empty: the real local address
 };
 
 // The messages of a run: message i is make_message(seed + i % distinct, size),

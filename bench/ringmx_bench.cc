@@ -5,6 +5,8 @@
 //                [--recipients R] [--no-pipelining] [--lmtp] [--bdat] [--json]
 //                [--expect-success-rate F] [--threads T] [--source A[-B],...]
 //                [--seed S] [--timeout S] [--from ADDR] [--to ADDR] [--helo NAME]
+//                [--starttls | --implicit-tls] [--tls-version 1.2|1.3] [--no-resume]
+//                [--sni NAME] [--proxy v1|v2 [--proxy-source A[-B],...]]
 //
 // Closed loop by default (N connections, K messages each, M in all); open loop
 // with --rate (see bench/load_runner.h). Every run is bounded by --messages and
@@ -13,11 +15,12 @@
 // one JSON object with --json, keys in bench/stats.cc); a progress line is
 // written to stderr once a second when stderr is a terminal. SIGINT/SIGTERM
 // stop issuing and report (a second one stops at once).
+// --per-connection 0 is connection mode: each connection sets up (with TLS if
+// asked) and QUITs without mail, and --messages counts connections; the
+// figures are then connections/s and handshakes/s.
 // Exit status: 0 when the success rate (ok / sent) is at least
 // --expect-success-rate (default 1.0); 1 when it is not, or when a message did
-// not get exactly one outcome; 2 for usage errors, options not supported yet
-// (--starttls, --tls, --proxy: the TLS engine and PROXY support are still to
-// come) and set-up failures.
+// not get exactly one outcome; 2 for usage errors and set-up failures.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <signal.h>
@@ -40,6 +43,7 @@
 
 #include "bench/load_runner.h"
 #include "bench/stats.h"
+#include "tls/tls_context.h"
 
 namespace {
 
@@ -54,8 +58,7 @@ extern "C" void on_signal(int /*sig*/) {
   if (g_stop) g_stop->fetch_add(1, std::memory_order_relaxed);
 }
 
-bool parse_target(const std::string& text, LoadConfig& cfg, std::string& err) {
-  std::string host;
+bool parse_target(const std::string& text, LoadConfig& cfg, std::string& host, std::string& err) {
   std::string port;
   if (!text.empty() && text[0] == '[') {
     const size_t close = text.find(']');
@@ -90,8 +93,10 @@ bool parse_target(const std::string& text, LoadConfig& cfg, std::string& err) {
   return true;
 }
 
-// "127.0.0.2-127.0.0.9,127.0.1.1": IPv4 addresses and inclusive ranges.
-bool parse_sources(const std::vector<std::string>& values, LoadConfig& cfg, std::string& err) {
+// "127.0.0.2-127.0.0.9,127.0.1.1": IPv4 addresses and inclusive ranges, for
+// `option` (--source, --proxy-source).
+bool parse_sources(const std::vector<std::string>& values, const char* option,
+                   std::vector<sockaddr_in>& out, std::string& err) {
   for (const std::string& value : values) {
     size_t pos = 0;
     while (pos <= value.size()) {
@@ -105,26 +110,23 @@ bool parse_sources(const std::vector<std::string>& values, LoadConfig& cfg, std:
       in_addr lo{};
       in_addr hi{};
       if (inet_pton(AF_INET, a.c_str(), &lo) != 1 || inet_pton(AF_INET, b.c_str(), &hi) != 1) {
-        err = "--source: not an IPv4 address or range: " + item;
+        err = std::string(option) + ": not an IPv4 address or range: " + item;
         return false;
       }
       const uint32_t from = ntohl(lo.s_addr);
       const uint32_t to = ntohl(hi.s_addr);
       if (to < from || to - from >= 65536) {
-        err = "--source: empty or too large a range (at most 65536 addresses): " + item;
+        err =
+            std::string(option) + ": empty or too large a range (at most 65536 addresses): " + item;
         return false;
       }
       for (uint64_t x = from; x <= to; ++x) {
         sockaddr_in sa{};
         sa.sin_family = AF_INET;
         sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(x));
-        cfg.sources.push_back(sa);
+        out.push_back(sa);
       }
     }
-  }
-  if (!cfg.sources.empty() && cfg.target.ss_family != AF_INET) {
-    err = "--source: source addresses are IPv4, the target is not";
-    return false;
   }
   return true;
 }
@@ -165,8 +167,13 @@ int run(int argc, char** argv) {
   std::string to = "rcpt@example.org";
   std::string helo = "bench.example.net";
   bool starttls = false;
-  bool tls = false;
+  bool implicit_tls = false;
+  bool tls_alias = false;
+  bool no_resume = false;
+  std::string tls_version = "1.3";
+  std::string sni;
   std::string proxy;
+  std::vector<std::string> proxy_sources;
 
   app.add_option("--target", target, "server to load, HOST:PORT or [IPv6]:PORT")->required();
   app.add_option("--connections", connections, "concurrent connections (at most)")
@@ -178,8 +185,10 @@ int run(int argc, char** argv) {
   app.add_option("--size", size, "message size in octets (exact from 512 up)")
       ->required()
       ->check(CLI::Range(uint64_t{1}, uint64_t{256} << 20));
-  app.add_option("--per-connection", per_connection, "messages per connection before QUIT")
-      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}));
+  app.add_option("--per-connection", per_connection,
+                 "messages per connection before QUIT; 0: connection mode, no mail, "
+                 "--messages counts connections")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1'000'000'000}));
   app.add_option("--rate", rate, "open loop: messages per second over all threads (0: closed)")
       ->check(CLI::Range(0.0, 10'000'000.0));
   app.add_flag("--poisson", poisson, "open loop: Poisson arrivals instead of uniform spacing");
@@ -202,20 +211,32 @@ int run(int argc, char** argv) {
   app.add_option("--from", from, "envelope sender");
   app.add_option("--to", to, "recipient; with --recipients R > 1: local1@domain .. localR@domain");
   app.add_option("--helo", helo, "EHLO/LHLO name");
-  app.add_flag("--starttls", starttls, "STARTTLS (not supported yet)");
-  app.add_flag("--tls", tls, "implicit TLS (not supported yet)");
-  app.add_option("--proxy", proxy, "PROXY protocol v1|v2 (not supported yet)");
+  app.add_flag("--starttls", starttls,
+               "STARTTLS after EHLO (a server that does not offer it fails as unsupported)");
+  app.add_flag("--implicit-tls", implicit_tls, "TLS from the first byte (port 465 style)");
+  app.add_flag("--tls", tls_alias, "same as --implicit-tls")->group("");
+  app.add_option("--tls-version", tls_version, "highest TLS version offered")
+      ->check(CLI::IsMember({"1.2", "1.3"}));
+  app.add_flag("--no-resume", no_resume,
+               "full handshakes only (default: each thread resumes the last session)");
+  app.add_option("--sni", sni, "TLS server name (default: the --target host, unless an address)");
+  app.add_option("--proxy", proxy, "send a PROXY protocol header first: v1 (text) or v2 (binary)")
+      ->check(CLI::IsMember({"v1", "v2"}));
+  app.add_option("--proxy-source", proxy_sources,
+                 "PROXY header source addresses, A or A-B (IPv4), cycled per connection "
+                 "(default: the real local address)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
-  if (starttls || tls || !proxy.empty()) {
-    std::cerr << "ringmx-bench: "
-              << (starttls ? "--starttls"
-                  : tls    ? "--tls"
-                           : "--proxy")
-              << " is not supported yet (the TLS engine and PROXY support are being written)\n";
+  implicit_tls = implicit_tls || tls_alias;
+  if (starttls && implicit_tls) {
+    std::cerr << "ringmx-bench: --starttls and --implicit-tls exclude each other\n";
+    return kExitUsage;
+  }
+  if (!proxy_sources.empty() && proxy.empty()) {
+    std::cerr << "ringmx-bench: --proxy-source needs --proxy\n";
     return kExitUsage;
   }
   if (poisson && rate <= 0) {
@@ -225,9 +246,27 @@ int run(int argc, char** argv) {
 
   LoadConfig cfg;
   std::string err;
-  if (!parse_target(target, cfg, err) || !parse_sources(sources, cfg, err)) {
+  std::string host;
+  if (!parse_target(target, cfg, host, err) ||
+      !parse_sources(sources, "--source", cfg.sources, err) ||
+      !parse_sources(proxy_sources, "--proxy-source", cfg.proxy_sources, err)) {
     std::cerr << "ringmx-bench: " << err << "\n";
     return kExitUsage;
+  }
+  if ((!cfg.sources.empty() || !cfg.proxy_sources.empty()) && cfg.target.ss_family != AF_INET) {
+    std::cerr << "ringmx-bench: --source and --proxy-source addresses are IPv4, the target is "
+                 "not\n";
+    return kExitUsage;
+  }
+  if (!proxy.empty()) parse_proxy_version(proxy, cfg.proxy);
+  if (starttls || implicit_tls) {
+    ringmx::TlsClientConfig tls_config;  // no verification: a load generator measures
+    tls_config.max_version =
+        tls_version == "1.2" ? ringmx::TlsVersion::tls1_2 : ringmx::TlsVersion::tls1_3;
+    cfg.tls.context = ringmx::TlsClientContext::create(tls_config);
+    cfg.tls.mode = starttls ? TlsMode::starttls : TlsMode::implicit;
+    cfg.tls.server_name = sni.empty() ? host : sni;
+    cfg.tls_resume = !no_resume;
   }
   const size_t at = to.rfind('@');
   if (at == std::string::npos || at == 0 || from.find('>') != std::string::npos ||
@@ -245,6 +284,7 @@ int run(int argc, char** argv) {
   cfg.client.lmtp = lmtp;
   cfg.client.bdat = bdat;
   cfg.client.use_pipelining = !no_pipelining;
+  cfg.client.starttls = starttls;
   if (threads == 0) threads = std::max(1U, std::thread::hardware_concurrency());
   threads = static_cast<uint32_t>(
       std::max<uint64_t>(1, std::min<uint64_t>({threads, connections, messages})));
@@ -338,6 +378,10 @@ int run(int argc, char** argv) {
   info.lmtp = lmtp;
   info.bdat = bdat;
   info.pipelining = !no_pipelining;
+  info.tls = starttls ? "starttls" : implicit_tls ? "implicit" : "none";
+  info.tls_max_version = tls_version;
+  info.tls_resume = !no_resume;
+  info.proxy = proxy.empty() ? "none" : proxy;
   info.issued = result.issued;
   info.elapsed_s = static_cast<double>(result.end_ns - result.start_ns) / 1e9;
   info.cpu_user_s = seconds(after.ru_utime) - seconds(before.ru_utime);

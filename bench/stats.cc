@@ -5,11 +5,15 @@
 //   pipelining, elapsed_s, interrupted, sent, ok, failed, success_rate,
 //   outcomes_consistent, messages_per_s (ok / elapsed), sent_per_s,
 //   transactions_per_s, bytes_per_s (message octets accepted / elapsed),
-//   connections_per_s (connections greeted / elapsed), rcpt_rejected,
+//   connections_per_s (connections greeted / elapsed), handshakes_per_s (TLS
+//   handshakes done / elapsed), rcpt_rejected,
 //   errors {by_code {"451": n}, by_kind {"refused": n, ...}},
 //   connection_stats {attempts, ready, failed, failed_by_code, failed_by_kind},
 //   wire {bytes_out, bytes_in},
-//   latency_us {connect|wait|transaction|data|message:
+//   tls {mode ("none"|"starttls"|"implicit"), max_version, resume,
+//        handshakes {full, resumed, failed}, versions {"TLS1_2", "TLS1_3"},
+//        cipher, first_error}, proxy ("none"|"v1"|"v2"),
+//   latency_us {connect|handshake|wait|transaction|data|message:
 //               {count, mean, p50, p90, p99, p99.9, max}},
 //   cpu {user_s, sys_s, percent_of_one_core, us_per_message}.
 #include "bench/stats.h"
@@ -33,6 +37,7 @@ struct Phase {
 };
 constexpr Phase kPhases[] = {
     {"connect", "connect -> banner", &RunStats::connect},
+    {"handshake", "TLS handshake", &RunStats::handshake},
     {"wait", "wait for a connection", &RunStats::wait},
     {"transaction", "transaction (MAIL -> final)", &RunStats::transaction},
     {"data", "end of data -> final", &RunStats::data},
@@ -140,6 +145,20 @@ void RunStats::record_setup_failure(uint16_t code, ErrorKind kind) {
   }
 }
 
+void RunStats::record_handshake(int64_t ns, bool resumed, std::string_view version,
+                                std::string_view cipher) {
+  ++(resumed ? tls_resumed : tls_full);
+  if (version == "TLS1_3") ++tls_v13;
+  if (version == "TLS1_2") ++tls_v12;
+  if (tls_cipher.empty()) tls_cipher = cipher;
+  handshake.record(ns);
+}
+
+void RunStats::record_handshake_failure(std::string_view reason) {
+  ++tls_failed;
+  if (tls_first_error.empty()) tls_first_error = reason;
+}
+
 void RunStats::merge(const RunStats& o) {
   sent += o.sent;
   ok += o.ok;
@@ -156,7 +175,15 @@ void RunStats::merge(const RunStats& o) {
   conn_failed += o.conn_failed;
   for (size_t i = 0; i < conn_by_code.size(); ++i) conn_by_code[i] += o.conn_by_code[i];
   for (size_t i = 0; i < conn_by_kind.size(); ++i) conn_by_kind[i] += o.conn_by_kind[i];
+  tls_full += o.tls_full;
+  tls_resumed += o.tls_resumed;
+  tls_failed += o.tls_failed;
+  tls_v12 += o.tls_v12;
+  tls_v13 += o.tls_v13;
+  if (tls_cipher.empty()) tls_cipher = o.tls_cipher;
+  if (tls_first_error.empty()) tls_first_error = o.tls_first_error;
   connect.merge(o.connect);
+  handshake.merge(o.handshake);
   wait.merge(o.wait);
   transaction.merge(o.transaction);
   data.merge(o.data);
@@ -173,19 +200,33 @@ bool outcomes_consistent(const RunInfo& info, const RunStats& s) {
 
 std::string format_human(const RunInfo& info, const RunStats& s) {
   const double e = info.elapsed_s;
+  const bool conn_mode = info.per_connection == 0;
   std::string out;
   out += fmt::format(
-      "ringmx-bench: {}, {} loop{}, {} connections x {} message{} per connection, {} thread{}\n",
-      info.target, info.open_loop ? "open" : "closed",
+      "ringmx-bench: {}, {} loop{}, {} connections x {}, {} thread{}\n", info.target,
+      info.open_loop ? "open" : "closed",
       info.open_loop
           ? fmt::format(" at {:g} msg/s ({})", info.rate, info.poisson ? "poisson" : "uniform")
           : std::string(),
-      info.connections, info.per_connection, info.per_connection == 1 ? "" : "s", info.threads,
-      info.threads == 1 ? "" : "s");
-  out += fmt::format("  messages of {} octets, {} recipient{}, {}{}{}\n", info.size,
-                     info.recipients, info.recipients == 1 ? "" : "s", info.lmtp ? "LMTP" : "SMTP",
-                     info.bdat ? ", BDAT" : ", DATA",
-                     info.pipelining ? ", pipelining when offered" : ", no pipelining");
+      info.connections,
+      conn_mode ? std::string("no message (connection mode: each \"message\" is a connection)")
+                : fmt::format("{} message{} per connection", info.per_connection,
+                              info.per_connection == 1 ? "" : "s"),
+      info.threads, info.threads == 1 ? "" : "s");
+  if (info.tls != "none" || info.proxy != "none") {
+    out += fmt::format("  {}{}\n",
+                       info.tls == "none"
+                           ? std::string("plaintext")
+                           : fmt::format("TLS: {}, up to TLS {}, resumption {}", info.tls,
+                                         info.tls_max_version, info.tls_resume ? "on" : "off"),
+                       info.proxy == "none" ? "" : fmt::format(", PROXY {}", info.proxy));
+  }
+  if (!conn_mode) {
+    out += fmt::format("  messages of {} octets, {} recipient{}, {}{}{}\n", info.size,
+                       info.recipients, info.recipients == 1 ? "" : "s",
+                       info.lmtp ? "LMTP" : "SMTP", info.bdat ? ", BDAT" : ", DATA",
+                       info.pipelining ? ", pipelining when offered" : ", no pipelining");
+  }
   out += fmt::format("  elapsed          {:.3f} s (limits: {} messages, {:g} s){}\n", e,
                      info.messages_limit, info.duration_limit_s,
                      info.interrupted ? ", interrupted" : "");
@@ -201,6 +242,15 @@ std::string format_human(const RunInfo& info, const RunStats& s) {
       per_s(static_cast<double>(s.conn_ready), e),
       info.open_loop ? fmt::format(" (sent {:.1f}/s)", per_s(static_cast<double>(s.sent), e))
                      : std::string());
+  if (info.tls != "none") {
+    out += fmt::format(
+        "  TLS handshakes   {} full + {} resumed = {:.1f} handshakes/s; {} failed{}{}{}\n",
+        s.tls_full, s.tls_resumed, per_s(static_cast<double>(s.tls_done()), e), s.tls_failed,
+        s.tls_first_error.empty() ? "" : fmt::format(" (first: {})", s.tls_first_error),
+        s.tls_v12 + s.tls_v13 > 0 ? fmt::format("; TLS1_3 {}, TLS1_2 {}", s.tls_v13, s.tls_v12)
+                                  : std::string(),
+        s.tls_cipher.empty() ? "" : fmt::format(", {}", s.tls_cipher));
+  }
   out += fmt::format("  {:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "latency (ms)",
                      "count", "mean", "p50", "p90", "p99", "p99.9", "max");
   for (const Phase& p : kPhases) {
@@ -267,6 +317,16 @@ std::string format_json(const RunInfo& info, const RunStats& s) {
       json_kind_map(s.conn_by_kind));
   out += fmt::format("  \"wire\": {{\"bytes_out\": {}, \"bytes_in\": {}}},\n", s.bytes_out,
                      s.bytes_in);
+  out +=
+      fmt::format("  \"handshakes_per_s\": {:.3f},\n", per_s(static_cast<double>(s.tls_done()), e));
+  out += fmt::format(
+      "  \"tls\": {{\"mode\": {}, \"max_version\": {}, \"resume\": {}, \"handshakes\": "
+      "{{\"full\": {}, \"resumed\": {}, \"failed\": {}}}, \"versions\": {{\"TLS1_2\": {}, "
+      "\"TLS1_3\": {}}}, \"cipher\": {}, \"first_error\": {}}},\n",
+      json_string(info.tls), json_string(info.tls_max_version), info.tls_resume, s.tls_full,
+      s.tls_resumed, s.tls_failed, s.tls_v12, s.tls_v13, json_string(s.tls_cipher),
+      json_string(s.tls_first_error));
+  out += fmt::format("  \"proxy\": {},\n", json_string(info.proxy));
   out += "  \"latency_us\": {\n";
   bool first = true;
   for (const Phase& p : kPhases) {

@@ -2,7 +2,9 @@
 // by one worker thread (no locking) and merged at the end. record() takes each
 // message's one outcome: sent == ok + failed always holds, every failure is
 // counted once, by reply code or by error kind. Latency phases (nanoseconds):
-//   connect      connect() submitted -> banner received
+//   connect      connect() submitted -> banner received (with implicit TLS
+//                the handshake is part of it)
+//   handshake    TLS handshake: ClientHello queued -> handshake done
 //   wait         intended start -> MAIL queued (waiting for a free connection)
 //   transaction  MAIL queued -> final reply
 //   data         end of the message data queued -> final reply ("DATA -> 250")
@@ -10,6 +12,8 @@
 // Intended start: the open loop's schedule; in the closed loop, the moment a
 // connection takes the message (for a connection's first message, the moment
 // the connection was opened, so connecting and EHLO count).
+// Connection mode (--per-connection 0): each "message" is one connection set
+// up and closed without mail; `message` is then intended start -> ready.
 // Latencies are recorded for every message that got a final reply code (2xx
 // or not); errors without a reply (timeout, reset, ...) have none.
 // format_human() and format_json() render a summary; the JSON keys are stable
@@ -19,6 +23,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "bench/histogram.h"
 #include "bench/smtp_client.h"
@@ -42,8 +47,17 @@ struct RunStats {
   uint64_t conn_failed = 0;
   std::array<uint64_t, 1000> conn_by_code{};  // setup refused by banner/EHLO code
   std::array<uint64_t, kErrorKindCount> conn_by_kind{};
+  // TLS handshakes (one per connection that started one).
+  uint64_t tls_full = 0;
+  uint64_t tls_resumed = 0;
+  uint64_t tls_failed = 0;
+  uint64_t tls_v12 = 0;  // done handshakes by negotiated version
+  uint64_t tls_v13 = 0;
+  std::string tls_cipher;       // of the first handshake done
+  std::string tls_first_error;  // why the first failed one failed
   // Latency.
   Histogram connect;
+  Histogram handshake;
   Histogram wait;
   Histogram transaction;
   Histogram data;
@@ -51,6 +65,10 @@ struct RunStats {
 
   void record(const MessageResult& r);
   void record_setup_failure(uint16_t code, ErrorKind kind);
+  void record_handshake(int64_t ns, bool resumed, std::string_view version,
+                        std::string_view cipher);
+  void record_handshake_failure(std::string_view reason);
+  uint64_t tls_done() const { return tls_full + tls_resumed; }
   void merge(const RunStats& o);
   double success_rate() const {
     return sent ? static_cast<double>(ok) / static_cast<double>(sent) : 0.0;
@@ -65,7 +83,7 @@ struct RunInfo {
   double rate = 0;
   uint32_t threads = 1;
   uint64_t connections = 0;
-  uint64_t per_connection = 0;
+  uint64_t per_connection = 0;  // 0: connection mode (no mail)
   uint64_t messages_limit = 0;
   double duration_limit_s = 0;
   uint64_t size = 0;
@@ -73,7 +91,11 @@ struct RunInfo {
   bool lmtp = false;
   bool bdat = false;
   bool pipelining = true;
-  uint64_t issued = 0;  // messages the workers issued (each must have one outcome)
+  std::string tls = "none";  // "none", "starttls", "implicit"
+  std::string tls_max_version = "1.3";
+  bool tls_resume = true;
+  std::string proxy = "none";  // "none", "v1", "v2"
+  uint64_t issued = 0;         // messages the workers issued (each must have one outcome)
   double elapsed_s = 0;
   double cpu_user_s = 0;
   double cpu_sys_s = 0;

@@ -1,15 +1,24 @@
 """ringmx-bench, the load generator, against real servers on 127.0.0.1: the
-ringmx daemon (harness.Server) and Postfix's smtp-sink (skipped, saying so,
-when /usr/sbin/smtp-sink is not installed). Every run is bounded in messages
+ringmx daemon (harness.Server), Postfix's smtp-sink, and a private Postfix
+instance with TLS and the PROXY protocol (own config and queue under
+/var/spool, as root; both skipped, saying so, when Postfix is not installed or
+we are not root). Every run is bounded in messages
 and seconds (--messages, --duration, --timeout, and a subprocess timeout) and
 reports with --json. Checked: every message has one outcome (sent == ok +
 failed), what ringmx acknowledged is what landed in its spool (count, size,
 recipients), latency percentiles are ordered, an open-loop run at a modest rate
-achieves that rate, and the exit status follows --expect-success-rate.
+achieves that rate, and the exit status follows --expect-success-rate. With
+TLS: STARTTLS and implicit TLS deliver, handshakes are counted full/resumed
+(resumption on by default, off with --no-resume), --tls-version 1.2 is what is
+negotiated, a server without STARTTLS fails every message as `unsupported`
+and gets no mail, connection mode (--per-connection 0) sends no mail; PROXY
+v1 and v2 headers make Postfix log the --proxy-source addresses.
 Processes started here are stopped by PID."""
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -20,8 +29,9 @@ from harness import BINARY, Server, free_port, main
 
 BENCH = os.path.normpath(os.path.join(os.path.dirname(BINARY), "..", "bench", "ringmx-bench"))
 SMTP_SINK = "/usr/sbin/smtp-sink"
+POSTFIX = "/usr/sbin/postfix"
 RUN_TIMEOUT = 120          # seconds, a hard bound on every ringmx-bench process
-PHASES = ("connect", "wait", "transaction", "data", "message")
+PHASES = ("connect", "handshake", "wait", "transaction", "data", "message")
 # Our messages start with this header (bench/message_gen.cc); ringmx puts its
 # own Received header in front.
 OUR_FIRST_LINE = b"Received: from relay.example.net"
@@ -127,6 +137,31 @@ class BenchAgainstRingmx(unittest.TestCase, BenchChecks):
         self.assertLess(abs(r["messages_per_s"] - rate) / rate, 0.10, r["messages_per_s"])
         self.assertEqual(len(self.srv.spool_records()), r["ok"])
 
+    def test_starttls_not_offered_fails_every_message_as_unsupported(self):
+        # ringmx in this tree offers no STARTTLS: nothing may go out in plaintext.
+        r = run_bench(self.srv.port, "--connections", "4", "--messages", "40", "--size", "1024",
+                      "--starttls", "--per-connection", "5", expect_rc=1)
+        self.check_report(r, want_sent=40)
+        self.assertEqual(r["errors"]["by_kind"]["unsupported"], 40)
+        self.assertEqual(r["connection_stats"]["failed_by_kind"]["unsupported"], 40)
+        self.assertEqual(r["tls"]["mode"], "starttls")
+        self.assertEqual(r["tls"]["handshakes"], {"full": 0, "resumed": 0, "failed": 0})
+        self.assertEqual(r["transactions_per_s"], 0)
+        self.assertEqual(len(self.srv.spool_records()), 0)
+
+    def test_connection_mode_sends_no_mail(self):
+        r = run_bench(self.srv.port, "--connections", "8", "--messages", "300", "--size", "1024",
+                      "--per-connection", "0", "--duration", "20")
+        self.check_report(r, want_sent=300)
+        self.assertEqual(r["ok"], 300, r["errors"])
+        self.assertEqual(r["connection_stats"]["attempts"], 300)
+        self.assertEqual(r["connection_stats"]["ready"], 300)
+        self.assertEqual(r["latency_us"]["transaction"]["count"], 0)
+        self.assertEqual(r["latency_us"]["message"]["count"], 300)  # connect -> ready
+        self.assertEqual(r["latency_us"]["connect"]["count"], 300)
+        self.assertGreater(r["connections_per_s"], 0)
+        self.assertEqual(len(self.srv.spool_records()), 0)
+
     def test_expect_success_rate_decides_the_exit_status(self):
         # A message over the server's size limit is refused (552) at the end of data.
         srv = Server(extra_toml=SERVER_TOML + "[limits]\nmax_message_size = 4096\n",
@@ -170,13 +205,16 @@ class BenchErrors(unittest.TestCase, BenchChecks):
             self.check_report(r, want_sent=2)
             self.assertEqual(r["errors"]["by_kind"]["timeout"], 2)
 
-    def test_tls_and_proxy_are_not_supported_yet(self):
-        for flag in (["--starttls"], ["--tls"], ["--proxy", "v2"]):
+    def test_tls_and_proxy_usage_errors_exit_2(self):
+        for flags in (["--starttls", "--implicit-tls"], ["--starttls", "--tls"],
+                      ["--proxy", "v3"], ["--proxy-source", "10.0.0.1"],
+                      ["--proxy", "v1", "--proxy-source", "10.0.0.9-10.0.0.1"],
+                      ["--implicit-tls", "--tls-version", "1.1"]):
             p = subprocess.run([BENCH, "--target", "127.0.0.1:25", "--connections", "1",
-                                "--messages", "1", "--size", "1000"] + flag,
+                                "--messages", "1", "--size", "1000"] + flags,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
-            self.assertEqual(p.returncode, 2, flag)
-            self.assertIn(b"not supported yet", p.stderr)
+            self.assertEqual(p.returncode, 2, flags)
+            self.assertEqual(p.stdout, b"", flags)  # no run, no report
 
     def test_usage_errors_exit_2(self):
         p = subprocess.run([BENCH, "--target", "127.0.0.1:25", "--connections", "1"],
@@ -234,6 +272,273 @@ class BenchAgainstSmtpSink(unittest.TestCase, BenchChecks):
         self.assertEqual(r["failed"], 0, r["errors"])
         self.assertEqual(r["arrival"], "poisson")
         self.assertGreater(r["sent"], 250)  # about 400 (Poisson: +- a few sd of 20)
+
+
+class PrivatePostfix:
+    """A Postfix instance of our own: config, queue and log under /var/spool (file
+    creation in /tmp is slow here), smtpd on four loopback ports, everything
+    delivered to `discard`. Started with `postfix -c DIR start`, stopped with
+    `postfix -c DIR stop`, and its master killed by PID if it lingers."""
+
+    SERVICES = {
+        "starttls": "",
+        "implicit": "-o smtpd_tls_wrappermode=yes",
+        "proxy": "-o smtpd_upstream_proxy_protocol=haproxy",
+        "proxy_implicit": "-o smtpd_upstream_proxy_protocol=haproxy -o smtpd_tls_wrappermode=yes",
+        "plain": "-o smtpd_tls_security_level=none",
+    }
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="ringmx-bench-pf-", dir="/var/spool")
+        os.chmod(self.base, 0o755)
+        self.conf = os.path.join(self.base, "etc")
+        self.queue = os.path.join(self.base, "queue")
+        data = os.path.join(self.base, "data")
+        for d in (self.conf, self.queue, data):
+            os.makedirs(d)
+        shutil.chown(data, "postfix")
+        self.maillog = os.path.join(self.base, "maillog")
+        self.ports = {name: free_port() for name in self.SERVICES}
+        self.master = None
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=test", "-days", "2",
+                        "-keyout", os.path.join(self.conf, "key.pem"), "-out",
+                        os.path.join(self.conf, "cert.pem")],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN_CF.format(base=self.base, conf=self.conf, queue=self.queue,
+                                           data=data, maillog=self.maillog))
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            for name, opts in self.SERVICES.items():
+                f.write("127.0.0.1:%d inet n - n - - smtpd %s\n" % (self.ports[name], opts))
+            f.write(POSTFIX_MASTER_CF)
+
+    def start(self):
+        p = subprocess.run([POSTFIX, "-c", self.conf, "start"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("postfix start failed: %s" % p.stdout.decode(errors="replace"))
+        pid_file = os.path.join(self.queue, "pid", "master.pid")
+        deadline = time.monotonic() + 10
+        while self.master is None and time.monotonic() < deadline:
+            try:
+                with open(pid_file) as f:
+                    self.master = int(f.read().strip() or 0) or None
+            except OSError:
+                time.sleep(0.05)
+        for port in self.ports.values():
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("Postfix smtpd is not listening on %d" % port)
+                    time.sleep(0.05)
+        return self
+
+    def stop(self):
+        subprocess.run([POSTFIX, "-c", self.conf, "stop"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+        if self.master:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(self.master, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(self.master, 9)  # by PID: the master this instance started
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def log_size(self):
+        time.sleep(0.3)  # postlogd writes asynchronously: let it catch up
+        try:
+            return os.path.getsize(self.maillog)
+        except OSError:
+            return 0
+
+    def log(self, since=0):
+        """The mail log from byte offset `since` (a log_size() taken before)."""
+        time.sleep(0.5)
+        try:
+            with open(self.maillog, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+POSTFIX_MAIN_CF = """compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = pf-bench.localdomain
+mydomain = localdomain
+myorigin = $myhostname
+mydestination =
+relay_domains =
+local_recipient_maps =
+relay_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8 10.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtpd_client_connection_rate_limit = 0
+smtpd_client_connection_count_limit = 0
+default_transport = discard
+relay_transport = discard
+local_transport = discard
+virtual_transport = discard
+default_process_limit = 100
+maillog_file = {maillog}
+maillog_file_prefixes = {base}
+biff = no
+smtpd_tls_cert_file = {conf}/cert.pem
+smtpd_tls_key_file = {conf}/key.pem
+smtpd_tls_security_level = may
+"""
+
+POSTFIX_MASTER_CF = """pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
+    pf = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.access(POSTFIX, os.X_OK) or os.geteuid() != 0:
+            raise unittest.SkipTest("a private Postfix needs %s and root" % POSTFIX)
+        cls.pf = PrivatePostfix()
+        try:
+            cls.pf.start()
+        except Exception:
+            cls.pf.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.pf:
+            cls.pf.stop()
+
+    def port(self, name):
+        return self.pf.ports[name]
+
+    def connects_from(self, log, pattern):
+        """Client addresses of the smtpd "connect from" lines matching `pattern`."""
+        return re.findall(r"\]: connect from unknown\[(%s)\]" % pattern, log)
+
+    def check_tls(self, r, n, version="TLS1_3"):
+        self.check_report(r, want_sent=n)
+        self.assertEqual(r["ok"], n, (r["errors"], r["tls"]))
+        hs = r["tls"]["handshakes"]
+        self.assertEqual(hs["failed"], 0, r["tls"])
+        self.assertEqual(hs["full"] + hs["resumed"], r["connection_stats"]["ready"])
+        self.assertEqual(r["tls"]["versions"][version], hs["full"] + hs["resumed"])
+        self.assertEqual(r["latency_us"]["handshake"]["count"], hs["full"] + hs["resumed"])
+        self.assertGreater(r["latency_us"]["handshake"]["p50"], 0)
+
+    def test_starttls_resumes_by_default(self):
+        mark = self.pf.log_size()
+        r = run_bench(self.port("starttls"), "--connections", "4", "--messages", "120",
+                      "--size", "1024", "--starttls", "--duration", "30")
+        self.check_tls(r, 120)
+        hs = r["tls"]["handshakes"]
+        self.assertEqual(hs["full"] + hs["resumed"], 120)
+        # Each thread's first connections are full; later ones resume.
+        self.assertGreaterEqual(hs["resumed"], 100, hs)
+        self.assertEqual(r["tls"]["mode"], "starttls")
+        log = self.pf.log(mark)
+        self.assertEqual(log.count("ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1"), 120)
+
+    def test_no_resume_and_tls12(self):
+        r = run_bench(self.port("starttls"), "--connections", "4", "--messages", "40",
+                      "--size", "1024", "--starttls", "--no-resume", "--tls-version", "1.2",
+                      "--per-connection", "2", "--duration", "30")
+        self.check_tls(r, 40, version="TLS1_2")
+        self.assertEqual(r["tls"]["handshakes"], {"full": 20, "resumed": 0, "failed": 0})
+        self.assertFalse(r["tls"]["resume"])
+        self.assertEqual(r["tls"]["max_version"], "1.2")
+
+    def test_implicit_tls_through_the_hidden_alias_too(self):
+        for flag in ("--implicit-tls", "--tls"):
+            r = run_bench(self.port("implicit"), "--connections", "4", "--messages", "60",
+                          "--size", "4096", "--per-connection", "5", flag, "--duration", "30")
+            self.check_tls(r, 60)
+            self.assertEqual(r["tls"]["mode"], "implicit")
+            self.assertEqual(r["connection_stats"]["ready"], 12)
+
+    def test_connection_mode_measures_handshakes(self):
+        mark = self.pf.log_size()
+        r = run_bench(self.port("starttls"), "--connections", "8", "--messages", "200",
+                      "--size", "1024", "--starttls", "--per-connection", "0", "--duration", "30")
+        self.check_tls(r, 200)
+        self.assertEqual(r["connection_stats"]["ready"], 200)
+        self.assertEqual(r["latency_us"]["transaction"]["count"], 0)
+        self.assertGreater(r["handshakes_per_s"], 0)
+        log = self.pf.log(mark)
+        self.assertEqual(log.count(" ehlo=2 starttls=1 quit=1 commands=4"), 200)
+        self.assertNotIn("mail=", log)
+
+    def test_server_without_starttls(self):
+        mark = self.pf.log_size()
+        r = run_bench(self.port("plain"), "--connections", "2", "--messages", "10",
+                      "--size", "1024", "--starttls", expect_rc=1)
+        self.check_report(r, want_sent=10)
+        self.assertEqual(r["errors"]["by_kind"]["unsupported"], 10)
+        log = self.pf.log(mark)
+        self.assertEqual(log.count(" ehlo=1 quit=1 commands=2"), 10)
+        self.assertNotIn("mail=", log)
+
+    def test_proxy_v1_and_v2_carry_the_source_addresses(self):
+        for version, net in (("v1", "10.9.1."), ("v2", "10.9.2.")):
+            mark = self.pf.log_size()
+            r = run_bench(self.port("proxy"), "--connections", "2", "--messages", "12",
+                          "--size", "1024", "--proxy", version, "--proxy-source",
+                          net + "1-" + net + "3", "--threads", "1")
+            self.check_report(r, want_sent=12)
+            self.assertEqual(r["ok"], 12, r["errors"])
+            self.assertEqual(r["proxy"], version)
+            seen = self.connects_from(self.pf.log(mark), re.escape(net) + r"\d+")
+            self.assertEqual(sorted(set(seen)), [net + "1", net + "2", net + "3"])
+            self.assertEqual(len(seen), 12)
+
+    def test_proxy_header_goes_before_implicit_tls(self):
+        mark = self.pf.log_size()
+        r = run_bench(self.port("proxy_implicit"), "--connections", "2", "--messages", "6",
+                      "--size", "1024", "--proxy", "v2", "--implicit-tls", "--proxy-source",
+                      "10.9.3.7")
+        self.check_tls(r, 6)
+        self.assertEqual(self.connects_from(self.pf.log(mark), r"[0-9.]+"), ["10.9.3.7"] * 6)
 
 
 if __name__ == "__main__":

@@ -138,5 +138,50 @@ TEST(BenchStats, Reports) {
   EXPECT_NE(format_human(info, s).find("INCONSISTENT"), std::string::npos);
 }
 
+TEST(BenchStats, TlsHandshakesAreCountedAndReported) {
+  RunStats a;
+  a.record_handshake(2'000'000, false, "TLS1_3", "TLS_AES_128_GCM_SHA256");
+  a.record_handshake(1'000'000, true, "TLS1_3", "TLS_AES_128_GCM_SHA256");
+  RunStats b;
+  b.record_handshake(3'000'000, false, "TLS1_2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+  b.record_handshake_failure("peer sent fatal alert handshake_failure");
+  b.record_handshake_failure("second reason, not kept");
+  a.merge(b);
+  EXPECT_EQ(a.tls_full, 2U);
+  EXPECT_EQ(a.tls_resumed, 1U);
+  EXPECT_EQ(a.tls_failed, 2U);
+  EXPECT_EQ(a.tls_done(), 3U);
+  EXPECT_EQ(a.tls_v13, 2U);
+  EXPECT_EQ(a.tls_v12, 1U);
+  EXPECT_EQ(a.handshake.count(), 3U);
+  EXPECT_EQ(a.tls_cipher, "TLS_AES_128_GCM_SHA256");
+  EXPECT_EQ(a.tls_first_error, "peer sent fatal alert handshake_failure");
+
+  RunInfo info;
+  info.target = "127.0.0.1:465";
+  info.elapsed_s = 1.5;
+  info.connections = 2;
+  info.per_connection = 0;  // connection mode
+  info.tls = "implicit";
+  info.proxy = "v2";
+  const std::string json = format_json(info, a);
+  for (const char* key :
+       {"\"handshakes_per_s\": 2.000,", "\"mode\": \"implicit\"",
+        "\"handshakes\": {\"full\": 2, \"resumed\": 1, \"failed\": 2}",
+        "\"versions\": {\"TLS1_2\": 1, \"TLS1_3\": 2}", "\"proxy\": \"v2\"",
+        "\"handshake\": {\"count\": 3", "\"first_error\": \"peer sent fatal alert"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << "\n" << json;
+  }
+  const std::string text = format_human(info, a);
+  EXPECT_NE(text.find("2 full + 1 resumed = 2.0 handshakes/s; 2 failed"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("connection mode"), std::string::npos) << text;
+  EXPECT_NE(text.find("PROXY v2"), std::string::npos) << text;
+  EXPECT_EQ(text.find("messages of"), std::string::npos) << text;
+  // Without TLS the human report has no handshake line.
+  info.tls = "none";
+  EXPECT_EQ(format_human(info, a).find("TLS handshakes"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ringmx::bench
