@@ -8,10 +8,10 @@
 // client is reached through smtp() (messages, QUIT, results); whatever it
 // queues is encrypted when output() is next asked for.
 //
-// output() views: the preamble, the SMTP client's own output (plaintext: a
-// referenced body stays where its owner keeps it), or the TLS session's
-// pending ciphertext, which may move at the next call into this object:
-// output_stable() says whether the view may be sent without copying.
+// output() views: the preamble, the SMTP client's own output, or the TLS
+// session's pending ciphertext. Only a referenced body (plaintext) stays put
+// across calls; everything else may grow or move at the next call into this
+// object: output_stable() says whether the view may be sent without copying.
 //
 // TLS: the handshake starts at connected() (implicit) or when the client
 // wants_tls() (STARTTLS). A failed handshake ends the session with
@@ -66,7 +66,9 @@ class ClientConnection {
   std::string_view output();
   void consume_output(size_t n);
   bool has_output();
-  bool output_stable() const { return preamble_off_ >= preamble_.size() && !tls_; }
+  bool output_stable() const {
+    return preamble_off_ >= preamble_.size() && !tls_ && client_.output_is_reference();
+  }
 
   Handshake handshake_state() const { return handshake_; }
   int64_t handshake_started_ns() const { return hs_started_ns_; }

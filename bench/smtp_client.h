@@ -137,6 +137,12 @@ class SmtpClient {
   std::string_view output() const;
   void consume_output(size_t n);
   bool has_output() const { return out_head_ < out_.size(); }
+  // True when output() is a referenced body (it stays where the caller keeps
+  // it, so it may be sent without a copy while the client is called again);
+  // false for the client's own text, which may grow or move at the next call.
+  bool output_is_reference() const {
+    return out_head_ < out_.size() && out_[out_head_].text.empty();
+  }
 
   std::optional<MessageResult> take_result();
   bool has_result() const { return results_head_ < results_.size(); }

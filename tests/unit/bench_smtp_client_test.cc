@@ -496,6 +496,7 @@ TEST(BenchSmtpClient, LargeBodiesAreReferencedNotCopied) {
   t.take();
   t.feed("250 ok\r\n250 ok\r\n354 go\r\n");
   ASSERT_TRUE(t.client_.has_output());
+  EXPECT_TRUE(t.client_.output_is_reference());
   EXPECT_EQ(t.client_.output().data(), b.stuffed.data());
   // Partial sends.
   t.client_.consume_output(1000);
@@ -670,6 +671,22 @@ TEST(BenchSmtpClient, BdatPipelinesTheNextMessageAtOnce) {
   EXPECT_EQ(t.client_.take_result()->id, 2u);
   EXPECT_EQ(t.client_.take_result()->id, 3u);
   EXPECT_TRUE(t.client_.idle());
+}
+
+// Bodies under kCopyBelow are copied into the client's own text, and two of
+// them pipelined can add up to more than kCopyBelow: that text is not a
+// reference (it grows when the next command is queued), so the owner must
+// copy it before sending.
+TEST(BenchSmtpClient, CopiedBodiesAddingUpAreNotAReference) {
+  ClientSettings s = settings();
+  s.bdat = true;
+  Script t(s);
+  t.greet(kEhloFull);
+  Body b(SmtpClient::kCopyBelow * 3 / 4);
+  t.start(1, b.view());
+  t.start(2, b.view());
+  ASSERT_GE(t.client_.output().size(), SmtpClient::kCopyBelow);
+  EXPECT_FALSE(t.client_.output_is_reference());
 }
 
 TEST(BenchSmtpClient, ServiceClosingEndsBothMessages) {
