@@ -15,6 +15,7 @@ and gets no mail, connection mode (--per-connection 0) sends no mail; PROXY
 v1 and v2 headers make Postfix log the --proxy-source addresses.
 Processes started here are stopped by PID."""
 
+import atexit
 import json
 import os
 import re
@@ -38,9 +39,31 @@ OUR_FIRST_LINE = b"Received: from relay.example.net"
 SERVER_TOML = "max_connections_per_ip = 10000\n"
 
 
+def bench_env():
+    """The environment for ringmx-bench. Under LeakSanitizer, one known leak is
+    suppressed: wolfSSL's ECC fixed-point cache (FP_ECC, filled when a worker
+    thread verifies the server's ECDSA signature) is thread-local and only freed
+    by wc_ecc_fp_free() on that thread, which tls/ does not offer yet; each
+    worker thread leaves it behind when it exits (about 3 MB, once per thread
+    and run, whatever the number of connections)."""
+    env = dict(os.environ)
+    if os.environ.get("RINGMX_SANITIZED", "0").lower() in ("1", "on", "true", "yes"):
+        fd, path = tempfile.mkstemp(prefix="ringmx-bench-lsan-", suffix=".supp")
+        with os.fdopen(fd, "w") as f:
+            f.write("leak:wc_ecc_new_point\n")
+        atexit.register(os.unlink, path)
+        env["LSAN_OPTIONS"] = ":".join(x for x in (os.environ.get("LSAN_OPTIONS", ""),
+                                                   "suppressions=" + path) if x)
+    return env
+
+
+BENCH_ENV = bench_env()
+
+
 def run_bench(port, *args, expect_rc=0):
     cmd = [BENCH, "--target", "127.0.0.1:%d" % port, "--json", "--timeout", "10"] + list(args)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=RUN_TIMEOUT,
+                       env=BENCH_ENV)
     if p.returncode != expect_rc:
         raise AssertionError("ringmx-bench exit %d (want %d): %s\nstdout: %s\nstderr: %s" % (
             p.returncode, expect_rc, " ".join(cmd), p.stdout.decode(errors="replace")[-3000:],
@@ -354,21 +377,27 @@ class PrivatePostfix:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def log_size(self):
-        time.sleep(0.3)  # postlogd writes asynchronously: let it catch up
         try:
             return os.path.getsize(self.maillog)
         except OSError:
             return 0
 
-    def log(self, since=0):
-        """The mail log from byte offset `since` (a log_size() taken before)."""
-        time.sleep(0.5)
-        try:
-            with open(self.maillog, "rb") as f:
-                f.seek(since)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+    def log(self, since, lines, timeout=20):
+        """The mail log from byte offset `since` (a log_size() taken before the
+        run), once it holds `lines` smtpd "disconnect from" lines: postlogd
+        writes asynchronously and lags on a busy machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(self.maillog, "rb") as f:
+                    f.seek(since)
+                    text = f.read().decode(errors="replace")
+            except OSError:
+                text = ""
+            if text.count("]: disconnect from ") >= lines or time.monotonic() > deadline:
+                time.sleep(0.2)  # anything else written with the last line
+                return text
+            time.sleep(0.1)
 
 
 POSTFIX_MAIN_CF = """compatibility_level = 3.6
@@ -477,7 +506,7 @@ class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
         # Each thread's first connections are full; later ones resume.
         self.assertGreaterEqual(hs["resumed"], 100, hs)
         self.assertEqual(r["tls"]["mode"], "starttls")
-        log = self.pf.log(mark)
+        log = self.pf.log(mark, 120)
         self.assertEqual(log.count("ehlo=2 starttls=1 mail=1 rcpt=1 data=1 quit=1"), 120)
 
     def test_no_resume_and_tls12(self):
@@ -505,7 +534,7 @@ class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
         self.assertEqual(r["connection_stats"]["ready"], 200)
         self.assertEqual(r["latency_us"]["transaction"]["count"], 0)
         self.assertGreater(r["handshakes_per_s"], 0)
-        log = self.pf.log(mark)
+        log = self.pf.log(mark, 200)
         self.assertEqual(log.count(" ehlo=2 starttls=1 quit=1 commands=4"), 200)
         self.assertNotIn("mail=", log)
 
@@ -515,7 +544,7 @@ class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
                       "--size", "1024", "--starttls", expect_rc=1)
         self.check_report(r, want_sent=10)
         self.assertEqual(r["errors"]["by_kind"]["unsupported"], 10)
-        log = self.pf.log(mark)
+        log = self.pf.log(mark, 10)
         self.assertEqual(log.count(" ehlo=1 quit=1 commands=2"), 10)
         self.assertNotIn("mail=", log)
 
@@ -528,7 +557,7 @@ class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
             self.check_report(r, want_sent=12)
             self.assertEqual(r["ok"], 12, r["errors"])
             self.assertEqual(r["proxy"], version)
-            seen = self.connects_from(self.pf.log(mark), re.escape(net) + r"\d+")
+            seen = self.connects_from(self.pf.log(mark, 12), re.escape(net) + r"\d+")
             self.assertEqual(sorted(set(seen)), [net + "1", net + "2", net + "3"])
             self.assertEqual(len(seen), 12)
 
@@ -538,7 +567,7 @@ class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
                       "--size", "1024", "--proxy", "v2", "--implicit-tls", "--proxy-source",
                       "10.9.3.7")
         self.check_tls(r, 6)
-        self.assertEqual(self.connects_from(self.pf.log(mark), r"[0-9.]+"), ["10.9.3.7"] * 6)
+        self.assertEqual(self.connects_from(self.pf.log(mark, 6), r"[0-9.]+"), ["10.9.3.7"] * 6)
 
 
 if __name__ == "__main__":
