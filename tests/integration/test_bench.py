@@ -278,6 +278,7 @@ class BenchAgainstSmtpSink(unittest.TestCase, BenchChecks):
             self.sink.kill()
             self.sink.wait()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_closed_loop_both_ways(self):
         for per_connection in ("1", "100"):
