@@ -22,6 +22,7 @@
 
 #include "bench/message_gen.h"
 #include "net/buffer_ring.h"
+#include "tls/tls_context.h"
 
 namespace ringmx::bench {
 
@@ -784,6 +785,8 @@ LoadResult run_load(const LoadConfig& cfg, const MessagePool& pool, std::vector<
     workers.emplace_back([&, t] {
       auto w = std::make_unique<Worker>(run_cfg, pool, t, start_ns, progress[t], control);
       w->run(results[t]);
+      w.reset();
+      tls_thread_exit();  // wolfSSL's per-thread ECC tables
     });
   }
   for (auto& w : workers) w.join();

@@ -15,7 +15,6 @@ and gets no mail, connection mode (--per-connection 0) sends no mail; PROXY
 v1 and v2 headers make Postfix log the --proxy-source addresses.
 Processes started here are stopped by PID."""
 
-import atexit
 import json
 import os
 import re
@@ -39,25 +38,7 @@ OUR_FIRST_LINE = b"Received: from relay.example.net"
 SERVER_TOML = "max_connections_per_ip = 10000\n"
 
 
-def bench_env():
-    """The environment for ringmx-bench. Under LeakSanitizer, one known leak is
-    suppressed: wolfSSL's ECC fixed-point cache (FP_ECC, filled when a worker
-    thread verifies the server's ECDSA signature) is thread-local and only freed
-    by wc_ecc_fp_free() on that thread, which tls/ does not offer yet; each
-    worker thread leaves it behind when it exits (about 3 MB, once per thread
-    and run, whatever the number of connections)."""
-    env = dict(os.environ)
-    if os.environ.get("RINGMX_SANITIZED", "0").lower() in ("1", "on", "true", "yes"):
-        fd, path = tempfile.mkstemp(prefix="ringmx-bench-lsan-", suffix=".supp")
-        with os.fdopen(fd, "w") as f:
-            f.write("leak:wc_ecc_new_point\n")
-        atexit.register(os.unlink, path)
-        env["LSAN_OPTIONS"] = ":".join(x for x in (os.environ.get("LSAN_OPTIONS", ""),
-                                                   "suppressions=" + path) if x)
-    return env
-
-
-BENCH_ENV = bench_env()
+BENCH_ENV = dict(os.environ)
 
 
 def run_bench(port, *args, expect_rc=0):
