@@ -30,19 +30,14 @@ import sys
 import tempfile
 import time
 
+from private_postfix import POSTFIX, PrivatePostfix, free_port, make_cert
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RINGMX = os.path.join(REPO, "build/release/tools/ringmx")
 BENCH = os.path.join(REPO, "build/release/bench/ringmx-bench")
-POSTFIX = "/usr/sbin/postfix"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BEGIN = "<!-- tls-handshakes:begin -->"
 END = "<!-- tls-handshakes:end -->"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, timeout=15):
@@ -88,20 +83,6 @@ def tree_cpu_s(root):
     return total / CLK_TCK
 
 
-def make_cert(directory, kind):
-    cert = os.path.join(directory, kind + "-cert.pem")
-    key = os.path.join(directory, kind + "-key.pem")
-    if kind == "ecdsa":
-        algo = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
-    else:
-        algo = ["-newkey", "rsa:2048"]
-    subprocess.run(["openssl", "req", "-x509"] + algo + ["-nodes", "-subj", "/CN=mx.bench",
-                                                        "-days", "2", "-keyout", key, "-out",
-                                                        cert],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-    return cert, key
-
-
 class Ringmx:
     def __init__(self, base, cert, key):
         self.dir = tempfile.mkdtemp(prefix="ringmx-", dir=base)
@@ -135,124 +116,29 @@ class Ringmx:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-MAIN_CF = """compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.bench
-mydomain = localdomain
-myorigin = $myhostname
-mydestination =
-relay_domains =
-local_recipient_maps =
-relay_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-smtpd_client_connection_rate_limit = 0
-smtpd_client_connection_count_limit = 0
-default_transport = discard
-relay_transport = discard
-local_transport = discard
-virtual_transport = discard
-default_process_limit = 200
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-biff = no
-smtpd_tls_cert_file = {cert}
-smtpd_tls_key_file = {key}
-smtpd_tls_security_level = may
-smtpd_tls_session_cache_database = btree:{data}/smtpd_scache
-"""
-
-MASTER_CF = """127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
 class Postfix:
-    """A private Postfix (smtpd + discard), its config, queue and log under the
-    bench's base directory; stopped with `postfix stop`, its master by PID if
-    it lingers."""
+    """smtpd with STARTTLS on one port, pinned to CPU 0 with everything it forks."""
 
     def __init__(self, base, cert, key):
-        self.base = tempfile.mkdtemp(prefix="postfix-", dir=base)
-        os.chmod(self.base, 0o755)
-        self.conf = os.path.join(self.base, "etc")
-        self.queue = os.path.join(self.base, "queue")
-        data = os.path.join(self.base, "data")
-        for d in (self.conf, self.queue, data):
-            os.makedirs(d)
-        shutil.chown(data, "postfix")
-        self.port = free_port()
-        with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write(MAIN_CF.format(base=self.base, queue=self.queue, data=data, cert=cert,
-                                   key=key))
-        with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.write(MASTER_CF.format(port=self.port))
-        self.master = None
+        self.pf = PrivatePostfix({"smtp": ""}, cert, key, cpus="0", base_dir=base,
+                                 extra_main=POSTFIX_EXTRA)
+        self.port = self.pf.ports["smtp"]
 
     def start(self):
-        p = subprocess.run(["taskset", "-c", "0", POSTFIX, "-c", self.conf, "start"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-        if p.returncode != 0:
-            raise RuntimeError("postfix start failed: %s" % p.stdout.decode(errors="replace"))
-        pid_file = os.path.join(self.queue, "pid", "master.pid")
-        deadline = time.monotonic() + 10
-        while self.master is None and time.monotonic() < deadline:
-            try:
-                with open(pid_file) as f:
-                    self.master = int(f.read().strip() or 0) or None
-            except OSError:
-                time.sleep(0.05)
-        if self.master is None:
-            raise RuntimeError("no Postfix master pid")
-        wait_port(self.port)
+        self.pf.start()
         return self
 
     def root(self):
-        return self.master
+        return self.pf.master
 
     def stop(self):
-        subprocess.run([POSTFIX, "-c", self.conf, "stop"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
-        if self.master:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(self.master, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(self.master, 9)
-        shutil.rmtree(self.base, ignore_errors=True)
+        self.pf.stop()
+
+
+# A TLS session cache as a production Postfix has (TLS 1.3 tickets work
+# without it; TLS 1.2 session ids need it).
+POSTFIX_EXTRA = """smtpd_tls_session_cache_database = btree:${data_directory}/smtpd_scache
+"""
 
 
 def bench(port, args, duration):
@@ -302,7 +188,7 @@ def main():
     tput = []
     try:
         for kind in ("ecdsa", "rsa"):
-            cert, key = make_cert(base, kind)
+            cert, key = make_cert(base, kind, "mx.bench")
             for mode, extra in (("full", ["--no-resume"]), ("resumed", [])):
                 samples = {"ringmx": [], "postfix": []}
                 ratios = []
@@ -329,7 +215,7 @@ def main():
                                    got["postfix"][1] / got["ringmx"][1]))
                 rows.append((kind, mode, samples, ratios))
         # STARTTLS message throughput against plaintext, ringmx only, ECDSA.
-        cert, key = make_cert(base, "ecdsa")
+        cert, key = make_cert(base, "ecdsa", "mx.bench")
         for per_conn in (1, 100):
             res = {"plain": [], "starttls": []}
             for run in range(a.runs):

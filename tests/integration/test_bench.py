@@ -21,15 +21,19 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 
 from harness import BINARY, Server, free_port, main
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",
+                                "peers"))
+from private_postfix import POSTFIX, PrivatePostfix  # noqa: E402
+
 BENCH = os.path.normpath(os.path.join(os.path.dirname(BINARY), "..", "bench", "ringmx-bench"))
 SMTP_SINK = "/usr/sbin/smtp-sink"
-POSTFIX = "/usr/sbin/postfix"
 RUN_TIMEOUT = 120          # seconds, a hard bound on every ringmx-bench process
 PHASES = ("connect", "handshake", "wait", "transaction", "data", "message")
 # Our messages start with this header (bench/message_gen.cc); ringmx puts its
@@ -279,167 +283,13 @@ class BenchAgainstSmtpSink(unittest.TestCase, BenchChecks):
         self.assertGreater(r["sent"], 250)  # about 400 (Poisson: +- a few sd of 20)
 
 
-class PrivatePostfix:
-    """A Postfix instance of our own: config, queue and log under /var/spool (file
-    creation in /tmp is slow here), smtpd on four loopback ports, everything
-    delivered to `discard`. Started with `postfix -c DIR start`, stopped with
-    `postfix -c DIR stop`, and its master killed by PID if it lingers."""
-
-    SERVICES = {
-        "starttls": "",
-        "implicit": "-o smtpd_tls_wrappermode=yes",
-        "proxy": "-o smtpd_upstream_proxy_protocol=haproxy",
-        "proxy_implicit": "-o smtpd_upstream_proxy_protocol=haproxy -o smtpd_tls_wrappermode=yes",
-        "plain": "-o smtpd_tls_security_level=none",
-    }
-
-    def __init__(self):
-        self.base = tempfile.mkdtemp(prefix="ringmx-bench-pf-", dir="/var/spool")
-        os.chmod(self.base, 0o755)
-        self.conf = os.path.join(self.base, "etc")
-        self.queue = os.path.join(self.base, "queue")
-        data = os.path.join(self.base, "data")
-        for d in (self.conf, self.queue, data):
-            os.makedirs(d)
-        shutil.chown(data, "postfix")
-        self.maillog = os.path.join(self.base, "maillog")
-        self.ports = {name: free_port() for name in self.SERVICES}
-        self.master = None
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=test", "-days", "2",
-                        "-keyout", os.path.join(self.conf, "key.pem"), "-out",
-                        os.path.join(self.conf, "cert.pem")],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=60)
-        with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN_CF.format(base=self.base, conf=self.conf, queue=self.queue,
-                                           data=data, maillog=self.maillog))
-        with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            for name, opts in self.SERVICES.items():
-                f.write("127.0.0.1:%d inet n - n - - smtpd %s\n" % (self.ports[name], opts))
-            f.write(POSTFIX_MASTER_CF)
-
-    def start(self):
-        p = subprocess.run([POSTFIX, "-c", self.conf, "start"], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=60)
-        if p.returncode != 0:
-            raise RuntimeError("postfix start failed: %s" % p.stdout.decode(errors="replace"))
-        pid_file = os.path.join(self.queue, "pid", "master.pid")
-        deadline = time.monotonic() + 10
-        while self.master is None and time.monotonic() < deadline:
-            try:
-                with open(pid_file) as f:
-                    self.master = int(f.read().strip() or 0) or None
-            except OSError:
-                time.sleep(0.05)
-        for port in self.ports.values():
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("Postfix smtpd is not listening on %d" % port)
-                    time.sleep(0.05)
-        return self
-
-    def stop(self):
-        subprocess.run([POSTFIX, "-c", self.conf, "stop"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
-        if self.master:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(self.master, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(self.master, 9)  # by PID: the master this instance started
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def log_size(self):
-        try:
-            return os.path.getsize(self.maillog)
-        except OSError:
-            return 0
-
-    def log(self, since, lines, timeout=20):
-        """The mail log from byte offset `since` (a log_size() taken before the
-        run), once it holds `lines` smtpd "disconnect from" lines: postlogd
-        writes asynchronously and lags on a busy machine."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with open(self.maillog, "rb") as f:
-                    f.seek(since)
-                    text = f.read().decode(errors="replace")
-            except OSError:
-                text = ""
-            if text.count("]: disconnect from ") >= lines or time.monotonic() > deadline:
-                time.sleep(0.2)  # anything else written with the last line
-                return text
-            time.sleep(0.1)
-
-
-POSTFIX_MAIN_CF = """compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = pf-bench.localdomain
-mydomain = localdomain
-myorigin = $myhostname
-mydestination =
-relay_domains =
-local_recipient_maps =
-relay_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8 10.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-smtpd_client_connection_rate_limit = 0
-smtpd_client_connection_count_limit = 0
-default_transport = discard
-relay_transport = discard
-local_transport = discard
-virtual_transport = discard
-default_process_limit = 100
-maillog_file = {maillog}
-maillog_file_prefixes = {base}
-biff = no
-smtpd_tls_cert_file = {conf}/cert.pem
-smtpd_tls_key_file = {conf}/key.pem
-smtpd_tls_security_level = may
-"""
-
-POSTFIX_MASTER_CF = """pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+POSTFIX_SERVICES = {
+    "starttls": "",
+    "implicit": "-o smtpd_tls_wrappermode=yes",
+    "proxy": "-o smtpd_upstream_proxy_protocol=haproxy",
+    "proxy_implicit": "-o smtpd_upstream_proxy_protocol=haproxy -o smtpd_tls_wrappermode=yes",
+    "plain": "-o smtpd_tls_security_level=none",
+}
 
 
 class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
@@ -449,7 +299,7 @@ class BenchAgainstPostfixTls(unittest.TestCase, BenchChecks):
     def setUpClass(cls):
         if not os.access(POSTFIX, os.X_OK) or os.geteuid() != 0:
             raise unittest.SkipTest("a private Postfix needs %s and root" % POSTFIX)
-        cls.pf = PrivatePostfix()
+        cls.pf = PrivatePostfix(POSTFIX_SERVICES)
         try:
             cls.pf.start()
         except Exception:
