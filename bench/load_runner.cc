@@ -4,6 +4,7 @@
 // worker through finish_message() exactly once.
 #include "bench/load_runner.h"
 
+#include <arpa/inet.h>
 #include <liburing.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
@@ -769,6 +770,28 @@ MessagePool::MessagePool(uint64_t seed, size_t size, uint64_t messages, bool bda
 MessageBody MessagePool::body(uint64_t id) const {
   const size_t i = static_cast<size_t>(id % raw_.size());
   return {stuffed_[i], raw_[i]};
+}
+
+bool is_loopback(const sockaddr_storage& target) {
+  if (target.ss_family == AF_INET) {
+    sockaddr_in sa{};
+    std::memcpy(&sa, &target, sizeof sa);
+    return (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+  }
+  if (target.ss_family == AF_INET6) {
+    sockaddr_in6 sa{};
+    std::memcpy(&sa, &target, sizeof sa);
+    const uint8_t* b = sa.sin6_addr.s6_addr;
+    static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return IN6_IS_ADDR_LOOPBACK(&sa.sin6_addr) ||
+           (std::memcmp(b, kMapped, sizeof kMapped) == 0 && b[12] == 127);
+  }
+  return false;
+}
+
+uint32_t default_threads(const sockaddr_storage& target, unsigned cpus) {
+  const uint32_t n = std::max(1U, cpus);
+  return is_loopback(target) ? std::max(1U, n / 2) : n;
 }
 
 LoadResult run_load(const LoadConfig& cfg, const MessagePool& pool, std::vector<Progress>& progress,

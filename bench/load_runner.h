@@ -90,6 +90,13 @@ class MessagePool {
   std::vector<std::string> stuffed_;
 };
 
+// The default --threads: one per CPU, but half the CPUs (at least one) when
+// the target is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104):
+// the server under test then runs on the same CPUs, and a generator that
+// takes them all measures itself rather than the server.
+uint32_t default_threads(const sockaddr_storage& target, unsigned cpus);
+bool is_loopback(const sockaddr_storage& target);
+
 struct alignas(64) Progress {
   std::atomic<uint64_t> sent{0};
   std::atomic<uint64_t> ok{0};

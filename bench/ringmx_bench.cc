@@ -18,6 +18,8 @@
 // --per-connection 0 is connection mode: each connection sets up (with TLS if
 // asked) and QUITs without mail, and --messages counts connections; the
 // figures are then connections/s and handshakes/s.
+// --threads defaults to one per CPU, half of them for a loopback target (the
+// server under test shares the CPUs).
 // Exit status: 0 when the success rate (ok / sent) is at least
 // --expect-success-rate (default 1.0); 1 when it is not, or when a message did
 // not get exactly one outcome; 2 for usage errors and set-up failures.
@@ -202,7 +204,9 @@ int run(int argc, char** argv) {
   app.add_flag("--json", json, "report as one JSON object");
   app.add_option("--expect-success-rate", expect, "exit 1 when ok/sent is below this")
       ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--threads", threads, "worker threads, one io_uring each (default: CPUs)")
+  app.add_option("--threads", threads,
+                 "worker threads, one io_uring each (default: one per CPU; half the CPUs, at "
+                 "least 1, for a loopback target, whose server shares the CPUs)")
       ->check(CLI::Range(0U, 1024U));
   app.add_option("--source", sources, "source addresses, A or A-B (IPv4), comma separated");
   app.add_option("--seed", seed, "message generator seed (same seed, same messages)");
@@ -285,7 +289,7 @@ int run(int argc, char** argv) {
   cfg.client.bdat = bdat;
   cfg.client.use_pipelining = !no_pipelining;
   cfg.client.starttls = starttls;
-  if (threads == 0) threads = std::max(1U, std::thread::hardware_concurrency());
+  if (threads == 0) threads = default_threads(cfg.target, std::thread::hardware_concurrency());
   threads = static_cast<uint32_t>(
       std::max<uint64_t>(1, std::min<uint64_t>({threads, connections, messages})));
   cfg.threads = threads;

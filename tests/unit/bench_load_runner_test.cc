@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -306,6 +307,44 @@ TEST(BenchLoadRunner, StopRequestFinishesWhatIsInFlight) {
   EXPECT_LT(r.stats.ok, 1'000'000u);
   EXPECT_EQ(r.stats.sent, r.issued);
   EXPECT_EQ(r.stats.failed, 0u);
+}
+
+sockaddr_storage address(const char* text) {
+  sockaddr_storage ss{};
+  if (std::string(text).find(':') != std::string::npos) {
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    EXPECT_EQ(inet_pton(AF_INET6, text, &sa.sin6_addr), 1) << text;
+    std::memcpy(&ss, &sa, sizeof sa);
+  } else {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    EXPECT_EQ(inet_pton(AF_INET, text, &sa.sin_addr), 1) << text;
+    std::memcpy(&ss, &sa, sizeof sa);
+  }
+  return ss;
+}
+
+TEST(BenchLoadRunner, DefaultThreadsLeaveHalfTheCpusToALoopbackServer) {
+  for (const char* loopback :
+       {"127.0.0.1", "127.1.2.3", "127.255.255.254", "::1", "::ffff:127.0.0.1"}) {
+    const sockaddr_storage t = address(loopback);
+    EXPECT_TRUE(is_loopback(t)) << loopback;
+    EXPECT_EQ(default_threads(t, 0), 1u) << loopback;
+    EXPECT_EQ(default_threads(t, 1), 1u) << loopback;
+    EXPECT_EQ(default_threads(t, 2), 1u) << loopback;
+    EXPECT_EQ(default_threads(t, 3), 1u) << loopback;
+    EXPECT_EQ(default_threads(t, 8), 4u) << loopback;
+    EXPECT_EQ(default_threads(t, 64), 32u) << loopback;
+  }
+  for (const char* remote : {"192.0.2.1", "10.0.0.1", "128.0.0.1", "126.255.255.255", "::2",
+                             "2001:db8::1", "::ffff:192.0.2.1", "::"}) {
+    const sockaddr_storage t = address(remote);
+    EXPECT_FALSE(is_loopback(t)) << remote;
+    EXPECT_EQ(default_threads(t, 0), 1u) << remote;  // unknown CPU count
+    EXPECT_EQ(default_threads(t, 2), 2u) << remote;
+    EXPECT_EQ(default_threads(t, 64), 64u) << remote;
+  }
 }
 
 }  // namespace
