@@ -757,19 +757,39 @@ int64_t mono_ns() {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-MessagePool::MessagePool(uint64_t seed, size_t size, uint64_t messages, bool bdat) {
-  const uint64_t fit = std::max<uint64_t>(1, kPoolBytes / std::max<size_t>(size, 1));
-  const uint64_t n = std::max<uint64_t>(1, std::min({messages, kMaxDistinct, fit}));
-  for (uint64_t i = 0; i < n; ++i) {
-    std::string m = make_message(seed + i, size);
-    stuffed_.push_back(bdat ? std::string() : dot_stuff(m) + ".\r\n");
-    raw_.push_back(bdat ? std::move(m) : std::string());
+MessagePool::MessagePool(uint64_t seed, size_t size, uint64_t messages, bool bdat)
+    : MessagePool(seed, SizeMix{{SizeClass{size, 1}}}, messages, bdat) {}
+
+MessagePool::MessagePool(uint64_t seed, const SizeMix& mix, uint64_t messages, bool bdat)
+    : seed_(seed), mix_(mix), bdat_(bdat) {
+  const size_t share = kPoolBytes / std::max<size_t>(1, mix_.classes.size());
+  for (size_t c = 0; c < mix_.classes.size(); ++c) {
+    const size_t size = mix_.classes[c].size;
+    const uint64_t fit = std::max<uint64_t>(1, share / std::max<size_t>(size, 1));
+    const uint64_t n = std::max<uint64_t>(1, std::min({messages, kMaxDistinct, fit}));
+    classes_.push_back({bodies_.size(), static_cast<size_t>(n)});
+    for (uint64_t j = 0; j < n; ++j) add(make_message(seed + kMaxDistinct * c + j, size));
   }
 }
 
+MessagePool::MessagePool(const std::vector<std::string>& messages, bool bdat) : bdat_(bdat) {
+  if (messages.empty()) throw std::invalid_argument("MessagePool: no messages");
+  classes_.push_back({0, messages.size()});
+  for (const std::string& m : messages) add(m);
+}
+
+void MessagePool::add(const std::string& message) {
+  bodies_.push_back(bdat_ ? message : dot_stuff(message) + ".\r\n");
+}
+
+size_t MessagePool::size_class(uint64_t id) const {
+  return draw_size_class(mix_, seed_, id);
+}
+
 MessageBody MessagePool::body(uint64_t id) const {
-  const size_t i = static_cast<size_t>(id % raw_.size());
-  return {stuffed_[i], raw_[i]};
+  const Range& r = classes_[size_class(id)];
+  const std::string& b = bodies_[r.first + static_cast<size_t>(id % r.count)];
+  return bdat_ ? MessageBody{std::string_view(), b} : MessageBody{b, std::string_view()};
 }
 
 bool is_loopback(const sockaddr_storage& target) {

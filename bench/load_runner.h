@@ -50,6 +50,7 @@
 
 #include "bench/arrival.h"
 #include "bench/client_connection.h"
+#include "bench/message_source.h"
 #include "bench/proxy_header.h"
 #include "bench/smtp_client.h"
 #include "bench/stats.h"
@@ -76,18 +77,36 @@ struct LoadConfig {
   std::vector<sockaddr_in> proxy_sources;  // empty: the real local address
 };
 
-// The messages of a run: message i is make_message(seed + i % distinct, size),
-// generated once before the run (at most 64 distinct ones, and no more than
-// fit in about 64 MiB), kept dot-stuffed for DATA or raw for BDAT.
+// The messages of a run, built once before it, kept dot-stuffed (with the
+// final ".\r\n") for DATA or raw for BDAT.
+// Generated: message i's size class c is draw_size_class(mix, seed, i) (always
+// 0 for one size); class c keeps n_c distinct bodies make_message(seed + 64 c
+// + j, size_c), j < n_c, and message i takes body i % n_c of its class. n_c is
+// at most 64, at most `messages`, and no more than fit in the class's share
+// (1 / classes) of about 64 MiB (at least one).
+// Given messages (--eml-dir: CRLF, not stuffed): message i is messages[i % n].
 class MessagePool {
  public:
   MessagePool(uint64_t seed, size_t size, uint64_t messages, bool bdat = false);
+  MessagePool(uint64_t seed, const SizeMix& mix, uint64_t messages, bool bdat = false);
+  MessagePool(const std::vector<std::string>& messages, bool bdat);
   MessageBody body(uint64_t id) const;
-  size_t distinct() const { return raw_.size(); }
+  size_t distinct() const { return bodies_.size(); }
+  size_t distinct_in_class(size_t c) const { return classes_[c].count; }
+  // Message `id`'s size class (0 for one size or given messages).
+  size_t size_class(uint64_t id) const;
 
  private:
-  std::vector<std::string> raw_;
-  std::vector<std::string> stuffed_;
+  struct Range {
+    size_t first = 0;
+    size_t count = 0;
+  };
+  void add(const std::string& message);
+  uint64_t seed_ = 0;
+  SizeMix mix_;
+  bool bdat_ = false;
+  std::vector<Range> classes_;
+  std::vector<std::string> bodies_;  // stuffed for DATA, raw for BDAT
 };
 
 // The default --threads: one per CPU, but half the CPUs (at least one) when
