@@ -1,6 +1,7 @@
 // Contract: ringmx-bench, the SMTP/LMTP load generator.
 //
-//   ringmx-bench --target HOST:PORT --connections N --messages M --size BYTES
+//   ringmx-bench --target HOST:PORT --connections N --messages M
+//                (--size SIZE | --size SIZE:WEIGHT,... | --eml-dir DIR)
 //                [--per-connection K] [--rate MSGS_PER_S [--poisson]] [--duration S]
 //                [--recipients R] [--no-pipelining] [--lmtp] [--bdat] [--json]
 //                [--expect-success-rate F] [--threads T] [--source A[-B],...]
@@ -18,6 +19,9 @@
 // --per-connection 0 is connection mode: each connection sets up (with TLS if
 // asked) and QUITs without mail, and --messages counts connections; the
 // figures are then connections/s and handshakes/s.
+// Messages: generated (message_gen) of one --size or of sizes drawn per
+// message from a weighted list (bench/message_source.h), or the .eml files of
+// --eml-dir, cycled in name order (--size is then ignored, with a warning).
 // --threads defaults to one per CPU, half of them for a loopback target (the
 // server under test shares the CPUs).
 // Exit status: 0 when the success rate (ok / sent) is at least
@@ -44,6 +48,7 @@
 #include <vector>
 
 #include "bench/load_runner.h"
+#include "bench/message_source.h"
 #include "bench/stats.h"
 #include "tls/tls_context.h"
 
@@ -150,7 +155,8 @@ int run(int argc, char** argv) {
   std::string target;
   uint64_t connections = 0;
   uint64_t messages = 0;
-  uint64_t size = 0;
+  std::string size_text;
+  std::string eml_dir;
   uint64_t per_connection = 1;
   double rate = 0;
   bool poisson = false;
@@ -184,9 +190,13 @@ int run(int argc, char** argv) {
   app.add_option("--messages", messages, "messages to send in all (the run stops there)")
       ->required()
       ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000'000}));
-  app.add_option("--size", size, "message size in octets (exact from 512 up)")
-      ->required()
-      ->check(CLI::Range(uint64_t{1}, uint64_t{256} << 20));
+  CLI::Option* size_option =
+      app.add_option("--size", size_text,
+                     "message size in octets, exact, from 512 (k/m suffixes: 4k, 1m), or sizes "
+                     "drawn per message from a weighted list SIZE:WEIGHT,... (1k:70,10k:25,1m:5)");
+  app.add_option("--eml-dir", eml_dir,
+                 "send the .eml files of DIR (name order, cycled; LF or CRLF, sent as CRLF) "
+                 "instead of generated messages; --size is then ignored");
   app.add_option("--per-connection", per_connection,
                  "messages per connection before QUIT; 0: connection mode, no mail, "
                  "--messages counts connections")
@@ -247,9 +257,24 @@ int run(int argc, char** argv) {
     std::cerr << "ringmx-bench: --poisson needs --rate\n";
     return kExitUsage;
   }
+  SizeMix mix;
+  std::vector<EmlFile> eml_files;
+  std::string err;
+  if (!eml_dir.empty()) {
+    if (size_option->count() > 0) std::cerr << "ringmx-bench: --size is ignored with --eml-dir\n";
+    if (!load_eml_dir(eml_dir, eml_files, err)) {
+      std::cerr << "ringmx-bench: " << err << "\n";
+      return kExitUsage;
+    }
+  } else if (size_option->count() == 0) {
+    std::cerr << "ringmx-bench: --size or --eml-dir is required\n";
+    return kExitUsage;
+  } else if (!parse_size_mix(size_text, mix, err)) {
+    std::cerr << "ringmx-bench: --size: " << err << "\n";
+    return kExitUsage;
+  }
 
   LoadConfig cfg;
-  std::string err;
   std::string host;
   if (!parse_target(target, cfg, host, err) ||
       !parse_sources(sources, "--source", cfg.sources, err) ||
@@ -312,7 +337,17 @@ int run(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  const MessagePool pool(seed, static_cast<size_t>(size), messages, bdat);
+  std::vector<std::string> eml_messages;
+  double eml_mean = 0;
+  for (EmlFile& f : eml_files) {
+    eml_mean += static_cast<double>(f.message.size());
+    eml_messages.push_back(std::move(f.message));
+  }
+  if (!eml_messages.empty()) eml_mean /= static_cast<double>(eml_messages.size());
+  const MessagePool pool = eml_messages.empty() ? MessagePool(seed, mix, messages, bdat)
+                                                : MessagePool(eml_messages, bdat);
+  eml_messages.clear();
+  eml_messages.shrink_to_fit();
   std::vector<Progress> progress(threads);
 
   // Progress line, once a second, only on a terminal.
@@ -377,7 +412,15 @@ int run(int argc, char** argv) {
   info.per_connection = per_connection;
   info.messages_limit = messages;
   info.duration_limit_s = duration;
-  info.size = size;
+  if (eml_dir.empty()) {
+    info.size = mix.classes.size() == 1 ? mix.classes[0].size : 0;
+    for (const SizeClass& c : mix.classes) info.size_distribution.emplace_back(c.size, c.weight);
+    info.mean_size = mix.mean_size();
+  } else {
+    info.eml_dir = eml_dir;
+    info.eml_files = eml_files.size();
+    info.mean_size = eml_mean;
+  }
   info.recipients = recipients;
   info.lmtp = lmtp;
   info.bdat = bdat;

@@ -1,7 +1,9 @@
 // Contract: see stats.h. The JSON document (one object, stable keys):
 //   target, mode ("closed"|"open"), arrival ("uniform"|"poisson"|null),
 //   rate_target, threads, connections, per_connection, messages_limit,
-//   duration_limit_s, size, recipients, protocol ("smtp"|"lmtp"), bdat,
+//   duration_limit_s, size (one --size, else null), size_distribution
+//   ([{size, weight}], empty with --eml-dir), mean_size, eml_dir (or null),
+//   eml_files, recipients, protocol ("smtp"|"lmtp"), bdat,
 //   pipelining, elapsed_s, interrupted, sent, ok, failed, success_rate,
 //   outcomes_consistent, messages_per_s (ok / elapsed), sent_per_s,
 //   transactions_per_s, bytes_per_s (message octets accepted / elapsed),
@@ -106,6 +108,21 @@ std::string human_counts(const std::array<uint64_t, 1000>& codes,
 
 double ms(int64_t ns) {
   return static_cast<double>(ns) / 1e6;
+}
+
+// "of 1024 octets", "of 1024:70,10240:25 octets (mean 3276.8)", "from eml-dir
+// DIR (3 files, mean 812.0 octets)".
+std::string describe_sizes(const RunInfo& info) {
+  if (!info.eml_dir.empty()) {
+    return fmt::format("from eml-dir {} ({} file{}, mean {:.1f} octets)", info.eml_dir,
+                       info.eml_files, info.eml_files == 1 ? "" : "s", info.mean_size);
+  }
+  if (info.size_distribution.size() <= 1) return fmt::format("of {} octets", info.size);
+  std::string list;
+  for (const auto& [size, weight] : info.size_distribution) {
+    list += fmt::format("{}{}:{}", list.empty() ? "" : ",", size, weight);
+  }
+  return fmt::format("of {} octets (mean {:.1f})", list, info.mean_size);
 }
 
 }  // namespace
@@ -222,7 +239,7 @@ std::string format_human(const RunInfo& info, const RunStats& s) {
                        info.proxy == "none" ? "" : fmt::format(", PROXY {}", info.proxy));
   }
   if (!conn_mode) {
-    out += fmt::format("  messages of {} octets, {} recipient{}, {}{}{}\n", info.size,
+    out += fmt::format("  messages {}, {} recipient{}, {}{}{}\n", describe_sizes(info),
                        info.recipients, info.recipients == 1 ? "" : "s",
                        info.lmtp ? "LMTP" : "SMTP", info.bdat ? ", BDAT" : ", DATA",
                        info.pipelining ? ", pipelining when offered" : ", no pipelining");
@@ -288,7 +305,17 @@ std::string format_json(const RunInfo& info, const RunStats& s) {
   out += fmt::format("  \"per_connection\": {},\n", info.per_connection);
   out += fmt::format("  \"messages_limit\": {},\n", info.messages_limit);
   out += fmt::format("  \"duration_limit_s\": {},\n", finite(info.duration_limit_s));
-  out += fmt::format("  \"size\": {},\n", info.size);
+  out += fmt::format("  \"size\": {},\n", info.size ? std::to_string(info.size) : "null");
+  out += "  \"size_distribution\": [";
+  for (size_t i = 0; i < info.size_distribution.size(); ++i) {
+    out += fmt::format("{}{{\"size\": {}, \"weight\": {}}}", i ? ", " : "",
+                       info.size_distribution[i].first, info.size_distribution[i].second);
+  }
+  out += "],\n";
+  out += fmt::format("  \"mean_size\": {:.1f},\n", finite(info.mean_size));
+  out += fmt::format("  \"eml_dir\": {},\n",
+                     info.eml_dir.empty() ? "null" : json_string(info.eml_dir));
+  out += fmt::format("  \"eml_files\": {},\n", info.eml_files);
   out += fmt::format("  \"recipients\": {},\n", info.recipients);
   out += fmt::format("  \"protocol\": \"{}\",\n", info.lmtp ? "lmtp" : "smtp");
   out += fmt::format("  \"bdat\": {},\n", info.bdat);

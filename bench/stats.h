@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "bench/histogram.h"
 #include "bench/smtp_client.h"
@@ -86,7 +88,13 @@ struct RunInfo {
   uint64_t per_connection = 0;  // 0: connection mode (no mail)
   uint64_t messages_limit = 0;
   double duration_limit_s = 0;
-  uint64_t size = 0;
+  uint64_t size = 0;  // one --size; 0 with a size list or --eml-dir
+  // The sizes used: {size, weight} each ({size, 1} for one --size), or, with
+  // --eml-dir, empty; mean_size is the weighted mean (or the files' mean).
+  std::vector<std::pair<uint64_t, uint64_t>> size_distribution;
+  double mean_size = 0;
+  std::string eml_dir;  // empty: generated messages
+  uint64_t eml_files = 0;
   uint32_t recipients = 1;
   bool lmtp = false;
   bool bdat = false;

@@ -138,6 +138,52 @@ TEST(BenchStats, Reports) {
   EXPECT_NE(format_human(info, s).find("INCONSISTENT"), std::string::npos);
 }
 
+TEST(BenchStats, ReportsTheSizeDistributionAndTheEmlDirectory) {
+  RunStats s;
+  for (uint64_t i = 0; i < 4; ++i) s.record(ok_result(i, 0));
+  RunInfo info;
+  info.target = "127.0.0.1:25";
+  info.issued = 4;
+  info.elapsed_s = 1.0;
+  info.per_connection = 1;
+  info.size_distribution = {{1024, 70}, {10240, 25}, {1048576, 5}};
+  info.mean_size = 55705.6;
+  std::string json = format_json(info, s);
+  for (const char* key :
+       {"\"size\": null,",
+        "\"size_distribution\": [{\"size\": 1024, \"weight\": 70}, {\"size\": 10240, \"weight\": "
+        "25}, {\"size\": 1048576, \"weight\": 5}],",
+        "\"mean_size\": 55705.6,", "\"eml_dir\": null,", "\"eml_files\": 0,",
+        "\"bytes_per_s\": 4096.000,"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << "\n" << json;
+  }
+  EXPECT_NE(format_human(info, s).find("messages of 1024:70,10240:25,1048576:5 octets (mean "
+                                       "55705.6)"),
+            std::string::npos)
+      << format_human(info, s);
+
+  info.size_distribution = {{2048, 1}};
+  info.size = 2048;
+  info.mean_size = 2048;
+  EXPECT_NE(format_json(info, s).find("\"size\": 2048,"), std::string::npos);
+  EXPECT_NE(format_human(info, s).find("messages of 2048 octets,"), std::string::npos);
+
+  info.size_distribution.clear();
+  info.size = 0;
+  info.eml_dir = "/tmp/m\"x";
+  info.eml_files = 3;
+  info.mean_size = 812;
+  json = format_json(info, s);
+  for (const char* key : {"\"size\": null,", "\"size_distribution\": [],",
+                          "\"eml_dir\": \"/tmp/m\\\"x\",", "\"eml_files\": 3,"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << "\n" << json;
+  }
+  EXPECT_NE(format_human(info, s).find("messages from eml-dir /tmp/m\"x (3 files, mean 812.0 "
+                                       "octets)"),
+            std::string::npos)
+      << format_human(info, s);
+}
+
 TEST(BenchStats, TlsHandshakesAreCountedAndReported) {
   RunStats a;
   a.record_handshake(2'000'000, false, "TLS1_3", "TLS_AES_128_GCM_SHA256");
