@@ -12,9 +12,13 @@ TLS: STARTTLS and implicit TLS deliver, handshakes are counted full/resumed
 (resumption on by default, off with --no-resume), --tls-version 1.2 is what is
 negotiated, a server without STARTTLS fails every message as `unsupported`
 and gets no mail, connection mode (--per-connection 0) sends no mail; PROXY
-v1 and v2 headers make Postfix log the --proxy-source addresses.
+v1 and v2 headers make Postfix log the --proxy-source addresses. A --size
+list draws both sizes and each lands at its size; --eml-dir sends the files,
+cycled, and ringmx stores each byte for byte (as CRLF) behind its Received
+header; bad --size lists and empty eml directories are usage errors.
 Processes started here are stopped by PID."""
 
+import collections
 import json
 import os
 import re
@@ -187,6 +191,79 @@ class BenchAgainstRingmx(unittest.TestCase, BenchChecks):
             self.assertEqual(srv.stop(), 0)
 
 
+    def test_size_distribution(self):
+        r = run_bench(self.srv.port, "--connections", "8", "--messages", "200", "--size",
+                      "600:1,2k:1", "--per-connection", "10", "--duration", "20", "--seed", "3")
+        self.check_report(r, want_sent=200)
+        self.assertEqual(r["ok"], 200, r["errors"])
+        self.assertIsNone(r["size"])
+        self.assertEqual(r["size_distribution"],
+                         [{"size": 600, "weight": 1}, {"size": 2048, "weight": 1}])
+        self.assertEqual(r["mean_size"], 1324.0)
+        self.assertIsNone(r["eml_dir"])
+        messages = self.spool_messages()
+        self.assertEqual(len(messages), r["ok"])
+        sizes = collections.Counter()
+        for m in messages:
+            start = m.find(OUR_FIRST_LINE)
+            self.assertGreater(start, 0)
+            sizes[len(m) - start] += 1
+        self.assertEqual(set(sizes), {600, 2048}, sizes)
+        for n in sizes.values():
+            self.assertTrue(60 <= n <= 140, sizes)  # weights 1:1, seeded: about 100 each
+        # bytes/s counts each message at its own size (as sent: dot-stuffed, with ".\r\n").
+        raw = sum(size * n for size, n in sizes.items())
+        sent = r["bytes_per_s"] * r["elapsed_s"]
+        self.assertGreaterEqual(sent, raw * 0.999)
+        self.assertLessEqual(sent, raw * 1.05)
+
+    def test_eml_dir_lands_byte_for_byte(self):
+        files = {
+            "a-lf.eml": b"From: <a@example.net>\nTo: <b@example.org>\nSubject: lf\n\n"
+                        b"first line\n.one dot\n..two dots\n.\nlast\n",
+            "b-crlf.eml": b"From: <c@example.net>\r\nSubject: crlf\r\n\r\nbody\r\n"
+                          b"- not a dot\r\n",
+            "c-no-final-newline.eml": b"Subject: no final newline\n\n.starts with a dot\nend",
+        }
+        expected = {name: re.sub(rb"\r?\n", b"\r\n", data) for name, data in files.items()}
+        expected["c-no-final-newline.eml"] += b"\r\n"
+        d = tempfile.mkdtemp(prefix="ringmx-bench-eml-")
+        try:
+            for name, data in files.items():
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(data)
+            with open(os.path.join(d, "README"), "wb") as f:
+                f.write(b"not an .eml file: not sent\n")
+            r = run_bench(self.srv.port, "--connections", "4", "--messages", "30",
+                          "--per-connection", "3", "--duration", "20", "--eml-dir", d)
+            self.check_report(r, want_sent=30)
+            self.assertEqual(r["ok"], 30, r["errors"])
+            self.assertEqual(r["eml_dir"], d)
+            self.assertEqual(r["eml_files"], 3)
+            self.assertIsNone(r["size"])
+            # BDAT sends the same files raw.
+            r = run_bench(self.srv.port, "--connections", "2", "--messages", "6", "--bdat",
+                          "--eml-dir", d)
+            self.assertEqual(r["ok"], 6, r["errors"])
+        finally:
+            shutil.rmtree(d)
+        messages = self.spool_messages()
+        self.assertEqual(len(messages), 36)
+        landed = collections.Counter()
+        for m in messages:
+            names = [n for n, e in expected.items() if m.endswith(e)]
+            self.assertEqual(len(names), 1, m)
+            landed[names[0]] += 1
+            # In front: ringmx's own Received header, one (folded) header field.
+            received = m[:len(m) - len(expected[names[0]])]
+            self.assertTrue(received.startswith(b"Received: "), received)
+            self.assertTrue(received.endswith(b"\r\n"), received)
+            for line in received[:-2].split(b"\r\n")[1:]:
+                self.assertIn(line[:1], (b" ", b"\t"), received)
+        # Cycled in name order: message i is file i % 3, 10 + 2 of each.
+        self.assertEqual(landed, collections.Counter({n: 12 for n in files}))
+
+
 class BenchErrors(unittest.TestCase, BenchChecks):
     def test_refused_connections_fail_each_message_once(self):
         port = free_port()  # nothing listens there
@@ -232,6 +309,23 @@ class BenchErrors(unittest.TestCase, BenchChecks):
                             "--size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=30)
         self.assertEqual(p.returncode, 2)
+
+    def test_bad_sizes_and_eml_dirs_exit_2(self):
+        empty = tempfile.mkdtemp(prefix="ringmx-bench-eml-")
+        try:
+            for flags, says in ((["--size", "1k:0"], b"weight"), (["--size", "abc"], b"not a size"),
+                                (["--size", "100"], b"out of range"), (["--size", ""], b"empty"),
+                                (["--size", "1k:70,2k"], b"SIZE:WEIGHT"), ([], b"--eml-dir"),
+                                (["--eml-dir", empty], b"no .eml file"),
+                                (["--eml-dir", empty + "/missing"], b"missing")):
+                p = subprocess.run([BENCH, "--target", "127.0.0.1:25", "--connections", "1",
+                                    "--messages", "1"] + flags,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+                self.assertEqual(p.returncode, 2, flags)
+                self.assertEqual(p.stdout, b"", flags)
+                self.assertIn(says, p.stderr, flags)
+        finally:
+            shutil.rmtree(empty)
 
 
 class BenchAgainstSmtpSink(unittest.TestCase, BenchChecks):
