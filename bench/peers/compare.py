@@ -886,7 +886,7 @@ set yrange [{ymin}:*]
 set title '{title}'
 plot for [i=2:{ncol}] '{dat}' using i:xtic(1) title columnheader(i)
 """.format(png=png, ylabel=ylabel, logy="set logscale y" if logy else "",
-           ymin="1" if logy else "0", ncol=len(names) + 1, dat=dat,
+           ymin=("10" if metric == "rate" else "5") if logy else "0", ncol=len(names) + 1, dat=dat,
            title="%s, loopback, %d CPUs, %s (medians; log scale)" % (
                "throughput" if metric == "rate" else "server CPU per message",
                os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
