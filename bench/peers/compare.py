@@ -840,7 +840,7 @@ def idle_table(load, idle_rows, skips, servers):
         per = "%.2f" % ((row["rss_idle"] - row["rss_before"]) / 1024 / max(1, row["greeted"]))
         if row["greeted"] < row["idle"]:
             per = "– (not all greeted)"
-        lines.append("| %s%s | %d / %d | %d | %.1f | %.1f → %.1f | %s | %d / %d | %s | %s | %s |"
+        lines.append("| %s%s | %d / %d | %d | %.1f | %.1f → %.1f | %s | %s | %d / %d | %s | %s | %s |"
                      % (s.name, " (client %s)" % s.client_note if s.client_note else "",
                         row["greeted"], row["idle"], row["alive"], row["open_s"],
                         row["rss_before"] / 2**20, row["rss_idle"] / 2**20, per,
