@@ -1103,7 +1103,7 @@ def main():
                  (machine(), sh(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target",
                                  a.tmp_base], timeout=30).stdout.strip() or "?", a.tmp_base, hard))
     parts.append("These VMs are small, shared and noisy: absolute rates move from run to run by "
-                 "10–30 %, so each cell is the median with the (min–max) spread, and every "
+                 "10–30 %, at times 2x, so each cell is the median with the (min–max) spread, and every "
                  "ratio against ringmx is taken inside one repetition, servers measured a few "
                  "seconds apart, before its median is taken.")
     parts.append("Versions: " + "; ".join("%s: %s" % (k, v) for k, v in versions.items()) +
