@@ -61,6 +61,8 @@ import tempfile
 import threading
 import time
 
+from private_postfix import POSTFIX_MASTER_CF
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARAKA_CACHE = "/var/cache/ringmx-bench/haraka"
 # The npm registry this was written against lacked two versions that Haraka 3.3.4's
@@ -308,8 +310,17 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError("%s does not greet on port %d" % (self.name, self.port))
 
+    def queued(self):
+        """Messages the server has accepted and not finished with (queue servers)."""
+        return 0
+
     def drain(self):
         """Waits (bounded) until the server has finished what it accepted."""
+        deadline = time.monotonic() + 120
+        while self.queued() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.queued():
+            self.notes.append("queue not empty 120 s after a run")
 
     def stop(self):
         if not self.proc or self.proc.poll() is not None:
@@ -412,28 +423,7 @@ biff = no
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write("""# service type  private unpriv  chroot  wakeup  maxproc command
 127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-""".format(port=self.port))
+""".format(port=self.port) + POSTFIX_MASTER_CF)
         r = sh(["postfix", "-c", conf, "check"], timeout=120)   # creates the queue dirs
         if r.returncode != 0:
             raise RuntimeError("postfix check: " + r.stdout + r.stderr)
@@ -447,12 +437,6 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 n += len(files)
         return n
 
-    def drain(self):
-        deadline = time.monotonic() + 120
-        while self.queued() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.queued():
-            self.notes.append("queue not empty 120 s after a run")
 
 
 class Haraka(Server):
@@ -547,12 +531,6 @@ class Chasquid(Server):
         except OSError:
             return 0
 
-    def drain(self):
-        deadline = time.monotonic() + 120
-        while self.queued() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.queued():
-            self.notes.append("queue not empty 120 s after a run")
 
 
 class Ringmx(Server):

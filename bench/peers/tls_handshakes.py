@@ -30,12 +30,12 @@ import sys
 import tempfile
 import time
 
+from compare import tree_usage
 from private_postfix import POSTFIX, PrivatePostfix, free_port, make_cert
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RINGMX = os.path.join(REPO, "build/release/tools/ringmx")
 BENCH = os.path.join(REPO, "build/release/bench/ringmx-bench")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BEGIN = "<!-- tls-handshakes:begin -->"
 END = "<!-- tls-handshakes:end -->"
 
@@ -52,35 +52,10 @@ def wait_port(port, timeout=15):
             time.sleep(0.05)
 
 
-def proc_table():
-    """pid -> (ppid, cpu ticks incl. waited-for children)"""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                s = f.read()
-        except OSError:
-            continue
-        rest = s[s.rindex(")") + 2:].split()
-        out[int(d)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
-    return out
-
-
 def tree_cpu_s(root):
-    """CPU seconds of `root` and all its descendants (live ones, plus what
-    exited children left in their parents' cutime/cstime)."""
-    t = proc_table()
-    total = 0
-    for pid, (_, ticks) in t.items():
-        q, depth = pid, 0
-        while q not in (0, 1, root) and depth < 64:
-            q = t.get(q, (0, 0))[0]
-            depth += 1
-        if q == root:
-            total += ticks
-    return total / CLK_TCK
+    """CPU seconds of `root` and its live descendants (exited children are in
+    their parents' cutime/cstime)."""
+    return tree_usage([root])[0]
 
 
 class Ringmx:
