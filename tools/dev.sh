@@ -15,7 +15,7 @@ BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccach
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev)
 # Real peers of the integration tests: swaks, openssl s_client, Postfix (a
 # private instance each test starts itself), promtool.
-TEST_PKGS=(swaks python3 prometheus openssl postfix)
+TEST_PKGS=(swaks python3 prometheus openssl postfix dovecot-core dovecot-lmtpd)
 
 deps() {
   local want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") missing=()
