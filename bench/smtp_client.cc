@@ -300,6 +300,7 @@ void SmtpClient::on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t n
       push_expect(Expect::final_reply);
       return data_queued(t, now_ns);
     case Expect::final_reply:
+      if (!is_2xx(code)) t.final_failed = true;
       if (!t.final_counted) {
         t.final_counted = true;
         t.final_left = settings_.lmtp && t.r.rcpt_accepted > 0 ? t.r.rcpt_accepted : 1;
@@ -310,6 +311,7 @@ void SmtpClient::on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t n
       }
       finish_cur(now_ns);
       return end_transaction(now_ns);
+    case Expect::rset_lead:  // a refusal counts as the message's first failure
     case Expect::rset:
     case Expect::quit: return;
   }
@@ -401,6 +403,12 @@ void SmtpClient::maybe_send_next(int64_t now_ns) {
   if (!next_ || next_->sent || !cur_ || !cur_->data_queued || quit_sent_) return;
   if (settings_.bdat && !chunking_) return;  // it fails when it would start
   next_->pipelined = true;
+  if (settings_.bdat) {
+    // cur_'s BDAT may yet be refused, leaving the server's state indeterminate
+    // (RFC 3030): RSET clears it whatever the outcome.
+    send("RSET\r\n");
+    push_expect(Expect::rset_lead);
+  }
   send_envelope(*next_, now_ns);
 }
 
@@ -436,13 +444,15 @@ void SmtpClient::finish_cur(int64_t now_ns, ErrorKind error) {
   if (!cur_) return;
   finish(*cur_, now_ns, error);
   // Failed after MAIL and before the data: the server may still hold the
-  // transaction open. After the end-of-data reply it has reset it itself.
-  rset_needed_ =
-      error == ErrorKind::none && cur_->first_fail != 0 && cur_->mail_ok && !cur_->data_queued;
+  // transaction open. After the end-of-data reply to DATA it has reset it
+  // itself; after a refused BDAT its state is indeterminate (RFC 3030).
+  rset_needed_ = error == ErrorKind::none && cur_->first_fail != 0 && cur_->mail_ok &&
+                 (!cur_->data_queued || (settings_.bdat && cur_->final_failed));
   cur_.reset();
   if (next_ && next_->sent) {
     cur_ = next_;
     next_.reset();
+    rset_needed_ = false;  // sent behind the end of data: BDAT put RSET in front of it
   }
 }
 

@@ -21,7 +21,10 @@
 // behind the current end of data (RFC 2920 allows message content to open a
 // group), so a busy connection costs one round trip per message. Message i+1's
 // replies come after message i's; if i fails before its data, i+1 starts once
-// the session is idle again (after RSET).
+// the session is idle again (after RSET). With BDAT, i+1 starts with RSET
+// ("RSET" + MAIL + RCPT* + BDAT): RFC 3030 leaves the server's state
+// indeterminate after a refused BDAT (Dovecot's LMTP keeps the transaction,
+// MAIL included), and i's outcome is not known when i+1 leaves.
 // The DATA body is the caller's dot-stuffed text ending in ".\r\n" (see
 // message_gen's dot_stuff); BDAT sends the raw message. LMTP expects one reply
 // per accepted recipient after the data. quit() ends the session: QUIT at once
@@ -33,9 +36,10 @@
 // (MAIL, any RCPT, DATA, the final reply or any LMTP per-recipient reply),
 // else the final 2xx; or an ErrorKind when the transport failed before the
 // final reply (connection_lost()) or the server broke the protocol. A
-// transaction that failed after MAIL was accepted and before its data is
-// followed by RSET before the session goes on (after the end-of-data reply the
-// server has reset the transaction itself). A 421 at any point ends the
+// transaction that failed after MAIL was accepted and before its data, or
+// whose BDAT got a non-2xx reply, is followed by RSET before the session goes
+// on (after the end-of-data reply to DATA the server has reset the
+// transaction itself). A 421 at any point ends the
 // session (closed()), and every message in progress ends with 421.
 // Bodies are referenced, not copied, above kCopyBelow octets: the caller keeps
 // them alive until the message's result is taken.
@@ -174,7 +178,8 @@ class SmtpClient {
   uint64_t transactions() const { return transactions_; }
 
  private:
-  enum class Expect : uint8_t { mail, rcpt, data, final_reply, rset, quit };
+  // rset_lead: the RSET in front of a BDAT transaction pipelined behind another.
+  enum class Expect : uint8_t { mail, rcpt, data, final_reply, rset, rset_lead, quit };
   struct Segment {
     std::string text;
     std::string_view view;  // used when text is empty
@@ -191,6 +196,7 @@ class SmtpClient {
     uint16_t last_code = 0;
     uint32_t final_left = 0;
     bool final_counted = false;
+    bool final_failed = false;  // a non-2xx reply to the data (or one LMTP recipient's)
   };
 
   void on_reply(uint16_t code, int64_t now_ns);

@@ -661,16 +661,93 @@ TEST(BenchSmtpClient, BdatPipelinesTheNextMessageAtOnce) {
   t.start(2, b.view());
   const std::string one =
       "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\nBDAT 1024 LAST\r\n" + b.raw;
-  EXPECT_EQ(t.take(), one + one);
+  // Behind a BDAT whose outcome is not known yet: RSET first (RFC 3030).
+  EXPECT_EQ(t.take(), one + "RSET\r\n" + one);
   t.feed("250 ok\r\n250 ok\r\n250 ok\r\n");
   EXPECT_TRUE(t.client_.take_result()->ok());
   EXPECT_TRUE(t.client_.can_queue_next());
   t.start(3, b.view());
-  EXPECT_EQ(t.take(), one);
-  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n");
+  EXPECT_EQ(t.take(), "RSET\r\n" + one);
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n");
   EXPECT_EQ(t.client_.take_result()->id, 2u);
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n");
   EXPECT_EQ(t.client_.take_result()->id, 3u);
   EXPECT_TRUE(t.client_.idle());
+}
+
+// RFC 3030: after a refused BDAT the server's state is indeterminate and RSET
+// must clear it. Dovecot's LMTP, for one, keeps the transaction after "503 No
+// valid recipients" to BDAT and answers the next MAIL "503 MAIL already given"
+// (and takes that message's recipients into the old transaction). So a
+// message pipelined behind a BDAT starts with RSET, and a refused BDAT with
+// nothing behind it is followed by RSET before the session goes on.
+TEST(BenchSmtpClient, BdatRefusedIsFollowedByRset) {
+  ClientSettings s = settings();
+  s.bdat = true;
+  s.lmtp = true;
+  Script t(s);
+  t.feed("220 lmtp\r\n");
+  EXPECT_EQ(t.take(), "LHLO bench.example.net\r\n");
+  t.feed("250-lmtp\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+  Body b;
+  t.start(1, b.view());
+  t.start(2, b.view());
+  const std::string one =
+      "MAIL FROM:<bench@example.net>\r\nRCPT TO:<r0@x.test>\r\nBDAT 1024 LAST\r\n" + b.raw;
+  EXPECT_EQ(t.take(), one + "RSET\r\n" + one);
+  t.feed("250 ok\r\n550 5.1.1 no such user\r\n503 5.5.0 No valid recipients\r\n");
+  EXPECT_EQ(t.client_.take_result()->code, 550);
+  t.feed("250 2.0.0 OK\r\n250 ok\r\n250 ok\r\n");
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 2.0.0 <r0@x.test> Saved\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok()) << r->code;
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_EQ(t.take(), "");
+  // Lock-step: a recipient accepted, the BDAT refused, then RSET.
+  t.client_.quit(++t.now_);
+  EXPECT_EQ(t.take(), "QUIT\r\n");
+
+  s.use_pipelining = false;
+  Script u(s);
+  u.feed("220 lmtp\r\n");
+  u.take();
+  u.feed("250-lmtp\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+  u.start(1, b.view());
+  EXPECT_EQ(u.take(), "MAIL FROM:<bench@example.net>\r\n");
+  u.feed("250 ok\r\n");
+  EXPECT_EQ(u.take(), "RCPT TO:<r0@x.test>\r\n");
+  u.feed("250 ok\r\n");
+  EXPECT_EQ(u.take(), "BDAT 1024 LAST\r\n" + b.raw);
+  u.feed("552 5.2.2 <r0@x.test> Mailbox is full\r\n");
+  EXPECT_EQ(u.client_.take_result()->code, 552);
+  EXPECT_EQ(u.take(), "RSET\r\n");
+  EXPECT_FALSE(u.client_.idle());
+  u.feed("250 2.0.0 OK\r\n");
+  EXPECT_TRUE(u.client_.idle());
+  // A BDAT accepted needs no RSET, even when a recipient was refused.
+  ClientSettings s2 = settings(2);
+  s2.bdat = true;
+  s2.lmtp = true;
+  s2.use_pipelining = false;
+  Script v(s2);
+  v.feed("220 lmtp\r\n");
+  v.take();
+  v.feed("250-lmtp\r\n250 CHUNKING\r\n");
+  v.start(1, b.view());
+  v.take();
+  v.feed("250 ok\r\n");
+  v.take();
+  v.feed("550 no\r\n");
+  v.take();
+  v.feed("250 ok\r\n");
+  EXPECT_EQ(v.take(), "BDAT 1024 LAST\r\n" + b.raw);
+  v.feed("250 r1 saved\r\n");
+  EXPECT_EQ(v.client_.take_result()->code, 550);
+  EXPECT_TRUE(v.client_.idle());
+  EXPECT_EQ(v.take(), "");
 }
 
 // Bodies under kCopyBelow are copied into the client's own text, and two of
