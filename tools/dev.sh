@@ -13,8 +13,8 @@ BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccach
   liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev)
-# Real peers of the integration tests: swaks, openssl s_client, Postfix (a
-# private instance each test starts itself), promtool.
+# Real peers of the integration tests: swaks, openssl s_client, Postfix and
+# Dovecot LMTP (private instances each test starts itself), promtool.
 TEST_PKGS=(swaks python3 prometheus openssl postfix dovecot-core dovecot-lmtpd)
 
 deps() {
