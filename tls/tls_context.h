@@ -26,14 +26,17 @@ enum class TlsVersion : uint8_t { tls1_1, tls1_2, tls1_3 };
 // "TLS1_1", "TLS1_2", "TLS1_3".
 std::string_view tls_version_name(TlsVersion version);
 
-// AEAD only: the TLS 1.3 suites, then ECDHE with AES-GCM or ChaCha20-Poly1305
+// AEAD only: the TLS 1.3 suites, then ECDHE with ChaCha20-Poly1305 or AES-GCM
 // for TLS 1.2 (wolfSSL spells the suites this way). wolfSSL's own default
-// would also offer RC4, 3DES, CBC and NULL suites.
+// would also offer RC4, 3DES, CBC and NULL suites. The server's order decides
+// (ServerCipherOrderDecides), and ChaCha20-Poly1305 comes first: Debian's
+// wolfSSL has no AES-NI code, and there it moves records 2.7x faster than
+// AES-128-GCM (bm_tls_record: 267 against 100 MB/s encrypt + decrypt).
 inline constexpr std::string_view kTlsDefaultCiphers =
-    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"
+    "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
 
 // Key exchange groups in order of preference: X25519 is the fastest on this
 // build (no SP-asm P-256).

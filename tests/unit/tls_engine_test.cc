@@ -208,7 +208,7 @@ TEST_F(TlsEngineTest, Tls13HandshakeAndDataBothWays) {
 
   for (const TlsSession* s : {&client, &server}) {
     EXPECT_EQ(s->version(), "TLS1_3");
-    EXPECT_EQ(s->cipher(), "TLS_AES_128_GCM_SHA256");
+    EXPECT_EQ(s->cipher(), "TLS_CHACHA20_POLY1305_SHA256");
     EXPECT_EQ(s->group(), "X25519");
     EXPECT_EQ(s->server_name(), "mx.test");
     EXPECT_FALSE(s->resumed());
@@ -235,17 +235,32 @@ TEST_F(TlsEngineTest, Tls12ForcedByTheClient) {
   ASSERT_TRUE(o.server.done()) << o.server.reason;
   for (const TlsSession* s : {&client, &server}) {
     EXPECT_EQ(s->version(), "TLS1_2");
-    EXPECT_EQ(s->cipher(), "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256");
+    EXPECT_EQ(s->cipher(), "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256");
   }
   const std::string big = random_bytes(300000, 6);
   EXPECT_TRUE(send_plain(client, server, big, 7) == big);
   EXPECT_TRUE(send_plain(server, client, big, 8) == big);
 }
 
-TEST_F(TlsEngineTest, ChaChaWhenTheClientPrefersIt) {
+TEST_F(TlsEngineTest, AesGcmForAClientWithoutChaCha) {
   TlsClientConfig cc;
-  cc.ciphers = "TLS13-CHACHA20-POLY1305-SHA256";
+  cc.ciphers = "TLS13-AES256-GCM-SHA384:TLS13-AES128-GCM-SHA256";
   TlsSession server(default_server());
+  TlsSession client(client_context(cc), "mx.test");
+  const Outcome o = handshake(client, server);
+  ASSERT_TRUE(o.server.done()) << o.server.reason;
+  EXPECT_EQ(server.cipher(), "TLS_AES_128_GCM_SHA256");
+}
+
+// Whose order picks the cipher when both sides offer several: what decides
+// whether the server's preference (ChaCha20 first on a build without AES-NI)
+// can take effect.
+TEST_F(TlsEngineTest, ServerCipherOrderDecides) {
+  TlsServerConfig sc = server_config();
+  sc.ciphers = "TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256";
+  TlsClientConfig cc;
+  cc.ciphers = "TLS13-AES128-GCM-SHA256:TLS13-CHACHA20-POLY1305-SHA256";
+  TlsSession server(TlsServerContext::create(sc));
   TlsSession client(client_context(cc), "mx.test");
   const Outcome o = handshake(client, server);
   ASSERT_TRUE(o.server.done()) << o.server.reason;
