@@ -19,8 +19,8 @@ Loads, S sessions (default 32), 1 KiB messages:
               ringmx-bench --connections S --messages R*S*100 --per-connection 100
 smtp-source -l 1024 sends 1150 octets per message (its own headers + 1024), so ringmx-bench
 sends --size 1150: the same octets per message. ringmx-bench runs once per entry of --threads
-(default "0,1": its default of one thread per CPU, and one thread like the one smtp-source
-process). Both are measured the same way: wall clock
+(default "0,1": its default — half the CPUs for a loopback target —, and one thread like
+the one smtp-source process). Both are measured the same way: wall clock
 from process start to exit (all rounds for smtp-source) and user+sys CPU from wait4();
 msgs/s = messages / wall clock. Each (server, load, tool) runs --runs times (default 3),
 interleaved; the ratio ringmx-bench / smtp-source is taken inside each repetition, then
