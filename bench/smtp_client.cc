@@ -181,10 +181,11 @@ void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
     case State::banner:
       banner_ns_ = now_ns;
       if (code == 220) {
-        send(settings_.lmtp ? "LHLO " : "EHLO ");
+        const bool plain = settings_.helo_only && !settings_.lmtp;
+        send(settings_.lmtp ? "LHLO " : plain ? "HELO " : "EHLO ");
         send(settings_.helo_name);
         send("\r\n");
-        state_ = State::helo;
+        state_ = plain ? State::helo_fallback : State::helo;
       } else {
         setup_code_ = code;
         state_ = State::closed;

@@ -6,10 +6,13 @@
 // client (a referenced body stays where its owner keeps it).
 //
 // Session: banner (220) -> EHLO (LHLO for LMTP; HELO when EHLO gets 5xx) ->
-// idle. With settings.starttls: EHLO -> STARTTLS (only when the server offers
-// it: otherwise the set-up fails as `unsupported`, nothing goes out in
-// plaintext) -> 220 -> wants_tls(): the owner runs the TLS handshake and calls
-// tls_started(), after which every byte fed and sent is the plaintext inside
+// idle. With settings.helo_only: banner -> HELO -> idle, plain RFC 5321 SMTP:
+// no extension is known (a multi-line 250 to HELO is not read for keywords),
+// so transactions are lock-step, MAIL carries no parameters, and BDAT or
+// STARTTLS fail as `unsupported`; a refused HELO ends the set-up with its code. With
+// settings.starttls: EHLO -> STARTTLS (only when the server offers it: otherwise the set-up fails
+// as `unsupported`, nothing goes out in plaintext) -> 220 -> wants_tls(): the owner runs the TLS
+// handshake and calls tls_started(), after which every byte fed and sent is the plaintext inside
 // TLS -> EHLO again -> idle. Bytes after the 220 in the same read are a
 // protocol error (command injection). start_message() runs one transaction from idle back to idle:
 //   pipelined (the server offered PIPELINING and the settings allow it):
@@ -79,6 +82,7 @@ struct ClientSettings {
   bool bdat = false;
   bool use_pipelining = true;  // when the server offers PIPELINING
   bool starttls = false;       // STARTTLS after the first EHLO (the owner runs TLS)
+  bool helo_only = false;      // greet with HELO, not EHLO: no extensions (ignored for LMTP)
 };
 
 // One message's data, owned by the caller.
@@ -105,8 +109,8 @@ class SmtpClient {
  public:
   enum class State : uint8_t {
     banner,
-    helo,
-    helo_fallback,
+    helo,           // EHLO (or LHLO) sent: its reply lists the extensions
+    helo_fallback,  // HELO sent (EHLO refused, or helo_only): no extensions
     starttls,       // STARTTLS sent, its reply due
     tls_handshake,  // 220 to STARTTLS: the owner runs the handshake
     idle,

@@ -3,7 +3,8 @@
 // transactions, DATA and BDAT, SMTP and LMTP; one outcome per message (the
 // first non-2xx reply, the final 2xx, or an error kind) whatever the server
 // does (4xx/5xx at RCPT and at the end of data, 421, garbage, closing mid-way);
-// RSET after a failed transaction; QUIT pipelined behind the last message.
+// RSET after a failed transaction; QUIT pipelined behind the last message;
+// HELO-only sessions (plain SMTP: lock-step, no extensions, refusals).
 #include "bench/smtp_client.h"
 
 #include <gtest/gtest.h>
@@ -153,6 +154,119 @@ TEST(BenchSmtpClient, EhloRefusedFallsBackToHelo) {
   t.feed("250 hi\r\n");
   EXPECT_TRUE(t.client_.idle());
   EXPECT_FALSE(t.client_.server_pipelining());
+}
+
+ClientSettings helo_only(size_t rcpts = 1) {
+  ClientSettings s = settings(rcpts);
+  s.helo_only = true;
+  return s;
+}
+
+TEST(BenchSmtpClient, HeloOnlyTranscript) {
+  Script t(helo_only(2));
+  t.feed("220 mx.test ESMTP\r\n");
+  EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
+  t.feed("250 mx.test\r\n");
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_TRUE(t.client_.ready_seen());
+  Body b;
+  t.start(3, b.view());
+  // Plain SMTP: MAIL without SIZE or BODY, one command per reply.
+  EXPECT_EQ(t.take(), "MAIL FROM:<bench@example.net>\r\n");
+  t.feed("250 2.1.0 Ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
+  t.feed("250 2.1.5 Ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r1@x.test>\r\n");
+  t.feed("250 2.1.5 Ok\r\n");
+  EXPECT_EQ(t.take(), "DATA\r\n");
+  t.feed("354 go ahead\r\n");
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 2.0.0 Ok: queued as ABC\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok());
+  EXPECT_EQ(r->id, 3u);
+  EXPECT_EQ(r->rcpt_accepted, 2u);
+  EXPECT_TRUE(t.client_.idle());
+  t.client_.quit(++t.now_);
+  EXPECT_EQ(t.take(), "QUIT\r\n");
+  t.feed("221 bye\r\n");
+  EXPECT_TRUE(t.client_.server_closes());
+}
+
+TEST(BenchSmtpClient, HeloOnlyKnowsNoExtensionsSoStaysLockStep) {
+  Script t(helo_only());
+  t.feed("220 mx.test ESMTP PIPELINING CHUNKING STARTTLS\r\n");
+  EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
+  // A server that lists keywords after HELO anyway: they mean nothing there.
+  t.trickle("250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 STARTTLS\r\n");
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_FALSE(t.client_.server_pipelining());
+  EXPECT_FALSE(t.client_.server_chunking());
+  EXPECT_FALSE(t.client_.server_starttls());
+  Body b;
+  t.start(1, b.view());
+  EXPECT_EQ(t.take(), "MAIL FROM:<bench@example.net>\r\n");
+  EXPECT_FALSE(t.client_.can_queue_next());
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
+}
+
+TEST(BenchSmtpClient, HeloRefusedEndsTheSetUpWithItsCode) {
+  Script t(helo_only());
+  t.feed("220 mx.test\r\n");
+  EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
+  t.feed("550 5.7.1 not you\r\n");
+  EXPECT_EQ(t.take(), "QUIT\r\n");  // no EHLO retry, no MAIL
+  EXPECT_EQ(t.client_.setup_code(), 550);
+  EXPECT_FALSE(t.client_.ready_seen());
+  t.feed("221 bye\r\n");
+  EXPECT_TRUE(t.client_.closed());
+  EXPECT_EQ(t.client_.setup_code(), 550);  // the owner fails the messages with it
+  EXPECT_EQ(t.client_.setup_error(), ErrorKind::none);
+  EXPECT_FALSE(t.client_.has_result());
+}
+
+TEST(BenchSmtpClient, HeloAnswered421ClosesAtOnce) {
+  Script t(helo_only());
+  t.feed("220 mx.test\r\n");
+  t.take();
+  t.feed("421 4.3.2 shutting down\r\n");
+  EXPECT_TRUE(t.client_.server_closes());
+  EXPECT_EQ(t.client_.setup_code(), 421);
+  EXPECT_EQ(t.take(), "");
+}
+
+TEST(BenchSmtpClient, HeloOnlyWithStarttlsOrBdatIsUnsupported) {
+  ClientSettings s = helo_only();
+  s.starttls = true;
+  Script tls(s);
+  tls.feed("220 mx.test\r\n");
+  tls.take();
+  tls.feed("250 mx.test\r\n");
+  EXPECT_EQ(tls.take(), "QUIT\r\n");  // never STARTTLS, never plaintext mail
+  EXPECT_EQ(tls.client_.setup_error(), ErrorKind::unsupported);
+
+  ClientSettings b = helo_only();
+  b.bdat = true;
+  Script bdat(b);
+  bdat.feed("220 mx.test\r\n");
+  bdat.take();
+  bdat.feed("250 mx.test\r\n");
+  Body body;
+  bdat.start(1, body.view());
+  auto r = bdat.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, ErrorKind::unsupported);
+  EXPECT_EQ(bdat.take(), "");
+}
+
+TEST(BenchSmtpClient, LmtpIgnoresHeloOnly) {
+  ClientSettings s = helo_only();
+  s.lmtp = true;
+  Script t(s);
+  t.feed("220 lmtp\r\n");
+  EXPECT_EQ(t.take(), "LHLO bench.example.net\r\n");
 }
 
 TEST(BenchSmtpClient, RcptRejectedPipelinedThenRset) {
