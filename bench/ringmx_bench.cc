@@ -6,6 +6,7 @@
 //                [--recipients R] [--no-pipelining] [--lmtp] [--bdat] [--json]
 //                [--expect-success-rate F] [--threads T] [--source A[-B],...]
 //                [--seed S] [--timeout S] [--from ADDR] [--to ADDR] [--helo NAME]
+//                [--greeting ehlo|helo]
 //                [--starttls | --implicit-tls] [--tls-version 1.2|1.3] [--no-resume]
 //                [--sni NAME] [--proxy v1|v2 [--proxy-source A[-B],...]]
 //
@@ -22,6 +23,8 @@
 // Messages: generated (message_gen) of one --size or of sizes drawn per
 // message from a weighted list (bench/message_source.h), or the .eml files of
 // --eml-dir, cycled in name order (--size is then ignored, with a warning).
+// --greeting helo greets with HELO (plain RFC 5321 SMTP: no extensions, so
+// lock-step, no MAIL parameters); it excludes --starttls, --bdat and --lmtp.
 // --threads defaults to one per CPU, half of them for a loopback target (the
 // server under test shares the CPUs).
 // Exit status: 0 when the success rate (ok / sent) is at least
@@ -174,6 +177,7 @@ int run(int argc, char** argv) {
   std::string from = "bench@example.net";
   std::string to = "rcpt@example.org";
   std::string helo = "bench.example.net";
+  std::string greeting = "ehlo";
   bool starttls = false;
   bool implicit_tls = false;
   bool tls_alias = false;
@@ -224,7 +228,11 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0.001, 3600.0));
   app.add_option("--from", from, "envelope sender");
   app.add_option("--to", to, "recipient; with --recipients R > 1: local1@domain .. localR@domain");
-  app.add_option("--helo", helo, "EHLO/LHLO name");
+  app.add_option("--helo", helo, "EHLO/HELO/LHLO name");
+  app.add_option("--greeting", greeting,
+                 "ehlo (default; HELO if EHLO is refused) or helo: plain SMTP, no extensions "
+                 "(lock-step, no STARTTLS, BDAT or LMTP)")
+      ->check(CLI::IsMember({"ehlo", "helo"}));
   app.add_flag("--starttls", starttls,
                "STARTTLS after EHLO (a server that does not offer it fails as unsupported)");
   app.add_flag("--implicit-tls", implicit_tls, "TLS from the first byte (port 465 style)");
@@ -251,6 +259,15 @@ int run(int argc, char** argv) {
   }
   if (!proxy_sources.empty() && proxy.empty()) {
     std::cerr << "ringmx-bench: --proxy-source needs --proxy\n";
+    return kExitUsage;
+  }
+  const bool helo_only = greeting == "helo";
+  if (helo_only && (starttls || bdat || lmtp)) {
+    std::cerr << "ringmx-bench: --greeting helo excludes "
+              << (lmtp       ? "--lmtp: LMTP greets with LHLO"
+                  : starttls ? "--starttls: STARTTLS is an extension, known only after EHLO"
+                             : "--bdat: BDAT needs CHUNKING, an extension known only after EHLO")
+              << "\n";
     return kExitUsage;
   }
   if (poisson && rate <= 0) {
@@ -314,6 +331,7 @@ int run(int argc, char** argv) {
   cfg.client.bdat = bdat;
   cfg.client.use_pipelining = !no_pipelining;
   cfg.client.starttls = starttls;
+  cfg.client.helo_only = helo_only;
   if (threads == 0) threads = default_threads(cfg.target, std::thread::hardware_concurrency());
   threads = static_cast<uint32_t>(
       std::max<uint64_t>(1, std::min<uint64_t>({threads, connections, messages})));
@@ -424,7 +442,7 @@ int run(int argc, char** argv) {
   info.recipients = recipients;
   info.lmtp = lmtp;
   info.bdat = bdat;
-  info.pipelining = !no_pipelining;
+  info.pipelining = !no_pipelining && !helo_only;  // HELO: no PIPELINING known
   info.tls = starttls ? "starttls" : implicit_tls ? "implicit" : "none";
   info.tls_max_version = tls_version;
   info.tls_resume = !no_resume;

@@ -16,6 +16,8 @@ v1 and v2 headers make Postfix log the --proxy-source addresses. A --size
 list draws both sizes and each lands at its size; --eml-dir sends the files,
 cycled, and ringmx stores each byte for byte (as CRLF) behind its Received
 header; bad --size lists and empty eml directories are usage errors.
+--greeting helo delivers as plain SMTP (ringmx's Received header says `with
+SMTP`) and is a usage error with --starttls, --bdat and --lmtp.
 Processes started here are stopped by PID."""
 
 import collections
@@ -148,6 +150,28 @@ class BenchAgainstRingmx(unittest.TestCase, BenchChecks):
         # ...and the server kept up: the achieved rate is the asked one, within 10 %.
         self.assertLess(abs(r["messages_per_s"] - rate) / rate, 0.10, r["messages_per_s"])
         self.assertEqual(len(self.srv.spool_records()), r["ok"])
+
+    def test_helo_greeting_speaks_plain_smtp(self):
+        # --greeting helo: HELO, no extensions, lock-step; ringmx names the
+        # protocol from the greeting in its Received header.
+        r = run_bench(self.srv.port, "--connections", "4", "--messages", "40", "--size", "1500",
+                      "--recipients", "2", "--per-connection", "5", "--duration", "20",
+                      "--greeting", "helo", "--helo", "helo.bench.test")
+        self.check_report(r, want_sent=40)
+        self.assertEqual(r["ok"], 40, r["errors"])
+        self.assertEqual(r["connection_stats"]["ready"], 8)
+        self.assertFalse(r["pipelining"])  # nothing known to pipeline with
+        records = self.srv.spool_records()
+        self.assertEqual(len(records), 40)
+        for fields, message in records.values():
+            self.assertEqual(fields["rcpt-to"], ["<rcpt1@example.org>", "<rcpt2@example.org>"])
+            start = message.find(OUR_FIRST_LINE)
+            self.assertGreater(start, 0)
+            self.assertEqual(len(message) - start, 1500)
+            received = message[:start]
+            self.assertTrue(received.startswith(b"Received: from helo.bench.test"), received)
+            self.assertIn(b" with SMTP id ", received)
+            self.assertNotIn(b"ESMTP", received)
 
     def test_starttls_not_offered_fails_every_message_as_unsupported(self):
         # ringmx in this tree offers no STARTTLS: nothing may go out in plaintext.
@@ -300,6 +324,22 @@ class BenchErrors(unittest.TestCase, BenchChecks):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
             self.assertEqual(p.returncode, 2, flags)
             self.assertEqual(p.stdout, b"", flags)  # no run, no report
+
+    def test_helo_greeting_usage_errors_exit_2(self):
+        for flags, says in ((["--starttls"], b"--starttls"), (["--bdat"], b"--bdat"),
+                            (["--lmtp"], b"LHLO")):
+            p = subprocess.run([BENCH, "--target", "127.0.0.1:25", "--connections", "1",
+                                "--messages", "1", "--size", "1000", "--greeting", "helo"] + flags,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(p.returncode, 2, flags)
+            self.assertEqual(p.stdout, b"", flags)
+            self.assertIn(b"--greeting helo excludes", p.stderr, flags)
+            self.assertIn(says, p.stderr, flags)
+        p = subprocess.run([BENCH, "--target", "127.0.0.1:25", "--connections", "1",
+                            "--messages", "1", "--size", "1000", "--greeting", "lhlo"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"--greeting", p.stderr)
 
     def test_usage_errors_exit_2(self):
         p = subprocess.run([BENCH, "--target", "127.0.0.1:25", "--connections", "1"],
