@@ -443,6 +443,7 @@ int run(int argc, char** argv) {
   info.lmtp = lmtp;
   info.bdat = bdat;
   info.pipelining = !no_pipelining && !helo_only;  // HELO: no PIPELINING known
+  info.greeting = greeting;
   info.tls = starttls ? "starttls" : implicit_tls ? "implicit" : "none";
   info.tls_max_version = tls_version;
   info.tls_resume = !no_resume;

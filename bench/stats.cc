@@ -3,7 +3,7 @@
 //   rate_target, threads, connections, per_connection, messages_limit,
 //   duration_limit_s, size (one --size, else null), size_distribution
 //   ([{size, weight}], empty with --eml-dir), mean_size, eml_dir (or null),
-//   eml_files, recipients, protocol ("smtp"|"lmtp"), bdat,
+//   eml_files, recipients, protocol ("smtp"|"lmtp"), greeting ("ehlo"|"helo"), bdat,
 //   pipelining, elapsed_s, interrupted, sent, ok, failed, success_rate,
 //   outcomes_consistent, messages_per_s (ok / elapsed), sent_per_s,
 //   transactions_per_s, bytes_per_s (message octets accepted / elapsed),
@@ -241,7 +241,10 @@ std::string format_human(const RunInfo& info, const RunStats& s) {
   if (!conn_mode) {
     out += fmt::format("  messages {}, {} recipient{}, {}{}{}\n", describe_sizes(info),
                        info.recipients, info.recipients == 1 ? "" : "s",
-                       info.lmtp ? "LMTP" : "SMTP", info.bdat ? ", BDAT" : ", DATA",
+                       info.lmtp                 ? "LMTP"
+                       : info.greeting == "helo" ? "SMTP (HELO)"
+                                                 : "SMTP",
+                       info.bdat ? ", BDAT" : ", DATA",
                        info.pipelining ? ", pipelining when offered" : ", no pipelining");
   }
   out += fmt::format("  elapsed          {:.3f} s (limits: {} messages, {:g} s){}\n", e,
@@ -318,6 +321,7 @@ std::string format_json(const RunInfo& info, const RunStats& s) {
   out += fmt::format("  \"eml_files\": {},\n", info.eml_files);
   out += fmt::format("  \"recipients\": {},\n", info.recipients);
   out += fmt::format("  \"protocol\": \"{}\",\n", info.lmtp ? "lmtp" : "smtp");
+  out += fmt::format("  \"greeting\": {},\n", json_string(info.greeting));
   out += fmt::format("  \"bdat\": {},\n", info.bdat);
   out += fmt::format("  \"pipelining\": {},\n", info.pipelining);
   out += fmt::format("  \"elapsed_s\": {:.6f},\n", e);

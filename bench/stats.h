@@ -99,7 +99,8 @@ struct RunInfo {
   bool lmtp = false;
   bool bdat = false;
   bool pipelining = true;
-  std::string tls = "none";  // "none", "starttls", "implicit"
+  std::string greeting = "ehlo";  // "ehlo" (HELO if refused), "helo"; LHLO with lmtp
+  std::string tls = "none";       // "none", "starttls", "implicit"
   std::string tls_max_version = "1.3";
   bool tls_resume = true;
   std::string proxy = "none";  // "none", "v1", "v2"

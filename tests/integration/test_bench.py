@@ -161,6 +161,7 @@ class BenchAgainstRingmx(unittest.TestCase, BenchChecks):
         self.assertEqual(r["ok"], 40, r["errors"])
         self.assertEqual(r["connection_stats"]["ready"], 8)
         self.assertFalse(r["pipelining"])  # nothing known to pipeline with
+        self.assertEqual(r["greeting"], "helo")
         records = self.srv.spool_records()
         self.assertEqual(len(records), 40)
         for fields, message in records.values():

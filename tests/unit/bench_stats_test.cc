@@ -136,6 +136,10 @@ TEST(BenchStats, Reports) {
   EXPECT_EQ(text.find("INCONSISTENT"), std::string::npos);
   info.issued = 102;
   EXPECT_NE(format_human(info, s).find("INCONSISTENT"), std::string::npos);
+  EXPECT_NE(json.find("\"greeting\": \"ehlo\""), std::string::npos) << json;
+  info.greeting = "helo";
+  EXPECT_NE(format_json(info, s).find("\"greeting\": \"helo\""), std::string::npos);
+  EXPECT_NE(format_human(info, s).find("SMTP (HELO)"), std::string::npos);
 }
 
 TEST(BenchStats, ReportsTheSizeDistributionAndTheEmlDirectory) {
