@@ -7,6 +7,7 @@ lingers. Needs root and Debian's postfix package (no system instance is
 touched)."""
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -17,9 +18,17 @@ POSTFIX = "/usr/sbin/postfix"
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range, so no client socket takes it first."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def make_cert(directory, kind="ecdsa", cn="test"):

@@ -6,6 +6,7 @@ Each test file is one ctest test; it exits 0 on success, 77 to skip (only when
 a peer program cannot be installed), anything else on failure."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,18 @@ SKIP = 77
 
 
 def free_port():
+    """A free port below the kernel's ephemeral range (32768 and up here), so that
+    no client socket of this or another test takes it between this check and the
+    server's bind (ports the kernel hands out with bind(0) are ephemeral ones)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
