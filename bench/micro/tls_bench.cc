@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 
 // ECDSA P-256 and RSA-2048 certificates, made once per process.
 const std::string& cert_dir() {
-  static const std::string dir = [] {
+  static const std::string kDir = [] {
     std::string pattern = (fs::temp_directory_path() / "ringmx-tlsbench-XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     const std::string make =
@@ -35,7 +35,7 @@ const std::string& cert_dir() {
     if (std::system(make.c_str()) != 0) throw std::runtime_error("openssl req failed");
     return pattern;
   }();
-  return dir;
+  return kDir;
 }
 
 std::shared_ptr<const TlsServerContext> server_context(bool rsa, bool chacha = false) {
