@@ -61,7 +61,7 @@ import tempfile
 import threading
 import time
 
-from private_postfix import POSTFIX_MASTER_CF
+from private_postfix import POSTFIX_MASTER_CF, POSTFIX_TLS_MAIN_CF, main_cf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARAKA_CACHE = "/var/cache/ringmx-bench/haraka"
@@ -384,42 +384,12 @@ class Postfix(Server):
             dns = "disable_dns_lookups = yes"
         tls = ""
         if self.tls_wanted:
-            tls = ("smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\n"
-                   "smtpd_tls_security_level = may\n" % self.cert)
+            tls = POSTFIX_TLS_MAIN_CF.format(cert=self.cert[0], key=self.cert[1])
             self.tls, self.tls_reason = True, ""
         with open(os.path.join(conf, "main.cf"), "w") as f:
-            f.write("""# private benchmark instance written by bench/peers/compare.py
-compatibility_level = 3.6
-queue_directory = {q}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix-bench.localdomain
-mydomain = localdomain
-myorigin = $myhostname
-mydestination =
-relay_domains =
-local_recipient_maps =
-relay_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit
-smtpd_peername_lookup = no
-smtp_host_lookup = native
-{dns}
-default_transport = discard
-relay_transport = discard
-local_transport = discard
-virtual_transport = discard
-default_process_limit = 100
-maillog_file = {maillog}
-maillog_file_prefixes = {base}
-biff = no
-{tls}""".format(q=q, data=data, dns=dns, maillog=self.maillog, base=self.base, tls=tls))
+            # Postfix's default process limit (100) is kept: load (e) reports what it does.
+            f.write(main_cf(q, data, self.maillog, self.base, process_limit=100))
+            f.write("smtp_host_lookup = native\n%s\n%s" % (dns, tls))
         with open(os.path.join(conf, "master.cf"), "w") as f:
             f.write("""# service type  private unpriv  chroot  wakeup  maxproc command
 127.0.0.1:{port} inet n - n - - smtpd

@@ -67,8 +67,8 @@ class PrivatePostfix:
         if cert is None:
             cert, key = make_cert(self.conf)
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN_CF.format(queue=self.queue, data=data, maillog=self.maillog,
-                                           base=self.base, cert=cert, key=key))
+            f.write(main_cf(self.queue, data, self.maillog, self.base))
+            f.write(POSTFIX_TLS_MAIN_CF.format(cert=cert, key=key))
             f.write(extra_main)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             for name, opts in self.services.items():
@@ -166,14 +166,22 @@ default_transport = discard
 relay_transport = discard
 local_transport = discard
 virtual_transport = discard
-default_process_limit = 200
+default_process_limit = {process_limit}
 maillog_file = {maillog}
 maillog_file_prefixes = {base}
 biff = no
-smtpd_tls_cert_file = {cert}
+"""
+
+POSTFIX_TLS_MAIN_CF = """smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 smtpd_tls_security_level = may
 """
+
+
+def main_cf(queue, data, maillog, base, process_limit=200):
+    """main.cf of a private instance: loopback only, no DNS, everything to discard."""
+    return POSTFIX_MAIN_CF.format(queue=queue, data=data, maillog=maillog, base=base,
+                                  process_limit=process_limit)
 
 POSTFIX_MASTER_CF = """pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
