@@ -109,6 +109,7 @@ struct CertificateMetric {
   std::string name;  // "default" or the SNI server name
   std::string subject;
   int64_t not_after = 0;  // unix seconds
+  bool expired = false;   // already when it was loaded
 };
 
 // What the renderer needs besides the shard blocks.

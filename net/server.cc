@@ -195,9 +195,8 @@ void Server::drain_and_wait() {
 // MX TLS is opportunistic: an expired certificate still beats plaintext, so
 // it is a loud warning (and the expiry gauge), not a refusal to start.
 void Server::warn_expired(const RuntimeConfig& rc) {
-  const int64_t now = std::time(nullptr);
   for (const CertificateMetric& c : rc.certificates) {
-    if (c.not_after >= now) continue;
+    if (!c.expired) continue;
     LogLine l(LogLevel::warn, "tls_certificate_expired", wall_ms());
     l.kv("listener", c.listener).kv("name", c.name).kv("subject", c.subject);
     l.kv("not_after", c.not_after);

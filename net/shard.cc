@@ -103,8 +103,8 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
         contexts.emplace_back(key, lr.tls);
       }
       for (const TlsCertificateInfo& ci : lr.tls->certificates()) {
-        rc->certificates.push_back(
-            {l.name, ci.name.empty() ? "default" : ci.name, ci.subject_cn, ci.not_after});
+        rc->certificates.push_back({l.name, ci.name.empty() ? "default" : ci.name, ci.subject_cn,
+                                    ci.not_after, ci.expired});
       }
     }
     rc->listeners.push_back(std::move(lr));

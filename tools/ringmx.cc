@@ -124,13 +124,10 @@ bool check_paths(const std::string& file, const ServerConfig& cfg) {
 // the reason on stderr, when one cannot be used; expired ones only warn.
 bool check_tls(const std::string& where, const ServerConfig& cfg) {
   try {
-    auto rc = RuntimeConfig::make(cfg);
-    const int64_t now = std::time(nullptr);
-    for (const auto& c : rc->certificates) {
-      if (c.not_after < now) {
-        std::cerr << where << ": warning: listener " << c.listener << ": certificate " << c.name
-                  << " (" << c.subject << ") expired\n";
-      }
+    for (const auto& c : RuntimeConfig::make(cfg)->certificates) {
+      if (!c.expired) continue;
+      std::cerr << where << ": warning: listener " << c.listener << ": certificate " << c.name
+                << " (" << c.subject << ") expired\n";
     }
   } catch (const std::exception& e) {
     std::cerr << where << ": tls: " << e.what() << "\n";
