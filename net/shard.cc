@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <stdexcept>
 
 #include "net/connection.h"
@@ -72,37 +73,42 @@ size_t ip_bucket(std::string_view ip) {
 
 }  // namespace
 
+namespace {
+
+// The engine's view of one listener's TLS settings: its own certificate or
+// the [tls] one, and everything else from [tls].
+TlsServerConfig tls_server_config(const TlsConfig& t, const ListenerConfig& l) {
+  TlsServerConfig sc;
+  sc.cert_chain_file = l.cert_file.empty() ? t.cert_file : l.cert_file;
+  sc.key_file = l.cert_file.empty() ? t.key_file : l.key_file;
+  for (const TlsSniConfig& e : t.sni) sc.sni.push_back({e.name, e.cert_file, e.key_file});
+  sc.min_version = t.min_version == TlsMinVersion::tls1_3 ? TlsVersion::tls1_3 : TlsVersion::tls1_2;
+  if (!t.ciphers.empty()) sc.ciphers = t.ciphers;
+  if (!t.groups.empty()) sc.groups = t.groups;
+  sc.session_tickets = t.session_tickets;
+  sc.request_client_cert = t.request_client_cert;
+  return sc;
+}
+
+}  // namespace
+
 std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
   auto rc = std::make_shared<RuntimeConfig>();
   rc->session = std::make_shared<SessionSettings>(cfg.smtp);
   // One TLS context per distinct certificate: listeners on the default one
   // share it (and its session-ticket keys).
-  std::vector<std::pair<std::string, std::shared_ptr<const TlsServerContext>>> contexts;
-  const TlsConfig& t = cfg.tls;
+  std::map<std::string, std::shared_ptr<const TlsServerContext>> contexts;
   for (const ListenerConfig& l : cfg.listeners) {
     ListenerRuntime lr;
     lr.mode = effective_tls(cfg, l);
     lr.require_tls = l.require_tls && lr.mode == ListenerTls::starttls;
     if (lr.mode != ListenerTls::none) {
-      TlsServerConfig sc;
-      sc.cert_chain_file = l.cert_file.empty() ? t.cert_file : l.cert_file;
-      sc.key_file = l.cert_file.empty() ? t.key_file : l.key_file;
-      for (const TlsSniConfig& e : t.sni) sc.sni.push_back({e.name, e.cert_file, e.key_file});
-      sc.min_version =
-          t.min_version == TlsMinVersion::tls1_3 ? TlsVersion::tls1_3 : TlsVersion::tls1_2;
-      if (!t.ciphers.empty()) sc.ciphers = t.ciphers;
-      if (!t.groups.empty()) sc.groups = t.groups;
-      sc.session_tickets = t.session_tickets;
-      sc.request_client_cert = t.request_client_cert;
-      const std::string key = sc.cert_chain_file + '\n' + sc.key_file;
-      for (const auto& [k, ctx] : contexts) {
-        if (k == key) lr.tls = ctx;
-      }
-      if (!lr.tls) {
-        lr.tls = TlsServerContext::create(sc);
-        contexts.emplace_back(key, lr.tls);
-      }
-      for (const TlsCertificateInfo& ci : lr.tls->certificates()) {
+      const TlsServerConfig sc = tls_server_config(cfg.tls, l);
+      std::shared_ptr<const TlsServerContext>& ctx =
+          contexts[sc.cert_chain_file + '\n' + sc.key_file];
+      if (!ctx) ctx = TlsServerContext::create(sc);
+      lr.tls = ctx;
+      for (const TlsCertificateInfo& ci : ctx->certificates()) {
         rc->certificates.push_back({l.name, ci.name.empty() ? "default" : ci.name, ci.subject_cn,
                                     ci.not_after, ci.expired});
       }
