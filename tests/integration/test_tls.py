@@ -852,6 +852,22 @@ class StartupErrors(unittest.TestCase):
         rc, out = self.run_binary(srv)
         self.assertNotEqual(rc, 0, out)
 
+    def test_command_line_tls_errors(self):
+        base = [BINARY, "--spool-dir", os.path.join(CERTS["dir"], "cli-spool"),
+                "--admin-listen", ""]
+        crt, key = CERTS["default"]
+        cases = [
+            (["--listen-implicit-tls", "localhost:465", "--tls-cert", crt, "--tls-key", key],
+             "listener[1].address"),
+            (["--listen-implicit-tls", "127.0.0.1:%d" % free_port()], "needs a certificate"),
+            (["--tls-cert", crt], "tls.cert and tls.key go together"),
+        ]
+        for args, message in cases:
+            out = run(base + args, timeout=10)
+            self.assertEqual(out.returncode, 2, out.stdout + out.stderr)
+            self.assertIn(message, out.stderr.decode())
+            self.assertNotIn(b"SMTP on", out.stdout)
+
     def test_expired_certificate_starts_with_warning(self):
         crt, key = CERTS["expired"]
         srv = Server(extra_toml='\n[tls]\ncert = "%s"\nkey = "%s"\n' % (crt, key), shards=1)
