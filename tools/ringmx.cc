@@ -124,7 +124,9 @@ bool check_paths(const std::string& file, const ServerConfig& cfg) {
 // the reason on stderr, when one cannot be used; expired ones only warn.
 bool check_tls(const std::string& where, const ServerConfig& cfg) {
   try {
-    for (const auto& c : RuntimeConfig::make(cfg)->certificates) {
+    // Held in a local: a range-for over make(cfg)->certificates would outlive the temporary.
+    const auto rc = RuntimeConfig::make(cfg);
+    for (const auto& c : rc->certificates) {
       if (!c.expired) continue;
       std::cerr << where << ": warning: listener " << c.listener << ": certificate " << c.name
                 << " (" << c.subject << ") expired\n";
