@@ -59,6 +59,10 @@ struct SpoolConfig {
   uint64_t min_free_bytes = 64ull << 20;
 };
 
+// Most shards (event-loop threads) a server runs: every shard id fits in
+// the 8 bits session and queue ids give it (core/session.h).
+inline constexpr uint32_t kMaxShards = 256;
+
 struct ServerConfig {
   SessionConfig smtp;  // hostname, banner, limits, extensions, bare_line
   std::vector<ListenerConfig> listeners{{"default", "127.0.0.1:2525"}};
@@ -75,6 +79,9 @@ struct ServerConfig {
   // Wait this long before the greeting; a client that talks first is refused
   // (554 5.5.1). 0 greets at once.
   uint32_t greeting_delay_ms = 0;
+  // Submission queue entries of each shard's io_uring. A burst that needs
+  // more waits (in order) for the next submit; nothing fails.
+  uint32_t ring_entries = 4096;
 };
 
 // The TLS mode a listener ends up with (resolves `unset`).

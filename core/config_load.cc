@@ -44,11 +44,12 @@ struct ServerUint {
 };
 
 constexpr ServerUint kServerUints[] = {
-    {"shards", &ServerConfig::shards, 0, 256},
+    {"shards", &ServerConfig::shards, 0, kMaxShards},
     {"max_connections", &ServerConfig::max_connections, 1, 1'000'000},
     {"max_connections_per_ip", &ServerConfig::max_connections_per_ip, 1, 1'000'000},
     {"drain_timeout_ms", &ServerConfig::drain_timeout_ms, 0, 3'600'000},
     {"greeting_delay_ms", &ServerConfig::greeting_delay_ms, 0, 60'000},
+    {"ring_entries", &ServerConfig::ring_entries, 8, 32'768},
 };
 
 struct ExtensionFlag {
@@ -85,6 +86,8 @@ constexpr LimitField kLimitFields[] = {
     {"command_timeout_ms", &Limits::command_timeout_ms},
     {"data_timeout_ms", &Limits::data_timeout_ms},
     {"session_timeout_ms", &Limits::session_timeout_ms},
+    {"max_output_buffer", &Limits::max_output_buffer},
+    {"send_timeout_ms", &Limits::send_timeout_ms},
 };
 
 // kLimitSpecs is the source of truth for names and ranges; this table only adds the storage.

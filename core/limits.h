@@ -43,6 +43,15 @@ struct Limits {
   uint32_t data_timeout_ms = 180'000;
   // Whole session, however busy: one connection cannot hold a slot forever.
   uint32_t session_timeout_ms = 1'800'000;
+  // Replies (and TLS records) waiting for a client that does not read them.
+  // Past this the client's input is not read any more until it catches up:
+  // a pipelining client needs a few KiB (100 RCPT replies are about 4 KiB),
+  // and one that never reads can make us hold no more than this.
+  uint32_t max_output_buffer = 64 * 1024;
+  // Output that has made no progress for this long (the client stopped
+  // reading, or its window stays shut) ends the connection: no reply can be
+  // sent to it. As long as a client may take to send a command.
+  uint32_t send_timeout_ms = 300'000;
 };
 
 // Ranges and reasons, for the config checker and the docs.
@@ -59,6 +68,10 @@ inline constexpr LimitSpec kLimitSpecs[] = {
     {"command_timeout_ms", 300000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.7"},
     {"data_timeout_ms", 180000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.5"},
     {"session_timeout_ms", 1800000, 1, 86400000, "421 4.4.2", "whole session"},
+    {"max_output_buffer", 65536, 4096, 16777216, "input paused",
+     "replies owed to a client that does not read them"},
+    {"send_timeout_ms", 300000, 1, 3600000, "connection closed",
+     "output that makes no progress; no reply can reach such a client"},
 };
 
 }  // namespace ringmx

@@ -154,6 +154,9 @@ struct Totals {
   uint64_t spool_writes = 0;
   uint64_t spool_write_errors = 0;
   uint64_t timeouts = 0;
+  uint64_t send_timeouts = 0;
+  uint64_t ring_deferrals = 0;
+  uint64_t ring_full = 0;
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
   std::array<std::array<std::array<uint64_t, kTlsResults>, kTlsVersions>, kMaxListeners>
@@ -179,6 +182,9 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.spool_writes += m.spool_writes.get();
   t.spool_write_errors += m.spool_write_errors.get();
   t.timeouts += m.timeouts.get();
+  t.send_timeouts += m.send_timeouts.get();
+  t.ring_deferrals += m.ring_deferrals.get();
+  t.ring_full += m.ring_full.get();
   for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
     t.fsync_buckets[i] += m.fsync_seconds.bucket(i);
   }
@@ -361,6 +367,16 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                  t.spool_write_errors);
   append_counter(out, "ringmx_session_timeouts_total", "SMTP sessions closed by a timeout.",
                  t.timeouts);
+  append_counter(out, "ringmx_send_timeouts_total",
+                 "Connections closed because the client took none of its output for "
+                 "send_timeout_ms.",
+                 t.send_timeouts);
+  append_counter(out, "ringmx_ring_deferrals_total",
+                 "Submission chains that waited for room in a shard's io_uring queue.",
+                 t.ring_deferrals);
+  append_counter(out, "ringmx_ring_queue_full_total",
+                 "Times a shard's io_uring submission queue was full and was submitted early.",
+                 t.ring_full);
 
   append_histogram(out, "ringmx_spool_fsync_duration_seconds",
                    "Time to write and fsync one spool batch.", t.fsync_buckets, t.fsync_sum_ns);

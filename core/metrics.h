@@ -96,6 +96,9 @@ struct alignas(64) ShardMetrics {
   Histogram fsync_seconds;  // write+fsync of one spool batch
   Counter loop_iterations;
   Counter timeouts;
+  Counter send_timeouts;   // connections closed because the client did not read
+  Counter ring_deferrals;  // SQE chains that waited for room in the submission queue
+  Counter ring_full;       // the submission queue was full and went to the kernel early
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished

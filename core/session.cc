@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/address.h"
+#include "core/config.h"
 #include "core/esmtp_params.h"
 #include "core/received_header.h"
 
@@ -50,6 +51,12 @@ bool is_acceptable_helo(std::string_view s) {
 namespace {
 constexpr char kBase32Hex[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
 }  // namespace
+
+uint64_t compose_session_id(int64_t unix_ms, uint32_t shard, uint64_t seq) {
+  static_assert(kMaxShards <= 256, "a shard id must fit in 8 bits");
+  return (static_cast<uint64_t>(unix_ms) & ((uint64_t{1} << 43) - 1)) << 21 |
+         uint64_t{shard & 0xff} << 13 | (seq & 0x1fff);
+}
 
 std::string format_session_id(uint64_t id) {
   std::string out(13, '0');

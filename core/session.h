@@ -66,6 +66,13 @@ class Session;
 // queue ids show it.
 std::string format_session_id(uint64_t id);
 
+// A session id: 43 bits of wall-clock milliseconds (until the year 2248),
+// 8 bits of shard id (every shard up to kMaxShards has its own), 13 bits of
+// the shard's session counter. Two shards never mint the same id; one shard
+// repeats an id only if its counter wraps (8192 sessions) within one
+// millisecond, and a restart starts the counter at a random value.
+uint64_t compose_session_id(int64_t unix_ms, uint32_t shard, uint64_t seq);
+
 // What the layers above decide. Every method has a permissive default so a
 // handler overrides only what it checks. Handlers must not call feed() or
 // resume() from inside these methods; return a Verdict instead.

@@ -32,6 +32,7 @@ enum Op : unsigned {
   kOpSpoolOpen = 5,
   kOpSpoolWrite = 6,
   kOpSpoolSync = 7,
+  kOpCancelRecv = 8,
   kOpDirSync = 9,
 };
 inline constexpr uint64_t kOpMask = 15;
@@ -81,7 +82,8 @@ struct alignas(16) Connection final : SessionHandler {
   std::string send_inflight;
   size_t send_off = 0;
   std::string send_queued;
-  std::string pending_in;  // input the waiting session has not taken yet
+  int64_t send_progress_ms = 0;  // when output last moved (or started waiting)
+  std::string pending_in;        // input the session has not taken yet (waiting, or output full)
   struct Timer : TimerNode {
     Connection* owner = nullptr;
   } timer;
@@ -98,6 +100,11 @@ struct alignas(16) Connection final : SessionHandler {
   Session session;
 
   static Connection& from_timer(TimerNode& n) { return *static_cast<Timer&>(n).owner; }
+
+  // Output not yet handed to the kernel.
+  size_t unsent() const { return send_queued.size() + (send_inflight.size() - send_off); }
+  // The client owes us reads: take no more of its input for now.
+  bool output_full() const { return unsent() > session.config().limits.max_output_buffer; }
 
   Verdict on_data(Session&, const Envelope&) override {
     if (shard.spool_full()) {
@@ -169,11 +176,15 @@ struct alignas(16) SpoolBatch {
   std::vector<iovec> iov;
   std::string segment_name;  // set when this batch starts a new segment
   size_t total = 0;
+  size_t written = 0;   // bytes of the batch already written (short writes go on)
+  size_t iov_done = 0;  // iovecs written whole
   int error = 0;
   uint8_t pending_cqes = 0;  // write + fsync of the linked pair
   bool write_ok = false;
   bool sync_ok = false;
   int64_t started_ns = 0;
+
+  void advance(size_t n);
 };
 
 }  // namespace ringmx

@@ -34,6 +34,8 @@ namespace {
 // Input held while a session waits for a verdict; past this the socket is
 // not read any more until the session catches up (back-pressure).
 constexpr size_t kMaxPendingInput = size_t{256} * 1024;
+// Held input is fed to a session this much at a time (one receive buffer).
+constexpr size_t kFeedSlice = 4096;
 // Receive buffers: count must be a power of two.
 constexpr uint32_t kBufCount = 1024;
 constexpr uint32_t kBufSize = 4096;
@@ -144,23 +146,18 @@ Shard::~Shard() {
   }
   for (auto& l : listeners_)
     if (l.fd >= 0) ::close(l.fd);
-  if (ring_ready_) io_uring_queue_exit(&ring_);
+  ring_.exit();
   if (control_fd_ >= 0) ::close(control_fd_);
   if (seg_fd_ >= 0) ::close(seg_fd_);
   if (spool_dir_fd_ >= 0) ::close(spool_dir_fd_);
 }
 
 void Shard::setup_ring() {
-  io_uring_params p{};
-  p.flags = shard_ring_flags();
-  p.cq_entries = 65536;
-  int r = io_uring_queue_init_params(4096, &ring_, &p);
-  if (r < 0) throw std::runtime_error(std::string("io_uring_queue_init: ") + std::strerror(-r));
-  ring_ready_ = true;
+  ring_.init(cfg_->server.ring_entries, 65536, shard_ring_flags());
 }
 
 void Shard::setup_buffers() {
-  bufs_.setup(ring_, kBufCount, kBufSize, kBufGroup);
+  bufs_.setup(ring_.raw(), kBufCount, kBufSize, kBufGroup);
 }
 
 void Shard::start() {
@@ -218,16 +215,6 @@ void Shard::request_reload(std::shared_ptr<const RuntimeConfig> cfg) {
   [[maybe_unused]] ssize_t n = ::write(control_fd_, &one, sizeof one);
 }
 
-io_uring_sqe* Shard::sqe() {
-  io_uring_sqe* s = io_uring_get_sqe(&ring_);
-  if (!s) {
-    io_uring_submit(&ring_);
-    s = io_uring_get_sqe(&ring_);
-  }
-  if (!s) throw std::runtime_error("submission queue full");
-  return s;
-}
-
 void Shard::update_clock() {
   now_.mono_ms = mono_ms();
   timespec ts{};
@@ -238,13 +225,11 @@ void Shard::update_clock() {
 
 uint64_t Shard::next_session_id() {
   // Queue ids and spool file names derive from this, so it must not repeat
-  // across restarts (a crash loop restarts within the same second): 43 bits
-  // of wall-clock milliseconds, 5 of shard id, 16 of a counter that starts at
-  // a random value in every process. Should two segment names still meet,
+  // across shards or restarts (a crash loop restarts within the same
+  // second): see compose_session_id. Should two segment names still meet,
   // O_EXCL turns it into a 451, never an overwritten file.
   ++session_seq_;
-  return (static_cast<uint64_t>(unix_ms_) & ((1ull << 43) - 1)) << 21 |
-         static_cast<uint64_t>(id_ & 31) << 16 | (session_seq_ & 0xffff);
+  return compose_session_id(unix_ms_, id_, session_seq_);
 }
 
 // ---- loop -------------------------------------------------------------------
@@ -259,12 +244,15 @@ void Shard::run() {
   next_disk_check_ms_ = 0;
   check_disk();
   while (!stopping_) {
-    const int64_t wait_ms = wheel_.size() ? wheel_.tick_ms() : 500;
+    // Chains that found the queue full go first; if some still cannot go (the
+    // kernel refused a submission), do not sleep on them.
+    const size_t waiting = ring_.run_deferred();
+    const int64_t wait_ms = waiting ? 0 : wheel_.size() ? wheel_.tick_ms() : 500;
     __kernel_timespec ts{};
     ts.tv_sec = wait_ms / 1000;
     ts.tv_nsec = (wait_ms % 1000) * 1'000'000;
     io_uring_cqe* cqe = nullptr;
-    int r = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    int r = io_uring_submit_and_wait_timeout(&ring_.raw(), &cqe, 1, &ts, nullptr);
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY) {
       LogLine l(LogLevel::error, "ring_wait_failed", unix_ms_);
       l.kv("shard", id_).kv("error", std::strerror(-r));
@@ -273,11 +261,11 @@ void Shard::run() {
     update_clock();
     unsigned head;
     unsigned seen = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
+    io_uring_for_each_cqe(&ring_.raw(), head, cqe) {
       handle_cqe(cqe);
       ++seen;
     }
-    io_uring_cq_advance(&ring_, seen);
+    io_uring_cq_advance(&ring_.raw(), seen);
     wheel_.advance(now_.mono_ms, [this](TimerNode& n) { on_timer(n); });
     if (accept_resume_ms_ && now_.mono_ms >= accept_resume_ms_ && !draining_) {
       accept_resume_ms_ = 0;
@@ -292,11 +280,20 @@ void Shard::run() {
         for (Connection* c = conns_; c; c = c->next)
           if (!c->job) begin_close(*c);
       }
-      if (live_ == 0 && !batch_) stopping_ = true;
+      if (live_ == 0 && !batch_ && ring_.deferred() == 0) stopping_ = true;
     }
     metrics_.loop_iterations.inc();
+    if (ring_.deferrals() != deferrals_seen_) {
+      metrics_.ring_deferrals.inc(ring_.deferrals() - deferrals_seen_);
+      deferrals_seen_ = ring_.deferrals();
+    }
+    if (ring_.full_submits() != full_seen_) {
+      metrics_.ring_full.inc(ring_.full_submits() - full_seen_);
+      full_seen_ = ring_.full_submits();
+    }
   }
-  io_uring_submit(&ring_);
+  ring_.run_deferred();
+  ring_.submit();
 }
 
 void Shard::handle_cqe(io_uring_cqe* cqe) {
@@ -310,6 +307,12 @@ void Shard::handle_cqe(io_uring_cqe* cqe) {
     case kOpRecv: on_recv(*static_cast<Connection*>(p), cqe->res, cqe->flags); return;
     case kOpSend: on_send(*static_cast<Connection*>(p), cqe->res); return;
     case kOpControl: on_control(cqe->res); return;
+    case kOpCancelRecv: {
+      auto& c = *static_cast<Connection*>(p);
+      --c.ops;
+      maybe_free(c);
+      return;
+    }
     case kOpSpoolOpen:
     case kOpSpoolWrite:
     case kOpSpoolSync:
@@ -321,9 +324,10 @@ void Shard::handle_cqe(io_uring_cqe* cqe) {
 // ---- control --------------------------------------------------------------------
 
 void Shard::arm_control() {
-  io_uring_sqe* s = sqe();
-  io_uring_prep_read(s, control_fd_, &control_buf_, sizeof control_buf_, 0);
-  io_uring_sqe_set_data64(s, tag(nullptr, kOpControl));
+  ring_.prep(1, [this](io_uring_sqe** s) {
+    io_uring_prep_read(s[0], control_fd_, &control_buf_, sizeof control_buf_, 0);
+    io_uring_sqe_set_data64(s[0], tag(nullptr, kOpControl));
+  });
 }
 
 void Shard::on_control(int /*res*/) {
@@ -366,11 +370,7 @@ void Shard::apply_control() {
 
 void Shard::stop_accepting() {
   for (auto& l : listeners_) {
-    if (l.armed) {
-      io_uring_sqe* s = sqe();
-      io_uring_prep_cancel64(s, tag(&l, kOpAccept), 0);
-      io_uring_sqe_set_data64(s, tag(nullptr, kOpIgnore));
-    }
+    if (l.armed) cancel_accept(l);
     l.paused = false;
     // Close the socket too, so new clients are refused at once instead of
     // waiting in a backlog nobody reads (the ring drops its own reference
@@ -386,11 +386,25 @@ void Shard::stop_accepting() {
 // ---- accept -------------------------------------------------------------------
 
 void Shard::arm_accept(Listener& l) {
-  io_uring_sqe* s = sqe();
-  io_uring_prep_multishot_accept(s, l.fd, nullptr, nullptr, SOCK_CLOEXEC);
-  io_uring_sqe_set_data64(s, tag(&l, kOpAccept));
   l.armed = true;
   l.paused = false;
+  ring_.prep(1, [&l](io_uring_sqe** s) {
+    if (l.fd < 0) {  // closed (drain) while this waited for room in the ring
+      io_uring_prep_nop(s[0]);
+      io_uring_sqe_set_data64(s[0], tag(nullptr, kOpIgnore));
+      l.armed = false;
+      return;
+    }
+    io_uring_prep_multishot_accept(s[0], l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(s[0], tag(&l, kOpAccept));
+  });
+}
+
+void Shard::cancel_accept(Listener& l) {
+  ring_.prep(1, [&l](io_uring_sqe** s) {
+    io_uring_prep_cancel64(s[0], tag(&l, kOpAccept), 0);
+    io_uring_sqe_set_data64(s[0], tag(nullptr, kOpIgnore));
+  });
 }
 
 void Shard::on_accept(Listener& l, int res, uint32_t flags) {
@@ -401,11 +415,7 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
     if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
       // Out of descriptors or memory: stop accepting for a moment instead of
       // spinning; the backlog keeps the clients waiting.
-      if (l.armed) {
-        io_uring_sqe* s = sqe();
-        io_uring_prep_cancel64(s, tag(&l, kOpAccept), 0);
-        io_uring_sqe_set_data64(s, tag(nullptr, kOpIgnore));
-      }
+      if (l.armed) cancel_accept(l);
       l.paused = true;
       accept_resume_ms_ = now_.mono_ms + 100;
       LogLine line(LogLevel::warn, "accept_paused", unix_ms_);
@@ -503,11 +513,23 @@ void Shard::start_session(Connection& c) {
 
 void Shard::arm_recv(Connection& c) {
   if (c.recv_armed || c.shut) return;
-  io_uring_sqe* s = sqe();
-  bufs_.prep_recv_multishot(s, c.fd);
-  io_uring_sqe_set_data64(s, tag(&c, kOpRecv));
   c.recv_armed = true;
   ++c.ops;
+  ring_.prep(1, [this, &c](io_uring_sqe** s) {
+    bufs_.prep_recv_multishot(s[0], c.fd);
+    io_uring_sqe_set_data64(s[0], tag(&c, kOpRecv));
+  });
+}
+
+// Stops reading from a client (back-pressure). The cancel is counted as an
+// operation on the connection, so the connection outlives it.
+void Shard::pause_recv(Connection& c) {
+  c.recv_paused = true;
+  ++c.ops;
+  ring_.prep(1, [&c](io_uring_sqe** s) {
+    io_uring_prep_cancel64(s[0], tag(&c, kOpRecv), 0);
+    io_uring_sqe_set_data64(s[0], tag(&c, kOpCancelRecv));
+  });
 }
 
 void Shard::on_recv(Connection& c, int res, uint32_t flags) {
@@ -550,7 +572,10 @@ void Shard::client_gone(Connection& c, bool clean_eof) {
   c.stage = Connection::Stage::closing;
   wheel_.cancel(c.timer);
   if (c.job) return;
-  if (c.send_busy && clean_eof) return;  // on_send closes when it is done
+  if (c.send_busy && clean_eof) {  // on_send closes when it is done
+    arm_send_deadline(c);
+    return;
+  }
   begin_close(c);
 }
 
@@ -567,32 +592,45 @@ void Shard::feed(Connection& c, std::string_view data) {
     start_send(c);
     return;
   }
-  if (!c.pending_in.empty()) {
+  if (!c.pending_in.empty() || c.output_full()) {
     c.pending_in.append(data);
     feed_pending(c);
   } else {
     const size_t used = c.session.feed(data, now_);
     if (used < data.size() && !c.session.closed()) c.pending_in.assign(data.substr(used));
   }
-  if (c.pending_in.size() > kMaxPendingInput && c.recv_armed && !c.recv_paused) {
-    // Back-pressure: stop reading until the session catches up.
-    c.recv_paused = true;
-    io_uring_sqe* s = sqe();
-    io_uring_prep_cancel64(s, tag(&c, kOpRecv), 0);
-    io_uring_sqe_set_data64(s, tag(nullptr, kOpIgnore));
-  }
   flush(c);
+  if ((c.pending_in.size() > kMaxPendingInput || c.output_full()) && c.recv_armed &&
+      !c.recv_paused) {
+    // Back-pressure: stop reading until the session catches up, or until the
+    // client reads the replies it is owed.
+    pause_recv(c);
+  }
 }
 
-// Feeds input held while the session was waiting.
+// Feeds input held while the session was waiting or the client's output was
+// full, a slice at a time, so the replies it makes stay near the output limit.
 void Shard::feed_pending(Connection& c) {
   while (!c.pending_in.empty() && !c.session.waiting() && !c.session.closed()) {
-    const size_t used = c.session.feed(c.pending_in, now_);
+    if (c.unsent() + c.session.output().size() > c.session.config().limits.max_output_buffer) {
+      break;
+    }
+    const std::string_view slice = std::string_view(c.pending_in).substr(0, kFeedSlice);
+    const size_t used = c.session.feed(slice, now_);
     c.pending_in.erase(0, used);
     if (used == 0) break;
+    if (!c.session.output().empty()) {
+      queue_output(c, c.session.output());
+      c.session.consume_output(c.session.output().size());
+    }
   }
   if (c.session.closed()) c.pending_in.clear();
-  if (c.recv_paused && c.pending_in.size() < kMaxPendingInput / 2) {
+  maybe_resume_recv(c);
+}
+
+void Shard::maybe_resume_recv(Connection& c) {
+  if (c.recv_paused && c.pending_in.size() < kMaxPendingInput / 2 &&
+      c.unsent() <= c.session.config().limits.max_output_buffer / 2) {
     c.recv_paused = false;
     arm_recv(c);
   }
@@ -606,20 +644,24 @@ void Shard::flush(Connection& c) {
     queue_output(c, out);
     c.session.consume_output(out.size());
   }
-  if (c.stage == Connection::Stage::open) {
-    if (c.session.closed()) {
-      c.stage = Connection::Stage::closing;
-      wheel_.cancel(c.timer);
-      if (c.tls && c.tls->handshake_done()) {
-        c.tls->close();  // close_notify after the last reply
-        queue_ciphertext(c);
-      }
-    } else {
-      schedule_timer(c);
+  if (c.stage == Connection::Stage::open && c.session.closed()) {
+    c.stage = Connection::Stage::closing;
+    wheel_.cancel(c.timer);
+    if (c.tls && c.tls->handshake_done()) {
+      c.tls->close();  // close_notify after the last reply
+      queue_ciphertext(c);
     }
   }
   start_send(c);
-  if (c.stage == Connection::Stage::closing && !c.send_busy) begin_close(c);
+  if (c.stage == Connection::Stage::open) {
+    schedule_timer(c);
+  } else if (c.stage == Connection::Stage::closing) {
+    if (!c.send_busy) {
+      begin_close(c);
+      return;
+    }
+    arm_send_deadline(c);  // the last replies may still never be read
+  }
 }
 
 void Shard::start_send(Connection& c) {
@@ -630,12 +672,17 @@ void Shard::start_send(Connection& c) {
     c.send_queued.clear();
     c.send_off = 0;
   }
-  io_uring_sqe* s = sqe();
-  io_uring_prep_send(s, c.fd, c.send_inflight.data() + c.send_off,
-                     c.send_inflight.size() - c.send_off, MSG_NOSIGNAL);
-  io_uring_sqe_set_data64(s, tag(&c, kOpSend));
+  // Issued from idle, or right after a send that moved bytes: progress.
+  c.send_progress_ms = now_.mono_ms;
   c.send_busy = true;
   ++c.ops;
+  // The buffer is read when the SQE is filled: nothing touches send_inflight
+  // while send_busy is set.
+  ring_.prep(1, [&c](io_uring_sqe** s) {
+    io_uring_prep_send(s[0], c.fd, c.send_inflight.data() + c.send_off,
+                       c.send_inflight.size() - c.send_off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(s[0], tag(&c, kOpSend));
+  });
 }
 
 void Shard::on_send(Connection& c, int res) {
@@ -657,18 +704,64 @@ void Shard::on_send(Connection& c, int res) {
     c.send_inflight.clear();
     c.send_off = 0;
   }
+  if (c.stage == Connection::Stage::open && !c.pending_in.empty() && !c.output_full()) {
+    // The client read its replies: take the input held back meanwhile.
+    feed_pending(c);
+    flush(c);
+    return;
+  }
+  if (c.stage == Connection::Stage::open) maybe_resume_recv(c);
   start_send(c);
   if (!c.send_busy && c.stage == Connection::Stage::closing) {
     begin_close(c);
     return;
   }
+  if (c.stage == Connection::Stage::closing) arm_send_deadline(c);
   maybe_free(c);
+}
+
+// A connection whose output waits: the send deadline runs from its last
+// progress (a client that stopped reading can hold it no longer than this).
+int64_t Shard::send_deadline(const Connection& c) const {
+  return c.send_progress_ms + c.session.config().limits.send_timeout_ms;
+}
+
+void Shard::arm_send_deadline(Connection& c) {
+  if (c.send_busy) wheel_.schedule(c.timer, send_deadline(c));
+}
+
+// The client has not taken any output for send_timeout_ms: no reply can
+// reach it, so the connection ends without one.
+void Shard::send_timed_out(Connection& c) {
+  metrics_.send_timeouts.inc();
+  if (log_enabled(LogLevel::info)) {
+    LogLine l(LogLevel::info, "send_timeout", unix_ms_);
+    l.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip)
+        .kv("unsent", uint64_t{c.unsent()});
+    log(l);
+  }
+  c.pending_in.clear();
+  c.send_queued.clear();
+  if (c.send_busy) {
+    ring_.prep(1, [&c](io_uring_sqe** s) {
+      io_uring_prep_cancel64(s[0], tag(&c, kOpSend), 0);
+      io_uring_sqe_set_data64(s[0], tag(nullptr, kOpIgnore));
+    });
+  }
+  if (c.job) {  // the message still goes to disk; finish_batch closes
+    c.stage = Connection::Stage::closing;
+    wheel_.cancel(c.timer);
+    return;
+  }
+  begin_close(c);
 }
 
 // ---- timers ------------------------------------------------------------------------
 
 void Shard::schedule_timer(Connection& c) {
-  const int64_t d = c.session.deadline_ms();
+  int64_t d = c.session.deadline_ms();
+  if (c.send_busy) d = std::min(d, send_deadline(c));
   // Later deadlines are re-filed lazily when the old one comes round; an
   // earlier one (entering DATA) must be filed now.
   if (!c.timer.linked() || d < c.timer.deadline_ms) {
@@ -690,6 +783,14 @@ void Shard::on_timer(TimerNode& n) {
     flush(c);
     return;
   }
+  if (c.send_busy && now_.mono_ms >= send_deadline(c)) {
+    send_timed_out(c);
+    return;
+  }
+  if (c.stage == Connection::Stage::closing) {
+    arm_send_deadline(c);
+    return;
+  }
   if (c.stage != Connection::Stage::open) return;
   if (c.session.on_timer(now_)) {
     metrics_.timeouts.inc();
@@ -701,7 +802,9 @@ void Shard::on_timer(TimerNode& n) {
     }
     flush(c);
   } else {
-    wheel_.schedule(c.timer, c.session.deadline_ms());
+    int64_t d = c.session.deadline_ms();
+    if (c.send_busy) d = std::min(d, send_deadline(c));
+    wheel_.schedule(c.timer, d);
   }
 }
 

@@ -20,6 +20,7 @@
 #include "core/session.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
+#include "net/ring.h"
 #include "net/timer_wheel.h"
 #include "tls/tls_context.h"
 
@@ -105,6 +106,12 @@ class Shard {
   void setup_ring();
   void setup_buffers();
   void arm_accept(Listener& l);
+  void cancel_accept(Listener& l);
+  void pause_recv(Connection& c);
+  void maybe_resume_recv(Connection& c);
+  int64_t send_deadline(const Connection& c) const;
+  void arm_send_deadline(Connection& c);
+  void send_timed_out(Connection& c);
   void arm_control();
   void handle_cqe(io_uring_cqe* cqe);
   void on_accept(Listener& l, int res, uint32_t flags);
@@ -134,7 +141,6 @@ class Shard {
   void close_segment();
   void on_spool_cqe(SpoolBatch& b, unsigned op, int res);
   void finish_batch(SpoolBatch& b, bool ok, int err);
-  io_uring_sqe* sqe();
   uint64_t next_session_id();
 
   uint32_t id_;
@@ -147,8 +153,9 @@ class Shard {
   std::string spool_dir_;
   int spool_dir_fd_ = -1;
 
-  io_uring ring_{};
-  bool ring_ready_ = false;
+  Ring ring_;
+  uint64_t deferrals_seen_ = 0;  // ring_.deferrals() already counted in the metrics
+  uint64_t full_seen_ = 0;       // ring_.full_submits() likewise
   ProvidedBufferRing bufs_;
 
   int control_fd_ = -1;

@@ -5,7 +5,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "net/connection.h"
@@ -97,23 +99,44 @@ void Shard::start_batch() {
   // A new segment, named after its first message's queue id (O_EXCL: a name
   // clash is an error, never an overwrite).
   b->segment_name = spool_final_name(b->jobs.front()->conn->session.current_queue_id());
-  io_uring_sqe* sq = sqe();
-  io_uring_prep_openat(sq, spool_dir_fd_, b->segment_name.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  io_uring_sqe_set_data64(sq, tag(b, kOpSpoolOpen));
+  ring_.prep(1, [this, b](io_uring_sqe** s) {
+    io_uring_prep_openat(s[0], spool_dir_fd_, b->segment_name.c_str(),
+                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    io_uring_sqe_set_data64(s[0], tag(b, kOpSpoolOpen));
+  });
 }
 
 void Shard::submit_write(SpoolBatch& b) {
-  // write at the segment's durable end, then fdatasync, linked: the sync runs
-  // only after a complete write.
-  io_uring_sqe* w = sqe();
-  io_uring_prep_writev(w, seg_fd_, b.iov.data(), static_cast<unsigned>(b.iov.size()), seg_size_);
-  w->flags |= IOSQE_IO_LINK;
-  io_uring_sqe_set_data64(w, tag(&b, kOpSpoolWrite));
-  io_uring_sqe* f = sqe();
-  io_uring_prep_fsync(f, seg_fd_, IORING_FSYNC_DATASYNC);
-  io_uring_sqe_set_data64(f, tag(&b, kOpSpoolSync));
+  // Write what is left of the batch at the segment's durable end, then
+  // fdatasync, linked: the sync runs only after a complete write (a short
+  // write fails the link and cancels it). The two go to the kernel in one
+  // submission, or the link would not hold (net/ring.h).
   b.pending_cqes = 2;
+  b.write_ok = b.sync_ok = false;
+  ring_.prep(2, [this, &b](io_uring_sqe** s) {
+    const iovec* iov = b.iov.data() + b.iov_done;
+    const auto n = static_cast<unsigned>(std::min<size_t>(b.iov.size() - b.iov_done, IOV_MAX));
+    io_uring_prep_writev(s[0], seg_fd_, iov, n, seg_size_ + b.written);
+    s[0]->flags |= IOSQE_IO_LINK;
+    io_uring_sqe_set_data64(s[0], tag(&b, kOpSpoolWrite));
+    io_uring_prep_fsync(s[1], seg_fd_, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(s[1], tag(&b, kOpSpoolSync));
+  });
+}
+
+// A write moved `n` bytes: skip the iovecs (and the part of one) it covered.
+void SpoolBatch::advance(size_t n) {
+  written += n;
+  while (n > 0 && iov_done < iov.size()) {
+    iovec& v = iov[iov_done];
+    if (n < v.iov_len) {
+      v.iov_base = static_cast<char*>(v.iov_base) + n;
+      v.iov_len -= n;
+      return;
+    }
+    n -= v.iov_len;
+    ++iov_done;
+  }
 }
 
 void Shard::close_segment() {
@@ -134,14 +157,18 @@ void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
       seg_needs_dir_sync_ = true;
       return submit_write(b);
     case kOpSpoolWrite:
-      // A short write also fails the link (the sync is cancelled).
-      b.write_ok = res >= 0 && static_cast<size_t>(res) == b.total;
+      // A short write also fails the link (the sync is cancelled). One write
+      // moves at most about 2 GiB (and a file system may stop short for its
+      // own reasons): the rest goes in another write, below.
+      if (res > 0) b.advance(static_cast<size_t>(res));
+      b.write_ok = res >= 0 && b.written == b.total;
       if (res < 0) b.error = -res;
-      if (res >= 0 && !b.write_ok) b.error = ENOSPC;
+      if (res == 0 && b.written < b.total) b.error = ENOSPC;  // no progress at all
       break;
     case kOpSpoolSync:
       b.sync_ok = res >= 0;
-      if (res < 0 && !b.error) b.error = -res;
+      // -ECANCELED: the write before it failed or stopped short (handled there).
+      if (res < 0 && res != -ECANCELED && !b.error) b.error = -res;
       break;
     case kOpDirSync:
       if (res < 0) {
@@ -154,6 +181,7 @@ void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
     default: return;
   }
   if (--b.pending_cqes > 0) return;
+  if (!b.write_ok && !b.error && b.written < b.total) return submit_write(b);  // short: go on
   if (!(b.write_ok && b.sync_ok)) {
     // Error path only: cut the segment back to what is durable (blocking
     // calls are acceptable here) and leave it; the next batch starts anew.
@@ -169,9 +197,10 @@ void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
   seg_size_ += b.total;
   if (seg_needs_dir_sync_) {
     seg_needs_dir_sync_ = false;
-    io_uring_sqe* d = sqe();
-    io_uring_prep_fsync(d, spool_dir_fd_, 0);
-    io_uring_sqe_set_data64(d, tag(&b, kOpDirSync));
+    ring_.prep(1, [this, &b](io_uring_sqe** s) {
+      io_uring_prep_fsync(s[0], spool_dir_fd_, 0);
+      io_uring_sqe_set_data64(s[0], tag(&b, kOpDirSync));
+    });
     return;
   }
   finish_batch(b, true, 0);

@@ -13,9 +13,10 @@ BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccach
   liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev)
-# Real peers of the integration tests: swaks, openssl s_client, Postfix and
-# Dovecot LMTP (private instances each test starts itself), promtool.
-TEST_PKGS=(swaks python3 prometheus openssl postfix dovecot-core dovecot-lmtpd)
+# Real peers of the integration tests: swaks (with Net::SSLeay for its TLS),
+# openssl s_client, Postfix and Dovecot LMTP (private instances each test
+# starts itself), promtool.
+TEST_PKGS=(swaks libnet-ssleay-perl python3 prometheus openssl postfix dovecot-core dovecot-lmtpd)
 
 deps() {
   local want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") missing=()

@@ -36,6 +36,8 @@ uint64_t limit_by_name(const Limits& l, std::string_view name) {
   if (name == "command_timeout_ms") return l.command_timeout_ms;
   if (name == "data_timeout_ms") return l.data_timeout_ms;
   if (name == "session_timeout_ms") return l.session_timeout_ms;
+  if (name == "max_output_buffer") return l.max_output_buffer;
+  if (name == "send_timeout_ms") return l.send_timeout_ms;
   ADD_FAILURE() << "limit_by_name does not know " << name;
   return 0;
 }
@@ -73,7 +75,7 @@ std::string dump(const ServerConfig& c) {
     << "\nlog_level=" << static_cast<int>(c.log_level) << "\nmax_connections=" << c.max_connections
     << "\nmax_connections_per_ip=" << c.max_connections_per_ip
     << "\ndrain_timeout_ms=" << c.drain_timeout_ms << "\ngreeting_delay_ms=" << c.greeting_delay_ms
-    << "\n";
+    << "\nring_entries=" << c.ring_entries << "\n";
   return o.str();
 }
 
@@ -109,6 +111,8 @@ ServerConfig everything_changed() {
   l.command_timeout_ms = 7;
   l.data_timeout_ms = 7;
   l.session_timeout_ms = 7;
+  l.max_output_buffer = 4097;
+  l.send_timeout_ms = 7;
   c.smtp.ext = Extensions{false, false, false, false, false, false, false, false};
   c.listeners = {{"base", "192.0.2.1:25"}, {"base2", "192.0.2.2:25"}};
   c.admin_listen = "";
@@ -119,6 +123,7 @@ ServerConfig everything_changed() {
   c.max_connections_per_ip = 7;
   c.drain_timeout_ms = 7;
   c.greeting_delay_ms = 7;
+  c.ring_entries = 9;
   c.tls.min_version = TlsMinVersion::tls1_3;
   c.tls.session_tickets = false;
   c.tls.request_client_cert = true;
@@ -193,6 +198,7 @@ const SetCase kSetCases[] = {
      [](ServerConfig& c) { c.drain_timeout_ms = 0; }},
     {"greeting_delay_ms", "[server]\ngreeting_delay_ms = 60000",
      [](ServerConfig& c) { c.greeting_delay_ms = 60000; }},
+    {"ring_entries", "[server]\nring_entries = 8", [](ServerConfig& c) { c.ring_entries = 8; }},
     {"dotted_key_at_root", "server.shards = 3", [](ServerConfig& c) { c.shards = 3; }},
     {"ext_pipelining", "[smtp]\npipelining = false",
      [](ServerConfig& c) { c.smtp.ext.pipelining = false; }},
@@ -363,6 +369,8 @@ const ErrorCase kErrorCases[] = {
     {"uint32_would_wrap", "[server]\nmax_connections = 4294967297", 2, "server.max_connections",
      "must be between 1 and 1000000"},
     {"shards_too_many", "[server]\nshards = 257", 2, "server.shards", "must be between 0 and 256"},
+    {"ring_too_small", "[server]\nring_entries = 4", 2, "server.ring_entries",
+     "must be between 8 and 32768"},
     {"negative_unsigned", "[server]\nmax_connections_per_ip = -5", 2,
      "server.max_connections_per_ip", "must be between 1 and 1000000"},
     {"greeting_delay_too_long", "[server]\ngreeting_delay_ms = 60001", 2,

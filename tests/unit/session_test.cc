@@ -3,8 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 #include <vector>
+
+#include "core/config.h"
 
 namespace ringmx {
 namespace {
@@ -728,4 +731,24 @@ TEST(Session, TransactionEndReportsEveryFinalReply) {
 }
 
 }  // namespace
+// Every shard a server can run mints its own ids: with the shard in 5 bits,
+// shards 0 and 32 made the same id (and the same spool segment name).
+TEST(SessionId, DistinctForEveryShard) {
+  std::set<uint64_t> ids;
+  for (uint32_t shard = 0; shard < kMaxShards; ++shard) {
+    ids.insert(compose_session_id(1795241997123, shard, 77));
+  }
+  EXPECT_EQ(ids.size(), size_t{kMaxShards});
+  EXPECT_NE(compose_session_id(1795241997123, 0, 5), compose_session_id(1795241997123, 32, 5));
+}
+
+TEST(SessionId, CounterAndTimeBothCount) {
+  const int64_t ms = 1795241997123;
+  EXPECT_NE(compose_session_id(ms, 3, 1), compose_session_id(ms, 3, 2));
+  EXPECT_NE(compose_session_id(ms, 3, 1), compose_session_id(ms + 1, 3, 1));
+  // Ids sort by time first: a later millisecond is a larger id whatever the rest.
+  EXPECT_LT(compose_session_id(ms, 255, 8191), compose_session_id(ms + 1, 0, 0));
+  EXPECT_EQ(format_session_id(compose_session_id(ms, 3, 1)).size(), 13u);
+}
+
 }  // namespace ringmx

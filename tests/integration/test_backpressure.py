@@ -1,0 +1,195 @@
+"""Back-pressure, driven against the real binary: a client that never reads
+its replies holds no more than max_output_buffer and is closed after
+send_timeout_ms; a client that reads late loses nothing; a submission queue
+far too small for the load defers work instead of failing."""
+
+import select
+import socket
+import threading
+import time
+import unittest
+
+from harness import Client, Server, http_get, main, metric, queue_id, transaction, vm_rss_kib
+
+
+def write_until_stuck(sock, total, deadline_s, stuck_s):
+    """Writes `total` bytes of pipelined NOOPs without ever reading. Returns
+    (bytes written, how it ended: 'done' | 'stuck' | 'closed', when)."""
+    chunk = b"NOOP\r\n" * 10923  # 64 KiB
+    sock.setblocking(False)
+    sent = 0
+    last_progress = time.monotonic()
+    end = time.monotonic() + deadline_s
+    view = memoryview(chunk)
+    off = 0
+    while sent < total and time.monotonic() < end:
+        _, w, _ = select.select([], [sock], [], 0.1)
+        if not w:
+            if time.monotonic() - last_progress > stuck_s:
+                return sent, "stuck", time.monotonic()
+            continue
+        try:
+            n = sock.send(view[off:])
+        except (BrokenPipeError, ConnectionResetError):
+            return sent, "closed", time.monotonic()
+        except BlockingIOError:
+            continue
+        sent += n
+        off = (off + n) % len(chunk)
+        last_progress = time.monotonic()
+    return sent, "done", time.monotonic()
+
+
+def server_closed(sock, timeout):
+    """True when the peer closed (EOF or reset) within `timeout`; discards what
+    is still buffered on the way."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(1 << 20):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+class NeverReads(unittest.TestCase):
+    def test_output_is_bounded_and_the_connection_closed(self):
+        send_timeout_s = 3
+        srv = Server(shards=1, extra_toml="[limits]\nsend_timeout_ms = %d\n" % (send_timeout_s * 1000))
+        with srv:
+            pid = srv.proc.pid
+            # Warm up the allocator and the spool so the baseline is fair.
+            w = Client(srv.port)
+            w.reply()
+            w.cmd("EHLO warm.example")
+            transaction(w, "a@example.com", ["b@example.org"], b"Subject: warm\r\n\r\nhi\r\n")
+            w.cmd("QUIT")
+            time.sleep(0.3)
+            base = vm_rss_kib(pid)
+
+            c = Client(srv.port)
+            c.reply()
+            c.send(b"EHLO flood.example\r\n")
+            peak = [base]
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    try:
+                        peak[0] = max(peak[0], vm_rss_kib(pid))
+                    except (OSError, AssertionError):
+                        return
+                    time.sleep(0.05)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.monotonic()
+            result = {}
+
+            def flood():
+                result["r"] = write_until_stuck(c.sock, 100 << 20, deadline_s=60, stuck_s=30)
+
+            flooder = threading.Thread(target=flood)
+            flooder.start()
+            # While that client is stuck, another one is served as usual.
+            time.sleep(1.0)
+            o = Client(srv.port)
+            self.assertEqual(o.reply()[0], 220)
+            o.cmd("EHLO other.example")
+            code, text = transaction(o, "x@example.com", ["y@example.org"],
+                                     b"Subject: other\r\n\r\nserved\r\n")
+            self.assertEqual(code, 250, text)
+            o.cmd("QUIT")
+            flooder.join(90)
+            stop.set()
+            sampler.join()
+            sent, how, when = result["r"]
+            print("flood: %d bytes written, ended %s after %.1f s; RSS %d -> peak %d KiB"
+                  % (sent, how, when - started, base, peak[0]))
+            # The server stopped reading: far less than the 100 MB went in, and
+            # it ended the connection once its output had been stuck for
+            # send_timeout_ms (the client's writes then fail, or stall until
+            # the reset, depending on what its buffers still held).
+            self.assertLess(sent, 64 << 20)
+            self.assertTrue(server_closed(c.sock, send_timeout_s + 10),
+                            "the server kept a client that never reads")
+            self.assertLess(time.monotonic() - started, 40)
+            grown = peak[0] - base
+            self.assertLess(grown, 6 * 1024, "RSS grew by %d KiB for one non-reading client" % grown)
+            status, body = http_get(srv.admin_port, "/metrics")
+            self.assertEqual(status, 200)
+            self.assertGreaterEqual(metric(body, "ringmx_send_timeouts_total"), 1)
+            self.assertIn("event=send_timeout", srv.log())
+
+
+class ReadsLate(unittest.TestCase):
+    def test_every_pipelined_command_is_answered(self):
+        # A tiny output limit: reading stops and resumes many times.
+        srv = Server(shards=1, extra_toml="[limits]\nmax_output_buffer = 4096\n")
+        with srv:
+            c = Client(srv.port, timeout=30)
+            c.reply()
+            c.cmd("EHLO late.example")
+            n = 200000
+            payload = b"NOOP\r\n" * n + b"QUIT\r\n"
+            writer = threading.Thread(target=lambda: c.sock.sendall(payload))
+            writer.start()
+            time.sleep(1.0)  # let the server fill its output and stop reading
+            codes = {}
+            for _ in range(n + 1):
+                code = c.reply()[0]
+                codes[code] = codes.get(code, 0) + 1
+            writer.join(30)
+            self.assertEqual(codes, {250: n, 221: 1})
+            self.assertTrue(c.closed())
+
+
+class TinyRing(unittest.TestCase):
+    def test_load_through_an_eight_entry_submission_queue(self):
+        srv = Server(shards=2, extra_toml="ring_entries = 8\nmax_connections_per_ip = 1000\n")
+        with srv:
+            errors = []
+            qids = []
+            lock = threading.Lock()
+
+            def worker(k):
+                try:
+                    c = Client(srv.port, timeout=30)
+                    c.reply()
+                    c.cmd("EHLO w%d.example" % k)
+                    for i in range(5):
+                        body = b"Subject: %d-%d\r\n\r\n" % (k, i) + b"x" * (k * 97 % 5000) + b"\r\n"
+                        code, text = transaction(c, "s%d@example.com" % k, ["r@example.org"], body)
+                        if code != 250:
+                            raise AssertionError("%d %s" % (code, text))
+                        with lock:
+                            qids.append(queue_id(text))
+                    c.cmd("QUIT")
+                except Exception as e:  # noqa: BLE001 - reported below
+                    with lock:
+                        errors.append(repr(e))
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(40)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertEqual(errors, [])
+            self.assertEqual(len(qids), 200)
+            status, body = http_get(srv.admin_port, "/metrics")
+            self.assertEqual(status, 200)
+            full = metric(body, "ringmx_ring_queue_full_total")
+            print("submission queue full: %s times; deferred chains: %s"
+                  % (full, metric(body, "ringmx_ring_deferrals_total")))
+            self.assertGreater(full, 0, "the queue never filled: the test proves nothing")
+            self.assertEqual(srv.stop(), 0)
+            records = srv.spool_records()
+            for q in qids:
+                self.assertIn(q, records)
+
+
+if __name__ == "__main__":
+    main()
