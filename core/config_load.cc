@@ -88,6 +88,7 @@ constexpr LimitField kLimitFields[] = {
     {"session_timeout_ms", &Limits::session_timeout_ms},
     {"max_output_buffer", &Limits::max_output_buffer},
     {"send_timeout_ms", &Limits::send_timeout_ms},
+    {"body_memory_per_shard", nullptr, &Limits::body_memory_per_shard},
 };
 
 // kLimitSpecs is the source of truth for names and ranges; this table only adds the storage.
@@ -758,6 +759,12 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     const LimitSpec& s = kLimitSpecs[i];
     check("limits." + std::string(s.name),
           in_range(get_limit(cfg.smtp.limits, kLimitFields[i]), s.min, s.max));
+  }
+  const Limits& lim = cfg.smtp.limits;
+  if (lim.body_memory_per_shard < lim.max_message_size && lim.max_message_size <= (1ull << 32)) {
+    // A message of the largest size would never fit: it could never be accepted.
+    check("limits.body_memory_per_shard", "must be at least limits.max_message_size (" +
+                                              std::to_string(lim.max_message_size) + ")");
   }
   check("spool.dir", check_spool_dir(cfg.spool.dir));
   // The loader cannot produce more than int64 max; a command-line override still could.

@@ -55,14 +55,14 @@ size_t scan_body_event(const char* p, size_t from, size_t n) {
 void DataDecoder::reset(BareLinePolicy policy, uint64_t max_stored) {
   state_ = State::line_start;
   policy_ = policy;
-  bare_cr_ = bare_lf_ = overflow_ = false;
+  bare_cr_ = bare_lf_ = overflow_ = dropping_ = false;
   max_stored_ = max_stored;
   total_ = 0;
 }
 
 void DataDecoder::emit(ByteBuffer& out, const char* p, size_t n) {
   total_ += n;
-  if (overflow_) return;
+  if (overflow_ || dropping_) return;
   if (out.size() + n > max_stored_) {
     out.append(p, static_cast<size_t>(max_stored_ - out.size()));
     overflow_ = true;

@@ -34,6 +34,8 @@ class DataDecoder {
   bool saw_bare_lf() const { return bare_lf_; }
   // True when the body was larger than max_stored (the stored copy is cut).
   bool overflow() const { return overflow_; }
+  // Stores nothing more of this body (it is still decoded to its end).
+  void drop_rest() { dropping_ = true; }
   // Body octets after unstuffing, stored or not.
   uint64_t body_size() const { return total_; }
 
@@ -45,6 +47,7 @@ class DataDecoder {
   bool bare_cr_ = false;
   bool bare_lf_ = false;
   bool overflow_ = false;
+  bool dropping_ = false;
   uint64_t max_stored_ = 0;
   uint64_t total_ = 0;
 };

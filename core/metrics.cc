@@ -157,6 +157,8 @@ struct Totals {
   uint64_t send_timeouts = 0;
   uint64_t ring_deferrals = 0;
   uint64_t ring_full = 0;
+  int64_t body_memory_bytes = 0;
+  uint64_t body_memory_refusals = 0;
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
   std::array<std::array<std::array<uint64_t, kTlsResults>, kTlsVersions>, kMaxListeners>
@@ -185,6 +187,8 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.send_timeouts += m.send_timeouts.get();
   t.ring_deferrals += m.ring_deferrals.get();
   t.ring_full += m.ring_full.get();
+  t.body_memory_bytes += m.body_memory_bytes.get();
+  t.body_memory_refusals += m.body_memory_refusals.get();
   for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
     t.fsync_buckets[i] += m.fsync_seconds.bucket(i);
   }
@@ -377,6 +381,12 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_counter(out, "ringmx_ring_queue_full_total",
                  "Times a shard's io_uring submission queue was full and was submitted early.",
                  t.ring_full);
+  append_gauge(out, "ringmx_body_memory_bytes",
+               "Message bodies held in memory while they are received and written.",
+               t.body_memory_bytes);
+  append_counter(out, "ringmx_body_memory_refusals_total",
+                 "Message bodies not stored because a shard's body memory was full (452 4.3.1).",
+                 t.body_memory_refusals);
 
   append_histogram(out, "ringmx_spool_fsync_duration_seconds",
                    "Time to write and fsync one spool batch.", t.fsync_buckets, t.fsync_sum_ns);

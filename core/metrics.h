@@ -96,9 +96,11 @@ struct alignas(64) ShardMetrics {
   Histogram fsync_seconds;  // write+fsync of one spool batch
   Counter loop_iterations;
   Counter timeouts;
-  Counter send_timeouts;   // connections closed because the client did not read
-  Counter ring_deferrals;  // SQE chains that waited for room in the submission queue
-  Counter ring_full;       // the submission queue was full and went to the kernel early
+  Counter send_timeouts;         // connections closed because the client did not read
+  Counter ring_deferrals;        // SQE chains that waited for room in the submission queue
+  Counter ring_full;             // the submission queue was full and went to the kernel early
+  Gauge body_memory_bytes;       // message bodies held in memory by the shard's sessions
+  Counter body_memory_refusals;  // bodies no longer stored: the shard's budget was full
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished

@@ -275,6 +275,10 @@ size_t Session::feed(std::string_view in, Now now) {
       case Phase::data: {
         auto r = decoder_.decode(in.substr(pos), msg_.body);
         pos += r.consumed;
+        // Past the size limit nothing more is stored and what was is freed
+        // at once: an oversize message costs no memory until its 552.
+        if (decoder_.overflow() && msg_.body.capacity() != 0) release_body();
+        body_changed();
         if (r.done) end_of_data(now);
         break;
       }
@@ -569,6 +573,10 @@ void Session::end_of_data(Now now) {
   if (decoder_.overflow()) {
     return message_reply(552, "5.3.4", "Error: message size exceeds fixed limit", size);
   }
+  if (body_refused_) {
+    return message_reply(452, "4.3.1", "Error: insufficient system resources, try again later",
+                         size);
+  }
   if (config().bare_line == BareLinePolicy::reject) {
     if (decoder_.saw_bare_lf()) {
       return message_reply(550, "5.5.2", "Error: bare <LF> received", size);
@@ -732,9 +740,10 @@ size_t Session::feed_bdat(std::string_view in, Now now) {
     const uint64_t max = config().limits.max_message_size;
     if (msg_.body.size() + n > max) {
       set_bdat_error(552, "5.3.4", "Error: message size exceeds fixed limit");
-      msg_.body.release();
+      release_body();
     } else {
       msg_.body.append(in.data(), n);
+      body_changed();
     }
   }
   bdat_remaining_ -= n;
@@ -775,6 +784,27 @@ void Session::cmd_starttls(const Command& c) {
   handler_.on_starttls(*this);
 }
 
+void Session::release_body() {
+  msg_.body.release();
+  body_changed();
+}
+
+void Session::body_changed() {
+  const uint64_t now_held = msg_.body.size();
+  if (now_held == body_reported_) return;
+  body_reported_ = now_held;
+  if (handler_.on_body_bytes(*this, now_held) || now_held == 0) return;
+  // No room: keep reading the body to its end, store none of it.
+  body_refused_ = true;
+  decoder_.drop_rest();
+  msg_.body.release();
+  body_reported_ = 0;
+  handler_.on_body_bytes(*this, 0);
+  if (phase_ == Phase::bdat || txn_used_bdat_) {
+    set_bdat_error(452, "4.3.1", "Error: insufficient system resources, try again later");
+  }
+}
+
 void Session::reset_transaction() {
   in_txn_ = false;
   txn_used_bdat_ = false;
@@ -792,6 +822,8 @@ void Session::reset_transaction() {
   } else {
     msg_.body.clear();
   }
+  body_refused_ = false;
+  body_changed();
   bdat_err_ = {};
   bdat_total_ = 0;
   msg_.size = 0;

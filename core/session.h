@@ -100,6 +100,11 @@ class SessionHandler {
   // ending, handler). `size` is the body size in octets as received.
   virtual void on_transaction_end(Session&, const Envelope&, uint16_t /*code*/, uint64_t /*size*/) {
   }
+  // The body of the message being received now holds `bytes` octets in
+  // memory (0 once it is released). Return false to stop storing it: the rest
+  // of its data is read and dropped and the final reply is 452 4.3.1, so the
+  // client tries again later. Called as the body grows and when it is freed.
+  virtual bool on_body_bytes(Session&, uint64_t /*bytes*/) { return true; }
   // Makes the queue id for a new transaction; the default derives it from the
   // session id and the transaction number.
   virtual void make_queue_id(Session&, uint32_t txn_number, std::string& out);
@@ -209,6 +214,10 @@ class Session {
   void message_reply(uint16_t code, std::string_view enhanced, std::string_view text,
                      uint64_t size);
   void touch(Now now) { last_activity_ms_ = now.mono_ms; }
+  // After the body grew or was freed: tells the handler, and stops storing
+  // it if the handler says so.
+  void body_changed();
+  void release_body();
 
   std::shared_ptr<const SessionSettings> settings_;
   SessionHandler& handler_;
@@ -240,7 +249,9 @@ class Session {
   uint64_t bdat_chunk_size_ = 0;
   // A BDAT transaction that failed keeps answering with this until LAST/RSET.
   Verdict bdat_err_;
-  uint64_t bdat_total_ = 0;  // octets of all chunks of this transaction
+  uint64_t bdat_total_ = 0;     // octets of all chunks of this transaction
+  uint64_t body_reported_ = 0;  // what on_body_bytes was last told
+  bool body_refused_ = false;   // the handler had no room for this body
 
   uint32_t txn_count_ = 0;
   uint32_t bad_commands_ = 0;

@@ -90,6 +90,7 @@ struct alignas(16) Connection final : SessionHandler {
   Connection* prev = nullptr;
   Connection* next = nullptr;
   SpoolJob* job = nullptr;
+  uint64_t body_bytes = 0;  // this connection's share of the shard's body memory
   uint32_t txns = 0;
   // TLS: set from the first handshake byte on; plaintext before it (STARTTLS).
   std::shared_ptr<const TlsServerContext> tls_context;  // the listener's, at accept
@@ -110,8 +111,13 @@ struct alignas(16) Connection final : SessionHandler {
     if (shard.spool_full()) {
       return Verdict::reject(452, "4.3.1", "Error: insufficient system storage, try again later");
     }
+    if (shard.body_memory_full()) {
+      return Verdict::reject(452, "4.3.1", "Error: insufficient system resources, try again later");
+    }
     return Verdict::accept();
   }
+
+  bool on_body_bytes(Session&, uint64_t bytes) override { return shard.hold_body(*this, bytes); }
 
   Verdict on_message(Session&, Message& msg) override {
     shard.spool_message(*this, msg);

@@ -834,6 +834,7 @@ void Shard::maybe_free(Connection& c) {
   }
   ::close(c.fd);
   tls_end(c);
+  hold_body(c, 0);  // a session that ended in the middle of a message
   if (c.counted) {
     shared_.connections.fetch_sub(1, std::memory_order_relaxed);
     shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);

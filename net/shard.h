@@ -99,6 +99,11 @@ class Shard {
   // STARTTLS was answered with 220: the next bytes from the client are TLS.
   void start_tls(Connection& c);
   bool spool_full() const;
+  // Body memory (limits.body_memory_per_shard): a connection's message body
+  // now holds `bytes`; false when that would cross the budget (the session
+  // then stops storing it).
+  bool hold_body(Connection& c, uint64_t bytes);
+  bool body_memory_full() const;
   SharedState& shared() { return shared_; }
 
  private:
@@ -176,6 +181,7 @@ class Shard {
   int64_t drain_deadline_ms_ = 0;
   bool stopping_ = false;
 
+  uint64_t body_memory_ = 0;     // bytes of message bodies held by this shard's sessions
   Connection* conns_ = nullptr;  // intrusive list of live connections
   size_t live_ = 0;
 

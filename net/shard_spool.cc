@@ -37,6 +37,35 @@ bool Shard::spool_full() const {
   return disk_low_;
 }
 
+bool Shard::body_memory_full() const {
+  return body_memory_ >= cfg_->server.smtp.limits.body_memory_per_shard;
+}
+
+bool Shard::hold_body(Connection& c, uint64_t bytes) {
+  body_memory_ -= c.body_bytes;
+  // The session's own snapshot of the limits: a reload does not move the
+  // budget under a message in flight.
+  if (bytes > c.body_bytes &&
+      body_memory_ + bytes > c.session.config().limits.body_memory_per_shard) {
+    c.body_bytes = 0;
+    metrics_.body_memory_refusals.inc();
+    if (log_enabled(LogLevel::info)) {
+      LogLine l(LogLevel::info, "body_memory_full", unix_ms_);
+      l.kv("sid", format_session_id(c.session.conn().session_id))
+          .kv("client", c.session.conn().client_ip)
+          .kv("shard_bytes", body_memory_)
+          .kv("message_bytes", bytes);
+      log(l);
+    }
+    metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
+    return false;
+  }
+  c.body_bytes = bytes;
+  body_memory_ += bytes;
+  metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
+  return true;
+}
+
 void Shard::check_disk() {
   next_disk_check_ms_ = now_.mono_ms + 1000;
   struct statvfs st {};

@@ -38,6 +38,7 @@ uint64_t limit_by_name(const Limits& l, std::string_view name) {
   if (name == "session_timeout_ms") return l.session_timeout_ms;
   if (name == "max_output_buffer") return l.max_output_buffer;
   if (name == "send_timeout_ms") return l.send_timeout_ms;
+  if (name == "body_memory_per_shard") return l.body_memory_per_shard;
   ADD_FAILURE() << "limit_by_name does not know " << name;
   return 0;
 }
@@ -113,6 +114,7 @@ ServerConfig everything_changed() {
   l.session_timeout_ms = 7;
   l.max_output_buffer = 4097;
   l.send_timeout_ms = 7;
+  l.body_memory_per_shard = 4096;
   c.smtp.ext = Extensions{false, false, false, false, false, false, false, false};
   c.listeners = {{"base", "192.0.2.1:25"}, {"base2", "192.0.2.2:25"}};
   c.admin_listen = "";
@@ -615,6 +617,9 @@ const ValidateCase kValidateCases[] = {
      [](ServerConfig& c) { c.smtp.limits.max_message_size = (1ull << 32) + 1; },
      "limits.max_message_size", "must be between 1024 and 4294967296"},
     {"shards", [](ServerConfig& c) { c.shards = 257; }, "server.shards", "between 0 and 256"},
+    {"body_memory_below_message_size",
+     [](ServerConfig& c) { c.smtp.limits.max_message_size = 512ull << 20; },
+     "limits.body_memory_per_shard", "must be at least limits.max_message_size (536870912)"},
     {"max_connections_zero", [](ServerConfig& c) { c.max_connections = 0; },
      "server.max_connections", "between 1 and 1000000"},
     {"spool_dir_empty", [](ServerConfig& c) { c.spool.dir.clear(); }, "spool.dir",

@@ -68,6 +68,13 @@ struct Recorder : SessionHandler {
   }
   void on_starttls(Session&) override { ++starttls_calls; }
   void on_reply(Session&, Verb, uint16_t code) override { replies.push_back(code); }
+  // Body memory: every size reported, and a budget (0: none).
+  std::vector<uint64_t> body_sizes;
+  uint64_t body_budget = 0;
+  bool on_body_bytes(Session&, uint64_t bytes) override {
+    body_sizes.push_back(bytes);
+    return body_budget == 0 || bytes <= body_budget;
+  }
 };
 
 struct Harness {
@@ -731,6 +738,53 @@ TEST(Session, TransactionEndReportsEveryFinalReply) {
 }
 
 }  // namespace
+// Past the size limit an oversize message is no longer held: its body is
+// freed at once, not kept until the 552 at the end.
+TEST(SessionBodyMemory, OversizeBodyIsFreedAtTheLimit) {
+  SessionConfig cfg;
+  cfg.limits.max_message_size = 4096;
+  Harness h(cfg);
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  const std::string line(998, 'x');
+  for (int i = 0; i < 8; ++i) h.send(line + "\r\n");
+  ASSERT_FALSE(h.rec.body_sizes.empty());
+  EXPECT_EQ(h.rec.body_sizes.back(), 0u) << "the body is still held after the limit";
+  for (uint64_t b : h.rec.body_sizes) EXPECT_LE(b, 4096u);
+  EXPECT_EQ(codes(h.send(".\r\n")), std::vector<std::string>{"552"});
+}
+
+// The handler has no room for a body: the rest of the data is read and
+// dropped, the answer is 452 4.3.1, and the session goes on.
+TEST(SessionBodyMemory, RefusedDataBodyIsDroppedWith452) {
+  Harness h;
+  h.rec.body_budget = 3000;
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  const std::string line(998, 'y');
+  for (int i = 0; i < 6; ++i) h.send(line + "\r\n");
+  EXPECT_EQ(h.rec.body_sizes.back(), 0u);
+  const std::string out = h.send(".\r\n");
+  EXPECT_EQ(out.substr(0, 10), "452 4.3.1 ") << out;
+  EXPECT_TRUE(h.rec.bodies.empty());
+  // A small message afterwards fits and is accepted whole.
+  EXPECT_EQ(codes(h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\nsmall\r\n.\r\n")),
+            (std::vector<std::string>{"250", "250", "354", "250"}));
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_EQ(h.rec.bodies[0], "small\r\n");
+  EXPECT_EQ(h.rec.body_sizes.back(), 0u) << "released after the transaction";
+}
+
+TEST(SessionBodyMemory, RefusedBdatBodyIsDroppedWith452) {
+  Harness h;
+  h.rec.body_budget = 10;
+  const std::string out = h.send(
+      "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nBDAT 8\r\n12345678BDAT 8 LAST\r\n"
+      "abcdefgh");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"220", "250", "250", "250", "250", "452"}))
+      << out;
+  EXPECT_TRUE(h.rec.bodies.empty());
+  EXPECT_EQ(h.rec.body_sizes.back(), 0u);
+}
+
 // Every shard a server can run mints its own ids: with the shard in 5 bits,
 // shards 0 and 32 made the same id (and the same spool segment name).
 TEST(SessionId, DistinctForEveryShard) {
