@@ -393,6 +393,9 @@ void render_prometheus(std::string& out, const MetricsView& view) {
 
   append_gauge(out, "ringmx_spool_bytes", "Bytes of messages in the spool.", view.spool_bytes);
   append_gauge(out, "ringmx_spool_messages", "Messages in the spool.", view.spool_messages);
+  append_counter(out, "ringmx_spool_recovery_bad_records_total",
+                 "Damaged spool records start-up recovery set aside in corrupt/.",
+                 view.spool_recovery_bad_records);
 
   append_tls(out, t, view, listeners);
 

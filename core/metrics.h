@@ -123,6 +123,7 @@ struct MetricsView {
   std::vector<std::string> listener_names;  // index = listener id
   int64_t spool_bytes = 0;
   int64_t spool_messages = 0;
+  uint64_t spool_recovery_bad_records = 0;  // set aside in corrupt/ by the last start-up
   int64_t start_time_unix = 0;
   std::string version;
   std::vector<CertificateMetric> certificates;

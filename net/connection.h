@@ -18,6 +18,7 @@
 #include "core/session.h"
 #include "net/shard.h"
 #include "net/timer_wheel.h"
+#include "pipeline/spool_format.h"
 #include "tls/tls_session.h"
 
 namespace ringmx {
@@ -166,12 +167,14 @@ struct alignas(16) Connection final : SessionHandler {
   }
 };
 
-// One message on its way to disk: its record (envelope block + message) is
-// gathered by reference, the session keeps the bytes alive while it waits.
+// One message on its way to disk: its record (envelope block + message +
+// checksum trailer) is gathered by reference, the session keeps the bytes
+// alive while it waits.
 struct SpoolJob {
   Connection* conn = nullptr;
   std::string header;
-  iovec iov[3] = {};
+  SpoolTrailer trailer = {};
+  iovec iov[4] = {};
   size_t total = 0;
 };
 

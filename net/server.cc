@@ -18,6 +18,7 @@
 #include "core/config_load.h"
 #include "net/listener.h"
 #include "net/uring_probe.h"
+#include "pipeline/durable_dir.h"
 #include "pipeline/spool_format.h"
 
 namespace ringmx {
@@ -33,19 +34,6 @@ int64_t mono_now_ms() {
 std::string join_host_port(const std::string& host, uint16_t port) {
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
          std::to_string(port);
-}
-
-void mkdir_p(const std::string& dir) {
-  std::string cur;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
-      cur = dir.substr(0, i);
-      if (::mkdir(cur.c_str(), 0750) < 0 && errno != EEXIST) {
-        throw std::runtime_error("cannot create spool directory " + cur + ": " +
-                                 std::strerror(errno));
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -70,8 +58,9 @@ void Server::start() {
   if (nshards == 0) nshards = std::max(1u, std::thread::hardware_concurrency());
 
   // Spool: recover every shard directory there is (the shard count may have
-  // changed since the last run), then make sure ours exist.
-  mkdir_p(sc.spool.dir);
+  // changed since the last run), then make sure ours exist. Every directory
+  // the spool depends on is durable (created or not) before the first 250.
+  make_durable_dirs(sc.spool.dir);
   // One ringmx per spool: a second one's recovery would delete the first
   // one's files in flight. The lock lives as long as the process.
   const std::string lock_path = sc.spool.dir + "/.lock";
@@ -101,7 +90,9 @@ void Server::start() {
     shared_.spool_messages += static_cast<int64_t>(r.kept);
     LogLine l(LogLevel::info, "spool_recovered", wall_ms());
     l.kv("dir", dir).kv("kept", r.kept).kv("removed_partial", r.removed_temp);
-    l.kv("tails_cut", r.truncated).kv("corrupt", r.bad);
+    l.kv("tails_cut", r.truncated).kv("checksum_failures", r.checksum_failures);
+    l.kv("corrupt", r.bad);
+    spool_recovery_bad_ += r.bad;
     logger_.emit(l);
     for (const auto& p : r.problems) {
       LogLine w(LogLevel::warn, "spool_recovery", wall_ms());
@@ -224,6 +215,7 @@ std::string Server::render_metrics() const {
   v.certificates = rc->certificates;
   v.spool_bytes = shared_.spool_bytes.load(std::memory_order_relaxed);
   v.spool_messages = shared_.spool_messages.load(std::memory_order_relaxed);
+  v.spool_recovery_bad_records = spool_recovery_bad_;
   v.start_time_unix = start_time_;
   v.version = kVersion;
   std::string out;

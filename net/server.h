@@ -57,7 +57,8 @@ class Server {
   std::unique_ptr<AdminHttp> admin_;
   std::vector<std::string> listen_addresses_;
   int64_t start_time_ = 0;
-  int lock_fd_ = -1;  // flock on SPOOL/.lock
+  int lock_fd_ = -1;                 // flock on SPOOL/.lock
+  uint64_t spool_recovery_bad_ = 0;  // set at start-up, read at scrape time
   std::atomic<bool> draining_{false};
 };
 

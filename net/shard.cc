@@ -163,7 +163,8 @@ void Shard::setup_buffers() {
 void Shard::start() {
   control_fd_ = eventfd(0, EFD_CLOEXEC);
   if (control_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
-  ::mkdir(spool_dir_.c_str(), 0750);
+  // Server::start recovered this directory and made it durable
+  // (make_durable_dirs) before any shard starts.
   spool_dir_fd_ = ::open(spool_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (spool_dir_fd_ < 0) {
     throw std::runtime_error("spool directory " + spool_dir_ + ": " + std::strerror(errno));

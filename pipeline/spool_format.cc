@@ -1,50 +1,44 @@
-// The spool file format, version 1 (docs/spool.md), and start-up recovery.
+// The spool file format, versions 1 and 2 (docs/spool.md): writing and
+// parsing one record. Start-up recovery is pipeline/spool_recovery.cc.
 //
-// Contract: append_spool_envelope and parse_spool_file are pure (no I/O; no
-// exception but std::bad_alloc). Whatever the writer emits for a non-empty
-// queue id parses back to the same values, except octets that would break the
-// format, which become '?': CR, LF and NUL anywhere; also control octets and
-// spaces inside space-separated tokens (queue id, TLS names, parameter
-// values); also '"', '\\' and '>' of an address whose quoting is unbalanced.
-// The parser is strict otherwise: an unknown or repeated key, a missing
-// required key, or a message that is not exactly message-size octets is an
-// error, so a format change or a torn write is noticed instead of guessed at.
-//
-// recover_spool_dir runs before the shards start: blocking POSIX calls, one
-// directory, no recursion. It throws std::runtime_error only when the
-// directory itself cannot be created, opened or listed; trouble with single
-// files goes into the report.
+// Contract: append_spool_envelope, spool_trailer and the parsers are pure (no
+// I/O; no exception but std::bad_alloc). Whatever the writer emits for a
+// non-empty queue id parses back to the same values, except octets that would
+// break the format, which become '?': CR, LF and NUL anywhere; also control
+// octets and spaces inside space-separated tokens (queue id, TLS names,
+// parameter values); also '"', '\\' and '>' of an address whose quoting is
+// unbalanced. The parser is strict otherwise: an unknown or repeated key, a
+// missing required key, a message that is not exactly message-size octets, or
+// (version 2) a trailer whose CRC32C does not match the record is an error,
+// so a format change or a torn write is noticed instead of guessed at. Every
+// error says what kind it is (SpoolDefect), so recovery can tell an
+// unfinished append from damage.
 #include "pipeline/spool_format.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <iterator>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
+
+#include "pipeline/crc32c.h"
 
 namespace ringmx {
 
 namespace {
 
-constexpr std::string_view kHeaderLine = "ringmx-spool 1";
-constexpr uint32_t kVersion = 1;
+// The first line of a record, with its LF: one per version read, the last
+// one written. A version-1 record has no trailer and no checksum.
+constexpr std::string_view kHeaderV1 = "ringmx-spool 1\n";
+constexpr std::string_view kHeaderV2 = "ringmx-spool 2\n";
+static_assert(kSpoolVersion == 2);
+constexpr std::string_view kTrailerTag = "crc32c ";
 constexpr std::string_view kFinalSuffix = ".msg";
 constexpr std::string_view kTempSuffix = ".tmp";
-constexpr std::string_view kCorruptDir = "corrupt";
-constexpr mode_t kDirMode = 0750;
 
 // One allocation for an error text, however many pieces.
 std::string cat(std::initializer_list<std::string_view> parts) {
@@ -451,210 +445,13 @@ std::string line_error(size_t line_no, std::string_view what) {
   return e;
 }
 
-// ---------------------------------------------------------------- recovery
-
-std::string errno_text(int err) {
-  return std::system_category().message(err);
-}
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-class Dir {
- public:
-  explicit Dir(DIR* d) : dir_(d) {}
-  Dir(const Dir&) = delete;
-  Dir& operator=(const Dir&) = delete;
-  ~Dir() {
-    if (dir_ != nullptr) ::closedir(dir_);
-  }
-  DIR* get() const { return dir_; }
-
- private:
-  DIR* dir_;
-};
-
-bool ends_with_name(std::string_view name, std::string_view suffix) {
-  return name.size() > suffix.size() && name.ends_with(suffix);
-}
-
-// A new directory entry is only durable once its parent is synced; without
-// this a crash could take the fresh spool directory, and the messages
-// acknowledged in it, away.
-void sync_dir(const std::string& path) {
-  const Fd fd(::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() >= 0) ::fsync(fd.get());
-}
-
-// mkdir -p: every missing component is created with kDirMode.
-void make_dirs(const std::string& dir) {
-  for (size_t end = 1; end <= dir.size(); ++end) {
-    if (end < dir.size() && dir[end] != '/') continue;
-    const std::string prefix = dir.substr(0, end);
-    if (prefix.back() == '/') continue;  // "//" or a trailing '/'
-    if (::mkdir(prefix.c_str(), kDirMode) == 0) {
-      const size_t parent_end = prefix.find_last_of('/');
-      sync_dir(parent_end == std::string::npos ? std::string() : prefix.substr(0, parent_end + 1));
-      continue;
-    }
-    const int err = errno;
-    // An existing directory may still fail with EACCES or EROFS rather than EEXIST.
-    struct stat st {};
-    if (::stat(prefix.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
-    throw std::runtime_error(cat({"spool directory ", dir, ": cannot create ", prefix, ": ",
-                                  errno_text(err == EEXIST ? ENOTDIR : err)}));
-  }
-}
-
-bool is_regular(int dir_fd, const dirent& entry) {
-  if (entry.d_type == DT_REG) return true;
-  if (entry.d_type != DT_UNKNOWN) return false;
-  struct stat st {};
-  return ::fstatat(dir_fd, entry.d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
-}
-
-// A read-only mapping of a whole file. Mapped rather than read because
-// parse_spool_file looks only at the envelope block and the length, so start-up
-// touches one page per message however large the spool is.
-class Mapping {
- public:
-  Mapping() = default;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr_ != nullptr) ::munmap(addr_, size_);
-  }
-
-  // Returns false and sets `error` when the file cannot be opened or mapped.
-  bool map(int dir_fd, const std::string& name, std::string& error) {
-    const Fd fd(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (fd.get() < 0) {
-      error = "cannot open: " + errno_text(errno);
-      return false;
-    }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-      error = "cannot stat: " + errno_text(errno);
-      return false;
-    }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ == 0) return true;  // mmap refuses a zero length
-    void* addr = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-    if (addr == MAP_FAILED) {
-      error = "cannot map: " + errno_text(errno);
-      size_ = 0;
-      return false;
-    }
-    addr_ = addr;
-    return true;
-  }
-  std::string_view view() const { return {static_cast<const char*>(addr_), size_}; }
-  size_t size() const { return size_; }
-
- private:
-  void* addr_ = nullptr;
-  size_t size_ = 0;
-};
-
-// Moves a bad file to corrupt/ under a name not yet taken there, so an older
-// copy is never overwritten. Returns an empty string or why it failed.
-std::string move_to_corrupt(int dir_fd, const std::string& name) {
-  const std::string corrupt(kCorruptDir);
-  if (::mkdirat(dir_fd, corrupt.c_str(), kDirMode) != 0 && errno != EEXIST) {
-    return cat({"cannot create ", kCorruptDir, "/: ", errno_text(errno)});
-  }
-  std::string target = cat({kCorruptDir, "/", name});
-  struct stat st {};
-  for (int n = 1; ::fstatat(dir_fd, target.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0; ++n) {
-    target = cat({kCorruptDir, "/", name, ".", std::to_string(n)});
-  }
-  if (::renameat(dir_fd, name.c_str(), dir_fd, target.c_str()) != 0) {
-    return cat({"cannot move to ", kCorruptDir, "/: ", errno_text(errno)});
-  }
-  return {};
-}
-
-bool parse_record(std::string_view data, SpoolEntry& out, std::string& error, size_t& consumed);
-
-// Parses records from the start; returns the end offset of the last complete
-// one. `clean_tail` is true when what follows is just an unfinished record.
-size_t parse_complete_records(std::string_view data, std::vector<SpoolEntry>& out,
-                              std::string& error, bool& clean_tail) {
-  out.clear();
-  clean_tail = false;
-  size_t pos = 0;
-  while (pos < data.size()) {
-    SpoolEntry e;
-    size_t consumed = 0;
-    if (!parse_record(data.substr(pos), e, error, consumed)) {
-      // Clean: the tail is the start of a record that was still being
-      // written (it begins like one), not something else.
-      const std::string_view tail = data.substr(pos);
-      const std::string head = std::string(kHeaderLine) + "\n";
-      clean_tail = error.starts_with("truncated") &&
-                   head.compare(0, std::min(tail.size(), head.size()), tail.data(),
-                                std::min(tail.size(), head.size())) == 0;
-      error = cat({"record ", std::to_string(out.size() + 1), ": ", error});
-      return pos;
-    }
-    out.push_back(std::move(e));
-    pos += consumed;
-  }
-  return pos;
-}
-
-// Copies the bytes after `keep` to corrupt/NAME.tail; returns a note on failure.
-std::string save_tail(int dir_fd, const std::string& name, size_t keep) {
-  const std::string corrupt(kCorruptDir);
-  if (::mkdirat(dir_fd, corrupt.c_str(), kDirMode) != 0 && errno != EEXIST) {
-    return cat({"cannot create ", kCorruptDir, "/: ", errno_text(errno)});
-  }
-  const Fd in(::openat(dir_fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  std::string target = cat({kCorruptDir, "/", name, ".tail"});
-  const Fd out(::openat(dir_fd, target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
-  if (in.get() < 0 || out.get() < 0) return "cannot save the tail: " + errno_text(errno);
-  char buf[65536];
-  off_t off = static_cast<off_t>(keep);
-  for (;;) {
-    const ssize_t n = ::pread(in.get(), buf, sizeof buf, off);
-    if (n <= 0) break;
-    if (::write(out.get(), buf, static_cast<size_t>(n)) != n) return "short write saving tail";
-    off += n;
-  }
-  return "tail saved as " + target;
-}
-
-// Truncates NAME to `keep` octets (removes it when nothing is left).
-std::string cut_tail(int dir_fd, const std::string& name, size_t keep) {
-  if (keep == 0) {
-    if (::unlinkat(dir_fd, name.c_str(), 0) != 0) return "cannot remove: " + errno_text(errno);
-    return "removed";
-  }
-  const Fd fd(::openat(dir_fd, name.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.get() < 0 || ::ftruncate(fd.get(), static_cast<off_t>(keep)) != 0) {
-    return "cannot truncate: " + errno_text(errno);
-  }
-  return {};
-}
-
 }  // namespace
 
 void append_spool_envelope(std::string& out, const Message& msg, const SpoolClient& client,
                            uint64_t message_size) {
   const Envelope& env = msg.envelope;
-  out.append(kHeaderLine);
-  out.append("\nqueue-id: ");
+  out.append(kHeaderV2);
+  out.append("queue-id: ");
   append_token(out, env.queue_id);
   out.append("\nreceived-at: ");
   append_number(out, msg.received_at_unix);
@@ -709,68 +506,123 @@ void append_spool_envelope(std::string& out, const Message& msg, const SpoolClie
 
 namespace {
 
-// One record at the start of `data`; `consumed` is its length. Trailing data
-// (the next record of a batch file) is left to the caller.
-bool parse_record(std::string_view data, SpoolEntry& out, std::string& error, size_t& consumed) {
+constexpr bool is_lower_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+// True when `t` (at most kSpoolTrailerSize octets) could be the start of a
+// trailer: "crc32c ", 8 lowercase hex digits, LF.
+bool trailer_prefix_ok(std::string_view t) {
+  for (size_t i = 0; i < t.size(); ++i) {
+    const bool ok = i < kTrailerTag.size()      ? t[i] == kTrailerTag[i]
+                    : i < kSpoolTrailerSize - 1 ? is_lower_hex(t[i])
+                                                : t[i] == '\n';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+uint32_t hex_value(std::string_view digits) {
+  uint32_t v = 0;
+  for (char c : digits) v = (v << 4) | static_cast<uint32_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+  return v;
+}
+
+std::string hex8(uint32_t v) {
+  const SpoolTrailer t = spool_trailer(v);
+  return {t.data() + kTrailerTag.size(), 8};
+}
+
+// The header line's version (1 or 2), or 0 with `defect` set when the data
+// does not start with a line we read: `truncated` when it could still be
+// the start of one (a torn append), `malformed` otherwise.
+uint32_t header_version(std::string_view data, SpoolDefect& defect, std::string& error) {
+  for (const auto& [header, version] : {std::pair{kHeaderV1, 1u}, std::pair{kHeaderV2, 2u}}) {
+    if (data.starts_with(header)) return version;
+    if (data.size() < header.size() && header.starts_with(data)) {
+      defect = SpoolDefect::truncated;
+      error = data.empty() ? "truncated: empty file" : "truncated: envelope block has no end";
+      return 0;
+    }
+  }
+  defect = SpoolDefect::malformed;
+  const std::string_view line = data.substr(0, data.find('\n'));
+  const bool printable = std::all_of(line.begin(), line.end(), [](char c) {
+    return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7F;
+  });
+  error =
+      line.starts_with("ringmx-spool ") && printable && line.size() <= 40
+          ? cat({"unsupported format \"", line,
+                 "\", want \"ringmx-spool 1\" or \"ringmx-spool 2\""})
+          : "not a ringmx spool file (first line is not \"ringmx-spool 1\" or \"ringmx-spool 2\")";
+  return 0;
+}
+
+}  // namespace
+
+SpoolTrailer spool_trailer(uint32_t crc) {
+  constexpr char kDigits[] = "0123456789abcdef";
+  SpoolTrailer t{};
+  std::copy(kTrailerTag.begin(), kTrailerTag.end(), t.begin());
+  for (size_t i = 0; i < 8; ++i) t[kTrailerTag.size() + i] = kDigits[(crc >> (28 - 4 * i)) & 0xF];
+  t[kSpoolTrailerSize - 1] = '\n';
+  return t;
+}
+
+SpoolDefect parse_spool_record(std::string_view data, SpoolEntry& out, std::string& error,
+                               size_t& consumed) {
   out = SpoolEntry{};
   error.clear();
-  size_t pos = 0;
-  size_t line_no = 0;
+  SpoolDefect defect = SpoolDefect::none;
+  out.version = header_version(data, defect, error);
+  if (out.version == 0) return defect;
+  size_t pos = (out.version == 1 ? kHeaderV1 : kHeaderV2).size();
+  size_t line_no = 1;
   uint32_t seen = 0;
   while (true) {
     const size_t nl = data.find('\n', pos);
     if (nl == std::string_view::npos) {
-      error = data.empty() ? "truncated: empty file" : "truncated: envelope block has no end";
-      return false;
+      error = "truncated: envelope block has no end";
+      return SpoolDefect::truncated;
     }
     const std::string_view line = data.substr(pos, nl - pos);
     pos = nl + 1;
     ++line_no;
     if (line.find_first_of(std::string_view("\r\0", 2)) != std::string_view::npos) {
       error = line_error(line_no, "CR or NUL in the envelope block");
-      return false;
-    }
-    if (line_no == 1) {
-      if (line != kHeaderLine) {
-        error = line.starts_with("ringmx-spool ")
-                    ? cat({"unsupported format \"", line, "\", want \"ringmx-spool 1\""})
-                    : "not a ringmx spool file (first line is not \"ringmx-spool 1\")";
-        return false;
-      }
-      out.version = kVersion;
-      continue;
+      return SpoolDefect::malformed;
     }
     if (line.empty()) break;
 
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos) {
       error = line_error(line_no, "expected \"key: value\"");
-      return false;
+      return SpoolDefect::malformed;
     }
     const std::string_view name = line.substr(0, colon);
     std::string_view value = line.substr(colon + 1);
     if (!value.empty()) {
       if (value.front() != ' ') {
         error = line_error(line_no, "expected a space after ':'");
-        return false;
+        return SpoolDefect::malformed;
       }
       value.remove_prefix(1);
     }
     const Key key = find_key(name);
     if (key == Key::count) {
       error = line_error(line_no, cat({"unknown key \"", name, "\""}));
-      return false;
+      return SpoolDefect::malformed;
     }
     if ((seen & bit(key)) != 0 && key != Key::rcpt_to) {
       error = line_error(line_no, cat({"duplicate key ", name}));
-      return false;
+      return SpoolDefect::malformed;
     }
     seen |= bit(key);
     std::string why;
     parse_value(key, value, out, why);
     if (!why.empty()) {
       error = line_error(line_no, cat({name, ": ", why}));
-      return false;
+      return SpoolDefect::malformed;
     }
   }
 
@@ -781,7 +633,7 @@ bool parse_record(std::string_view data, SpoolEntry& out, std::string& error, si
       error.push_back(' ');
       error.append(kKeyNames[i]);
     }
-    return false;
+    return SpoolDefect::malformed;
   }
 
   const uint64_t have = data.size() - pos;
@@ -791,24 +643,49 @@ bool parse_record(std::string_view data, SpoolEntry& out, std::string& error, si
     error.append(" of ");
     append_number(error, out.message_size);
     error.append(" octets");
-    return false;
+    return SpoolDefect::truncated;
   }
   out.message = data.substr(pos, static_cast<size_t>(out.message_size));
-  consumed = pos + static_cast<size_t>(out.message_size);
-  return true;
-}
+  const size_t end = pos + static_cast<size_t>(out.message_size);
+  if (out.version == 1) {
+    consumed = end;
+    return SpoolDefect::none;
+  }
 
-}  // namespace
+  // Version 2: the trailer, then the checksum of everything before it. This
+  // is what catches a record whose length reached the disk and whose data
+  // did not (zeros, or old blocks, after a power cut).
+  const std::string_view trailer = data.substr(end, kSpoolTrailerSize);
+  if (!trailer_prefix_ok(trailer)) {
+    error = "bad trailer (not \"crc32c XXXXXXXX\" after the message)";
+    return SpoolDefect::checksum;
+  }
+  if (trailer.size() < kSpoolTrailerSize) {
+    error = "truncated: trailer: ";
+    append_number(error, trailer.size());
+    error.append(" of ");
+    append_number(error, kSpoolTrailerSize);
+    error.append(" octets");
+    return SpoolDefect::truncated;
+  }
+  const uint32_t stored = hex_value(trailer.substr(kTrailerTag.size(), 8));
+  const uint32_t actual = crc32c(data.substr(0, end));
+  if (stored != actual) {
+    error =
+        cat({"checksum mismatch: trailer says ", hex8(stored), ", record sums to ", hex8(actual)});
+    return SpoolDefect::checksum;
+  }
+  consumed = end + kSpoolTrailerSize;
+  return SpoolDefect::none;
+}
 
 bool parse_spool_file(std::string_view data, SpoolEntry& out, std::string& error) {
   size_t consumed = 0;
-  if (!parse_record(data, out, error, consumed)) return false;
+  if (parse_spool_record(data, out, error, consumed) != SpoolDefect::none) return false;
   if (consumed != data.size()) {
     error = "trailing data: ";
-    append_number(error, data.size() - consumed + out.message_size);
-    error.append(" of ");
-    append_number(error, out.message_size);
-    error.append(" octets");
+    append_number(error, data.size() - consumed);
+    error.append(" octets after the record");
     return false;
   }
   return true;
@@ -820,7 +697,7 @@ bool parse_spool_records(std::string_view data, std::vector<SpoolEntry>& out, st
   do {
     SpoolEntry e;
     size_t consumed = 0;
-    if (!parse_record(data.substr(pos), e, error, consumed)) {
+    if (parse_spool_record(data.substr(pos), e, error, consumed) != SpoolDefect::none) {
       error = cat({"record ", std::to_string(out.size() + 1), ": ", error});
       return false;
     }
@@ -840,102 +717,6 @@ std::string spool_temp_name(std::string_view queue_id) {
   std::string name(queue_id);
   name.append(kTempSuffix);
   return name;
-}
-
-RecoveryReport recover_spool_dir(const std::string& dir) {
-  if (dir.empty()) throw std::runtime_error("spool directory: empty path");
-  make_dirs(dir);
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) {
-    const int err = errno;
-    throw std::runtime_error(cat({"spool directory ", dir, ": cannot open: ", errno_text(err)}));
-  }
-  const Dir listing(::fdopendir(dir_fd));
-  if (listing.get() == nullptr) {
-    const int err = errno;
-    ::close(dir_fd);
-    throw std::runtime_error(cat({"spool directory ", dir, ": cannot open: ", errno_text(err)}));
-  }
-
-  // Names first, changes after: readdir is unspecified about entries that
-  // come and go while it runs. Sorted so the report is in queue-id order.
-  std::vector<std::string> names;
-  while (true) {
-    errno = 0;
-    const dirent* entry = ::readdir(listing.get());
-    if (entry == nullptr) {
-      const int err = errno;
-      if (err != 0) {
-        throw std::runtime_error(
-            cat({"spool directory ", dir, ": cannot list: ", errno_text(err)}));
-      }
-      break;
-    }
-    const std::string_view name = entry->d_name;
-    if (name == kCorruptDir || !is_regular(dir_fd, *entry)) continue;
-    if (ends_with_name(name, kTempSuffix) || ends_with_name(name, kFinalSuffix)) {
-      names.emplace_back(name);
-    }
-  }
-  std::sort(names.begin(), names.end());
-
-  RecoveryReport report;
-  for (const std::string& name : names) {
-    if (ends_with_name(name, kTempSuffix)) {
-      // Never acknowledged: the 250 comes only after the rename.
-      if (::unlinkat(dir_fd, name.c_str(), 0) == 0) {
-        ++report.removed_temp;
-      } else {
-        report.problems.push_back(cat({name, ": cannot remove: ", errno_text(errno)}));
-      }
-      continue;
-    }
-    std::string error;
-    std::vector<SpoolEntry> entries;
-    size_t good = 0;
-    size_t file_size = 0;
-    bool clean_tail = false;
-    bool mapped = false;
-    {
-      Mapping file;
-      mapped = file.map(dir_fd, name, error);
-      if (mapped) {
-        file_size = file.size();
-        good = parse_complete_records(file.view(), entries, error, clean_tail);
-        if (file_size == 0) {
-          error = "empty file";  // created, then the crash came before any data
-          clean_tail = true;
-        } else if (good == file_size) {
-          report.kept += entries.size();
-          report.bytes += file_size;
-          continue;
-        }
-      }
-    }
-    if (mapped && (good > 0 || clean_tail)) {
-      // A segment whose last append was cut short by a crash: the records
-      // before it were acknowledged and stay; the tail never was. A tail that
-      // is not a clean prefix of a record is kept aside for inspection.
-      std::string note;
-      if (!clean_tail) {
-        note = save_tail(dir_fd, name, good);
-        ++report.bad;
-      }
-      const std::string cut = cut_tail(dir_fd, name, good);
-      report.kept += entries.size();
-      report.bytes += good;
-      ++report.truncated;
-      report.problems.push_back(cat({name, ": ", error, ": cut back to ", std::to_string(good),
-                                     " octets", note.empty() ? "" : " (", note,
-                                     note.empty() ? "" : ")", cut.empty() ? "" : " ", cut}));
-      continue;
-    }
-    ++report.bad;
-    const std::string moved = move_to_corrupt(dir_fd, name);
-    report.problems.push_back(moved.empty() ? cat({name, ": ", error})
-                                            : cat({name, ": ", error, " (", moved, ")"}));
-  }
-  return report;
 }
 
 }  // namespace ringmx

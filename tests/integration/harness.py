@@ -61,12 +61,13 @@ class Server:
             f.write('[[listener]]\nname = "smtp"\naddress = "127.0.0.1:%d"\n' % self.port)
             f.write(listener_toml)
         self.args = list(args)
+        self.wrapper = []   # a command to run the binary under (strace ...), if any
         self.proc = None
         self.stderr_path = os.path.join(self.dir, "stderr.log")
 
     def start(self, wait=True):
         self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([BINARY, "--config", self.config] + self.args,
+        self.proc = subprocess.Popen(self.wrapper + [BINARY, "--config", self.config] + self.args,
                                      stdout=subprocess.PIPE, stderr=self.stderr,
                                      preexec_fn=raise_nofile)
         if wait:
@@ -159,12 +160,32 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
+def spool_tool():
+    """tools/ringmx-spool as a module (it has no .py suffix): its reader and CRC32C."""
+    global _SPOOL_TOOL
+    if _SPOOL_TOOL is None:
+        import importlib.machinery
+        import importlib.util
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                            "ringmx-spool")
+        loader = importlib.machinery.SourceFileLoader("ringmx_spool_tool", path)
+        spec = importlib.util.spec_from_loader(loader.name, loader)
+        _SPOOL_TOOL = importlib.util.module_from_spec(spec)
+        loader.exec_module(_SPOOL_TOOL)
+    return _SPOOL_TOOL
+
+
+_SPOOL_TOOL = None
+SPOOL_TRAILER_SIZE = 16
+
+
 def parse_record(data, pos=0):
-    """One record at data[pos:]: (fields dict of lists, message bytes, end offset)."""
+    """One record at data[pos:]: (fields dict of lists, message bytes, end offset).
+    Version 2 (what ringmx writes): the CRC32C trailer must be there and match."""
     end = data.find(b"\n\n", pos)
     assert end >= 0, "no empty line after the envelope"
     lines = data[pos:end].decode().split("\n")
-    assert lines[0] == "ringmx-spool 1", lines[0]
+    assert lines[0] in ("ringmx-spool 1", "ringmx-spool 2"), lines[0]
     fields = {}
     for line in lines[1:]:
         k, _, v = line.partition(": ")
@@ -173,7 +194,13 @@ def parse_record(data, pos=0):
     start = end + 2
     message = data[start:start + size]
     assert len(message) == size, "message has %d octets, envelope says %d" % (len(message), size)
-    return fields, message, start + size
+    stop = start + size
+    if lines[0] == "ringmx-spool 2":
+        trailer = data[stop:stop + SPOOL_TRAILER_SIZE]
+        want = b"crc32c %08x\n" % spool_tool().crc32c(memoryview(data)[pos:stop])
+        assert trailer == want, "trailer %r, record sums to %r" % (trailer, want)
+        stop += SPOOL_TRAILER_SIZE
+    return fields, message, stop
 
 
 def parse_spool_records(data):
