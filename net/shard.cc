@@ -295,6 +295,11 @@ void Shard::run() {
   }
   ring_.run_deferred();
   ring_.submit();
+  LogLine l(LogLevel::info, "shard_stopped", unix_ms_);
+  l.kv("shard", id_)
+      .kv("ring_queue_full", ring_.full_submits())
+      .kv("ring_deferrals", ring_.deferrals());
+  log(l);
 }
 
 void Shard::handle_cqe(io_uring_cqe* cqe) {
