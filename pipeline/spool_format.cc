@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "pipeline/crc32c.h"
+#include "pipeline/spool_internal.h"
 
 namespace ringmx {
 
@@ -37,18 +38,10 @@ constexpr std::string_view kHeaderV1 = "ringmx-spool 1\n";
 constexpr std::string_view kHeaderV2 = "ringmx-spool 2\n";
 static_assert(kSpoolVersion == 2);
 constexpr std::string_view kTrailerTag = "crc32c ";
-constexpr std::string_view kFinalSuffix = ".msg";
-constexpr std::string_view kTempSuffix = ".tmp";
 
-// One allocation for an error text, however many pieces.
-std::string cat(std::initializer_list<std::string_view> parts) {
-  size_t size = 0;
-  for (std::string_view p : parts) size += p.size();
-  std::string out;
-  out.reserve(size);
-  for (std::string_view p : parts) out.append(p);
-  return out;
-}
+using spool_internal::cat;
+using spool_internal::kFinalSuffix;
+using spool_internal::kTempSuffix;
 
 // ---------------------------------------------------------------- writing
 

@@ -33,25 +33,18 @@
 
 #include "pipeline/durable_dir.h"
 #include "pipeline/spool_format.h"
+#include "pipeline/spool_internal.h"
 
 namespace ringmx {
 
 namespace {
 
-constexpr std::string_view kFinalSuffix = ".msg";
-constexpr std::string_view kTempSuffix = ".tmp";
 constexpr std::string_view kCorruptDir = "corrupt";
 constexpr mode_t kDirMode = 0750;
 
-// One allocation for an error text, however many pieces.
-std::string cat(std::initializer_list<std::string_view> parts) {
-  size_t size = 0;
-  for (std::string_view p : parts) size += p.size();
-  std::string out;
-  out.reserve(size);
-  for (std::string_view p : parts) out.append(p);
-  return out;
-}
+using spool_internal::cat;
+using spool_internal::kFinalSuffix;
+using spool_internal::kTempSuffix;
 
 std::string errno_text(int err) {
   return std::system_category().message(err);

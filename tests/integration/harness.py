@@ -290,6 +290,31 @@ def transaction(c, sender, rcpts, message):
     return code, lines[-1]
 
 
+def random_message(rng, tag, label, min_size, max_size):
+    """A message of min_size..max_size octets, unique by its Message-ID
+    (tag) and random body, with lines that need dot-stuffing (".", ".x")
+    and empty lines."""
+    import base64
+    size = rng.randint(min_size, max_size)
+    head = ("From: load@example.net\r\nTo: sink@example.org\r\nSubject: %s %s\r\n"
+            "Message-ID: <%s@%s.test>\r\n\r\n" % (label, tag, tag, label)).encode()
+    lines = []
+    total = len(head)
+    while total < size:
+        r = rng.random()
+        if r < 0.05:
+            line = b"."
+        elif r < 0.12:
+            line = b"." + base64.b64encode(rng.randbytes(rng.randint(0, 40)))
+        elif r < 0.15:
+            line = b""
+        else:
+            line = base64.b64encode(rng.randbytes(rng.randint(1, 57)))
+        lines.append(line + b"\r\n")
+        total += len(line) + 2
+    return head + b"".join(lines)
+
+
 def queue_id(reply_text):
     return reply_text.rsplit(" ", 1)[-1]
 

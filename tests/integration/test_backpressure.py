@@ -57,37 +57,55 @@ def server_closed(sock, timeout):
         return False
 
 
+def warm_baseline(srv):
+    """One message through the server (allocator and spool warmed up), then
+    its RSS in KiB: the baseline growth is measured from."""
+    w = Client(srv.port)
+    w.reply()
+    w.cmd("EHLO warm.example")
+    transaction(w, "a@example.com", ["b@example.org"], b"Subject: warm\r\n\r\nhi\r\n")
+    w.cmd("QUIT")
+    time.sleep(0.3)
+    return vm_rss_kib(srv.proc.pid)
+
+
+class PeakRss:
+    """Samples a process's RSS in a thread from start() to finish()."""
+
+    def __init__(self, pid, base):
+        self.pid, self.peak = pid, base
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample)
+
+    def sample(self):
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, vm_rss_kib(self.pid))
+            except (OSError, AssertionError):
+                return
+            time.sleep(0.02)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
 class NeverReads(unittest.TestCase):
     def test_output_is_bounded_and_the_connection_closed(self):
         send_timeout_s = 3
         srv = Server(shards=1, extra_toml="[limits]\nsend_timeout_ms = %d\n" % (send_timeout_s * 1000))
         with srv:
-            pid = srv.proc.pid
-            # Warm up the allocator and the spool so the baseline is fair.
-            w = Client(srv.port)
-            w.reply()
-            w.cmd("EHLO warm.example")
-            transaction(w, "a@example.com", ["b@example.org"], b"Subject: warm\r\n\r\nhi\r\n")
-            w.cmd("QUIT")
-            time.sleep(0.3)
-            base = vm_rss_kib(pid)
+            base = warm_baseline(srv)
 
             c = Client(srv.port)
             c.reply()
             c.send(b"EHLO flood.example\r\n")
-            peak = [base]
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    try:
-                        peak[0] = max(peak[0], vm_rss_kib(pid))
-                    except (OSError, AssertionError):
-                        return
-                    time.sleep(0.05)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
+            rss = PeakRss(srv.proc.pid, base).start()
             started = time.monotonic()
             result = {}
 
@@ -106,11 +124,10 @@ class NeverReads(unittest.TestCase):
             self.assertEqual(code, 250, text)
             o.cmd("QUIT")
             flooder.join(90)
-            stop.set()
-            sampler.join()
+            peak = rss.finish()
             sent, how, when = result["r"]
             print("flood: %d bytes written, ended %s after %.1f s; RSS %d -> peak %d KiB"
-                  % (sent, how, when - started, base, peak[0]))
+                  % (sent, how, when - started, base, peak))
             # The server stopped reading: far less than the 100 MB went in, and
             # it ended the connection once its output had been stuck for
             # send_timeout_ms (the client's writes then fail, or stall until
@@ -119,7 +136,7 @@ class NeverReads(unittest.TestCase):
             self.assertTrue(server_closed(c.sock, send_timeout_s + 10),
                             "the server kept a client that never reads")
             self.assertLess(time.monotonic() - started, 40)
-            grown = peak[0] - base
+            grown = peak - base
             # ASan's quarantine keeps freed blocks resident for a while.
             bound = 64 * 1024 if os.environ.get("RINGMX_SANITIZED") == "1" else 6 * 1024
             self.assertLess(grown, bound, "RSS grew by %d KiB for one non-reading client" % grown)
@@ -230,24 +247,8 @@ class BodyMemory(unittest.TestCase):
             "max_connections_per_ip = 1000\n[limits]\nmax_message_size = %d\n"
             "body_memory_per_shard = %d\n" % (5 << 20, budget)))
         with srv:
-            pid = srv.proc.pid
-            w = Client(srv.port)
-            w.reply()
-            w.cmd("EHLO warm.example")
-            transaction(w, "a@example.com", ["b@example.org"], b"Subject: warm\r\n\r\nhi\r\n")
-            w.cmd("QUIT")
-            time.sleep(0.3)
-            base = vm_rss_kib(pid)
-            peak = [base]
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    peak[0] = max(peak[0], vm_rss_kib(pid))
-                    time.sleep(0.02)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
+            base = warm_baseline(srv)
+            rss = PeakRss(srv.proc.pid, base).start()
             results = {}
             lock = threading.Lock()
 
@@ -283,14 +284,13 @@ class BodyMemory(unittest.TestCase):
                 t.start()
             for t in threads:
                 t.join(180)
-            stop.set()
-            sampler.join()
+            peak = rss.finish()
             by_code = {}
             for code, _, _ in results.values():
                 by_code[code] = by_code.get(code, 0) + 1
-            grown = peak[0] - base
+            grown = peak - base
             print("replies: %s; RSS %d -> peak %d KiB (+%d KiB, budget %d KiB)"
-                  % (by_code, base, peak[0], grown, budget >> 10))
+                  % (by_code, base, peak, grown, budget >> 10))
             self.assertEqual(len(results), n)
             self.assertEqual(set(by_code) - {250, 452}, set(), results)
             self.assertGreater(by_code.get(250, 0), 0)

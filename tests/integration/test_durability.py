@@ -21,7 +21,6 @@ truncation it makes.
 
 RINGMX_SEED=N repeats a run; the seed in use is printed."""
 
-import base64
 import hashlib
 import os
 import random
@@ -36,7 +35,7 @@ import time
 import unittest
 
 from harness import (Client, Server, dot_stuff, main, parse_record, parse_spool_records,
-                     queue_id, transaction)
+                     queue_id, random_message, transaction)
 
 ROUNDS = 5
 THREADS = 16
@@ -64,26 +63,7 @@ class Conn(Client):
 
 
 def make_message(rng, tag):
-    """A 2-20 KiB message, unique by its Message-ID and random body, with
-    lines that need dot-stuffing."""
-    size = rng.randint(2 * 1024, 20 * 1024)
-    head = ("From: load@example.net\r\nTo: sink@example.org\r\nSubject: durability %s\r\n"
-            "Message-ID: <%s@durability.test>\r\n\r\n" % (tag, tag)).encode()
-    lines = []
-    total = len(head)
-    while total < size:
-        r = rng.random()
-        if r < 0.05:
-            line = b"."
-        elif r < 0.12:
-            line = b"." + base64.b64encode(rng.randbytes(rng.randint(0, 40)))
-        elif r < 0.15:
-            line = b""
-        else:
-            line = base64.b64encode(rng.randbytes(rng.randint(1, 57)))
-        lines.append(line + b"\r\n")
-        total += len(line) + 2
-    return head + b"".join(lines)
+    return random_message(rng, tag, "durability", 2 * 1024, 20 * 1024)
 
 
 class Load:

@@ -33,7 +33,7 @@ import unittest
 
 import dropfs
 from dropfs import DropFs, sync_dir
-from harness import Client, Server, dot_stuff, free_port, main
+from harness import Client, Server, dot_stuff, free_port, main, random_message
 
 THREADS = 8
 MAX_MESSAGES_PER_THREAD_CYCLE = 3000  # count bound of each load loop
@@ -47,24 +47,7 @@ QID_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-V]{17})$")
 
 
 def make_message(rng, tag):
-    """1-12 KiB, unique by its tag and random bytes, with lines that need
-    dot-stuffing."""
-    head = ("From: load@example.net\r\nTo: sink@example.org\r\nSubject: powercut %s\r\n"
-            "Message-ID: <%s@powercut.test>\r\n\r\n" % (tag, tag)).encode()
-    size = rng.randint(1024, 12 * 1024)
-    lines = []
-    total = len(head)
-    while total < size:
-        r = rng.random()
-        if r < 0.05:
-            line = b"."
-        elif r < 0.1:
-            line = b"." + rng.randbytes(rng.randint(0, 30)).hex().encode()
-        else:
-            line = rng.randbytes(rng.randint(1, 38)).hex().encode()
-        lines.append(line + b"\r\n")
-        total += len(line) + 2
-    return head + b"".join(lines)
+    return random_message(rng, tag, "powercut", 1024, 12 * 1024)
 
 
 class Load:

@@ -90,6 +90,14 @@ int dir_of(Fs& fs, fuse_ino_t parent, Node*& out) {
   return 0;
 }
 
+// The directory `parent` and its entry `name` (ENOENT when there is none).
+int child_of(Fs& fs, fuse_ino_t parent, const char* name, Node*& dir, Node*& child) {
+  if (const int err = dir_of(fs, parent, dir)) return err;
+  const auto it = dir->entries.find(name);
+  child = it == dir->entries.end() ? nullptr : fs.find(it->second);
+  return child == nullptr ? ENOENT : 0;
+}
+
 void op_init(void* /*userdata*/, fuse_conn_info* conn) {
   // Nothing may be cached in the kernel that a cut would have to take back.
   conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE);
@@ -104,14 +112,9 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     return;
   }
   Node* dir = nullptr;
-  if (const int err = dir_of(fs, parent, dir)) {
+  Node* n = nullptr;
+  if (const int err = child_of(fs, parent, name, dir, n)) {
     fuse_reply_err(req, err);
-    return;
-  }
-  const auto it = dir->entries.find(name);
-  Node* n = it == dir->entries.end() ? nullptr : fs.find(it->second);
-  if (n == nullptr) {
-    fuse_reply_err(req, ENOENT);
     return;
   }
   const fuse_entry_param e = entry_of(fs.attr(*n));
@@ -237,14 +240,9 @@ void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, bool dirs
     return;
   }
   Node* dir = nullptr;
-  if (const int err = dir_of(fs, parent, dir)) {
+  Node* n = nullptr;
+  if (const int err = child_of(fs, parent, name, dir, n)) {
     fuse_reply_err(req, err);
-    return;
-  }
-  const auto it = dir->entries.find(name);
-  Node* n = it == dir->entries.end() ? nullptr : fs.find(it->second);
-  if (n == nullptr) {
-    fuse_reply_err(req, ENOENT);
     return;
   }
   if (n->is_dir() != dirs) {
@@ -255,7 +253,7 @@ void remove_entry(fuse_req_t req, fuse_ino_t parent, const char* name, bool dirs
     fuse_reply_err(req, ENOTEMPTY);
     return;
   }
-  dir->entries.erase(it);
+  dir->entries.erase(name);
   fs.drop_link(n->ino);
   dir->mtime = dir->ctime = n->ctime = now();
   fuse_reply_err(req, 0);

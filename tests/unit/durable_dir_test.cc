@@ -17,29 +17,13 @@
 #include <system_error>
 #include <vector>
 
+#include "tests/unit/scratch_dir.h"
+
 namespace ringmx {
 namespace {
 
 namespace fs = std::filesystem;
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "ringmx-dirs-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test_support::ScratchDir;
 
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -47,7 +31,7 @@ bool has(const std::vector<std::string>& v, const std::string& s) {
 
 TEST(SpoolDurableDirs, CreatesMissingComponentsAndSyncsEveryParent) {
   ScratchDir scratch;
-  const std::string& top = scratch.path();
+  const std::string& top = scratch.str();
   const DurableDirs d = make_durable_dirs(top + "/spool/shard-0");
   EXPECT_EQ(d.created, (std::vector<std::string>{top + "/spool", top + "/spool/shard-0"}));
   ASSERT_FALSE(d.synced.empty());
@@ -65,7 +49,7 @@ TEST(SpoolDurableDirs, CreatesMissingComponentsAndSyncsEveryParent) {
 // not created: its parent must be synced all the same.
 TEST(SpoolDurableDirs, SyncsTheParentsOfDirectoriesThatAlreadyExist) {
   ScratchDir scratch;
-  const std::string& top = scratch.path();
+  const std::string& top = scratch.str();
   fs::create_directories(top + "/spool/shard-0");
   const DurableDirs d = make_durable_dirs(top + "/spool/shard-0/");
   EXPECT_TRUE(d.created.empty());
@@ -98,10 +82,10 @@ TEST(SpoolDurableDirs, ARelativePathSyncsTheWorkingDirectoryAndItsParents) {
 TEST(SpoolDurableDirs, ThrowsNamingThePathAndTheReason) {
   ScratchDir scratch;
   {
-    std::ofstream f(scratch.path() + "/file");
+    std::ofstream f(scratch.str() + "/file");
     f << "x";
   }
-  const std::string path = scratch.path() + "/file/spool";
+  const std::string path = scratch.str() + "/file/spool";
   try {
     make_durable_dirs(path);
     FAIL() << "no exception";

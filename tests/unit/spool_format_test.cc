@@ -17,10 +17,15 @@
 
 #include "pipeline/crc32c.h"
 
+#include "tests/unit/scratch_dir.h"
+
 namespace ringmx {
 namespace {
 
 namespace fs = std::filesystem;
+using test_support::read_whole;
+using test_support::ScratchDir;
+using test_support::write_file;
 
 constexpr std::string_view kReceived =
     "Received: from client.example (host.example [192.0.2.1])\r\n"
@@ -475,41 +480,6 @@ TEST(SpoolFormat, FileNames) {
 }
 
 // ---------------------------------------------------------------- recovery
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "ringmx-spool-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-void write_file(const fs::path& p, std::string_view data) {
-  std::ofstream f(p, std::ios::binary);
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
-
-std::string read_whole(const fs::path& p) {
-  std::error_code ec;
-  const auto size = fs::file_size(p, ec);
-  if (ec) return "(missing)";
-  std::string data(size, '\0');
-  std::ifstream f(p, std::ios::binary);
-  f.read(data.data(), static_cast<std::streamsize>(size));
-  return data;
-}
 
 TEST(SpoolRecovery, KeepsRemovesAndQuarantines) {
   ScratchDir scratch;

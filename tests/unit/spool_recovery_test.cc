@@ -17,45 +17,15 @@
 #include "pipeline/crc32c.h"
 #include "pipeline/spool_format.h"
 
+#include "tests/unit/scratch_dir.h"
+
 namespace ringmx {
 namespace {
 
 namespace fs = std::filesystem;
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "ringmx-recovery-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-void write_file(const fs::path& p, std::string_view data) {
-  std::ofstream f(p, std::ios::binary);
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
-
-std::string read_whole(const fs::path& p) {
-  std::error_code ec;
-  const auto size = fs::file_size(p, ec);
-  if (ec) return "(missing)";
-  std::string data(size, '\0');
-  std::ifstream f(p, std::ios::binary);
-  f.read(data.data(), static_cast<std::streamsize>(size));
-  return data;
-}
+using test_support::read_whole;
+using test_support::ScratchDir;
+using test_support::write_file;
 
 // One record as the writer makes it (current version), message `body`.
 std::string record(std::string_view queue_id, std::string_view body) {
