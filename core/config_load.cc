@@ -760,12 +760,6 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     check("limits." + std::string(s.name),
           in_range(get_limit(cfg.smtp.limits, kLimitFields[i]), s.min, s.max));
   }
-  const Limits& lim = cfg.smtp.limits;
-  if (lim.body_memory_per_shard < lim.max_message_size && lim.max_message_size <= (1ull << 32)) {
-    // A message of the largest size would never fit: it could never be accepted.
-    check("limits.body_memory_per_shard", "must be at least limits.max_message_size (" +
-                                              std::to_string(lim.max_message_size) + ")");
-  }
   check("spool.dir", check_spool_dir(cfg.spool.dir));
   // The loader cannot produce more than int64 max; a command-line override still could.
   check("spool.max_bytes", in_range(cfg.spool.max_bytes, 0, kTomlIntMax));

@@ -61,10 +61,13 @@ void DataDecoder::reset(BareLinePolicy policy, uint64_t max_stored) {
 }
 
 void DataDecoder::emit(ByteBuffer& out, const char* p, size_t n) {
+  // The limit counts every octet of the body, stored here or handed on
+  // (a spilled body's pieces leave `out` as they are decoded).
+  const uint64_t before = total_;
   total_ += n;
   if (overflow_ || dropping_) return;
-  if (out.size() + n > max_stored_) {
-    out.append(p, static_cast<size_t>(max_stored_ - out.size()));
+  if (total_ > max_stored_) {
+    out.append(p, static_cast<size_t>(max_stored_ - before));
     overflow_ = true;
     return;
   }

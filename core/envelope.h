@@ -34,6 +34,9 @@ struct Message {
   uint32_t received_count = 0;   // Received headers already in the body
   int64_t received_at_unix = 0;  // wall-clock seconds at end of data
   bool via_bdat = false;
+  // The body went to the handler piece by piece (SessionHandler::on_body_spill)
+  // and `body` is empty; `received` was stamped when spilling began.
+  bool spilled = false;
 };
 
 }  // namespace ringmx

@@ -53,11 +53,12 @@ struct Limits {
   // sent to it. As long as a client may take to send a command.
   uint32_t send_timeout_ms = 300'000;
   // Message bodies one shard holds in memory while they are received and
-  // written: past it, new DATA/BDAT get 452 4.3.1, and a body that would
-  // cross it stops being stored (the rest is read and dropped, then 452
-  // 4.3.1: the client tries again later). A few thousand slow 20 MB uploads
-  // must not exhaust the machine; ten messages of the default maximum size
-  // fit at once, and thousands of ordinary ones. At least max_message_size.
+  // written. A body that would cross it streams to the spool as it arrives
+  // instead (a file of its own, docs/spool.md), so a few thousand slow 20 MB
+  // uploads cannot exhaust the machine; under it, bodies stay in memory and
+  // share one write and one sync with others (group commit). Only when the
+  // spool cannot take it either is the body read to its end, not stored,
+  // and answered 452 4.3.1.
   uint64_t body_memory_per_shard = uint64_t{256} << 20;
 };
 
@@ -79,8 +80,9 @@ inline constexpr LimitSpec kLimitSpecs[] = {
      "replies owed to a client that does not read them"},
     {"send_timeout_ms", 300000, 1, 3600000, "connection closed",
      "output that makes no progress; no reply can reach such a client"},
-    {"body_memory_per_shard", uint64_t{256} << 20, 1024, uint64_t{1} << 40, "452 4.3.1",
-     "bodies held in memory by one shard; at least max_message_size"},
+    {"body_memory_per_shard", uint64_t{256} << 20, 1024, uint64_t{1} << 40,
+     "none: streamed to the spool (452 4.3.1 if that is full)",
+     "bodies held in memory by one shard; past it they stream to disk"},
 };
 
 }  // namespace ringmx

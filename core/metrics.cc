@@ -159,6 +159,7 @@ struct Totals {
   uint64_t ring_full = 0;
   int64_t body_memory_bytes = 0;
   uint64_t body_memory_refusals = 0;
+  uint64_t body_spills = 0;
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
   std::array<std::array<std::array<uint64_t, kTlsResults>, kTlsVersions>, kMaxListeners>
@@ -189,6 +190,7 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.ring_full += m.ring_full.get();
   t.body_memory_bytes += m.body_memory_bytes.get();
   t.body_memory_refusals += m.body_memory_refusals.get();
+  t.body_spills += m.body_spills.get();
   for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
     t.fsync_buckets[i] += m.fsync_seconds.bucket(i);
   }
@@ -385,8 +387,12 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                "Message bodies held in memory while they are received and written.",
                t.body_memory_bytes);
   append_counter(out, "ringmx_body_memory_refusals_total",
-                 "Message bodies not stored because a shard's body memory was full (452 4.3.1).",
+                 "Message bodies not stored because a shard's body memory was full and the spool "
+                 "could not take them (452 4.3.1).",
                  t.body_memory_refusals);
+  append_counter(out, "ringmx_body_spills_total",
+                 "Message bodies streamed to the spool as they arrived: past the body memory.",
+                 t.body_spills);
 
   append_histogram(out, "ringmx_spool_fsync_duration_seconds",
                    "Time to write and fsync one spool batch.", t.fsync_buckets, t.fsync_sum_ns);

@@ -101,6 +101,7 @@ struct alignas(64) ShardMetrics {
   Counter ring_full;             // the submission queue was full and went to the kernel early
   Gauge body_memory_bytes;       // message bodies held in memory by the shard's sessions
   Counter body_memory_refusals;  // bodies no longer stored: the shard's budget was full
+  Counter body_spills;           // bodies streamed to disk as they came: past the budget
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished

@@ -17,6 +17,9 @@ namespace {
 // Body buffers above this size are freed after a transaction, so an idle
 // connection does not keep a large message's memory.
 constexpr size_t kKeepBodyCapacity = size_t{64} * 1024;
+// A spilled body is not held, but its header is, up to this much: the loop
+// check counts Received headers there (50 of them take about 10 KiB).
+constexpr size_t kSpillHeadKeep = size_t{64} * 1024;
 
 bool is_blank(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == ' '; });
@@ -275,10 +278,15 @@ size_t Session::feed(std::string_view in, Now now) {
       case Phase::data: {
         auto r = decoder_.decode(in.substr(pos), msg_.body);
         pos += r.consumed;
-        // Past the size limit nothing more is stored and what was is freed
-        // at once: an oversize message costs no memory until its 552.
-        if (decoder_.overflow() && msg_.body.capacity() != 0) release_body();
-        body_changed();
+        if (spilling_) {
+          spill_piece(msg_.body.view());
+          msg_.body.clear();
+        } else {
+          // Past the size limit nothing more is stored and what was is freed
+          // at once: an oversize message costs no memory until its 552.
+          if (decoder_.overflow() && msg_.body.capacity() != 0) release_body();
+          body_changed(now);
+        }
         if (r.done) end_of_data(now);
         break;
       }
@@ -590,11 +598,28 @@ void Session::end_of_data(Now now) {
 
 // The body is complete and within limits: loop check, trace header, handler.
 void Session::complete_message(Now now) {
-  msg_.size = msg_.body.size();
-  msg_.received_count = count_received_headers(msg_.body.view());
+  if (spilling_) {
+    msg_.size = txn_used_bdat_ ? bdat_total_ : decoder_.body_size();
+    msg_.received_count = count_received_headers(spill_head_);
+  } else {
+    msg_.size = msg_.body.size();
+    msg_.received_count = count_received_headers(msg_.body.view());
+  }
   if (msg_.received_count > config().limits.max_received_headers) {
     return message_reply(554, "5.4.6", "Error: too many hops (mail loop?)", msg_.size);
   }
+  if (!spilling_) stamp_received(now);  // a spilled body has its own, from when it began
+  msg_.spilled = spilling_;
+  msg_.via_bdat = txn_used_bdat_;
+  Verdict v = handler_.on_message(*this, msg_);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::message;
+    return;
+  }
+  finish_message(v);
+}
+
+void Session::stamp_received(Now now) {
   const Envelope& env = msg_.envelope;
   const bool utf8 = env.mail.smtputf8;
   ReceivedFields f;
@@ -614,13 +639,6 @@ void Session::complete_message(Now now) {
   msg_.received.clear();
   append_received(msg_.received, f);
   msg_.received_at_unix = now.unix_s;
-  msg_.via_bdat = txn_used_bdat_;
-  Verdict v = handler_.on_message(*this, msg_);
-  if (v.kind == Verdict::Kind::pending) {
-    pending_ = Pending::message;
-    return;
-  }
-  finish_message(v);
 }
 
 void Session::finish_message(const Verdict& v) {
@@ -738,12 +756,14 @@ size_t Session::feed_bdat(std::string_view in, Now now) {
   const size_t n = static_cast<size_t>(std::min<uint64_t>(bdat_remaining_, in.size()));
   if (bdat_err_.code == 0) {
     const uint64_t max = config().limits.max_message_size;
-    if (msg_.body.size() + n > max) {
+    if (bdat_total_ + n > max) {
       set_bdat_error(552, "5.3.4", "Error: message size exceeds fixed limit");
       release_body();
+    } else if (spilling_) {
+      spill_piece(in.substr(0, n));
     } else {
       msg_.body.append(in.data(), n);
-      body_changed();
+      body_changed(now);
     }
   }
   bdat_remaining_ -= n;
@@ -786,14 +806,17 @@ void Session::cmd_starttls(const Command& c) {
 
 void Session::release_body() {
   msg_.body.release();
-  body_changed();
+  body_changed({});  // shrinking: the time is not needed
 }
 
-void Session::body_changed() {
+void Session::body_changed(Now now) {
+  if (spilling_) return;  // nothing is held
   const uint64_t now_held = msg_.body.size();
   if (now_held == body_reported_) return;
   body_reported_ = now_held;
-  if (handler_.on_body_bytes(*this, now_held) || now_held == 0) return;
+  const BodyRoom room = handler_.on_body_bytes(*this, now_held);
+  if (room == BodyRoom::keep || now_held == 0) return;
+  if (room == BodyRoom::spill) return start_spill(now);
   // No room: keep reading the body to its end, store none of it.
   body_refused_ = true;
   decoder_.drop_rest();
@@ -803,6 +826,27 @@ void Session::body_changed() {
   if (phase_ == Phase::bdat || txn_used_bdat_) {
     set_bdat_error(452, "4.3.1", "Error: insufficient system resources, try again later");
   }
+}
+
+// The body goes to the handler from now on, starting with what is held.
+void Session::start_spill(Now now) {
+  spilling_ = true;
+  stamp_received(now);
+  const std::string_view held = msg_.body.view();
+  spill_head_.assign(held.substr(0, std::min(held.size(), kSpillHeadKeep)));
+  handler_.on_spill_start(*this, msg_);
+  if (!msg_.body.empty()) handler_.on_body_spill(*this, msg_.body.view());
+  msg_.body.release();
+  body_reported_ = 0;
+  handler_.on_body_bytes(*this, 0);
+}
+
+void Session::spill_piece(std::string_view piece) {
+  if (piece.empty()) return;
+  if (spill_head_.size() < kSpillHeadKeep) {
+    spill_head_.append(piece.substr(0, kSpillHeadKeep - spill_head_.size()));
+  }
+  handler_.on_body_spill(*this, piece);
 }
 
 void Session::reset_transaction() {
@@ -823,7 +867,14 @@ void Session::reset_transaction() {
     msg_.body.clear();
   }
   body_refused_ = false;
-  body_changed();
+  if (spilling_) {
+    spilling_ = false;
+    spill_head_.clear();
+    spill_head_.shrink_to_fit();
+    handler_.on_spill_end(*this);
+  }
+  msg_.spilled = false;
+  body_changed({});
   bdat_err_ = {};
   bdat_total_ = 0;
   msg_.size = 0;

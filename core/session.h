@@ -62,6 +62,13 @@ struct Verdict {
 
 class Session;
 
+// What a handler does with a message body that grew (SessionHandler::on_body_bytes).
+enum class BodyRoom : uint8_t {
+  keep,    // go on holding it in memory
+  spill,   // stream it to the handler from here on (on_spill_start, on_body_spill)
+  refuse,  // read the rest, store none of it, answer 452 4.3.1
+};
+
 // The 13-character base32hex form of a session id, as logs and the default
 // queue ids show it.
 std::string format_session_id(uint64_t id);
@@ -101,10 +108,19 @@ class SessionHandler {
   virtual void on_transaction_end(Session&, const Envelope&, uint16_t /*code*/, uint64_t /*size*/) {
   }
   // The body of the message being received now holds `bytes` octets in
-  // memory (0 once it is released). Return false to stop storing it: the rest
-  // of its data is read and dropped and the final reply is 452 4.3.1, so the
-  // client tries again later. Called as the body grows and when it is freed.
-  virtual bool on_body_bytes(Session&, uint64_t /*bytes*/) { return true; }
+  // memory (0 once it is released); called as it grows and when it is freed.
+  // Answering spill or refuse (see BodyRoom) ends the holding: the session
+  // then reports 0.
+  virtual BodyRoom on_body_bytes(Session&, uint64_t /*bytes*/) { return BodyRoom::keep; }
+  // Spilling starts: `msg` has the envelope, the Received header (stamped
+  // now) and the body held so far, which the handler may move out (else it
+  // comes as the first on_body_spill piece). Then every further octet of the
+  // body, in order, goes to on_body_spill, and on_message sees spilled = true.
+  virtual void on_spill_start(Session&, Message& /*msg*/) {}
+  virtual void on_body_spill(Session&, std::string_view /*piece*/) {}
+  // The transaction that spilled is over, whatever its end: what on_message
+  // did not take (a refused, oversize or abandoned message) is to be thrown away.
+  virtual void on_spill_end(Session&) {}
   // Makes the queue id for a new transaction; the default derives it from the
   // session id and the transaction number.
   virtual void make_queue_id(Session&, uint32_t txn_number, std::string& out);
@@ -214,10 +230,13 @@ class Session {
   void message_reply(uint16_t code, std::string_view enhanced, std::string_view text,
                      uint64_t size);
   void touch(Now now) { last_activity_ms_ = now.mono_ms; }
-  // After the body grew or was freed: tells the handler, and stops storing
-  // it if the handler says so.
-  void body_changed();
+  // After the body grew or was freed: tells the handler, and spills or
+  // stops storing it if the handler says so.
+  void body_changed(Now now);
   void release_body();
+  void start_spill(Now now);
+  void spill_piece(std::string_view piece);
+  void stamp_received(Now now);
 
   std::shared_ptr<const SessionSettings> settings_;
   SessionHandler& handler_;
@@ -252,6 +271,8 @@ class Session {
   uint64_t bdat_total_ = 0;     // octets of all chunks of this transaction
   uint64_t body_reported_ = 0;  // what on_body_bytes was last told
   bool body_refused_ = false;   // the handler had no room for this body
+  bool spilling_ = false;       // the body goes to the handler as it comes
+  std::string spill_head_;  // the first octets of a spilled body: its header, for the loop check
 
   uint32_t txn_count_ = 0;
   uint32_t bad_commands_ = 0;

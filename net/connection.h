@@ -35,6 +35,11 @@ enum Op : unsigned {
   kOpSpoolSync = 7,
   kOpCancelRecv = 8,
   kOpDirSync = 9,
+  kOpSpillOpen = 10,    // a spilled body's file (points at the Connection)
+  kOpSpillWrite = 11,   // a piece of it
+  kOpSpillSeal = 12,    // size digits, trailer, fdatasync: linked
+  kOpSpillName = 13,    // rename to its final name, directory fsync: linked
+  kOpSpillUnlink = 14,  // a discarded one's file (points at the Spill)
 };
 inline constexpr uint64_t kOpMask = 15;
 
@@ -53,6 +58,47 @@ inline int64_t mono_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
+
+// A spilled body is written in pieces of this size; reading from its client
+// pauses while twice this waits for the disk.
+inline constexpr size_t kSpillChunk = size_t{64} * 1024;
+
+// A body streamed to disk as it arrives (over the shard's body budget), as
+// one record in a file of its own: written as ID.tmp (start-up removes those:
+// never acknowledged), then sealed (size digits, trailer, fdatasync), renamed
+// to ID.msg and its directory synced — only then 250. One write in flight;
+// the pieces that arrive meanwhile wait in `pending`. Its buffers count in
+// the shard's body memory until they are on disk.
+struct alignas(16) Spill {
+  int fd = -1;
+  std::string tmp_name;
+  std::string final_name;
+  size_t size_at = 0;     // offset of the message-size digits in the file
+  uint32_t crc_head = 0;  // CRC32C of the octets before the digits
+  uint32_t crc_tail = 0;  // ... of everything after them, as far as it came
+  uint64_t tail_len = 0;
+  uint64_t off = 0;           // where the next write goes
+  uint64_t message_size = 0;  // Received header + body octets so far
+  std::string lead;           // envelope block + Received header: the first write
+  ByteBuffer held;            // the body held when spilling began: written with the lead
+  bool lead_written = false;
+  iovec lead_iov[2] = {};
+  std::string pending;  // octets waiting for the write in flight
+  std::string inflight;
+  uint64_t accounted = 0;  // what the shard's body memory counts for it
+  std::string digits;      // the seal's pieces, alive while written
+  SpoolTrailer trailer{};
+  bool opening = false;
+  bool writing = false;
+  bool committing = false;  // end of data came: seal and name it
+  bool created = false;     // the open made the file: ours to unlink
+  bool named = false;       // renamed to final_name
+  bool discarded = false;   // thrown away; removed once nothing is in flight
+  uint8_t seal_cqes = 0;    // completions still due from the chain in flight
+  int error = 0;
+  int64_t started_ns = 0;
+  bool busy() const { return opening || writing || seal_cqes != 0; }
+};
 
 struct alignas(16) Connection final : SessionHandler {
   // handshake: TLS (implicit, or after STARTTLS's 220) before the session
@@ -91,7 +137,8 @@ struct alignas(16) Connection final : SessionHandler {
   Connection* prev = nullptr;
   Connection* next = nullptr;
   SpoolJob* job = nullptr;
-  uint64_t body_bytes = 0;  // this connection's share of the shard's body memory
+  std::unique_ptr<Spill> spill;  // a body streamed to its own file, past the body budget
+  uint64_t body_bytes = 0;       // this connection's share of the shard's body memory
   uint32_t txns = 0;
   // TLS: set from the first handshake byte on; plaintext before it (STARTTLS).
   std::shared_ptr<const TlsServerContext> tls_context;  // the listener's, at accept
@@ -112,17 +159,36 @@ struct alignas(16) Connection final : SessionHandler {
     if (shard.spool_full()) {
       return Verdict::reject(452, "4.3.1", "Error: insufficient system storage, try again later");
     }
-    if (shard.body_memory_full()) {
-      return Verdict::reject(452, "4.3.1", "Error: insufficient system resources, try again later");
-    }
     return Verdict::accept();
   }
 
-  bool on_body_bytes(Session&, uint64_t bytes) override { return shard.hold_body(*this, bytes); }
+  BodyRoom on_body_bytes(Session&, uint64_t bytes) override {
+    return shard.hold_body(*this, bytes);
+  }
+  void on_spill_start(Session&, Message& msg) override { shard.spill_start(*this, msg); }
+  void on_body_spill(Session&, std::string_view piece) override {
+    shard.spill_append(*this, piece);
+  }
+  void on_spill_end(Session&) override { shard.spill_discard(*this); }
 
   Verdict on_message(Session&, Message& msg) override {
-    shard.spool_message(*this, msg);
+    if (msg.spilled) {
+      shard.spill_commit(*this, msg);
+    } else {
+      shard.spool_message(*this, msg);
+    }
     return Verdict::pending();
+  }
+
+  // A message of this connection is on its way to disk: the connection stays
+  // until it is there, whatever the client does.
+  bool writing_message() const;
+  // A spilled body's pieces wait for the disk: stop reading this client.
+  bool spill_backlog() const { return spill && spill->pending.size() >= 2 * kSpillChunk; }
+  uint64_t spill_memory() const {
+    return spill ? spill->lead.size() + spill->held.size() + spill->pending.size() +
+                       spill->inflight.size()
+                 : 0;
   }
 
   void on_starttls(Session&) override { shard.start_tls(*this); }
@@ -177,6 +243,13 @@ struct SpoolJob {
   iovec iov[4] = {};
   size_t total = 0;
 };
+
+// The client facts a spool record's envelope carries.
+SpoolClient spool_client(const Session& s, const Message& msg);
+
+inline bool Connection::writing_message() const {
+  return job != nullptr || (spill && spill->committing);
+}
 
 // Every message that completed while the previous batch was being written:
 // one file, one write, one fdatasync, one rename, one directory fsync.

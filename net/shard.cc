@@ -279,9 +279,11 @@ void Shard::run() {
         // Past the deadline: close whoever is still here, except sessions whose
         // message is being written (their file is on its way to disk).
         for (Connection* c = conns_; c; c = c->next)
-          if (!c->job) begin_close(*c);
+          if (!c->writing_message()) begin_close(*c);
       }
-      if (live_ == 0 && !batch_ && ring_.deferred() == 0) stopping_ = true;
+      if (live_ == 0 && !batch_ && ring_.deferred() == 0 && dead_spills_.empty()) {
+        stopping_ = true;
+      }
     }
     metrics_.loop_iterations.inc();
     if (ring_.deferrals() != deferrals_seen_) {
@@ -319,6 +321,11 @@ void Shard::handle_cqe(io_uring_cqe* cqe) {
       maybe_free(c);
       return;
     }
+    case kOpSpillOpen:
+    case kOpSpillWrite:
+    case kOpSpillSeal:
+    case kOpSpillName: on_spill_cqe(*static_cast<Connection*>(p), op, cqe->res); return;
+    case kOpSpillUnlink: on_spill_unlinked(static_cast<Spill*>(p)); return;
     case kOpSpoolOpen:
     case kOpSpoolWrite:
     case kOpSpoolSync:
@@ -577,7 +584,7 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
 void Shard::client_gone(Connection& c, bool clean_eof) {
   c.stage = Connection::Stage::closing;
   wheel_.cancel(c.timer);
-  if (c.job) return;
+  if (c.writing_message()) return;
   if (c.send_busy && clean_eof) {  // on_send closes when it is done
     arm_send_deadline(c);
     return;
@@ -606,8 +613,8 @@ void Shard::feed(Connection& c, std::string_view data) {
     if (used < data.size() && !c.session.closed()) c.pending_in.assign(data.substr(used));
   }
   flush(c);
-  if ((c.pending_in.size() > kMaxPendingInput || c.output_full()) && c.recv_armed &&
-      !c.recv_paused) {
+  if ((c.pending_in.size() > kMaxPendingInput || c.output_full() || c.spill_backlog()) &&
+      c.recv_armed && !c.recv_paused) {
     // Back-pressure: stop reading until the session catches up, or until the
     // client reads the replies it is owed.
     pause_recv(c);
@@ -636,7 +643,7 @@ void Shard::feed_pending(Connection& c) {
 
 void Shard::maybe_resume_recv(Connection& c) {
   if (c.recv_paused && c.pending_in.size() < kMaxPendingInput / 2 &&
-      c.unsent() <= c.session.config().limits.max_output_buffer / 2) {
+      c.unsent() <= c.session.config().limits.max_output_buffer / 2 && !c.spill_backlog()) {
     c.recv_paused = false;
     arm_recv(c);
   }
@@ -698,7 +705,7 @@ void Shard::on_send(Connection& c, int res) {
     c.send_inflight.clear();
     c.send_queued.clear();
     c.send_off = 0;
-    if (c.job) {  // the message still goes to disk; the client just never hears
+    if (c.writing_message()) {  // the message still goes to disk; the client just never hears
       c.stage = Connection::Stage::closing;
       return;  // finish_job closes
     }
@@ -755,7 +762,7 @@ void Shard::send_timed_out(Connection& c) {
       io_uring_sqe_set_data64(s[0], tag(nullptr, kOpIgnore));
     });
   }
-  if (c.job) {  // the message still goes to disk; finish_batch closes
+  if (c.writing_message()) {  // the message still goes to disk; its completion closes
     c.stage = Connection::Stage::closing;
     wheel_.cancel(c.timer);
     return;
@@ -829,8 +836,11 @@ void Shard::begin_close(Connection& c) {
 }
 
 void Shard::maybe_free(Connection& c) {
-  if (c.stage != Connection::Stage::closing || !c.shut || c.ops > 0 || c.job) return;
+  if (c.stage != Connection::Stage::closing || !c.shut || c.ops > 0 || c.writing_message()) {
+    return;
+  }
   if (c.recv_armed || c.send_busy) return;
+  if (c.spill) spill_remove(c);  // a body the client abandoned half-way
   if (log_enabled(LogLevel::info)) {
     LogLine l(LogLevel::info, "disconnect", unix_ms_);
     l.kv("sid", format_session_id(c.session.conn().session_id))

@@ -56,6 +56,7 @@ struct SharedState {
 };
 
 struct Connection;
+struct Spill;
 struct SpoolJob;
 struct SpoolBatch;
 
@@ -102,8 +103,14 @@ class Shard {
   // Body memory (limits.body_memory_per_shard): a connection's message body
   // now holds `bytes`; false when that would cross the budget (the session
   // then stops storing it).
-  bool hold_body(Connection& c, uint64_t bytes);
-  bool body_memory_full() const;
+  BodyRoom hold_body(Connection& c, uint64_t bytes);
+  // A body past the budget streams to a file of its own (net/shard_spill.cc).
+  void spill_start(Connection& c, Message& msg);
+  // A spill's buffers count in the body memory until they are on disk.
+  void account_spill(Connection& c);
+  void spill_append(Connection& c, std::string_view piece);
+  void spill_commit(Connection& c, Message& msg);
+  void spill_discard(Connection& c);
   SharedState& shared() { return shared_; }
 
  private:
@@ -146,6 +153,14 @@ class Shard {
   void close_segment();
   void on_spool_cqe(SpoolBatch& b, unsigned op, int res);
   void finish_batch(SpoolBatch& b, bool ok, int err);
+  // The message of `c` is on disk (ok) or failed: the session answers.
+  void message_written(Connection& c, bool ok);
+  void on_spill_cqe(Connection& c, unsigned op, int res);
+  void spill_write(Connection& c);
+  void spill_seal(Connection& c);
+  void spill_done(Connection& c, bool ok);
+  void spill_remove(Connection& c);
+  void on_spill_unlinked(Spill* sp);
   uint64_t next_session_id();
 
   uint32_t id_;
@@ -181,8 +196,9 @@ class Shard {
   int64_t drain_deadline_ms_ = 0;
   bool stopping_ = false;
 
-  uint64_t body_memory_ = 0;     // bytes of message bodies held by this shard's sessions
-  Connection* conns_ = nullptr;  // intrusive list of live connections
+  uint64_t body_memory_ = 0;  // bytes of message bodies held by this shard's sessions
+  std::vector<std::unique_ptr<Spill>> dead_spills_;  // discarded, their unlink in flight
+  Connection* conns_ = nullptr;                      // intrusive list of live connections
   size_t live_ = 0;
 
   std::vector<SpoolJob*> spool_queue_;  // complete messages waiting for the next batch

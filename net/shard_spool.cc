@@ -43,17 +43,18 @@ bool Shard::spool_full() const {
   return disk_low_;
 }
 
-bool Shard::body_memory_full() const {
-  return body_memory_ >= cfg_->server.smtp.limits.body_memory_per_shard;
-}
-
-bool Shard::hold_body(Connection& c, uint64_t bytes) {
+BodyRoom Shard::hold_body(Connection& c, uint64_t bytes) {
   body_memory_ -= c.body_bytes;
   // The session's own snapshot of the limits: a reload does not move the
   // budget under a message in flight.
   if (bytes > c.body_bytes &&
       body_memory_ + bytes > c.session.config().limits.body_memory_per_shard) {
     c.body_bytes = 0;
+    metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
+    // Past the budget the body goes to disk as it comes; refused only when
+    // the spool is full too, or this connection's last spill is still being
+    // thrown away.
+    if (!spool_full() && !c.spill) return BodyRoom::spill;
     metrics_.body_memory_refusals.inc();
     if (log_enabled(LogLevel::info)) {
       LogLine l(LogLevel::info, "body_memory_full", unix_ms_);
@@ -63,13 +64,12 @@ bool Shard::hold_body(Connection& c, uint64_t bytes) {
           .kv("message_bytes", bytes);
       log(l);
     }
-    metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
-    return false;
+    return BodyRoom::refuse;
   }
   c.body_bytes = bytes;
   body_memory_ += bytes;
   metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
-  return true;
+  return BodyRoom::keep;
 }
 
 void Shard::check_disk() {
@@ -88,11 +88,7 @@ void Shard::check_disk() {
   }
 }
 
-void Shard::spool_message(Connection& c, Message& msg) {
-  auto* job = new SpoolJob;
-  job->conn = &c;
-  c.job = job;
-  const Session& s = c.session;
+SpoolClient spool_client(const Session& s, const Message& msg) {
   SpoolClient client;
   client.ip = s.conn().client_ip;
   client.port = s.conn().client_port;
@@ -102,8 +98,15 @@ void Shard::spool_message(Connection& c, Message& msg) {
       protocol_name(s.esmtp(), s.conn().tls_active, false, msg.envelope.mail.smtputf8);
   client.tls_version = s.conn().tls_version;
   client.tls_cipher = s.conn().tls_cipher;
+  return client;
+}
+
+void Shard::spool_message(Connection& c, Message& msg) {
+  auto* job = new SpoolJob;
+  job->conn = &c;
+  c.job = job;
   const uint64_t msize = msg.received.size() + msg.body.size();
-  append_spool_envelope(job->header, msg, client, msize);
+  append_spool_envelope(job->header, msg, spool_client(c.session, msg), msize);
   // The trailer's CRC32C covers the record up to it; computed here, on bytes
   // the shard just touched, rather than after the fact (docs/spool.md).
   uint32_t crc = crc32c_extend(0, job->header.data(), job->header.size());
@@ -274,23 +277,27 @@ void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
     Connection& c = *job->conn;
     c.job = nullptr;
     delete job;
-    if (ok) {
-      c.session.resume(Verdict::accept(), now_);
-    } else {
-      c.session.resume(
-          Verdict::reject(451, "4.3.0", "Error: local error writing the message, try again later"),
-          now_);
-    }
-    if (c.stage == Connection::Stage::closing) {
-      // The client is gone; the message is on disk all the same.
-      c.session.consume_output(c.session.output().size());
-      c.send_queued.clear();
-      if (!c.send_busy) begin_close(c);
-      continue;
-    }
-    feed_pending(c);
-    flush(c);
+    message_written(c, ok);
   }
+}
+
+void Shard::message_written(Connection& c, bool ok) {
+  if (ok) {
+    c.session.resume(Verdict::accept(), now_);
+  } else {
+    c.session.resume(
+        Verdict::reject(451, "4.3.0", "Error: local error writing the message, try again later"),
+        now_);
+  }
+  if (c.stage == Connection::Stage::closing) {
+    // The client is gone; the message is on disk all the same.
+    c.session.consume_output(c.session.output().size());
+    c.send_queued.clear();
+    if (!c.send_busy) begin_close(c);
+    return;
+  }
+  feed_pending(c);
+  flush(c);
 }
 
 }  // namespace ringmx

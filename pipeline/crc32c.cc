@@ -106,6 +106,40 @@ bool crc32c_hardware_available() {
 #endif
 }
 
+namespace {
+
+// Polynomials modulo P in the reflected bit order the CRC uses: bit 31 is x^0.
+constexpr uint32_t kXPow0 = 0x80000000u;
+
+// a(x) * b(x) mod P.
+uint32_t mul_mod_p(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t m = kXPow0; m != 0; m >>= 1) {
+    if ((a & m) != 0) product ^= b;
+    b = (b & 1) != 0 ? (b >> 1) ^ kPoly : b >> 1;  // b *= x
+  }
+  return product;
+}
+
+// x^(8 * n) mod P: n zero octets appended shift a CRC by this factor.
+uint32_t x_pow_8n_mod_p(uint64_t n) {
+  uint32_t square = kXPow0 >> 8;  // x^8: below x^32, a power of x is one bit
+  uint32_t result = kXPow0;
+  for (; n != 0; n >>= 1) {
+    if ((n & 1) != 0) result = mul_mod_p(result, square);
+    square = mul_mod_p(square, square);
+  }
+  return result;
+}
+
+}  // namespace
+
+// The pre- and post-conditioning (0xFFFFFFFF in, 0xFFFFFFFF out) cancel:
+// crc(A || B) = crc(A) * x^(8 |B|) + crc(B) over GF(2).
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+  return mul_mod_p(crc_a, x_pow_8n_mod_p(len_b)) ^ crc_b;
+}
+
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t n) {
   static const ExtendFn kImpl = pick();
   return kImpl(crc, data, n);

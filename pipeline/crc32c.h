@@ -23,6 +23,12 @@ inline uint32_t crc32c(std::string_view data) {
   return crc32c_extend(0, data.data(), data.size());
 }
 
+// The CRC32C of A followed by B, from crc32c(A), crc32c(B) and B's length:
+// a record whose first bytes are only known at its end (a body streamed to
+// disk ahead of its envelope's size field) is summed without reading back.
+// O(log len_b) multiplications in GF(2)[x] modulo the polynomial.
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+
 // The two implementations, exposed for the tests and the benchmark.
 uint32_t crc32c_extend_table(uint32_t crc, const void* data, size_t n);
 // Only when crc32c_hardware_available(); falls back to the table elsewhere.

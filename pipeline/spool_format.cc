@@ -440,6 +440,23 @@ std::string line_error(size_t line_no, std::string_view what) {
 
 }  // namespace
 
+std::string spool_size_digits(uint64_t size) {
+  std::string digits(kSpoolSizeDigits, '0');
+  for (size_t i = kSpoolSizeDigits; size != 0 && i > 0; size /= 10) {
+    digits[--i] = static_cast<char>('0' + size % 10);
+  }
+  return digits;
+}
+
+size_t append_spool_envelope_unsized(std::string& out, const Message& msg,
+                                     const SpoolClient& client) {
+  append_spool_envelope(out, msg, client, 0);
+  // The block ends "message-size: 0\n\n": widen the value to its fixed width.
+  const size_t at = out.size() - 3;
+  out.replace(at, 1, spool_size_digits(0));
+  return at;
+}
+
 void append_spool_envelope(std::string& out, const Message& msg, const SpoolClient& client,
                            uint64_t message_size) {
   const Envelope& env = msg.envelope;

@@ -43,6 +43,18 @@ inline constexpr size_t kSpoolTrailerSize = 16;
 using SpoolTrailer = std::array<char, kSpoolTrailerSize>;
 SpoolTrailer spool_trailer(uint32_t crc);
 
+// A record streamed to disk before its size is known (a body spilled as it
+// arrives) is written with message-size as this many zero digits, which are
+// overwritten in place once the size is known: the reader takes the leading
+// zeros as any number.
+inline constexpr size_t kSpoolSizeDigits = 20;
+// As append_spool_envelope, with message-size written as kSpoolSizeDigits
+// zeros. Returns the offset in `out` of those digits.
+size_t append_spool_envelope_unsized(std::string& out, const Message& msg,
+                                     const SpoolClient& client);
+// `size` as kSpoolSizeDigits decimal digits, zero-padded.
+std::string spool_size_digits(uint64_t size);
+
 // A parsed spool file: views into the file's bytes.
 struct SpoolEntry {
   uint32_t version = 0;

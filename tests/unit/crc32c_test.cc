@@ -84,5 +84,23 @@ TEST(Crc32c, HardwareMatchesTableOnRandomLengthsAndAlignments) {
   }
 }
 
+// Combining the CRCs of two parts gives the CRC of the whole, for every
+// split point and lengths from empty to past a few blocks.
+TEST(Crc32c, CombineEqualsTheWhole) {
+  std::mt19937 rng(7);
+  std::string data(70000, '\0');
+  for (char& ch : data) ch = static_cast<char>(rng());
+  for (size_t len : {size_t{0}, size_t{1}, size_t{9}, size_t{100}, size_t{4096}, size_t{70000}}) {
+    const std::string_view whole(data.data(), len);
+    for (size_t cut : {size_t{0}, len / 3, len / 2, len}) {
+      const uint32_t a = crc32c(whole.substr(0, cut));
+      const uint32_t b = crc32c(whole.substr(cut));
+      EXPECT_EQ(crc32c_combine(a, b, len - cut), crc32c(whole)) << len << " cut at " << cut;
+    }
+  }
+  // The check value in two pieces.
+  EXPECT_EQ(crc32c_combine(crc32c("1234"), crc32c("56789"), 5), 0xE3069283u);
+}
+
 }  // namespace
 }  // namespace ringmx

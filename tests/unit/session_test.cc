@@ -60,8 +60,10 @@ struct Recorder : SessionHandler {
   Verdict on_data(Session&, const Envelope&) override {
     return pend_data ? Verdict::pending() : Verdict::accept();
   }
+  std::vector<bool> spilled_flags;
   Verdict on_message(Session&, Message& m) override {
-    bodies.emplace_back(m.body.view());
+    spilled_flags.push_back(m.spilled);
+    bodies.emplace_back(m.spilled ? std::string_view(spilled) : m.body.view());
     received.push_back(m.received);
     envelopes.push_back(m.envelope);
     return pend_message ? Verdict::pending() : Verdict::accept();
@@ -71,10 +73,21 @@ struct Recorder : SessionHandler {
   // Body memory: every size reported, and a budget (0: none).
   std::vector<uint64_t> body_sizes;
   uint64_t body_budget = 0;
-  bool on_body_bytes(Session&, uint64_t bytes) override {
+  BodyRoom over_budget = BodyRoom::refuse;
+  BodyRoom on_body_bytes(Session&, uint64_t bytes) override {
     body_sizes.push_back(bytes);
-    return body_budget == 0 || bytes <= body_budget;
+    return body_budget == 0 || bytes <= body_budget ? BodyRoom::keep : over_budget;
   }
+  // Spilling: what the handler was handed.
+  std::string spill_received;
+  std::string spilled;
+  int spill_starts = 0, spill_ends = 0;
+  void on_spill_start(Session&, Message& m) override {
+    ++spill_starts;
+    spill_received = m.received;
+  }
+  void on_body_spill(Session&, std::string_view piece) override { spilled.append(piece); }
+  void on_spill_end(Session&) override { ++spill_ends; }
 };
 
 struct Harness {
@@ -783,6 +796,62 @@ TEST(SessionBodyMemory, RefusedBdatBodyIsDroppedWith452) {
       << out;
   EXPECT_TRUE(h.rec.bodies.empty());
   EXPECT_EQ(h.rec.body_sizes.back(), 0u);
+}
+
+// Over the budget the handler takes the body piece by piece instead: every
+// octet reaches it in order, nothing more is held, the message is accepted.
+TEST(SessionBodyMemory, SpilledDataBodyReachesTheHandlerWhole) {
+  Harness h;
+  h.rec.body_budget = 3000;
+  h.rec.over_budget = BodyRoom::spill;
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  std::string body = "Received: from earlier\r\nSubject: big\r\n\r\n";
+  for (int i = 0; i < 40; ++i) body += std::string(98, static_cast<char>('a' + i % 26)) + "\r\n";
+  body += "..starts with a dot\r\n";
+  std::string wire = body;
+  wire.replace(wire.find("..starts"), 1, "..");  // dot-stuffed on the wire
+  for (size_t off = 0; off < wire.size(); off += 333) h.send(wire.substr(off, 333));
+  EXPECT_EQ(h.rec.spill_starts, 1);
+  EXPECT_NE(h.rec.spill_received.find("Received: from c"), std::string::npos);
+  const std::string out = h.send(".\r\n");
+  EXPECT_EQ(codes(out), std::vector<std::string>{"250"}) << out;
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_TRUE(h.rec.spilled_flags[0]);
+  EXPECT_EQ(h.rec.bodies[0], body);
+  EXPECT_EQ(h.rec.spill_ends, 1);  // the transaction is over
+  for (uint64_t b : h.rec.body_sizes) EXPECT_LE(b, 3000u + 333u);
+  EXPECT_EQ(h.rec.body_sizes.back(), 0u);
+}
+
+TEST(SessionBodyMemory, SpilledBdatBodyReachesTheHandlerWhole) {
+  Harness h;
+  h.rec.body_budget = 10;
+  h.rec.over_budget = BodyRoom::spill;
+  const std::string out = h.send(
+      "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nBDAT 8\r\n12345678BDAT 8\r\n"
+      "abcdefghBDAT 3 LAST\r\nxyz");
+  EXPECT_EQ(codes(out), (std::vector<std::string>{"220", "250", "250", "250", "250", "250", "250"}))
+      << out;
+  ASSERT_EQ(h.rec.bodies.size(), 1u);
+  EXPECT_TRUE(h.rec.spilled_flags[0]);
+  EXPECT_EQ(h.rec.bodies[0], "12345678abcdefghxyz");
+}
+
+// A spilled message that ends badly is thrown away: the handler hears of it.
+TEST(SessionBodyMemory, OversizeSpilledBodyEndsTheSpill) {
+  SessionConfig cfg;
+  cfg.limits.max_message_size = 4096;
+  Harness h(cfg);
+  h.rec.body_budget = 1000;
+  h.rec.over_budget = BodyRoom::spill;
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  const std::string line(998, 'x');
+  for (int i = 0; i < 8; ++i) h.send(line + "\r\n");
+  EXPECT_LE(h.rec.spilled.size(), 4096u);
+  EXPECT_EQ(codes(h.send(".\r\n")), std::vector<std::string>{"552"});
+  EXPECT_EQ(h.rec.spill_starts, 1);
+  EXPECT_EQ(h.rec.spill_ends, 1);
+  EXPECT_TRUE(h.rec.bodies.empty());
 }
 
 // Every shard a server can run mints its own ids: with the shard in 5 bits,
