@@ -58,6 +58,9 @@ void Shard::spill_append(Connection& c, std::string_view piece) {
   sp.tail_len += piece.size();
   sp.message_size += piece.size();
   if (sp.error != 0) return;  // the reply will be 451; the rest is not kept
+  // One allocation a chunk (pieces are at most a TLS record), not a doubling
+  // series that ends at twice the chunk.
+  if (sp.pending.empty()) sp.pending.reserve(kSpillChunk + 16 * 1024);
   sp.pending.append(piece);
   account_spill(c);
   spill_write(c);
@@ -192,7 +195,9 @@ void Shard::on_spill_cqe(Connection& c, unsigned op, int res) {
         sp.lead.shrink_to_fit();
         sp.held.release();
       }
-      sp.inflight.clear();
+      // Freed, not kept: a slow sender's spill holds only what waits for the
+      // next write, not a chunk-sized buffer it may not need for a while.
+      std::string().swap(sp.inflight);
       account_spill(c);
       break;
     }
