@@ -160,6 +160,7 @@ class Shard {
   void spill_seal(Connection& c);
   void spill_done(Connection& c, bool ok);
   void spill_remove(Connection& c);
+  void drop_spill(Connection& c);
   void on_spill_unlinked(Spill* sp);
   uint64_t next_session_id();
 

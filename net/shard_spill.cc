@@ -251,8 +251,7 @@ void Shard::spill_done(Connection& c, bool ok) {
                                   std::memory_order_relaxed);
     shared_.spool_messages.fetch_add(1, std::memory_order_relaxed);
     ::close(sp.fd);
-    c.spill.reset();
-    account_spill(c);
+    drop_spill(c);
   } else {
     metrics_.spool_write_errors.inc();
     LogLine l(LogLevel::error, "spool_write_failed", unix_ms_);
@@ -263,8 +262,7 @@ void Shard::spill_done(Connection& c, bool ok) {
       // Renamed, but the directory sync failed: the name may not last. The
       // client hears 451 and sends it again (a duplicate, never a loss).
       ::close(sp.fd);
-      c.spill.reset();
-      account_spill(c);
+      drop_spill(c);
     } else {
       spill_remove(c);
     }
@@ -283,8 +281,16 @@ void Shard::spill_discard(Connection& c) {
 
 // Closes and unlinks an unfinished spill file; the record lives on (for the
 // path) until the ring has unlinked it.
+// Forgets a finished spill (its fd closed), and what its buffers counted.
+void Shard::drop_spill(Connection& c) {
+  body_memory_ -= c.spill->accounted;
+  metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
+  c.spill.reset();
+}
+
 void Shard::spill_remove(Connection& c) {
   body_memory_ -= c.spill->accounted;
+  c.spill->accounted = 0;
   metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
   std::unique_ptr<Spill> sp = std::move(c.spill);
   if (sp->fd >= 0) ::close(sp->fd);
