@@ -315,6 +315,85 @@ def random_message(rng, tag, label, min_size, max_size):
     return head + b"".join(lines)
 
 
+class AckedLoad:
+    """Client threads that send random messages (random_message) until
+    stopped or their bounds, and record each acknowledged one as (queue id,
+    sha256 of the message, length, tag): what a crash test then looks for in
+    the spool. MAIL, RCPT and DATA go pipelined or one by one, at random.
+    run(t) is one thread; `errors` lists protocol surprises (a killed server
+    is not one)."""
+
+    def __init__(self, port, label, seed, max_messages, max_seconds, sizes, per_connection):
+        import threading
+        self.port, self.label, self.seed = port, label, seed
+        self.max_messages, self.max_seconds = max_messages, max_seconds
+        self.sizes, self.per_connection = sizes, per_connection
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.acked = []
+        self.sent = 0   # messages whose final dot went out
+        self.errors = []
+
+    def note(self, what):
+        if not self.stop.is_set():
+            with self.lock:
+                self.errors.append(what)
+
+    def run(self, t):
+        import hashlib
+        import re
+        queued = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-V]{17})$")
+        rng = random.Random("%d-%s-%d" % (self.seed, self.label, t))
+        deadline = time.monotonic() + self.max_seconds
+        n = 0
+        while not self.stop.is_set() and n < self.max_messages and time.monotonic() < deadline:
+            try:
+                c = Client(self.port, timeout=10)
+            except OSError:
+                time.sleep(0.02)
+                continue
+            try:
+                if c.reply()[0] != 220 or c.cmd("EHLO t%d.%s.test" % (t, self.label))[0] != 250:
+                    self.note("greeting or EHLO refused")
+                    continue
+                for _ in range(rng.randint(*self.per_connection)):
+                    if self.stop.is_set() or n >= self.max_messages:
+                        break
+                    tag = "%s-t%d-n%d-%08x" % (self.label, t, n, rng.getrandbits(32))
+                    msg = random_message(rng, tag, self.label, *self.sizes)
+                    n += 1
+                    if rng.random() < 0.5:   # MAIL, RCPT and DATA in one write
+                        c.send("MAIL FROM:<load@example.net>\r\nRCPT TO:<sink@example.org>\r\n"
+                               "DATA\r\n")
+                        codes = c.replies(3)
+                    else:
+                        codes = [c.cmd("MAIL FROM:<load@example.net>")[0],
+                                 c.cmd("RCPT TO:<sink@example.org>")[0], c.cmd("DATA")[0]]
+                    if codes != [250, 250, 354]:
+                        self.note("envelope replies %s" % codes)
+                        break
+                    c.send(dot_stuff(msg) + b".\r\n")
+                    with self.lock:
+                        self.sent += 1
+                    code, lines = c.reply()
+                    m = queued.match(lines[-1])
+                    if code != 250 or not m:
+                        self.note("end of data: %s" % lines[-1])
+                        break
+                    with self.lock:
+                        self.acked.append((m.group(1), hashlib.sha256(msg).hexdigest(),
+                                           len(msg), tag))
+                c.send(b"QUIT\r\n")
+                c.reply()
+            except (OSError, ConnectionError, ValueError):
+                pass   # the server was killed under us
+            finally:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+
 def queue_id(reply_text):
     return reply_text.rsplit(" ", 1)[-1]
 

@@ -34,8 +34,8 @@ import threading
 import time
 import unittest
 
-from harness import (Client, Server, dot_stuff, main, parse_record, parse_spool_records,
-                     queue_id, random_message, transaction)
+from harness import (AckedLoad, Client, Server, main, parse_record, parse_spool_records,
+                     queue_id, transaction)
 
 ROUNDS = 5
 THREADS = 16
@@ -44,106 +44,6 @@ MAX_ROUND_SECONDS = 8.0               # time bound of each load loop
 KILL_AFTER = (0.2, 2.5)               # seconds of load before SIGKILL, uniform
 QUICK_KILL = (0.2, 0.5)               # one round (not the last) dies this soon: a crash
                                       # loop, with the restart in the same wall-clock second
-
-QID_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-V]{17})$")
-
-
-class Conn(Client):
-    """harness.Client whose reply() gives (code, last line), as this test reads it."""
-
-    def reply(self):
-        code, lines = Client.reply(self)
-        return code, lines[-1]
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def make_message(rng, tag):
-    return random_message(rng, tag, "durability", 2 * 1024, 20 * 1024)
-
-
-class Load:
-    """One round of load against one server instance."""
-
-    def __init__(self, port, round_no, seed):
-        self.port = port
-        self.round_no = round_no
-        self.seed = seed
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.acked = []          # (qid, sha256 hex, length, tag)
-        self.sent = 0            # messages whose final dot went out
-        self.errors = []         # protocol surprises (not connection loss)
-
-    def run_thread(self, t):
-        rng = random.Random("%d-%d-%d" % (self.seed, self.round_no, t))
-        deadline = time.monotonic() + MAX_ROUND_SECONDS
-        n = 0
-        while not self.stop.is_set() and n < MAX_MESSAGES_PER_THREAD_ROUND \
-                and time.monotonic() < deadline:
-            try:
-                c = Conn(self.port)
-            except OSError:
-                time.sleep(0.02)
-                continue
-            try:
-                code, text = c.reply()
-                if code != 220:
-                    self.note("greeting %d %s" % (code, text))
-                    continue
-                c.send(b"EHLO t%d.durability.test\r\n" % t)
-                if c.reply()[0] != 250:
-                    continue
-                for _ in range(rng.randint(1, 4)):
-                    if self.stop.is_set() or n >= MAX_MESSAGES_PER_THREAD_ROUND:
-                        break
-                    tag = "r%d-t%d-n%d-%d" % (self.round_no, t, n, rng.getrandbits(32))
-                    msg = make_message(rng, tag)
-                    n += 1
-                    env = b"MAIL FROM:<load@example.net>\r\nRCPT TO:<sink@example.org>\r\nDATA\r\n"
-                    if rng.random() < 0.5:
-                        c.send(env)   # pipelined: MAIL, RCPT and DATA in one write
-                        codes = [c.reply()[0] for _ in range(3)]
-                    else:
-                        codes = []
-                        for line in env.split(b"\r\n")[:3]:
-                            c.send(line + b"\r\n")
-                            codes.append(c.reply()[0])
-                    if codes != [250, 250, 354]:
-                        self.note("envelope replies %s" % codes)
-                        break
-                    c.send(dot_stuff(msg) + b".\r\n")
-                    with self.lock:
-                        self.sent += 1
-                    code, text = c.reply()
-                    if code == 250:
-                        m = QID_RE.match(text)
-                        if not m:
-                            self.note("250 without a queue id: %r" % text)
-                            continue
-                        with self.lock:
-                            self.acked.append((m.group(1), hashlib.sha256(msg).hexdigest(),
-                                               len(msg), tag))
-                    else:
-                        self.note("end of data %d %s" % (code, text))
-                        break
-                c.send(b"QUIT\r\n")
-                c.reply()
-            except (OSError, ConnectionError, ValueError):
-                pass   # the server was killed under us, or is gone
-            finally:
-                c.close()
-
-    def note(self, what):
-        # Only count as an error while the server is still supposed to be alive.
-        if not self.stop.is_set():
-            with self.lock:
-                self.errors.append(what)
-
 
 class Durability(unittest.TestCase):
     def test_kill9_loses_no_acknowledged_message(self):
@@ -166,8 +66,10 @@ class Durability(unittest.TestCase):
                     # run and the restart after it share one second of time.
                     time.sleep(1.02 - time.time() % 1)
                 srv.start()
-                load = Load(port, round_no, seed)
-                threads = [threading.Thread(target=load.run_thread, args=(t,), daemon=True)
+                load = AckedLoad(port, "durability-r%d" % round_no, seed,
+                                 MAX_MESSAGES_PER_THREAD_ROUND, MAX_ROUND_SECONDS,
+                                 (2 * 1024, 20 * 1024), (1, 4))
+                threads = [threading.Thread(target=load.run, args=(t,), daemon=True)
                            for t in range(THREADS)]
                 for th in threads:
                     th.start()

@@ -33,7 +33,7 @@ import unittest
 
 import dropfs
 from dropfs import DropFs, sync_dir
-from harness import Client, Server, dot_stuff, free_port, main, random_message
+from harness import AckedLoad, Server, free_port, main
 
 THREADS = 8
 MAX_MESSAGES_PER_THREAD_CYCLE = 3000  # count bound of each load loop
@@ -43,80 +43,6 @@ MAX_CLI_READS = 3000                  # messages read one `ringmx-spool message`
 
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
                     "ringmx-spool")
-QID_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-V]{17})$")
-
-
-def make_message(rng, tag):
-    return random_message(rng, tag, "powercut", 1024, 12 * 1024)
-
-
-class Load:
-    """Client threads against one ringmx until stopped (or their bounds)."""
-
-    def __init__(self, port, label, seed):
-        self.port, self.label, self.seed = port, label, seed
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.acked = []     # (queue id, sha256 of the message, length, tag)
-        self.sent = 0
-        self.errors = []
-
-    def note(self, what):
-        if not self.stop.is_set():
-            with self.lock:
-                self.errors.append(what)
-
-    def run(self, t):
-        rng = random.Random("%d-%s-%d" % (self.seed, self.label, t))
-        deadline = time.monotonic() + MAX_CYCLE_SECONDS
-        n = 0
-        while not self.stop.is_set() and n < MAX_MESSAGES_PER_THREAD_CYCLE \
-                and time.monotonic() < deadline:
-            try:
-                c = Client(self.port, timeout=10)
-            except OSError:
-                time.sleep(0.02)
-                continue
-            try:
-                if c.reply()[0] != 220 or c.cmd("EHLO t%d.powercut.test" % t)[0] != 250:
-                    self.note("greeting or EHLO refused")
-                    continue
-                for _ in range(rng.randint(1, 5)):
-                    if self.stop.is_set() or n >= MAX_MESSAGES_PER_THREAD_CYCLE:
-                        break
-                    tag = "%s-t%d-n%d-%08x" % (self.label, t, n, rng.getrandbits(32))
-                    msg = make_message(rng, tag)
-                    n += 1
-                    if rng.random() < 0.5:   # MAIL, RCPT and DATA in one write
-                        c.send("MAIL FROM:<load@example.net>\r\nRCPT TO:<sink@example.org>\r\n"
-                               "DATA\r\n")
-                        codes = c.replies(3)
-                    else:
-                        codes = [c.cmd("MAIL FROM:<load@example.net>")[0],
-                                 c.cmd("RCPT TO:<sink@example.org>")[0], c.cmd("DATA")[0]]
-                    if codes != [250, 250, 354]:
-                        self.note("envelope replies %s" % codes)
-                        break
-                    c.send(dot_stuff(msg) + b".\r\n")
-                    with self.lock:
-                        self.sent += 1
-                    code, lines = c.reply()
-                    m = QID_RE.match(lines[-1])
-                    if code != 250 or not m:
-                        self.note("end of data: %s" % lines[-1])
-                        break
-                    with self.lock:
-                        self.acked.append((m.group(1), hashlib.sha256(msg).hexdigest(),
-                                           len(msg), tag))
-                c.send(b"QUIT\r\n")
-                c.reply()
-            except (OSError, ConnectionError, ValueError):
-                pass   # killed under us
-            finally:
-                try:
-                    c.close()
-                except OSError:
-                    pass
 
 
 def load_tool():
@@ -271,7 +197,9 @@ class PowerCut(unittest.TestCase):
                 srv = Server(shards=2, spool=spool, port=port, extra_toml=extra_toml)
                 servers.append(srv)
                 srv.start()
-                load = Load(port, "%s-c%d" % (name, cycle), self.seed)
+                load = AckedLoad(port, "%s-c%d" % (name, cycle), self.seed,
+                                 MAX_MESSAGES_PER_THREAD_CYCLE, MAX_CYCLE_SECONDS, (1024, 12 * 1024),
+                                 (1, 5))
                 threads = [threading.Thread(target=load.run, args=(t,), daemon=True)
                            for t in range(THREADS)]
                 for th in threads:
