@@ -60,7 +60,7 @@ void Shard::spill_append(Connection& c, std::string_view piece) {
   if (sp.error != 0) return;  // the reply will be 451; the rest is not kept
   // One allocation a chunk (pieces are at most a TLS record), not a doubling
   // series that ends at twice the chunk.
-  if (sp.pending.empty()) sp.pending.reserve(kSpillChunk + 16 * 1024);
+  if (sp.pending.empty()) sp.pending.reserve(kSpillChunk + size_t{16} * 1024);
   sp.pending.append(piece);
   account_spill(c);
   spill_write(c);

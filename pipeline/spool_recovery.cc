@@ -286,19 +286,22 @@ std::vector<std::string> list_names(DIR* listing, int dir_fd, const std::string&
   return names;
 }
 
+// A file none of which can be trusted goes to corrupt/ whole, and says so.
+void set_aside(SpoolDir& d, const std::string& name, const std::string& why,
+               RecoveryReport& report) {
+  ++report.bad;
+  std::string where;
+  const std::string moved = move_to_corrupt(d, name, where);
+  report.problems.push_back(
+      cat({name, ": ", why, " (", moved.empty() ? "moved to " + where : moved, ")"}));
+}
+
 void recover_file(SpoolDir& d, const std::string& name, RecoveryReport& report) {
   FileScan scan;
   size_t file_size = 0;
   {
     Mapping file;
-    if (!file.map(d.fd, name, scan.error)) {
-      ++report.bad;
-      std::string where;
-      const std::string moved = move_to_corrupt(d, name, where);
-      report.problems.push_back(
-          cat({name, ": ", scan.error, " (", moved.empty() ? "moved to " + where : moved, ")"}));
-      return;
-    }
+    if (!file.map(d.fd, name, scan.error)) return set_aside(d, name, scan.error, report);
     file_size = file.size();
     scan = scan_records(file.view());
   }
@@ -317,12 +320,7 @@ void recover_file(SpoolDir& d, const std::string& name, RecoveryReport& report) 
   // file can be trusted (its first append was acknowledged only after its
   // sync, so damage there is not a torn append). Set aside whole.
   if (scan.good == 0 && scan.defect != SpoolDefect::truncated) {
-    ++report.bad;
-    std::string where;
-    const std::string moved = move_to_corrupt(d, name, where);
-    report.problems.push_back(
-        cat({name, ": ", scan.error, " (", moved.empty() ? "moved to " + where : moved, ")"}));
-    return;
+    return set_aside(d, name, scan.error, report);
   }
 
   // Cut back to the last good record. An unfinished append (a clean prefix
