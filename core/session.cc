@@ -167,6 +167,15 @@ void Session::error_reply(uint16_t code, std::string_view enhanced, std::string_
 void Session::close_with(uint16_t code, std::string_view enhanced, std::string_view text) {
   reply(code, enhanced, text);
   phase_ = Phase::closed;
+  // A transaction still open is over (a verdict on its way keeps it: the
+  // handler may still be working on the message).
+  if (pending_ == Pending::none) reset_transaction();
+}
+
+void Session::end_of_input() {
+  if (pending_ != Pending::none) return;
+  reset_transaction();
+  phase_ = Phase::closed;
 }
 
 // ---- lifecycle --------------------------------------------------------------
@@ -564,8 +573,13 @@ void Session::cmd_data(const Command& c) {
 
 void Session::finish_data(const Verdict& v) {
   if (v.kind != Verdict::Kind::accept) {
+    // The refusal is the transaction's final reply.
+    const size_t before = out_.size();
+    reply_verdict(v, 554, "5.7.1", "Error: message refused");
+    handler_.on_transaction_end(*this, msg_.envelope, reply_code_at(before), 0);
+    in_txn_ = false;
     reset_transaction();
-    return reply_verdict(v, 554, "5.7.1", "Error: message refused");
+    return;
   }
   const uint64_t max = config().limits.max_message_size;
   decoder_.reset(config().bare_line, max);
@@ -651,11 +665,8 @@ void Session::finish_message(const Verdict& v) {
     reply_verdict(v, 451, "4.3.0", "Error: message not accepted, try again later");
   }
   // The code actually sent (a bad verdict may have been replaced).
-  uint16_t code = 0;
-  for (size_t i = before; i < before + 3 && i < out_.size(); ++i) {
-    code = static_cast<uint16_t>(code * 10 + (out_[i] - '0'));
-  }
-  handler_.on_transaction_end(*this, msg_.envelope, code, msg_.size);
+  handler_.on_transaction_end(*this, msg_.envelope, reply_code_at(before), msg_.size);
+  in_txn_ = false;
   reset_transaction();
   close_if_draining();
 }
@@ -664,6 +675,7 @@ void Session::message_reply(uint16_t code, std::string_view enhanced, std::strin
                             uint64_t size) {
   reply(code, enhanced, text);
   handler_.on_transaction_end(*this, msg_.envelope, code, size);
+  in_txn_ = false;
   reset_transaction();
   close_if_draining();
 }
@@ -849,7 +861,16 @@ void Session::spill_piece(std::string_view piece) {
   handler_.on_body_spill(*this, piece);
 }
 
+uint16_t Session::reply_code_at(size_t pos) const {
+  uint16_t code = 0;
+  for (size_t i = pos; i < pos + 3 && i < out_.size(); ++i) {
+    code = static_cast<uint16_t>(code * 10 + (out_[i] - '0'));
+  }
+  return code;
+}
+
 void Session::reset_transaction() {
+  if (in_txn_) handler_.on_transaction_abort(*this, msg_.envelope);
   in_txn_ = false;
   txn_used_bdat_ = false;
   Envelope& env = msg_.envelope;

@@ -107,6 +107,10 @@ class SessionHandler {
   // ending, handler). `size` is the body size in octets as received.
   virtual void on_transaction_end(Session&, const Envelope&, uint16_t /*code*/, uint64_t /*size*/) {
   }
+  // A transaction (MAIL accepted) ended without a final reply to a message:
+  // RSET, HELO/EHLO or STARTTLS in the middle of it, QUIT, a 421, or the
+  // client leaving (end_of_input()).
+  virtual void on_transaction_abort(Session&, const Envelope&) {}
   // The body of the message being received now holds `bytes` octets in
   // memory (0 once it is released); called as it grows and when it is freed.
   // Answering spill or refuse (see BodyRoom) ends the holding: the session
@@ -171,6 +175,13 @@ class Session {
   // True once the session is over: send the output, then close.
   bool closed() const { return phase_ == Phase::closed; }
 
+  // The client will send nothing more (it closed its side, or the
+  // connection is gone). Call it once the session has taken all the input
+  // it was given and is not waiting: a transaction in progress is abandoned
+  // (on_transaction_abort) and the session closes without a reply. The
+  // replies already in output() are still owed to the client.
+  void end_of_input();
+
   // After STARTTLS: the handshake finished; the session starts over (RFC 3207 4.2).
   void tls_started(std::string tls_version, std::string tls_cipher, Now now);
   // Implicit TLS: the handshake finished before start(); nothing to forget.
@@ -224,7 +235,10 @@ class Session {
   // A client error: counted; at the limit the answer is 421 4.7.0 and close.
   void error_reply(uint16_t code, std::string_view enhanced, std::string_view text);
   void close_with(uint16_t code, std::string_view enhanced, std::string_view text);
+  // Forgets the transaction; one still in progress is reported abandoned.
   void reset_transaction();
+  // The code of the reply that starts at out_[pos].
+  uint16_t reply_code_at(size_t pos) const;
   void close_if_draining();
   // Final reply to a message, then the transaction is over.
   void message_reply(uint16_t code, std::string_view enhanced, std::string_view text,

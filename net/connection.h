@@ -125,7 +125,8 @@ struct alignas(16) Connection final : SessionHandler {
   bool recv_paused = false;
   bool send_busy = false;
   bool shut = false;
-  uint32_t ops = 0;  // operations in flight that point at this object
+  bool input_done = false;  // the client closed its sending side (FIN or close_notify)
+  uint32_t ops = 0;         // operations in flight that point at this object
   std::string send_inflight;
   size_t send_off = 0;
   std::string send_queued;
@@ -209,6 +210,10 @@ struct alignas(16) Connection final : SessionHandler {
           .kv("code", uint64_t{code});
       shard.log(l);
     }
+  }
+
+  void on_transaction_abort(Session&, const Envelope&) override {
+    shard.metrics().transactions[static_cast<size_t>(TxnResult::aborted)].inc();
   }
 
   void on_transaction_end(Session& s, const Envelope& env, uint16_t code, uint64_t size) override {

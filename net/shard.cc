@@ -525,7 +525,7 @@ void Shard::start_session(Connection& c) {
 // ---- receive ----------------------------------------------------------------------
 
 void Shard::arm_recv(Connection& c) {
-  if (c.recv_armed || c.shut) return;
+  if (c.recv_armed || c.shut || c.input_done) return;
   c.recv_armed = true;
   ++c.ops;
   ring_.prep(1, [this, &c](io_uring_sqe** s) {
@@ -568,7 +568,11 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
                    res == 0 ? "client closed during the handshake" : std::strerror(-res));
         return;
       }
-      client_gone(c, res == 0);
+      if (res == 0) {
+        input_ended(c);
+      } else {
+        client_gone(c, false);
+      }
       return;
     }
     // -ENOBUFS (buffer ring empty) or the end of a multishot run: re-arm,
@@ -578,9 +582,31 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
   }
 }
 
-// The client closed (or the socket failed). A message being written is
-// finished first (finish_batch closes): accepted mail is never dropped.
-// Replies already on their way (221 after a pipelined QUIT) still go out.
+// The client closed its sending side (FIN, or TLS close_notify): it will
+// say nothing more, but it is owed the replies to everything it said. What
+// was read is finished (a message on its way to disk included), every reply
+// goes out, then the server closes (flush() ends the session once nothing is
+// left to do).
+void Shard::input_ended(Connection& c) {
+  if (c.input_done) {  // the FIN after a close_notify
+    maybe_free(c);
+    return;
+  }
+  c.input_done = true;
+  if (c.stage == Connection::Stage::greeting_delay) {
+    begin_close(c);  // never greeted: nothing is owed
+    return;
+  }
+  if (c.stage == Connection::Stage::closing) {
+    if (!c.send_busy && !c.writing_message()) begin_close(c);
+    return;
+  }
+  flush(c);
+}
+
+// The socket failed (reset, error). A message being written is finished
+// first (finish_batch closes): accepted mail is never dropped. Replies
+// already on their way still go out when the failure allows (clean_eof).
 void Shard::client_gone(Connection& c, bool clean_eof) {
   c.stage = Connection::Stage::closing;
   wheel_.cancel(c.timer);
@@ -656,6 +682,11 @@ void Shard::flush(Connection& c) {
   if (!out.empty()) {
     queue_output(c, out);
     c.session.consume_output(out.size());
+  }
+  if (c.stage == Connection::Stage::open && c.input_done && !c.session.closed() &&
+      !c.session.waiting() && c.pending_in.empty() && !c.writing_message()) {
+    // The client closed its side and everything it sent is answered.
+    c.session.end_of_input();
   }
   if (c.stage == Connection::Stage::open && c.session.closed()) {
     c.stage = Connection::Stage::closing;
@@ -840,6 +871,7 @@ void Shard::maybe_free(Connection& c) {
     return;
   }
   if (c.recv_armed || c.send_busy) return;
+  c.session.end_of_input();      // a transaction in progress is abandoned
   if (c.spill) spill_remove(c);  // a body the client abandoned half-way
   if (log_enabled(LogLevel::info)) {
     LogLine l(LogLevel::info, "disconnect", unix_ms_);

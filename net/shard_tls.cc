@@ -86,13 +86,14 @@ void Shard::on_tls_input(Connection& c, std::string_view data) {
           .kv("reason", r.reason);
       log(l);
     }
-    if (r.status == ReadResult::Status::closed && !c.shut) {
-      // Answer the client's close_notify with ours (RFC 8446 6.1) before the FIN.
-      c.tls->close();
-      queue_ciphertext(c);
-      start_send(c);
+    if (c.shut) return;
+    if (r.status == ReadResult::Status::closed) {
+      // The client's close_notify (or its FIN): it still gets every reply
+      // it is owed, then our close_notify (flush()) and FIN.
+      input_ended(c);
+    } else {
+      client_gone(c, true);
     }
-    if (!c.shut) client_gone(c, true);
   }
 }
 

@@ -750,6 +750,76 @@ TEST(Session, TransactionEndReportsEveryFinalReply) {
                         {250, 4}, {552, 62}, {550, 5}, {250, 3}, {552, 60}}));
 }
 
+// Every transaction ends exactly once: with a final reply to its message
+// (on_transaction_end, a refusal at DATA included) or abandoned
+// (on_transaction_abort: RSET, EHLO, QUIT, too many errors, end of input).
+TEST(Session, AbandonedTransactionsAreReportedOnce) {
+  struct Outcomes : Recorder {
+    int ends = 0, aborts = 0;
+    bool refuse_data = false;
+    Verdict on_data(Session&, const Envelope&) override {
+      return refuse_data ? Verdict::reject(452, "4.3.1", "no room") : Verdict::accept();
+    }
+    void on_transaction_end(Session&, const Envelope&, uint16_t, uint64_t) override { ++ends; }
+    void on_transaction_abort(Session&, const Envelope& env) override {
+      ++aborts;
+      EXPECT_FALSE(env.queue_id.empty());  // the envelope is still there to log
+    }
+  };
+  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  const std::string start = "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n";
+  struct Case {
+    std::string input;
+    int ends, aborts;
+    bool end_input = false, refuse_data = false;
+  };
+  const std::vector<Case> cases = {
+      {start + "RSET\r\n", 0, 1},
+      {start + "EHLO again\r\n", 0, 1},
+      {start + "QUIT\r\n", 0, 1},
+      {start + "DATA\r\nx\r\n.\r\nRSET\r\n", 1, 0},
+      {start + "DATA\r\n", 1, 0, false, true},  // 452 at DATA ends it
+      {start + "DATA\r\nhalf a bo", 0, 1, true},
+      {start, 0, 1, true},
+      {"RSET\r\nMAIL FROM:<a@b.c>\r\nRSET\r\nRSET\r\n", 0, 1},
+      {"MAIL FROM:<a@b.c>\r\n" + std::string(30, 'X') + "\r\n", 0, 1, true},
+  };
+  for (const Case& c : cases) {
+    Outcomes o;
+    o.refuse_data = c.refuse_data;
+    Session s(settings, o, Harness::default_info(), {});
+    s.start({});
+    const std::string in = "EHLO c\r\n" + c.input;
+    EXPECT_EQ(s.feed(in, {}), in.size());
+    if (c.end_input) {
+      EXPECT_FALSE(s.closed());
+      s.end_of_input();
+      EXPECT_TRUE(s.closed());
+    }
+    s.end_of_input();  // again, as the connection's teardown does: nothing more
+    EXPECT_EQ(o.ends, c.ends) << c.input;
+    EXPECT_EQ(o.aborts, c.aborts) << c.input;
+  }
+}
+
+// Input ends while a message's verdict is on its way: nothing is abandoned,
+// the reply is still made, and the session closes only when told again.
+TEST(Session, EndOfInputWaitsForAPendingVerdict) {
+  Harness h;
+  h.take();
+  h.rec.pend_message = true;
+  const std::string in = "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\nx\r\n.\r\n";
+  EXPECT_EQ(h.session.feed(in, h.now), in.size());
+  h.take();
+  h.session.end_of_input();
+  EXPECT_FALSE(h.session.closed());
+  h.session.resume(Verdict::accept(), h.now);
+  EXPECT_EQ(codes(h.take()), std::vector<std::string>{"250"});
+  h.session.end_of_input();
+  EXPECT_TRUE(h.session.closed());
+  EXPECT_EQ(h.take(), "");  // no reply of its own
+}
+
 }  // namespace
 // Past the size limit an oversize message is no longer held: its body is
 // freed at once, not kept until the 552 at the end.
