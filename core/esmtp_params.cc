@@ -16,9 +16,11 @@
 //      501 5.5.4;
 //   3. a SIZE above a non-zero max_size: 552 5.3.4, only when nothing else is
 //      wrong, so a malformed command is never answered with a size refusal.
-// Stricter than bare xtext, per RFC 3461 4.2 and 4.4 (the decoded ENVID and
-// ORCPT must be printable US-ASCII): a "+XX" in ENVID or in a non-utf-8 ORCPT
-// must encode 0x20..0x7E, so no encoded CR, LF or NUL reaches a relay or a DSN.
+// Stricter than bare xtext, per RFC 3461 4.4 (the decoded ENVID must be
+// printable US-ASCII): a "+XX" in ENVID must encode 0x20..0x7E. ORCPT is
+// judged by what its address decodes to (UTF-8 without controls, see
+// decode_orcpt_into), as deployed MTAs send it: so no encoded CR, LF or NUL
+// reaches a relay or a DSN either way.
 #include "core/esmtp_params.h"
 
 #include <cstddef>
@@ -313,7 +315,104 @@ bool parse_notify(std::string_view v, uint8_t& out) {
   return true;
 }
 
-// ORCPT=addr-type;address (RFC 3461 4.2, RFC 6533 3).
+constexpr bool is_hex(unsigned char c) {
+  return is_upper_hex(c) || (c >= 'a' && c <= 'f');
+}
+constexpr uint32_t any_hex_value(unsigned char c) {
+  return c >= 'a' ? static_cast<uint32_t>(c - 'a' + 10) : hex_value(c);
+}
+
+// Appends the UTF-8 form of a scalar value; false when it does not fit.
+bool put_utf8(uint32_t cp, char* buf, size_t cap, size_t& n) {
+  char tmp[4];
+  size_t len = 0;
+  if (cp < 0x80) {
+    tmp[len++] = static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    tmp[len++] = static_cast<char>(0xC0 | (cp >> 6));
+    tmp[len++] = static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    tmp[len++] = static_cast<char>(0xE0 | (cp >> 12));
+    tmp[len++] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    tmp[len++] = static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    tmp[len++] = static_cast<char>(0xF0 | (cp >> 18));
+    tmp[len++] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    tmp[len++] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    tmp[len++] = static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  if (cap - n < len) return false;
+  for (size_t k = 0; k < len; ++k) buf[n++] = tmp[k];
+  return true;
+}
+
+// What an address in ORCPT may decode to, whatever its encoding: UTF-8 (or
+// plain ASCII) without a control character. CR, LF and NUL never reach a
+// relay or a DSN.
+bool is_carriable_address(std::string_view s) {
+  if (s.empty()) return false;
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = octet(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7F) return false;
+      ++i;
+      continue;
+    }
+    uint32_t cp = 0;
+    const size_t n = decode_utf8(s, i, cp);
+    if (n == 0 || is_control(cp)) return false;
+    i += n;
+  }
+  return true;
+}
+
+// Decodes an ORCPT address into buf[0..cap): RFC 6533 utf-8-addr-xtext or
+// -unitext for the utf-8 type, xtext for every other type. Deployed MTAs are
+// met where they are: Postfix sends a non-ASCII address as rfc822 xtext of
+// its UTF-8 octets ("+C3+BC"), some senders use lower-case hex, and with
+// SMTPUTF8 (`raw_utf8`) the address may come as raw UTF-8 in either type.
+// Returns the decoded length, or cap + 1 when the value is malformed.
+size_t decode_orcpt_into(std::string_view type, std::string_view addr, bool raw_utf8, char* buf,
+                         size_t cap) {
+  const size_t bad = cap + 1;
+  if (addr.empty()) return bad;
+  const bool utf8_type = iequals(type, "UTF-8");
+  if (utf8_type && !is_valid_utf8_addr(addr, raw_utf8)) return bad;
+  size_t n = 0;
+  size_t i = 0;
+  while (i < addr.size()) {
+    const unsigned char c = octet(addr[i]);
+    if (c >= 0x80) {
+      if (!raw_utf8) return bad;
+      if (n == cap) return bad;
+      buf[n++] = addr[i++];  // checked as UTF-8 below
+    } else if (utf8_type && c == '\\') {
+      // \x{HEX}: is_valid_utf8_addr checked its shape and value.
+      size_t j = i + 3;
+      uint32_t cp = 0;
+      while (addr[j] != '}') cp = cp * 16 + hex_value(octet(addr[j++]));
+      if (!put_utf8(cp, buf, cap, n)) return bad;
+      i = j + 1;
+    } else if (!utf8_type && c == '+') {
+      if (addr.size() - i < 3) return bad;
+      const unsigned char hi = octet(addr[i + 1]);
+      const unsigned char lo = octet(addr[i + 2]);
+      if (!is_hex(hi) || !is_hex(lo) || n == cap) return bad;
+      buf[n++] = static_cast<char>(any_hex_value(hi) * 16 + any_hex_value(lo));
+      i += 3;
+    } else {
+      if (c < 33 || c > 126 || c == '=') return bad;
+      if (n == cap) return bad;
+      buf[n++] = addr[i++];
+    }
+  }
+  return is_carriable_address(std::string_view(buf, n)) ? n : bad;
+}
+
+// ORCPT=addr-type;address (RFC 3461 4.2, RFC 6533 3). The value is kept as
+// received, to be passed on; it is accepted when its address decodes to
+// something a relay and a DSN can carry.
 bool parse_orcpt(std::string_view v, bool smtputf8, RcptParams& out) {
   if (v.size() > kMaxOrcpt) return false;
   const size_t semi = v.find(';');
@@ -323,14 +422,27 @@ bool parse_orcpt(std::string_view v, bool smtputf8, RcptParams& out) {
   for (char ch : type) {
     if (!is_alnum(octet(ch)) && ch != '-') return false;
   }
-  if (addr.empty()) return false;
-  const bool ok = iequals(type, "UTF-8") ? is_valid_utf8_addr(addr, smtputf8)
-                                         : check_xtext(addr, /*printable=*/true);
-  if (!ok) return false;
+  char decoded[kMaxOrcpt];
+  if (decode_orcpt_into(type, addr, smtputf8, decoded, sizeof decoded) > sizeof decoded) {
+    return false;
+  }
   out.orcpt_type.assign(type.data(), type.size());
   out.orcpt.assign(addr.data(), addr.size());
   return true;
 }
+
+}  // namespace
+
+bool decode_orcpt(std::string_view type, std::string_view value, bool smtputf8, std::string& out) {
+  char decoded[kMaxOrcpt];
+  if (value.size() > kMaxOrcpt) return false;
+  const size_t n = decode_orcpt_into(type, value, smtputf8, decoded, sizeof decoded);
+  if (n > sizeof decoded) return false;
+  out.assign(decoded, n);
+  return true;
+}
+
+namespace {
 
 ParamError malformed(Keyword k) {
   return ParamError{501, "5.5.4", kKeywords[static_cast<size_t>(k)].malformed};

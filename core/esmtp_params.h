@@ -52,6 +52,13 @@ ParamError parse_mail_params(std::string_view params, const Extensions& ext, uin
                              MailParams& out);
 ParamError parse_rcpt_params(std::string_view params, const Extensions& ext, RcptParams& out);
 
+// The address an ORCPT value names, decoded to UTF-8: xtext ("+XX", the
+// form Postfix sends a non-ASCII address in, "rfc822;+C3+BCser@...") for any
+// address type but utf-8, RFC 6533 ("\x{FC}") for utf-8, raw UTF-8 in either
+// when the transaction has SMTPUTF8. False when malformed, or when the
+// address holds a control character or is not UTF-8.
+bool decode_orcpt(std::string_view type, std::string_view value, bool smtputf8, std::string& out);
+
 // RFC 3461 4: xtext = *( xchar / hexchar ), xchar is 33..126 but '+' and '=',
 // hexchar is '+' followed by two upper-case hex digits.
 bool is_valid_xtext(std::string_view s);

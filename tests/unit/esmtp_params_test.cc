@@ -383,8 +383,68 @@ const RcptCase kRcptCases[] = {
      .params = " ORCPT=rfc822;a+0Db@example.com",
      .code = 501,
      .enhanced = "5.5.4"},
+    // Raw UTF-8 in an rfc822 ORCPT: RFC 6531 lets esmtp-values carry UTF-8,
+    // and senders pass such a value on as they got it.
     {.name = "orcpt_rfc822_eight_bit",
      .params = " ORCPT=rfc822;\xc3\xa9@example.com",
+     .want_type = "rfc822",
+     .want_orcpt = "\xc3\xa9@example.com"},
+    {.name = "orcpt_rfc822_eight_bit_smtputf8_disabled",
+     .params = " ORCPT=rfc822;\xc3\xa9@example.com",
+     .code = 501,
+     .enhanced = "5.5.4",
+     .ext = without(&Extensions::smtputf8)},
+    {.name = "orcpt_rfc822_eight_bit_invalid_utf8",
+     .params = " ORCPT=rfc822;\xe9@example.com",
+     .code = 501,
+     .enhanced = "5.5.4"},
+    // What Postfix sends for a non-ASCII recipient: xtext of its UTF-8
+    // octets, in the rfc822 type (and so without needing SMTPUTF8).
+    {.name = "orcpt_postfix_utf8_xtext",
+     .params = " NOTIFY=FAILURE ORCPT=rfc822;+C3+BCser@ex+C3+A4mple.org",
+     .want_notify = notify_failure,
+     .want_type = "rfc822",
+     .want_orcpt = "+C3+BCser@ex+C3+A4mple.org",
+     .ext = without(&Extensions::smtputf8)},
+    {.name = "orcpt_postfix_cjk_xtext",
+     .params = " ORCPT=rfc822;+E7+94+A8+E6+88+B7@+E4+BE+8B+E5+AD+90.+E6+B5+8B+E8+AF+95",
+     .want_type = "rfc822",
+     .want_orcpt = "+E7+94+A8+E6+88+B7@+E4+BE+8B+E5+AD+90.+E6+B5+8B+E8+AF+95"},
+    // Exim and Postfix both encode '+', '=' and octets outside 33..126.
+    {.name = "orcpt_exim_plus_and_equals",
+     .params = " ORCPT=rfc822;a+2Bb+3Dc@example.org",
+     .want_type = "rfc822",
+     .want_orcpt = "a+2Bb+3Dc@example.org"},
+    {.name = "orcpt_quoted_local_part_space",
+     .params = " ORCPT=rfc822;\"a+20b\"@example.org",
+     .want_type = "rfc822",
+     .want_orcpt = "\"a+20b\"@example.org"},
+    {.name = "orcpt_lower_case_hex",
+     .params = " ORCPT=rfc822;+c3+bcser@example.org",
+     .want_type = "rfc822",
+     .want_orcpt = "+c3+bcser@example.org"},
+    {.name = "orcpt_xtext_invalid_utf8",
+     .params = " ORCPT=rfc822;+C3+28@example.org",
+     .code = 501,
+     .enhanced = "5.5.4"},
+    {.name = "orcpt_xtext_latin1",
+     .params = " ORCPT=rfc822;+E9t+E9@example.org",
+     .code = 501,
+     .enhanced = "5.5.4"},
+    {.name = "orcpt_xtext_encoded_lf",
+     .params = " ORCPT=rfc822;a+0Ab@example.org",
+     .code = 501,
+     .enhanced = "5.5.4"},
+    {.name = "orcpt_xtext_encoded_nul",
+     .params = " ORCPT=rfc822;a+00b@example.org",
+     .code = 501,
+     .enhanced = "5.5.4"},
+    {.name = "orcpt_xtext_encoded_c1_control",
+     .params = " ORCPT=rfc822;a+C2+85b@example.org",
+     .code = 501,
+     .enhanced = "5.5.4"},
+    {.name = "orcpt_xtext_truncated_hexchar",
+     .params = " ORCPT=rfc822;ab+C",
      .code = 501,
      .enhanced = "5.5.4"},
     {.name = "orcpt_no_semicolon", .params = " ORCPT=rfc822", .code = 501, .enhanced = "5.5.4"},
@@ -632,4 +692,68 @@ TEST(EsmtpParams, OutputIsReset) {
 }
 
 }  // namespace
+
+// decode_orcpt: the address each deployed form names.
+TEST(EsmtpParams, DecodeOrcptForms) {
+  struct Case {
+    std::string_view type, value;
+    bool smtputf8;
+    const char* want;  // nullptr: refused
+  };
+  const Case cases[] = {
+      {"rfc822", "+C3+BCser@ex+C3+A4mple.org", false, "\xc3\xbcser@ex\xc3\xa4mple.org"},
+      {"RFC822", "user+2Btag@example.com", false, "user+tag@example.com"},
+      {"rfc822", "+c3+bc@x", false, "\xc3\xbc@x"},
+      {"rfc822", "\xc3\xbc@x", true, "\xc3\xbc@x"},
+      {"rfc822", "\xc3\xbc@x", false, nullptr},
+      {"utf-8", "\\x{FC}ser@x", false, "\xc3\xbcser@x"},
+      {"utf-8", "\\x{1F600}@x", false, "\xf0\x9f\x98\x80@x"},
+      {"utf-8", "\xc3\xbc\\x{7528}@x", true, "\xc3\xbc\xe7\x94\xa8@x"},
+      {"utf-8", "+C3+BC@x", false, nullptr},  // no xtext in the utf-8 type
+      {"rfc822", "a+0Db", false, nullptr},
+      {"rfc822", "a+7Fb", false, nullptr},
+      {"rfc822", "+F0+9F+98", false, nullptr},  // truncated sequence
+      {"rfc822", "+ED+A0+80", false, nullptr},  // a surrogate
+      {"rfc822", "", false, nullptr},
+  };
+  for (const Case& c : cases) {
+    std::string out = "junk";
+    const bool ok = decode_orcpt(c.type, c.value, c.smtputf8, out);
+    EXPECT_EQ(ok, c.want != nullptr) << c.type << ";" << c.value;
+    if (ok && c.want) {
+      EXPECT_EQ(out, c.want) << c.value;
+    }
+  }
+}
+
+// Whatever the value, an ORCPT that parses decodes to an address with no
+// control octet in it (so none can reach a relay's command or a DSN).
+TEST(EsmtpParams, AcceptedOrcptNeverDecodesToAControl) {
+  const std::string alphabet = "ab@.+0DAC3BC9F8E\\x{}\xc3\xbc\x85\x0d";
+  uint32_t seed = 12345;
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string value;
+    const int len = 1 + static_cast<int>((seed >> 8) % 12);
+    for (int k = 0; k < len; ++k) {
+      seed = seed * 1103515245u + 12345u;
+      value += alphabet[(seed >> 16) % alphabet.size()];
+    }
+    for (const char* type : {"rfc822", "utf-8"}) {
+      RcptParams out;
+      const std::string params = std::string(" ORCPT=") + type + ";" + value;
+      if (!parse_rcpt_params(params, all_on(), out).ok()) continue;
+      ++accepted;
+      std::string addr;
+      ASSERT_TRUE(decode_orcpt(out.orcpt_type, out.orcpt, true, addr)) << params;
+      for (char ch : addr) {
+        const auto c = static_cast<unsigned char>(ch);
+        ASSERT_TRUE(c >= 0x20 && c != 0x7F) << params;
+      }
+      ASSERT_EQ(addr.find("\xc2\x85"), std::string::npos) << params;
+    }
+  }
+  EXPECT_GT(accepted, 100);
+}
+
 }  // namespace ringmx
