@@ -9,7 +9,8 @@
 
 namespace ringmx {
 
-LogRing::LogRing(size_t capacity) : buf_(new char[capacity]), cap_(capacity) {}
+LogRing::LogRing(size_t capacity, Logger* owner)
+    : buf_(new char[capacity]), cap_(capacity), owner_(owner) {}
 
 bool LogRing::push(std::string_view line) {
   const uint64_t head = head_.load(std::memory_order_relaxed);
@@ -23,6 +24,7 @@ bool LogRing::push(std::string_view line) {
   std::memcpy(buf_.get() + at, line.data(), first);
   std::memcpy(buf_.get(), line.data() + first, line.size() - first);
   head_.store(head + line.size(), std::memory_order_release);
+  if (owner_) owner_->notify();
   return true;
 }
 
@@ -168,7 +170,7 @@ Logger::~Logger() {
 
 LogRing& Logger::make_ring() {
   std::lock_guard<std::mutex> g(mu_);
-  rings_.push_back(std::make_unique<LogRing>());
+  rings_.push_back(std::make_unique<LogRing>(size_t{1} << 20, this));
   return *rings_.back();
 }
 
@@ -184,32 +186,57 @@ void Logger::start() {
 void Logger::stop() {
   if (!thread_.joinable()) return;
   stop_.store(true, std::memory_order_release);
+  wake();
   thread_.join();
 }
 
+void Logger::wake() {
+  wake_seq_.fetch_add(1, std::memory_order_release);
+  wake_seq_.notify_one();
+}
+
+bool Logger::drain_all(uint64_t& reported_drops) {
+  std::string& batch = batch_;
+  batch.clear();
+  uint64_t drops = 0;
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& r : rings_) {
+    r->drain(batch);
+    drops += r->dropped();
+  }
+  if (drops > reported_drops) {
+    batch.append("level=warn event=log_lines_dropped count=");
+    batch.append(std::to_string(drops - reported_drops));
+    batch.push_back('\n');
+    reported_drops = drops;
+  }
+  write_all(fd_, batch);
+  return !batch.empty();
+}
+
+// Busy: drains every 20 ms, so lines are written in batches and producers
+// never make a system call. Idle: sleeps on a futex until a producer's
+// notify() (or stop()) wakes it, so a quiet server has no timer running here.
 void Logger::run() {
-  std::string batch;
   uint64_t reported_drops = 0;
   for (;;) {
     const bool stopping = stop_.load(std::memory_order_acquire);
-    batch.clear();
-    uint64_t drops = 0;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      for (auto& r : rings_) {
-        r->drain(batch);
-        drops += r->dropped();
-      }
-      if (drops > reported_drops) {
-        batch.append("level=warn event=log_lines_dropped count=");
-        batch.append(std::to_string(drops - reported_drops));
-        batch.push_back('\n');
-        reported_drops = drops;
-      }
-      write_all(fd_, batch);
-    }
+    const bool wrote = drain_all(reported_drops);
     if (stopping) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (wrote) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    const uint32_t seq = wake_seq_.load(std::memory_order_acquire);
+    sleeping_.store(true, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // A line pushed before the fence is seen here; one pushed after it sees
+    // sleeping_ and bumps wake_seq_, so the wait below returns at once.
+    if (!drain_all(reported_drops) && !stop_.load(std::memory_order_acquire)) {
+      wake_seq_.wait(seq, std::memory_order_acquire);
+      wakeups_.fetch_add(1, std::memory_order_relaxed);
+    }
+    sleeping_.store(false, std::memory_order_relaxed);
   }
 }
 

@@ -16,9 +16,12 @@
 
 namespace ringmx {
 
+class Logger;
+
 class LogRing {
  public:
-  explicit LogRing(size_t capacity = 1 << 20);
+  // `owner` (may be null) is woken when a line arrives while it sleeps.
+  explicit LogRing(size_t capacity = 1 << 20, Logger* owner = nullptr);
   // Producer side (one thread). Returns false (and counts) if it does not fit.
   bool push(std::string_view line);
   // Consumer side: appends what is available to `out`.
@@ -28,6 +31,7 @@ class LogRing {
  private:
   std::unique_ptr<char[]> buf_;
   size_t cap_;
+  Logger* owner_;
   alignas(64) std::atomic<uint64_t> head_{0};  // written by the producer
   alignas(64) std::atomic<uint64_t> tail_{0};  // written by the consumer
   std::atomic<uint64_t> dropped_{0};
@@ -70,14 +74,30 @@ class Logger {
   }
   void start();
   void stop();  // drains everything, then joins
+  // A producer pushed a line: wakes the logger thread if it sleeps. Costs a
+  // fence and a load while the logger is awake (it is, under load: it sleeps
+  // only when a drain found nothing).
+  void notify() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (sleeping_.load(std::memory_order_relaxed)) wake();
+  }
+  // Times the logger thread has woken up from sleeping (for tests).
+  uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
  private:
   void run();
+  void wake();
+  // Drains every ring to fd_ (with a note of lines dropped); true if it wrote.
+  bool drain_all(uint64_t& reported_drops);
   std::atomic<LogLevel> level_;
   int fd_;
   std::mutex mu_;  // guards rings_ (changed only at start-up) and write_now
   std::vector<std::unique_ptr<LogRing>> rings_;
+  std::string batch_;  // the logger thread's write buffer
   std::atomic<bool> stop_{false};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<uint32_t> wake_seq_{0};  // futex word the logger sleeps on
+  std::atomic<uint64_t> wakeups_{0};
   std::thread thread_;
 };
 

@@ -1,7 +1,10 @@
 // The shard event loop: multishot accept, multishot recv into a provided-
 // buffer ring, one send in flight per connection, a timer wheel for every
-// session deadline, and durable spool writes (write + fdatasync + rename +
-// one directory fsync per batch) through the same ring.
+// session deadline (the loop sleeps until the next one), and durable spool
+// writes through the same ring: batches appended to the shard's segment file
+// (writev + fdatasync, a directory fsync when a segment starts:
+// shard_spool.cc) and bodies past the memory budget streamed to files of
+// their own (shard_spill.cc).
 #include "net/shard.h"
 
 #include <arpa/inet.h>
@@ -40,6 +43,8 @@ constexpr size_t kFeedSlice = 4096;
 constexpr uint32_t kBufCount = 1024;
 constexpr uint32_t kBufSize = 4096;
 constexpr uint16_t kBufGroup = 0;
+// The longest a shard sleeps with nothing due (the disk check comes sooner).
+constexpr int64_t kMaxWaitMs = 60'000;
 
 std::string peer_ip(int fd, uint16_t& port) {
   sockaddr_storage ss{};
@@ -248,7 +253,7 @@ void Shard::run() {
     // Chains that found the queue full go first; if some still cannot go (the
     // kernel refused a submission), do not sleep on them.
     const size_t waiting = ring_.run_deferred();
-    const int64_t wait_ms = waiting ? 0 : wheel_.size() ? wheel_.tick_ms() : 500;
+    const int64_t wait_ms = waiting ? 0 : wait_budget_ms();
     __kernel_timespec ts{};
     ts.tv_sec = wait_ms / 1000;
     ts.tv_nsec = (wait_ms % 1000) * 1'000'000;
@@ -302,6 +307,16 @@ void Shard::run() {
       .kv("ring_queue_full", ring_.full_submits())
       .kv("ring_deferrals", ring_.deferrals());
   log(l);
+}
+
+// How long the loop may sleep: until the next deadline of any kind (a
+// session timer, the disk check, resuming accepts, the drain deadline), so a
+// shard with nothing to do does not wake at all in between.
+int64_t Shard::wait_budget_ms() const {
+  int64_t until = std::min(wheel_.next_wake_ms(), next_disk_check_ms_);
+  if (accept_resume_ms_) until = std::min(until, accept_resume_ms_);
+  if (draining_ && now_.mono_ms < drain_deadline_ms_) until = std::min(until, drain_deadline_ms_);
+  return std::clamp<int64_t>(until - now_.mono_ms, 0, kMaxWaitMs);
 }
 
 void Shard::handle_cqe(io_uring_cqe* cqe) {

@@ -141,6 +141,8 @@ class Shard {
   void tls_end(Connection& c);
   void queue_ciphertext(Connection& c);
   void start_session(Connection& c);
+  int64_t wait_budget_ms() const;
+  void release_slot(Connection& c);
   void input_ended(Connection& c);
   void client_gone(Connection& c, bool clean_eof);
   void queue_output(Connection& c, std::string_view plaintext);
