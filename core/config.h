@@ -67,6 +67,10 @@ struct ServerConfig {
   SessionConfig smtp;  // hostname, banner, limits, extensions, bare_line
   std::vector<ListenerConfig> listeners{{"default", "127.0.0.1:2525"}};
   std::string admin_listen = "127.0.0.1:9425";  // empty disables the admin endpoint
+  // Admin clients served at once (a new one takes the slot of the one that
+  // has been reading its request longest), and how long a request head may take.
+  uint32_t admin_max_connections = 64;
+  uint32_t admin_request_timeout_ms = 2000;
   SpoolConfig spool;
   TlsConfig tls;
   uint32_t shards = 0;  // 0: one per online CPU

@@ -52,6 +52,11 @@ constexpr ServerUint kServerUints[] = {
     {"ring_entries", &ServerConfig::ring_entries, 8, 32'768},
 };
 
+constexpr ServerUint kAdminUints[] = {
+    {"max_connections", &ServerConfig::admin_max_connections, 1, 100'000},
+    {"request_timeout_ms", &ServerConfig::admin_request_timeout_ms, 100, 60'000},
+};
+
 struct ExtensionFlag {
   std::string_view name;
   bool Extensions::*field;
@@ -486,9 +491,16 @@ class Loader {
         read_checked(
             v, key, [](std::string_view s) { return s.empty() ? std::string() : check_address(s); },
             cfg.admin_listen);
-      } else {
-        unknown(k, v, key);
+        continue;
       }
+      bool known = false;
+      for (const ServerUint& f : kAdminUints) {
+        if (f.name != k.str()) continue;
+        known = true;
+        uint64_t x = 0;
+        if (read_uint(v, key, f.min, f.max, x)) cfg.*f.field = static_cast<uint32_t>(x);
+      }
+      if (!known) unknown(k, v, key);
     }
   }
 
@@ -765,6 +777,9 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
   check("spool.max_bytes", in_range(cfg.spool.max_bytes, 0, kTomlIntMax));
   check("spool.min_free_bytes", in_range(cfg.spool.min_free_bytes, 0, kTomlIntMax));
   if (!cfg.admin_listen.empty()) check("admin.listen", check_address(cfg.admin_listen));
+  for (const ServerUint& f : kAdminUints) {
+    check("admin." + std::string(f.name), in_range(cfg.*f.field, f.min, f.max));
+  }
 
   if (cfg.listeners.empty()) check("listener", "at least one listener is required");
   if (cfg.listeners.size() > kMaxListenerCount)

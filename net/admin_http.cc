@@ -1,13 +1,16 @@
-// Admin HTTP server: a blocking poll() loop on its own thread over the listen
-// socket and an eventfd that stop() signals. Each client gets a 2 s deadline to
-// deliver at most 8 KiB of request head and another to take the response; then
-// the socket is half-closed and drained briefly so the reply is not lost to a
-// reset. Only the request line is interpreted.
+// Admin HTTP server: one epoll loop on its own thread over the listen
+// socket, an eventfd that stop() signals, and up to max_connections clients,
+// each a small state machine (read the head, write the reply, half-close and
+// drain briefly so the reply is not lost to a reset). No client can hold
+// another up: a slow one only holds its own slot, until its request deadline;
+// when every slot is taken, a new client takes the slot of the one that has
+// been reading its request longest. Only the request line is interpreted.
 #include "net/admin_http.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -16,6 +19,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
+#include <list>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -27,7 +32,7 @@ namespace ringmx {
 namespace {
 
 constexpr size_t kMaxRequest = 8192;
-constexpr int64_t kIoTimeoutMs = 2000;
+constexpr int64_t kWriteTimeoutMs = 5000;  // for the client to take more of the reply
 constexpr int64_t kLingerMs = 500;
 constexpr size_t kLingerMaxBytes = 65536;
 constexpr int64_t kBackoffMs = 100;  // after accept() runs out of resources
@@ -38,27 +43,6 @@ int64_t now_ms() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
-enum class Wait { ready, timeout, stopped, error };
-
-// Waits until `fd` has `events`, `deadline` (monotonic ms) passes, or the
-// wake fd fires.
-Wait wait_for(int fd, short events, int wake_fd, int64_t deadline) {
-  for (;;) {
-    int64_t left = deadline - now_ms();
-    if (left <= 0) return Wait::timeout;
-    pollfd fds[2] = {{fd, events, 0}, {wake_fd, POLLIN, 0}};
-    int n = poll(fds, 2, static_cast<int>(left));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Wait::error;
-    }
-    if (n == 0) return Wait::timeout;
-    if (fds[1].revents != 0) return Wait::stopped;
-    if ((fds[0].revents & events) != 0) return Wait::ready;
-    if ((fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) return Wait::error;
-  }
-}
-
 // The request head is complete once an empty line follows a line.
 bool head_complete(std::string_view buf) {
   for (size_t i = buf.find('\n'); i != std::string_view::npos; i = buf.find('\n', i + 1)) {
@@ -66,64 +50,6 @@ bool head_complete(std::string_view buf) {
     if (i + 2 < buf.size() && buf[i + 1] == '\r' && buf[i + 2] == '\n') return true;
   }
   return false;
-}
-
-enum class ReadResult { complete, too_large, gone };
-
-ReadResult read_request(int fd, int wake_fd, std::string& buf) {
-  const int64_t deadline = now_ms() + kIoTimeoutMs;
-  char chunk[2048];
-  for (;;) {
-    if (wait_for(fd, POLLIN, wake_fd, deadline) != Wait::ready) return ReadResult::gone;
-    size_t room = std::min(sizeof chunk, kMaxRequest - buf.size());
-    ssize_t n = recv(fd, chunk, room, 0);
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-      return ReadResult::gone;
-    }
-    if (n == 0) {
-      // Half-closed after the request line: serve what was asked.
-      return buf.find('\n') != std::string::npos ? ReadResult::complete : ReadResult::gone;
-    }
-    size_t scan_from = buf.size() < 2 ? 0 : buf.size() - 2;
-    buf.append(chunk, static_cast<size_t>(n));
-    if (head_complete(std::string_view(buf).substr(scan_from))) return ReadResult::complete;
-    if (buf.size() >= kMaxRequest) return ReadResult::too_large;
-  }
-}
-
-bool write_all(int fd, int wake_fd, std::string_view data) {
-  const int64_t deadline = now_ms() + kIoTimeoutMs;
-  while (!data.empty()) {
-    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n >= 0) {
-      data.remove_prefix(static_cast<size_t>(n));
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
-    if (wait_for(fd, POLLOUT, wake_fd, deadline) != Wait::ready) return false;
-  }
-  return true;
-}
-
-// Half-close, then discard what the client still sends (bounded), so closing
-// with unread input does not reset the connection before the reply is read.
-void linger_close(int fd, int wake_fd) {
-  shutdown(fd, SHUT_WR);
-  const int64_t deadline = now_ms() + kLingerMs;
-  char sink[4096];
-  size_t drained = 0;
-  while (drained < kLingerMaxBytes) {
-    if (wait_for(fd, POLLIN, wake_fd, deadline) != Wait::ready) return;
-    ssize_t n = recv(fd, sink, sizeof sink, 0);
-    if (n == 0) return;
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-      return;
-    }
-    drained += static_cast<size_t>(n);
-  }
 }
 
 struct Response {
@@ -230,7 +156,8 @@ std::string serialize(const Response& r, bool head_only) {
 
 }  // namespace
 
-AdminHttp::AdminHttp(const std::string& host, uint16_t port, Handlers h) : handlers_(std::move(h)) {
+AdminHttp::AdminHttp(const std::string& host, uint16_t port, Handlers h, Limits limits)
+    : handlers_(std::move(h)), limits_(limits) {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   std::string where;
@@ -268,7 +195,7 @@ AdminHttp::AdminHttp(const std::string& host, uint16_t port, Handlers h) : handl
     fail("set SO_REUSEADDR on");
   }
   if (bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), addr_len) != 0) fail("bind");
-  if (listen(listen_fd_, 16) != 0) fail("listen on");
+  if (listen(listen_fd_, 128) != 0) fail("listen on");
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof bound;
   if (getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0) {
@@ -299,48 +226,193 @@ void AdminHttp::stop() {
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
+// One admin client: its socket and where it is in the exchange.
+struct AdminHttp::Client {
+  enum class Stage : uint8_t { reading, writing, lingering };
+  int fd = -1;
+  Stage stage = Stage::reading;
+  std::string buf;  // the request head, then the reply
+  size_t sent = 0;
+  size_t drained = 0;
+  int64_t deadline = 0;
+};
+
+namespace {
+
+void watch(int ep, int fd, uint32_t events, void* tag, int op) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = tag;
+  epoll_ctl(ep, op, fd, &ev);
+}
+
+}  // namespace
+
 void AdminHttp::run() noexcept {
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return;
+  watch(ep, listen_fd_, EPOLLIN, &listen_fd_, EPOLL_CTL_ADD);
+  watch(ep, wake_fd_, EPOLLIN, &wake_fd_, EPOLL_CTL_ADD);
+  std::list<Client> clients;  // in accept order: the front has waited longest
+  int64_t accept_resume = 0;
+  auto drop = [&](std::list<Client>::iterator it) {
+    if (it->fd >= 0) close(it->fd);  // also takes it out of the epoll set
+    return clients.erase(it);
+  };
+  epoll_event events[64];
   for (;;) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (wait_for(wake_fd_, POLLIN, wake_fd_, now_ms() + kBackoffMs) != Wait::timeout) return;
-      continue;
+    int64_t now = now_ms();
+    int64_t next = accept_resume ? accept_resume : -1;
+    for (const Client& c : clients) {
+      if (next < 0 || c.deadline < next) next = c.deadline;
     }
-    if (fds[1].revents != 0) return;
-    if ((fds[0].revents & POLLIN) == 0) {
-      // POLLERR/POLLNVAL on the listener: back off rather than spin.
-      if (wait_for(wake_fd_, POLLIN, wake_fd_, now_ms() + kBackoffMs) != Wait::timeout) return;
-      continue;
-    }
-    int client = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (client < 0) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        if (wait_for(wake_fd_, POLLIN, wake_fd_, now_ms() + kBackoffMs) != Wait::timeout) return;
+    const int timeout = next < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, next - now));
+    const int n = epoll_wait(ep, events, 64, timeout);
+    if (n < 0 && errno != EINTR) break;
+    now = now_ms();
+    for (int i = 0; i < n; ++i) {
+      void* tag = events[i].data.ptr;
+      if (tag == &wake_fd_) {
+        for (auto it = clients.begin(); it != clients.end();) it = drop(it);
+        close(ep);
+        return;
       }
-      continue;
+      if (tag == &listen_fd_) {
+        accept_clients(ep, clients, now, accept_resume);
+        continue;
+      }
+      auto* c = static_cast<Client*>(tag);
+      if (c->fd < 0) continue;  // evicted by an accept in this batch
+      if (!step(ep, *c, now)) {
+        for (auto it = clients.begin(); it != clients.end(); ++it) {
+          if (&*it == c) {
+            drop(it);
+            break;
+          }
+        }
+      }
     }
-    try {
-      serve_client(client);
-    } catch (...) {
-      // Out of memory building a reply: drop this client, keep serving.
+    for (auto it = clients.begin(); it != clients.end();) {
+      it = it->deadline <= now ? drop(it) : std::next(it);
     }
-    close(client);
+    if (accept_resume && now >= accept_resume) {
+      accept_resume = 0;
+      watch(ep, listen_fd_, EPOLLIN, &listen_fd_, EPOLL_CTL_ADD);
+    }
+  }
+  for (auto it = clients.begin(); it != clients.end();) it = drop(it);
+  close(ep);
+}
+
+void AdminHttp::accept_clients(int ep, std::list<Client>& clients, int64_t now,
+                               int64_t& accept_resume) {
+  for (;;) {
+    const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors: stop watching the listener for a moment.
+        epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd_, nullptr);
+        accept_resume = now + kBackoffMs;
+      }
+      return;
+    }
+    const auto live =
+        std::count_if(clients.begin(), clients.end(), [](const Client& c) { return c.fd >= 0; });
+    if (static_cast<uint64_t>(live) >= limits_.max_connections) {
+      // Full: the client that has been reading its request longest gives
+      // way, so a prompt one (a health check, a scrape) is always served.
+      auto oldest = std::find_if(clients.begin(), clients.end(), [](const Client& c) {
+        return c.fd >= 0 && c.stage == Client::Stage::reading;
+      });
+      if (oldest == clients.end()) {
+        close(fd);  // every slot is sending a reply: those finish first
+        continue;
+      }
+      // Closed now; its record goes after this batch of events, which may
+      // still name it.
+      close(oldest->fd);
+      oldest->fd = -1;
+      oldest->deadline = 0;
+    }
+    Client& c = clients.emplace_back();
+    c.fd = fd;
+    c.deadline = now + limits_.request_timeout_ms;
+    c.buf.reserve(1024);
+    watch(ep, fd, EPOLLIN | EPOLLRDHUP, &c, EPOLL_CTL_ADD);
   }
 }
 
-void AdminHttp::serve_client(int fd) {
-  std::string request;
-  request.reserve(1024);
-  Response response;
-  bool head_only = false;
-  switch (read_request(fd, wake_fd_, request)) {
-    case ReadResult::gone: return;
-    case ReadResult::too_large: response = plain(431, "request header fields too large\n"); break;
-    case ReadResult::complete: response = route(request, handlers_, head_only); break;
+// Moves one client on as far as its socket allows; false when it is done.
+bool AdminHttp::step(int ep, Client& c, int64_t now) {
+  if (c.stage == Client::Stage::reading) {
+    char chunk[2048];
+    bool eof = false;
+    bool complete = false;
+    while (!complete && !eof && c.buf.size() < kMaxRequest) {
+      const size_t room = std::min(sizeof chunk, kMaxRequest - c.buf.size());
+      const ssize_t n = recv(c.fd, chunk, room, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return true;  // more later
+        return false;
+      }
+      if (n == 0) {
+        eof = true;
+        break;
+      }
+      const size_t scan_from = c.buf.size() < 2 ? 0 : c.buf.size() - 2;
+      c.buf.append(chunk, static_cast<size_t>(n));
+      complete = head_complete(std::string_view(c.buf).substr(scan_from));
+    }
+    Response response;
+    bool head_only = false;
+    if (complete) {
+      response = route(c.buf, handlers_, head_only);
+    } else if (eof) {
+      // Half-closed after the request line: serve what was asked.
+      if (c.buf.find('\n') == std::string::npos) return false;
+      response = route(c.buf, handlers_, head_only);
+    } else {
+      response = plain(431, "request header fields too large\n");
+    }
+    try {
+      c.buf = serialize(response, head_only);
+    } catch (...) {
+      return false;  // out of memory building the reply: drop this client
+    }
+    c.stage = Client::Stage::writing;
+    c.sent = 0;
+    c.deadline = now + kWriteTimeoutMs;
+    watch(ep, c.fd, EPOLLOUT, &c, EPOLL_CTL_MOD);
   }
-  if (write_all(fd, wake_fd_, serialize(response, head_only))) linger_close(fd, wake_fd_);
+  if (c.stage == Client::Stage::writing) {
+    while (c.sent < c.buf.size()) {
+      const ssize_t n = send(c.fd, c.buf.data() + c.sent, c.buf.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+        return false;
+      }
+      c.sent += static_cast<size_t>(n);
+      c.deadline = now + kWriteTimeoutMs;  // progress
+    }
+    // Half-close, then discard what the client still sends (bounded), so
+    // closing with unread input does not reset the connection before the
+    // reply is read.
+    std::string().swap(c.buf);
+    shutdown(c.fd, SHUT_WR);
+    c.stage = Client::Stage::lingering;
+    c.deadline = now + kLingerMs;
+    watch(ep, c.fd, EPOLLIN | EPOLLRDHUP, &c, EPOLL_CTL_MOD);
+  }
+  char sink[4096];
+  while (c.drained < kLingerMaxBytes) {
+    const ssize_t n = recv(c.fd, sink, sizeof sink, 0);
+    if (n == 0) return false;
+    if (n < 0) return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK;
+    c.drained += static_cast<size_t>(n);
+  }
+  return false;
 }
 
 }  // namespace ringmx

@@ -1,14 +1,18 @@
 // The admin HTTP endpoint (/metrics, /healthz, /readyz) on its own thread, off
-// the shard rings: scrapes are rare. One client at a time; every read and write
-// is bounded by a deadline and requests are capped at 8 KiB, so a slow or
-// hostile client delays a scrape by at most a few seconds and cannot wedge the
-// thread. The serving thread never throws and logs nothing.
+// the shard rings: a scrape never takes time from a shard. Clients are served
+// concurrently by one epoll loop, each with bounded state (an 8 KiB request
+// head, its reply) and a deadline for its request; at the connection limit a
+// new client takes the slot of the one that has been reading longest, so
+// slow or hostile clients cannot keep a health check or a scrape out. The
+// serving thread never throws and logs nothing.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <string>
 #include <thread>
+#include <utility>
 
 namespace ringmx {
 
@@ -23,9 +27,16 @@ class AdminHttp {
     std::function<bool()> ready;           // /readyz: 200 "ready\n" or 503 "not ready\n"
   };
 
+  struct Limits {
+    uint32_t max_connections = 64;      // clients served at once
+    int64_t request_timeout_ms = 2000;  // from accept to the end of the request head
+  };
+
   // Binds and listens (blocking, at start-up) on an IPv4 or IPv6 literal; throws
   // std::runtime_error naming the address on failure. Port 0 picks a free port.
-  AdminHttp(const std::string& host, uint16_t port, Handlers h);
+  AdminHttp(const std::string& host, uint16_t port, Handlers h, Limits limits);
+  AdminHttp(const std::string& host, uint16_t port, Handlers h)
+      : AdminHttp(host, port, std::move(h), Limits{}) {}
   ~AdminHttp();  // stops and joins the thread
   AdminHttp(const AdminHttp&) = delete;
   AdminHttp& operator=(const AdminHttp&) = delete;
@@ -35,10 +46,13 @@ class AdminHttp {
   uint16_t port() const { return port_; }  // the bound port
 
  private:
+  struct Client;
   void run() noexcept;
-  void serve_client(int fd);
+  void accept_clients(int ep, std::list<Client>& clients, int64_t now, int64_t& accept_resume);
+  bool step(int ep, Client& c, int64_t now);
 
   Handlers handlers_;
+  Limits limits_;
   int listen_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: readable once stop() was called
   uint16_t port_ = 0;

@@ -132,7 +132,10 @@ void Server::start() {
     h.metrics = [this] { return render_metrics(); };
     h.healthy = [this] { return !shard_failed(); };
     h.ready = [this] { return !draining_ && !shard_failed(); };
-    admin_ = std::make_unique<AdminHttp>(host, port, std::move(h));
+    AdminHttp::Limits limits;
+    limits.max_connections = sc.admin_max_connections;
+    limits.request_timeout_ms = sc.admin_request_timeout_ms;
+    admin_ = std::make_unique<AdminHttp>(host, port, std::move(h), limits);
   }
 
   for (uint32_t i = 0; i < nshards; ++i) {

@@ -70,7 +70,8 @@ std::string dump(const ServerConfig& c) {
   for (const TlsSniConfig& sni : t.sni) {
     o << "tls.sni=" << sni.name << " " << sni.cert_file << " " << sni.key_file << "\n";
   }
-  o << "admin_listen=" << c.admin_listen << "\nspool.dir=" << c.spool.dir
+  o << "admin_listen=" << c.admin_listen << "\nadmin_max_connections=" << c.admin_max_connections
+    << "\nadmin_request_timeout_ms=" << c.admin_request_timeout_ms << "\nspool.dir=" << c.spool.dir
     << "\nspool.max_bytes=" << c.spool.max_bytes
     << "\nspool.min_free_bytes=" << c.spool.min_free_bytes << "\nshards=" << c.shards
     << "\nlog_level=" << static_cast<int>(c.log_level) << "\nmax_connections=" << c.max_connections
@@ -118,6 +119,8 @@ ServerConfig everything_changed() {
   c.smtp.ext = Extensions{false, false, false, false, false, false, false, false};
   c.listeners = {{"base", "192.0.2.1:25"}, {"base2", "192.0.2.2:25"}};
   c.admin_listen = "";
+  c.admin_max_connections = 7;
+  c.admin_request_timeout_ms = 777;
   c.spool = SpoolConfig{"/base/spool", 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
@@ -226,6 +229,11 @@ const SetCase kSetCases[] = {
     {"admin_listen", "[admin]\nlisten = \"[::1]:9000\"",
      [](ServerConfig& c) { c.admin_listen = "[::1]:9000"; }},
     {"admin_disabled", "[admin]\nlisten = \"\"", [](ServerConfig& c) { c.admin_listen = ""; }},
+    {"admin_limits", "[admin]\nmax_connections = 1\nrequest_timeout_ms = 60000",
+     [](ServerConfig& c) {
+       c.admin_max_connections = 1;
+       c.admin_request_timeout_ms = 60000;
+     }},
     {"listener_replaces_base",
      "[[listener]]\nname = \"mx\"\naddress = \"0.0.0.0:25\"\n"
      "[[listener]]\naddress = \"[::]:587\"\n",
@@ -377,6 +385,10 @@ const ErrorCase kErrorCases[] = {
      "server.max_connections_per_ip", "must be between 1 and 1000000"},
     {"greeting_delay_too_long", "[server]\ngreeting_delay_ms = 60001", 2,
      "server.greeting_delay_ms", "must be between 0 and 60000"},
+    {"admin_no_connections", "[admin]\nmax_connections = 0", 2, "admin.max_connections",
+     "must be between 1 and 100000"},
+    {"admin_request_timeout_short", "[admin]\nrequest_timeout_ms = 99", 2,
+     "admin.request_timeout_ms", "must be between 100 and 60000"},
     {"spool_bytes_negative", "[spool]\nmax_bytes = -1", 2, "spool.max_bytes",
      "must not be negative"},
     {"bad_log_level", "[server]\nlog_level = \"verbose\"", 2, "server.log_level",
@@ -625,6 +637,8 @@ const ValidateCase kValidateCases[] = {
      "NUL"},
     {"admin_listen_bad", [](ServerConfig& c) { c.admin_listen = "127.0.0.1"; }, "admin.listen",
      "port 1-65535"},
+    {"admin_max_connections_zero", [](ServerConfig& c) { c.admin_max_connections = 0; },
+     "admin.max_connections", "between 1 and 100000"},
     {"no_listeners", [](ServerConfig& c) { c.listeners.clear(); }, "listener",
      "at least one listener"},
     {"seventeen_listeners",
