@@ -286,7 +286,12 @@ void Shard::run() {
         for (Connection* c = conns_; c; c = c->next)
           if (!c->writing_message()) begin_close(*c);
       }
-      if (live_ == 0 && !batch_ && ring_.deferred() == 0 && dead_spills_.empty()) {
+      // The cancelled accepts must have completed too: until then the ring
+      // holds the listening sockets open, and the kernel would still take
+      // connections nobody serves.
+      const bool accepting = std::any_of(listeners_.begin(), listeners_.end(),
+                                         [](const Listener& l) { return l.armed; });
+      if (live_ == 0 && !batch_ && ring_.deferred() == 0 && dead_spills_.empty() && !accepting) {
         stopping_ = true;
       }
     }

@@ -264,6 +264,36 @@ class Drain(unittest.TestCase):
         for ok, how in new_conn:
             self.assertTrue(ok, "a new connection after SIGTERM was not refused: " + how)
 
+    def test_listeners_refuse_at_once_on_every_shard(self):
+        # One session holds its transaction open through the drain; the other
+        # shard has nothing to do and finishes early. Every listening socket
+        # must be closed within moments of SIGTERM, so the kernel refuses new
+        # clients instead of completing their handshakes into a backlog nobody
+        # reads (a shard that stopped with its accept still in the ring left
+        # its socket listening).
+        srv = Server(extra_toml="drain_timeout_ms = 10000\n", shards=4).start()
+        try:
+            held = greet(srv.port)
+            self.assertEqual(held.cmd("MAIL FROM:<h@example.net>")[0], 250)
+            srv.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            results = []
+            for _ in range(20):
+                try:
+                    socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+                    results.append("connected")
+                except ConnectionRefusedError:
+                    results.append("refused")
+                except OSError as e:
+                    results.append(repr(e))
+            self.assertEqual(results, ["refused"] * 20)
+            self.assertIsNone(srv.proc.poll(), "exited with a transaction still open")
+            self.assertEqual(held.cmd("RSET")[0], 250)
+            self.assertEqual(held.reply()[0], 421)  # idle now: told at once
+            self.assertEqual(srv.stop(timeout=5), 0)
+        finally:
+            srv.__exit__()
+
     def test_session_idle_after_its_transaction_is_closed(self):
         # A transaction finished during the drain leaves the session idle: it
         # is told 421 4.3.2 at once, as idle sessions are, and not held until
