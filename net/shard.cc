@@ -711,6 +711,7 @@ void Shard::flush(Connection& c) {
   if (c.stage == Connection::Stage::open && c.session.closed()) {
     c.stage = Connection::Stage::closing;
     wheel_.cancel(c.timer);
+    release_slot(c);
     if (c.tls && c.tls->handshake_done()) {
       c.tls->close();  // close_notify after the last reply
       queue_ciphertext(c);
@@ -874,9 +875,23 @@ void Shard::on_timer(TimerNode& n) {
 
 // ---- close ---------------------------------------------------------------------------
 
+// The session is over (its last reply queued: the client may have it before
+// this shard sees the send complete, and reconnect to another shard; or the
+// client is gone): its place in the connection limits is free from now, not
+// from when the close completes, so a client reconnecting at once is not
+// refused. What the connection still holds until then is bounded by the
+// output limit and the send timeout.
+void Shard::release_slot(Connection& c) {
+  if (!c.counted) return;
+  c.counted = false;
+  shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+  shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
+}
+
 void Shard::begin_close(Connection& c) {
   c.stage = Connection::Stage::closing;
   wheel_.cancel(c.timer);
+  release_slot(c);
   if (!c.shut) {
     c.shut = true;
     // shutdown() ends the armed multishot recv and sends the FIN (a plain
@@ -903,10 +918,7 @@ void Shard::maybe_free(Connection& c) {
   ::close(c.fd);
   tls_end(c);
   hold_body(c, 0);  // a session that ended in the middle of a message
-  if (c.counted) {
-    shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-    shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
-  }
+  release_slot(c);
   if (c.prev) c.prev->next = c.next;
   if (c.next) c.next->prev = c.prev;
   if (conns_ == &c) conns_ = c.next;

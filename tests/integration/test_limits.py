@@ -2,6 +2,7 @@
 so each shows within a second or two."""
 
 import signal
+import threading
 import time
 import unittest
 
@@ -80,6 +81,49 @@ class Limits(unittest.TestCase):
         again = Client(self.srv.port)
         self.assertEqual(again.reply()[0], 220)
         again.cmd("QUIT")
+
+    def test_per_ip_slot_is_free_once_the_session_ends(self):
+        # As many clients as the per-IP limit, each reconnecting the moment it
+        # has its 221: the slot must be free by then (it was only freed once
+        # the server's close completed, so a quick reconnect met 421).
+        with Server(extra_toml="max_connections_per_ip = 8\n", shards=2) as srv:
+            codes = []
+            lock = threading.Lock()
+
+            def client():
+                deadline = time.monotonic() + 20
+                for _ in range(40):
+                    if time.monotonic() > deadline:
+                        return
+                    c = Client(srv.port)
+                    code, _ = c.reply()
+                    if code == 220:
+                        c.send(b"QUIT\r\n")
+                        c.reply()
+                    c.close()
+                    with lock:
+                        codes.append(code)
+
+            threads = [threading.Thread(target=client) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            self.assertEqual(len(codes), 8 * 40)
+            self.assertEqual(codes.count(421), 0, "421s among %d connections" % len(codes))
+            # The boundary itself still holds: 8 open, the 9th is refused.
+            held = [Client(srv.port) for _ in range(8)]
+            for c in held:
+                self.assertEqual(c.reply()[0], 220)
+            extra = Client(srv.port)
+            self.assertEqual(extra.reply()[0], 421)
+            # A session that ended (221) frees its slot even before the client closes.
+            self.assertEqual(held[0].cmd("QUIT")[0], 221)
+            again = Client(srv.port)
+            self.assertEqual(again.reply()[0], 220)
+            for c in held[1:] + [again]:
+                c.cmd("QUIT")
+            srv.stop()
 
     def test_total_limit(self):
         # Different source addresses, so the per-IP limit is not what bites.
