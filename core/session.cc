@@ -379,10 +379,19 @@ void Session::handle_line(std::string_view line, Now now) {
       if (no_args) return error_reply(501, "5.5.4", "Syntax: VRFY address");
       return reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
     case Verb::expn: return reply(502, "5.5.1", "Error: EXPN not supported");
-    case Verb::help:
-      return reply(214, "2.0.0",
-                   "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS\n"
-                   "See RFC 5321");
+    case Verb::help: {
+      // Only what this session can use: STARTTLS where it is offered, BDAT
+      // and VRFY when enabled.
+      const Extensions& ext = config().ext;
+      scratch_ = "Commands: EHLO HELO MAIL RCPT DATA";
+      if (ext.chunking) scratch_ += " BDAT";
+      scratch_ += " RSET NOOP QUIT";
+      if (ext.vrfy) scratch_ += " VRFY";
+      scratch_ += " HELP";
+      if (info_.tls_available && !info_.tls_active) scratch_ += " STARTTLS";
+      scratch_ += "\nSee RFC 5321";
+      return reply(214, "2.0.0", scratch_);
+    }
     case Verb::auth: return error_reply(502, "5.5.1", "Error: authentication not supported");
     case Verb::quit:
     case Verb::unknown: break;

@@ -275,6 +275,31 @@ TEST(Session, OutOfSequence) {
   EXPECT_EQ(h.send("DATA\r\n"), "554 5.5.1 Error: no valid recipients\r\n");
 }
 
+// HELP names only what the session can use: STARTTLS where TLS is offered
+// and not yet on, BDAT and VRFY when enabled.
+TEST(Session, HelpListsOnlyAvailableCommands) {
+  auto help_of = [](SessionConfig cfg, bool tls_available, bool tls_active) {
+    ConnInfo info = Harness::default_info();
+    info.tls_available = tls_available;
+    info.tls_active = tls_active;
+    Harness h(std::move(cfg), info);
+    h.take();
+    return h.send("HELP\r\n");
+  };
+  const std::string plain = help_of({}, false, false);
+  EXPECT_EQ(plain,
+            "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n"
+            "214 2.0.0 See RFC 5321\r\n");
+  EXPECT_NE(help_of({}, true, false).find(" HELP STARTTLS\r\n"), std::string::npos);
+  EXPECT_EQ(help_of({}, true, true).find("STARTTLS"), std::string::npos);
+  SessionConfig off;
+  off.ext.chunking = false;
+  off.ext.vrfy = false;
+  const std::string lean = help_of(off, false, false);
+  EXPECT_EQ(lean.find("BDAT"), std::string::npos);
+  EXPECT_EQ(lean.find("VRFY"), std::string::npos);
+}
+
 TEST(Session, SimpleCommands) {
   Harness h;
   h.take();
