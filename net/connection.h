@@ -257,7 +257,8 @@ inline bool Connection::writing_message() const {
 }
 
 // Every message that completed while the previous batch was being written:
-// one file, one write, one fdatasync, one rename, one directory fsync.
+// appended to the shard's segment file with one write and one fdatasync (and
+// a directory fsync when the batch starts a new segment).
 struct alignas(16) SpoolBatch {
   std::vector<SpoolJob*> jobs;
   std::vector<iovec> iov;

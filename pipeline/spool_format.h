@@ -98,8 +98,9 @@ bool parse_spool_file(std::string_view data, SpoolEntry& out, std::string& error
 // complete and, for version 2, match their checksum.
 bool parse_spool_records(std::string_view data, std::vector<SpoolEntry>& out, std::string& error);
 
-// Spool file names: "<queue-id>.msg" when complete; "<queue-id>.tmp" while
-// being written (removed at start-up if a crash left it).
+// Spool file names: "<queue-id>.msg" for a segment (named after its first
+// message) or a streamed body once sealed; "<queue-id>.tmp" for a streamed
+// body still being written (removed at start-up if a crash left it).
 std::string spool_final_name(std::string_view queue_id);
 std::string spool_temp_name(std::string_view queue_id);
 
