@@ -183,7 +183,7 @@ class TimerWheel {
   // Distance (in slots) from the slot of `tick` to the first occupied slot of
   // `level`, going round once; -1 if none.
   int64_t first_from(uint32_t level, int64_t tick) const {
-    const uint64_t* w = &bits_[level * words_];
+    const uint64_t* w = &bits_[size_t{level} * words_];
     const uint32_t start = static_cast<uint32_t>(tick % slots_);
     uint32_t i = start;
     uint32_t walked = 0;
