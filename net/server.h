@@ -14,10 +14,9 @@
 #include "net/admin_http.h"
 #include "net/log.h"
 #include "net/shard.h"
+#include "net/version.h"
 
 namespace ringmx {
-
-inline constexpr const char* kVersion = "0.1.0";
 
 class Server {
  public:

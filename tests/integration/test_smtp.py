@@ -3,6 +3,7 @@ in the spool; raw transcripts for pipelining, bad input and oversized lines;
 the server keeps serving after every abuse."""
 
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -178,7 +179,19 @@ class Smtp(unittest.TestCase):
         from harness import BINARY
         out = subprocess.run([BINARY, "--version"], capture_output=True, text=True)
         self.assertEqual(out.returncode, 0)
-        self.assertTrue(out.stdout.startswith("ringmx "))
+        # "ringmx X.Y.Z (git DESCRIBE)", DESCRIBE from `git describe --always --dirty` when
+        # the build ran in a git checkout: it must name a commit of this repository.
+        m = re.match(r"^ringmx (\d+\.\d+\.\d+)(?: \(git ([0-9a-f]{7,40}|.*-g[0-9a-f]{7,40})"
+                     r"(-dirty)?\))?\n$", out.stdout)
+        self.assertIsNotNone(m, out.stdout)
+        repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        if os.path.exists(os.path.join(repo, ".git")) and shutil.which("git"):
+            self.assertIsNotNone(m.group(2), "built in a git checkout, but no git describe: " +
+                                 out.stdout)
+            commit = m.group(2).rsplit("-g", 1)[-1]
+            known = subprocess.run(["git", "-C", repo, "cat-file", "-e", commit + "^{commit}"],
+                                   capture_output=True)
+            self.assertEqual(known.returncode, 0, "%s names no commit here" % commit)
         good = subprocess.run([BINARY, "--check-config", self.srv.config], capture_output=True,
                               text=True)
         self.assertEqual(good.returncode, 0, good.stderr)
