@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccache
   liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
-  libtomlplusplus-dev libspdlog-dev libfmt-dev libcli11-dev
+  libtomlplusplus-dev libfmt-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev libfuse3-dev)
 # Real peers of the integration tests: swaks (with Net::SSLeay for its TLS),
 # openssl s_client, Postfix and Dovecot LMTP (private instances each test
@@ -45,15 +45,24 @@ deps() {
   fi
 }
 
-configure() {  # configure DIR [cmake args...]
+configure() {  # configure DIR [cmake args...]: the project's own trees, warnings are errors
   local dir=$1
   shift
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "$@" >/dev/null
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DRINGMX_WERROR=ON "$@" \
+    >/dev/null
 }
 
 build_release() {
   configure build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo
   ninja -C build/release
+}
+
+# What a user or packager runs: plain CMake, the Release type (-O3), no
+# -Werror. It must build whatever the compiler warns about.
+build_packager() {
+  cmake -S . -B build/pkg -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+    -DRINGMX_WERROR=OFF >/dev/null
+  ninja -C build/pkg
 }
 
 run_ctest() {  # run_ctest DIR
@@ -86,6 +95,9 @@ case "$cmd" in
     configure build/asan -DCMAKE_BUILD_TYPE=Debug -DRINGMX_SANITIZE=ON -DRINGMX_BENCH=OFF
     ninja -C build/asan
     run_ctest build/asan
+    echo "== packager build (cmake -DCMAKE_BUILD_TYPE=Release): builds, unit tests pass"
+    build_packager
+    build/pkg/tests/ringmx_unit_tests --gtest_brief=1
     echo "== release build: unit and integration tests"
     build_release
     run_ctest build/release
