@@ -160,6 +160,8 @@ struct Totals {
   int64_t body_memory_bytes = 0;
   uint64_t body_memory_refusals = 0;
   uint64_t body_spills = 0;
+  uint64_t accept_pauses = 0;
+  int64_t spool_free_bytes = -1;  // the least any shard saw; -1 before a check
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
   std::array<std::array<std::array<uint64_t, kTlsResults>, kTlsVersions>, kMaxListeners>
@@ -191,6 +193,12 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.body_memory_bytes += m.body_memory_bytes.get();
   t.body_memory_refusals += m.body_memory_refusals.get();
   t.body_spills += m.body_spills.get();
+  t.accept_pauses += m.accept_pauses.get();
+  // Every shard's directory is in the one spool: the smallest figure is the freshest.
+  const int64_t free_bytes = m.spool_free_bytes.get();
+  if (free_bytes >= 0 && (t.spool_free_bytes < 0 || free_bytes < t.spool_free_bytes)) {
+    t.spool_free_bytes = free_bytes;
+  }
   for (size_t i = 0; i < t.fsync_buckets.size(); ++i) {
     t.fsync_buckets[i] += m.fsync_seconds.bucket(i);
   }
@@ -393,11 +401,18 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_counter(out, "ringmx_body_spills_total",
                  "Message bodies streamed to the spool as they arrived: past the body memory.",
                  t.body_spills);
+  append_counter(out, "ringmx_accept_pauses_total",
+                 "Times a shard stopped accepting for a moment: out of file descriptors or memory.",
+                 t.accept_pauses);
 
   append_histogram(out, "ringmx_spool_fsync_duration_seconds",
                    "Time to write and fsync one spool batch.", t.fsync_buckets, t.fsync_sum_ns);
 
   append_gauge(out, "ringmx_spool_bytes", "Bytes of messages in the spool.", view.spool_bytes);
+  append_gauge(out, "ringmx_spool_free_bytes",
+               "Free space (for an unprivileged writer) on the spool's file system; -1 before the "
+               "first check.",
+               t.spool_free_bytes);
   append_gauge(out, "ringmx_spool_messages", "Messages in the spool.", view.spool_messages);
   append_counter(out, "ringmx_spool_recovery_bad_records_total",
                  "Damaged spool records start-up recovery set aside in corrupt/.",
@@ -423,6 +438,24 @@ void render_prometheus(std::string& out, const MetricsView& view) {
 
   append_gauge(out, "ringmx_start_time_seconds", "Process start time, seconds since the epoch.",
                view.start_time_unix);
+  append_counter(out, "ringmx_log_lines_dropped_total",
+                 "Log lines lost because a shard's log ring was full.", view.log_lines_dropped);
+
+  // The standard process series (Prometheus client conventions).
+  const ProcessStats& p = view.process;
+  append_family(out, "process_cpu_seconds_total", "counter",
+                "Total user and system CPU time spent in seconds.");
+  out += "process_cpu_seconds_total ";
+  append_double(out, p.cpu_seconds);
+  out.push_back('\n');
+  append_gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.",
+               p.resident_bytes);
+  append_gauge(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
+               p.virtual_bytes);
+  append_gauge(out, "process_open_fds", "Number of open file descriptors.", p.open_fds);
+  append_gauge(out, "process_max_fds", "Maximum number of open file descriptors.", p.max_fds);
+  append_gauge(out, "process_start_time_seconds",
+               "Start time of the process since unix epoch in seconds.", view.start_time_unix);
 }
 
 }  // namespace ringmx

@@ -102,6 +102,8 @@ struct alignas(64) ShardMetrics {
   Gauge body_memory_bytes;       // message bodies held in memory by the shard's sessions
   Counter body_memory_refusals;  // bodies no longer stored: the shard's budget was full
   Counter body_spills;           // bodies streamed to disk as they came: past the budget
+  Counter accept_pauses;         // accepting stopped for a moment: out of descriptors or memory
+  Gauge spool_free_bytes;        // free space for the shard's spool directory (last check)
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished
@@ -118,6 +120,16 @@ struct CertificateMetric {
   bool expired = false;   // already when it was loaded
 };
 
+// The process as the standard process_* series describe it (read from /proc
+// by the runtime at scrape time).
+struct ProcessStats {
+  double cpu_seconds = 0;  // user + system
+  int64_t resident_bytes = 0;
+  int64_t virtual_bytes = 0;
+  int64_t open_fds = 0;
+  int64_t max_fds = 0;  // RLIMIT_NOFILE soft limit
+};
+
 // What the renderer needs besides the shard blocks.
 struct MetricsView {
   std::vector<const ShardMetrics*> shards;
@@ -127,6 +139,8 @@ struct MetricsView {
   uint64_t spool_recovery_bad_records = 0;  // set aside in corrupt/ by the last start-up
   int64_t start_time_unix = 0;
   std::string version;
+  uint64_t log_lines_dropped = 0;  // log lines lost to a full log ring
+  ProcessStats process;
   std::vector<CertificateMetric> certificates;
 };
 

@@ -174,6 +174,13 @@ LogRing& Logger::make_ring() {
   return *rings_.back();
 }
 
+uint64_t Logger::dropped() const {
+  std::lock_guard<std::mutex> g(mu_);
+  uint64_t n = 0;
+  for (const auto& r : rings_) n += r->dropped();
+  return n;
+}
+
 void Logger::write_now(std::string_view line) {
   std::lock_guard<std::mutex> g(mu_);
   write_all(fd_, line);

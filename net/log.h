@@ -81,6 +81,8 @@ class Logger {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (sleeping_.load(std::memory_order_relaxed)) wake();
   }
+  // Lines every ring has dropped so far (full rings).
+  uint64_t dropped() const;
   // Times the logger thread has woken up from sleeping (for tests).
   uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
 
@@ -91,7 +93,7 @@ class Logger {
   bool drain_all(uint64_t& reported_drops);
   std::atomic<LogLevel> level_;
   int fd_;
-  std::mutex mu_;  // guards rings_ (changed only at start-up) and write_now
+  mutable std::mutex mu_;  // guards rings_ (changed only at start-up) and write_now
   std::vector<std::unique_ptr<LogRing>> rings_;
   std::string batch_;  // the logger thread's write buffer
   std::atomic<bool> stop_{false};

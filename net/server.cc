@@ -4,12 +4,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
@@ -22,6 +24,48 @@
 #include "pipeline/spool_format.h"
 
 namespace ringmx {
+
+namespace {
+
+// This process, from /proc/self (the fields Prometheus clients export).
+ProcessStats process_stats() {
+  ProcessStats p;
+  if (FILE* f = std::fopen("/proc/self/stat", "r")) {
+    char buf[1024];
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    if (const char* rp = std::strrchr(buf, ')')) {
+      unsigned long long utime = 0, stime = 0, vsize = 0;
+      long long rss = 0;
+      // state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+      // cutime cstime priority nice threads itrealvalue starttime vsize rss
+      if (std::sscanf(rp + 2,
+                      "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                      "%*d %*d %*u %llu %lld",
+                      &utime, &stime, &vsize, &rss) == 4) {
+        const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+        p.cpu_seconds = static_cast<double>(utime + stime) / tick;
+        p.virtual_bytes = static_cast<int64_t>(vsize);
+        p.resident_bytes = rss * sysconf(_SC_PAGESIZE);
+      }
+    }
+  }
+  if (DIR* d = opendir("/proc/self/fd")) {
+    int64_t count = 0;
+    while (const dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') ++count;
+    }
+    closedir(d);
+    p.open_fds = count - 1;  // not the one reading the directory
+  }
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) p.max_fds = static_cast<int64_t>(rl.rlim_cur);
+  return p;
+}
+
+}  // namespace
 
 namespace {
 
@@ -221,6 +265,8 @@ std::string Server::render_metrics() const {
   v.spool_recovery_bad_records = spool_recovery_bad_;
   v.start_time_unix = start_time_;
   v.version = kVersion;
+  v.log_lines_dropped = logger_.dropped();
+  v.process = process_stats();
   std::string out;
   render_prometheus(out, v);
   return out;

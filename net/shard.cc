@@ -139,7 +139,9 @@ Shard::Shard(uint32_t id, std::shared_ptr<const RuntimeConfig> cfg, SharedState&
       log_(logger.make_ring()),
       listeners_(std::move(listeners)),
       spool_dir_(std::move(spool_dir)),
-      wheel_(mono_ms()) {}
+      wheel_(mono_ms()) {
+  metrics_.spool_free_bytes.set(-1);  // until the first check
+}
 
 Shard::~Shard() {
   join();
@@ -451,6 +453,7 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
       if (l.armed) cancel_accept(l);
       l.paused = true;
       accept_resume_ms_ = now_.mono_ms + 100;
+      metrics_.accept_pauses.inc();
       LogLine line(LogLevel::warn, "accept_paused", unix_ms_);
       line.kv("shard", id_).kv("error", std::strerror(-res));
       log(line);

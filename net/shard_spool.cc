@@ -77,6 +77,7 @@ void Shard::check_disk() {
   struct statvfs st {};
   if (spool_dir_fd_ >= 0 && fstatvfs(spool_dir_fd_, &st) == 0) {
     const uint64_t free_bytes = uint64_t{st.f_bavail} * st.f_frsize;
+    metrics_.spool_free_bytes.set(static_cast<int64_t>(free_bytes));
     const bool low = free_bytes < cfg_->server.spool.min_free_bytes;
     if (low != disk_low_) {
       LogLine l(low ? LogLevel::warn : LogLevel::info, low ? "spool_disk_low" : "spool_disk_ok",

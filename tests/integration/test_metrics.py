@@ -7,6 +7,7 @@ waiting.
 
 Needs promtool (Debian package `prometheus`); exits 77 without it."""
 
+import os
 import shutil
 import signal
 import socket
@@ -77,6 +78,25 @@ class Metrics(unittest.TestCase):
         self.assertGreaterEqual(metric(text, "ringmx_spool_messages"), 1)
         self.assertGreaterEqual(metric(text, "ringmx_spool_fsync_duration_seconds_count"), 1)
         self.assertEqual(metric(text, "ringmx_build_info"), 1)
+        # The version a scrape names is the binary's own (git describe at build time).
+        from harness import BINARY
+        version = subprocess.run([BINARY, "--version"], capture_output=True,
+                                 text=True).stdout.strip()[len("ringmx "):]
+        self.assertEqual(metric(text, "ringmx_build_info", version=version), 1)
+        # Operator series: the process as /proc sees it, the spool's free space.
+        pid = self.srv.proc.pid
+        open_fds = len(os.listdir("/proc/%d/fd" % pid))
+        self.assertLessEqual(abs(metric(text, "process_open_fds") - open_fds), 8)
+        self.assertGreater(metric(text, "process_max_fds"), metric(text, "process_open_fds"))
+        rss = metric(text, "process_resident_memory_bytes")
+        self.assertGreater(rss, 1 << 20)
+        self.assertGreaterEqual(metric(text, "process_virtual_memory_bytes"), rss)
+        self.assertGreater(metric(text, "process_cpu_seconds_total"), 0)
+        self.assertLess(abs(metric(text, "process_start_time_seconds") - time.time()), 600)
+        st = os.statvfs(self.srv.spool)
+        self.assertLess(abs(metric(text, "ringmx_spool_free_bytes") - st.f_bavail * st.f_frsize),
+                        256 << 20)
+        self.assertEqual(metric(text, "ringmx_log_lines_dropped_total"), 0)
 
         # One more round of the same traffic moves each counter by exactly its share.
         self.traffic()

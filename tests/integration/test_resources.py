@@ -9,7 +9,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Client, Server, main, transaction
+from harness import Client, Server, http_get, main, metric, transaction
 
 
 def cpu_seconds(pid):
@@ -71,6 +71,14 @@ class FileDescriptors(unittest.TestCase):
                     pass
             self.assertGreater(late, 0, "no waiting client was served after fds were freed")
             self.assertIn("accept_paused", srv.log())
+            for c in held:
+                c.close()
+            time.sleep(0.3)  # the admin endpoint needs a descriptor too
+            status, body = http_get(srv.admin_port, "/metrics")
+            text = body.decode()
+            self.assertGreaterEqual(metric(text, "ringmx_accept_pauses_total"), 1)
+            self.assertEqual(metric(text, "process_max_fds"), 64)
+            self.assertLess(metric(text, "process_open_fds"), 64)  # the held ones are gone
         finally:
             for c in held:
                 c.close()

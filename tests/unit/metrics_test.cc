@@ -131,6 +131,10 @@ TEST(Metrics, ExactTextForASmallView) {
   v.spool_messages = 2;
   v.start_time_unix = 1700000000;
   v.version = "0.1.0";
+  v.log_lines_dropped = 4;
+  v.process = {1.25, 1048576, 4194304, 12, 1024};
+  m->accept_pauses.inc(3);
+  m->spool_free_bytes.set(123456789);
 
   const std::string expected =
       "# HELP ringmx_connections_total Inbound SMTP connections by listener and accept outcome.\n"
@@ -195,6 +199,10 @@ TEST(Metrics, ExactTextForASmallView) {
       "the body memory.\n"
       "# TYPE ringmx_body_spills_total counter\n"
       "ringmx_body_spills_total 0\n"
+      "# HELP ringmx_accept_pauses_total Times a shard stopped accepting for a moment: out of file "
+      "descriptors or memory.\n"
+      "# TYPE ringmx_accept_pauses_total counter\n"
+      "ringmx_accept_pauses_total 3\n"
       "# HELP ringmx_spool_fsync_duration_seconds Time to write and fsync one spool batch.\n"
       "# TYPE ringmx_spool_fsync_duration_seconds histogram\n"
       "ringmx_spool_fsync_duration_seconds_bucket{le=\"5e-05\"} 1\n"
@@ -219,6 +227,10 @@ TEST(Metrics, ExactTextForASmallView) {
       "# HELP ringmx_spool_bytes Bytes of messages in the spool.\n"
       "# TYPE ringmx_spool_bytes gauge\n"
       "ringmx_spool_bytes 8192\n"
+      "# HELP ringmx_spool_free_bytes Free space (for an unprivileged writer) on the spool's file "
+      "system; -1 before the first check.\n"
+      "# TYPE ringmx_spool_free_bytes gauge\n"
+      "ringmx_spool_free_bytes 123456789\n"
       "# HELP ringmx_spool_messages Messages in the spool.\n"
       "# TYPE ringmx_spool_messages gauge\n"
       "ringmx_spool_messages 2\n"
@@ -275,7 +287,28 @@ TEST(Metrics, ExactTextForASmallView) {
       "ringmx_build_info{version=\"0.1.0\"} 1\n"
       "# HELP ringmx_start_time_seconds Process start time, seconds since the epoch.\n"
       "# TYPE ringmx_start_time_seconds gauge\n"
-      "ringmx_start_time_seconds 1700000000\n";
+      "ringmx_start_time_seconds 1700000000\n"
+      "# HELP ringmx_log_lines_dropped_total Log lines lost because a shard's log ring was full.\n"
+      "# TYPE ringmx_log_lines_dropped_total counter\n"
+      "ringmx_log_lines_dropped_total 4\n"
+      "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+      "# TYPE process_cpu_seconds_total counter\n"
+      "process_cpu_seconds_total 1.25\n"
+      "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+      "# TYPE process_resident_memory_bytes gauge\n"
+      "process_resident_memory_bytes 1048576\n"
+      "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+      "# TYPE process_virtual_memory_bytes gauge\n"
+      "process_virtual_memory_bytes 4194304\n"
+      "# HELP process_open_fds Number of open file descriptors.\n"
+      "# TYPE process_open_fds gauge\n"
+      "process_open_fds 12\n"
+      "# HELP process_max_fds Maximum number of open file descriptors.\n"
+      "# TYPE process_max_fds gauge\n"
+      "process_max_fds 1024\n"
+      "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+      "# TYPE process_start_time_seconds gauge\n"
+      "process_start_time_seconds 1700000000\n";
   EXPECT_EQ(render(v), expected);
 }
 
