@@ -274,67 +274,10 @@ PFQ=$PF/queue
 mkdir -p "$PF_CONF" "$PFQ" "$PF/data"
 chown postfix "$PF/data"
 PF_MAILLOG=$PF/maillog
-POSTFIX_DNS_LINE='smtp_dns_support_level = disabled'
-if postconf -d disable_dns_lookups >/dev/null 2>&1; then
-  POSTFIX_DNS_LINE='disable_dns_lookups = yes'
-fi
-cat > "$PF_CONF/main.cf" <<EOF
-# private benchmark instance written by bench/peers/postfix_compare.sh
-compatibility_level = 3.6
-queue_directory = $PFQ
-data_directory = $PF/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix-bench.localdomain
-mydomain = localdomain
-myorigin = \$myhostname
-mydestination =
-relay_domains =
-local_recipient_maps =
-relay_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit
-smtpd_peername_lookup = no
-smtp_host_lookup = native
-$POSTFIX_DNS_LINE
-default_transport = discard
-relay_transport = discard
-local_transport = discard
-virtual_transport = discard
-default_process_limit = 100
-maillog_file = $PF_MAILLOG
-maillog_file_prefixes = $PF
-biff = no
-EOF
-cat > "$PF_CONF/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command
-127.0.0.1:$PORT2 inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-EOF
+# The same main.cf and master.cf as compare.py's Postfix (bench/peers/private_postfix.py),
+# with its process limit of 100.
+python3 "$REPO/bench/peers/private_postfix.py" config "$PF_CONF" "$PFQ" "$PF/data" "$PF_MAILLOG" \
+  "$PF" "$PORT2" 100
 postfix -c "$PF_CONF" check > "$OUT_DIR/postfix-check.log" 2>&1 ||
   { cat "$OUT_DIR/postfix-check.log" >&2; die "postfix check failed for the private instance"; }
 postfix -c "$PF_CONF" start > "$OUT_DIR/postfix-start.log" 2>&1 ||
@@ -487,13 +430,12 @@ PF_VERSION=$(postconf -c "$PF_CONF" -h mail_version 2>/dev/null || postconf -d -
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 FS_TYPE=$(findmnt -n -o FSTYPE --target "$TMP" 2>/dev/null || stat -f -c %T "$TMP")
 FS_SRC=$(findmnt -n -o SOURCE --target "$TMP" 2>/dev/null || echo "?")
-GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?")
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "nproc: $(nproc); cpu: $CPU_MODEL; memory: $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
   echo "kernel: $(uname -sr); $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
   echo "spool file system: $FS_TYPE on $FS_SRC ($TMP_BASE)"
-  echo "postconf mail_version: $PF_VERSION; ringmx --version: $RINGMX_VERSION (git $GIT_REV)"
+  echo "postconf mail_version: $PF_VERSION; ringmx --version: $RINGMX_VERSION"
   echo "net.ipv4.tcp_tw_reuse=$(sysctl -n net.ipv4.tcp_tw_reuse 2>/dev/null); ip_local_port_range=$(sysctl -n net.ipv4.ip_local_port_range 2>/dev/null | tr '\t' '-')"
 } > "$OUT_DIR/machine.txt"
 FS_PROBE_START=$(fs_probe "$TMP")
@@ -615,13 +557,9 @@ load 1/conn:   $SRC_CMD_1
 load 100/conn: $SRC_CMD_100
 \`\`\`
 
-Postfix main.cf of the private instance (besides directories and logging):
-\`compatibility_level = 3.6, mydestination = , relay_domains = , local_recipient_maps = ,
-mynetworks = 127.0.0.0/8, smtpd_relay_restrictions = permit_mynetworks, reject (smtpd refuses to
-start with a plain "permit": its open-relay safety check), smtpd_recipient_restrictions = permit,
-smtpd_peername_lookup = no, smtp_host_lookup = native, $POSTFIX_DNS_LINE,
-default_transport = discard (relay/local/virtual too), default_process_limit = 100\`,
-every master.cf service with chroot = n, \`maillog_file\` through postlogd.
+Postfix main.cf and master.cf of the private instance: \`bench/peers/private_postfix.py\`
+(the one compare.py and the tests use), default_process_limit = 100: no DNS, everything to
+\`discard\`, every master.cf service with chroot = n, \`maillog_file\` through postlogd.
 EOF
 )
 printf '\n%s\n' "$REPORT"

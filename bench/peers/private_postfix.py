@@ -205,3 +205,22 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+
+
+def write_config(conf_dir, queue, data, maillog, base, port, process_limit):
+    """main.cf and master.cf of a private instance with one smtpd on 127.0.0.1:port, as
+    compare.py and postfix_compare.sh both run it (no TLS lines)."""
+    with open(os.path.join(conf_dir, "main.cf"), "w") as f:
+        f.write(main_cf(queue, data, maillog, base, process_limit=process_limit))
+    with open(os.path.join(conf_dir, "master.cf"), "w") as f:
+        f.write("127.0.0.1:%d inet n - n - - smtpd\n" % port)
+        f.write(POSTFIX_MASTER_CF)
+
+
+if __name__ == "__main__":
+    # For shell scripts: private_postfix.py config CONF QUEUE DATA MAILLOG BASE PORT PROCESS_LIMIT
+    import sys
+    if len(sys.argv) != 9 or sys.argv[1] != "config":
+        sys.exit("usage: private_postfix.py config CONF QUEUE DATA MAILLOG BASE PORT PROCESS_LIMIT")
+    c, q, d, m, b, port, limit = sys.argv[2:]
+    write_config(c, q, d, m, b, int(port), int(limit))
