@@ -70,44 +70,10 @@ class TimerWheel {
   // schedule or cancel any node, including this one.
   template <class F>
   void advance(int64_t now_ms, F&& on_expire) {
-    const int64_t target = now_ms / tick_ms_;
-    // Walk at most one full turn: past that, every slot has been seen.
-    int64_t from = fine_tick_ + 1;
-    if (target - fine_tick_ > static_cast<int64_t>(slots_)) from = target - slots_ + 1;
-    for (int64_t t = from; t <= target; ++t) {
-      fine_tick_ = t;
-      TimerNode pending;
-      if (!detach(static_cast<uint32_t>(t % slots_), pending)) continue;
-      while (pending.next != &pending) {
-        TimerNode& n = take_first(pending);
-        if (n.deadline_ms <= now_ms) {
-          on_expire(n);
-        } else {
-          file(n);
-        }
-      }
-    }
-    fine_tick_ = target;
-
+    walk(fine_tick_, now_ms / tick_ms_, 0, now_ms, on_expire);
     // Coarse slots that came round: their nodes fire now or move to the
     // fine level (they are due within one coarse slot, well inside it).
-    const int64_t coarse_target = now_ms / coarse_ms_;
-    int64_t c = coarse_tick_ + 1;
-    if (coarse_target - coarse_tick_ > static_cast<int64_t>(slots_)) c = coarse_target - slots_ + 1;
-    for (; c <= coarse_target; ++c) {
-      coarse_tick_ = c;
-      TimerNode pending;
-      if (!detach(slots_ + static_cast<uint32_t>(c % slots_), pending)) continue;
-      while (pending.next != &pending) {
-        TimerNode& n = take_first(pending);
-        if (n.deadline_ms <= now_ms) {
-          on_expire(n);
-        } else {
-          file(n);
-        }
-      }
-    }
-    coarse_tick_ = coarse_target;
+    walk(coarse_tick_, now_ms / coarse_ms_, slots_, now_ms, on_expire);
   }
 
   // When advance() next has work: the end of the first fine slot holding a
@@ -165,6 +131,29 @@ class TimerWheel {
     head.next = head.prev = &head;
     clear_bit(slot);
     return true;
+  }
+
+  // Visits the slots of one level (the first at `base` in heads_) from the
+  // tick after `current` up to `target`, at most one full turn (past that,
+  // every slot has been seen): fires what is due, files the rest again.
+  template <class F>
+  void walk(int64_t& current, int64_t target, uint32_t base, int64_t now_ms, F& on_expire) {
+    int64_t t = current + 1;
+    if (target - current > static_cast<int64_t>(slots_)) t = target - slots_ + 1;
+    for (; t <= target; ++t) {
+      current = t;
+      TimerNode pending;
+      if (!detach(base + static_cast<uint32_t>(t % slots_), pending)) continue;
+      while (pending.next != &pending) {
+        TimerNode& n = take_first(pending);
+        if (n.deadline_ms <= now_ms) {
+          on_expire(n);
+        } else {
+          file(n);
+        }
+      }
+    }
+    current = target;
   }
 
   TimerNode& take_first(TimerNode& pending) {

@@ -28,7 +28,6 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import selectors
 import socket
 import subprocess
 import sys
@@ -36,8 +35,8 @@ import tempfile
 import threading
 import time
 
-PER_WORKER = 8000
-
+# The idle-connection holder (opens N connections, reads each banner, holds them).
+from idle_memory import PER_WORKER, free_port, raise_nofile, worker as hold_worker
 
 def cpu_ns(pid):
     """CPU time of every thread of `pid` so far, in ns (live threads only: ringmx's
@@ -50,17 +49,6 @@ def cpu_ns(pid):
         except OSError:
             pass
     return total
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class Ringmx:
@@ -92,34 +80,6 @@ class Ringmx:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-def hold_worker(port, count, offset, report, done):
-    """Opens `count` connections, reads each banner, then holds them until `done`."""
-    raise_nofile()
-    sel = selectors.DefaultSelector()
-    socks = []
-    greeted = 0
-    deadline = time.monotonic() + 120
-    for i in range(count):
-        s = socket.socket()
-        s.setblocking(False)
-        s.bind(("127.0.0.%d" % (2 + (offset + i) % 8), 0))
-        s.connect_ex(("127.0.0.1", port))
-        sel.register(s, selectors.EVENT_READ)
-        socks.append(s)
-        if i % 500 == 499:
-            for key, _ in sel.select(timeout=0):
-                greeted += key.fileobj.recv(512).startswith(b"220")
-                sel.unregister(key.fileobj)
-    while greeted < count and time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=1):
-            greeted += key.fileobj.recv(512).startswith(b"220")
-            sel.unregister(key.fileobj)
-    report.put(greeted)
-    done.wait(300)
-    for s in socks:
-        s.close()
 
 
 def measure(srv, seconds):
