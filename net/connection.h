@@ -126,6 +126,8 @@ struct alignas(16) Connection final : SessionHandler {
   bool send_busy = false;
   bool shut = false;
   bool input_done = false;  // the client closed its sending side (FIN or close_notify)
+  bool lingering = false;   // our FIN is out; reading and discarding until the client's
+  size_t lingered = 0;      // octets discarded while lingering
   uint32_t ops = 0;         // operations in flight that point at this object
   std::string send_inflight;
   size_t send_off = 0;

@@ -37,16 +37,14 @@ ProcessStats process_stats() {
     buf[n] = '\0';
     // Fields after the command name, which is in parentheses and may hold spaces.
     if (const char* rp = std::strrchr(buf, ')')) {
-      unsigned long long utime = 0, stime = 0, vsize = 0;
+      unsigned long long vsize = 0;
       long long rss = 0;
       // state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
       // cutime cstime priority nice threads itrealvalue starttime vsize rss
       if (std::sscanf(rp + 2,
-                      "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                      "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
                       "%*d %*d %*u %llu %lld",
-                      &utime, &stime, &vsize, &rss) == 4) {
-        const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-        p.cpu_seconds = static_cast<double>(utime + stime) / tick;
+                      &vsize, &rss) == 2) {
         p.virtual_bytes = static_cast<int64_t>(vsize);
         p.resident_bytes = rss * sysconf(_SC_PAGESIZE);
       }
@@ -62,6 +60,12 @@ ProcessStats process_stats() {
   }
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0) p.max_fds = static_cast<int64_t>(rl.rlim_cur);
+  // CPU from getrusage: microseconds, where /proc/self/stat counts clock ticks.
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) == 0) {
+    p.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                    static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  }
   return p;
 }
 

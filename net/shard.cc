@@ -45,6 +45,10 @@ constexpr uint32_t kBufSize = 4096;
 constexpr uint16_t kBufGroup = 0;
 // The longest a shard sleeps with nothing due (the disk check comes sooner).
 constexpr int64_t kMaxWaitMs = 60'000;
+// A closing connection reads and discards what still comes for this long, or
+// this much, waiting for the client's FIN (begin_close).
+constexpr int64_t kLingerMs = 1000;
+constexpr size_t kLingerMaxBytes = size_t{64} * 1024;
 
 std::string peer_ip(int fd, uint16_t& port) {
   sockaddr_storage ss{};
@@ -285,8 +289,13 @@ void Shard::run() {
       if (now_.mono_ms >= drain_deadline_ms_) {
         // Past the deadline: close whoever is still here, except sessions whose
         // message is being written (their file is on its way to disk).
-        for (Connection* c = conns_; c; c = c->next)
-          if (!c->writing_message()) begin_close(*c);
+        for (Connection* c = conns_; c; c = c->next) {
+          if (c->lingering) {
+            end_linger(*c);
+          } else if (!c->writing_message()) {
+            begin_close(*c);
+          }
+        }
       }
       // The cancelled accepts must have completed too: until then the ring
       // holds the listening sockets open, and the kernel would still take
@@ -581,10 +590,20 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
       }
     }
     bufs_.recycle(bid);  // the session copied what it keeps
+    if (c.lingering) {
+      c.lingered += static_cast<size_t>(res);
+      if (c.lingered > kLingerMaxBytes) end_linger(c);  // the recv is still armed: no free
+    }
   }
   if (!more) {
     c.recv_armed = false;
     --c.ops;
+    if (c.lingering) {  // the client's FIN (or an error) ends the linger
+      c.lingering = false;
+      wheel_.cancel(c.timer);
+      maybe_free(c);
+      return;
+    }
     if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
       if (c.stage == Connection::Stage::handshake) {
         tls_failed(c, TlsResult::failed,
@@ -841,6 +860,10 @@ void Shard::schedule_timer(Connection& c) {
 
 void Shard::on_timer(TimerNode& n) {
   Connection& c = Connection::from_timer(n);
+  if (c.lingering) {
+    end_linger(c);
+    return;
+  }
   if (c.stage == Connection::Stage::handshake) {
     tls_failed(c, TlsResult::timeout, "handshake timeout");
     return;
@@ -891,16 +914,37 @@ void Shard::release_slot(Connection& c) {
   shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
 }
 
+// Closing is lingering: our FIN goes out at once (SHUT_WR) but reading goes
+// on, discarding, until the client's own FIN, kLingerMs or kLingerMaxBytes.
+// Closing with input still arriving (a close_notify or a FIN sent after our
+// last reply, a command sent after QUIT) would answer it with a reset, and a
+// reset can destroy replies the client has not read yet.
 void Shard::begin_close(Connection& c) {
   c.stage = Connection::Stage::closing;
   wheel_.cancel(c.timer);
   release_slot(c);
   if (!c.shut) {
     c.shut = true;
+    const bool out_of_time = draining_ && now_.mono_ms >= drain_deadline_ms_;
+    if (c.recv_armed && !c.recv_paused && !c.input_done && !out_of_time) {
+      ::shutdown(c.fd, SHUT_WR);
+      c.lingering = true;
+      wheel_.schedule(c.timer, now_.mono_ms + kLingerMs);
+      return;  // the recv's end frees the connection (on_recv)
+    }
     // shutdown() ends the armed multishot recv and sends the FIN (a plain
     // close with a recv still armed would not).
     ::shutdown(c.fd, SHUT_RDWR);
   }
+  maybe_free(c);
+}
+
+// Enough lingering: stop reading (ending the recv, whose completion frees).
+void Shard::end_linger(Connection& c) {
+  if (!c.lingering) return;
+  c.lingering = false;
+  wheel_.cancel(c.timer);
+  ::shutdown(c.fd, SHUT_RDWR);
   maybe_free(c);
 }
 

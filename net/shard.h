@@ -142,6 +142,7 @@ class Shard {
   void queue_ciphertext(Connection& c);
   void start_session(Connection& c);
   int64_t wait_budget_ms() const;
+  void end_linger(Connection& c);
   void release_slot(Connection& c);
   void input_ended(Connection& c);
   void client_gone(Connection& c, bool clean_eof);
