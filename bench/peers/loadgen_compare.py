@@ -226,6 +226,9 @@ def main():
     with open(os.path.join(logdir, "rows.json"), "w") as f:
         json.dump(rows, f, indent=1)
 
+    if not a.no_ringmx:  # the binary names the tree that built it
+        print("ringmx: " + subprocess.run([a.ringmx, "--version"], capture_output=True,
+                                          text=True).stdout.strip())
     head = "| server | load | msgs/run | smtp-source msgs/s"
     for t in tools[1:]:
         head += " | %s msgs/s | ÷ smtp-source" % t

@@ -230,14 +230,17 @@ def render(rows, tput, a):
         pass
     pf_version = subprocess.run(["/usr/sbin/postconf", "-d", "-h", "mail_version"],
                                 stdout=subprocess.PIPE, text=True).stdout.strip()
+    # The binary names the tree that built it (git describe at build time).
+    rx_version = subprocess.run([RINGMX, "--version"], stdout=subprocess.PIPE,
+                                text=True).stdout.strip()
     out = [BEGIN, "",
-           "Measured %s on %s (%d vCPU), kernel %s; Postfix %s (OpenSSL), ringmx with "
+           "Measured %s on %s (%d vCPU), kernel %s; Postfix %s (OpenSSL), %s with "
            "Debian's wolfSSL 5.5.4 (no AES-NI, no assembler P-256/RSA). Servers pinned to "
            "CPU 0, the client (ringmx-bench, one thread) to CPU 1; TLS 1.3, X25519, "
            "%d concurrent STARTTLS connections without mail; medians of %d runs, "
            "ratios taken inside each run. This VM is shared and noisy."
            % (time.strftime("%Y-%m-%d"), cpu, os.cpu_count(), os.uname().release, pf_version,
-              a.connections, a.runs), "",
+              rx_version, a.connections, a.runs), "",
            "Command: `python3 bench/peers/tls_handshakes.py --runs %d --duration %d`"
            % (a.runs, a.duration), "",
            "| certificate | handshake | ringmx /s | Postfix /s | ratio | ringmx CPU us | "
