@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/routes.h"
 #include "core/session_config.h"
 
 namespace ringmx {
@@ -73,6 +74,9 @@ struct ServerConfig {
   uint32_t admin_request_timeout_ms = 2000;
   SpoolConfig spool;
   TlsConfig tls;
+  // [[route]]: the recipient domains mail is taken for, and where it goes.
+  // None: any domain, kept in the local spool (the embedded default).
+  std::vector<RouteConfig> routes;
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   // Connections over all shards, and from one client address.

@@ -252,6 +252,55 @@ std::string check_spool_dir(std::string_view d) {
   return {};
 }
 
+// Route names label logs and metrics: the listener-name alphabet.
+std::string check_route_name(std::string_view n) {
+  if (n.empty() || n.size() > 64) return "must be 1-64 characters";
+  for (char c : n) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) return "may hold only A-Z a-z 0-9 _ . -";
+  }
+  return {};
+}
+
+// What is wrong across the routes: a pattern in two routes (which one would
+// win?), a route without domains or destination, a name used twice.
+std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes) {
+  std::vector<std::string> out;
+  std::vector<std::pair<std::string, size_t>> seen;
+  for (size_t i = 0; i < routes.size(); ++i) {
+    const RouteConfig& r = routes[i];
+    const std::string label = "route \"" + r.name + "\"";
+    if (r.domains.empty()) out.push_back(label + " has no domains");
+    Destination d;
+    const std::string bad = parse_destination(r.destination, d);
+    if (!bad.empty()) out.push_back(label + " destination " += bad);
+    for (const std::string& pattern : r.domains) {
+      const std::string problem = check_domain_pattern(pattern);
+      if (!problem.empty()) {
+        std::string m = label;
+        m.append(" domain \"").append(pattern).append("\" ").append(problem);
+        out.push_back(std::move(m));
+      }
+      std::string key;
+      for (char c : pattern) key.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+      for (const auto& [other, j] : seen) {
+        if (other == key) {
+          std::string m = "domain \"";
+          m.append(pattern).append("\" is in route \"").append(routes[j].name);
+          m.append("\" and route \"").append(r.name).append("\"");
+          out.push_back(std::move(m));
+        }
+      }
+      seen.emplace_back(std::move(key), i);
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (routes[j].name == r.name) out.push_back("two routes are named \"" + r.name + "\"");
+    }
+  }
+  return out;
+}
+
 std::string listener_key(size_t i, std::string_view field) {
   std::string key = "listener[" + std::to_string(i) + "]";
   if (!field.empty()) {
@@ -298,6 +347,8 @@ class Loader {
         if (const toml::table* t = section(v, "admin")) load_admin(*t, cfg);
       } else if (name == "listener") {
         load_listeners(v, cfg);
+      } else if (name == "route") {
+        load_routes(v, cfg);
       } else if (name == "tls") {
         if (const toml::table* t = section(v, "tls")) load_tls(*t, cfg.tls);
       } else {
@@ -572,6 +623,65 @@ class Loader {
     }
   }
 
+  void load_routes(const toml::node& n, ServerConfig& cfg) {
+    const toml::array* arr = n.as_array();
+    if (arr == nullptr) {
+      wrong_type(n, "route", "an array of tables ([[route]])");
+      return;
+    }
+    const size_t errors_before = errors_.size();
+    std::vector<RouteConfig> out;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const std::string base = "route[" + std::to_string(i) + "]";
+      const toml::table* t = (*arr)[i].as_table();
+      if (t == nullptr) {
+        wrong_type((*arr)[i], base, "a table");
+        continue;
+      }
+      RouteConfig r;
+      bool has_domains = false;
+      bool has_destination = false;
+      for (const auto& [k, v] : *t) {
+        const std::string key = base + "." + std::string(k.str());
+        if (k.str() == "name") {
+          read_checked(v, key, check_route_name, r.name);
+        } else if (k.str() == "destination") {
+          has_destination = true;
+          read_checked(
+              v, key,
+              [](std::string_view d) {
+                Destination parsed;
+                return parse_destination(d, parsed);
+              },
+              r.destination);
+        } else if (k.str() == "domains") {
+          has_domains = true;
+          const toml::array* domains = v.as_array();
+          if (domains == nullptr || domains->empty()) {
+            add(v.source(), key, "must be a non-empty array of domains");
+            continue;
+          }
+          for (size_t j = 0; j < domains->size(); ++j) {
+            std::string d;
+            if (read_checked((*domains)[j], key + "[" + std::to_string(j) + "]",
+                             check_domain_pattern, d)) {
+              r.domains.push_back(std::move(d));
+            }
+          }
+        } else {
+          unknown(k, v, key);
+        }
+      }
+      if (!has_domains) add(t->source(), base + ".domains", "is required");
+      if (!has_destination) add(t->source(), base + ".destination", "is required");
+      if (r.name.empty() && !r.domains.empty()) r.name = r.domains.front();
+      out.push_back(std::move(r));
+    }
+    // A half-read route table would take mail for a different set of domains:
+    // on any error the routes stay as they were.
+    if (errors_.size() == errors_before) cfg.routes = std::move(out);
+  }
+
   void load_listeners(const toml::node& n, ServerConfig& cfg) {
     const toml::array* arr = n.as_array();
     if (arr == nullptr) {
@@ -781,6 +891,7 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     check("admin." + std::string(f.name), in_range(cfg.*f.field, f.min, f.max));
   }
 
+  for (const std::string& problem : check_routes(cfg.routes)) check("route", problem);
   if (cfg.listeners.empty()) check("listener", "at least one listener is required");
   if (cfg.listeners.size() > kMaxListenerCount)
     check("listener", "at most 16 listeners are allowed");

@@ -161,6 +161,7 @@ struct Totals {
   uint64_t body_memory_refusals = 0;
   uint64_t body_spills = 0;
   uint64_t accept_pauses = 0;
+  uint64_t relay_denied = 0;
   int64_t spool_free_bytes = -1;  // the least any shard saw; -1 before a check
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
@@ -194,6 +195,7 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.body_memory_refusals += m.body_memory_refusals.get();
   t.body_spills += m.body_spills.get();
   t.accept_pauses += m.accept_pauses.get();
+  t.relay_denied += m.relay_denied.get();
   // Every shard's directory is in the one spool: the smallest figure is the freshest.
   const int64_t free_bytes = m.spool_free_bytes.get();
   if (free_bytes >= 0 && (t.spool_free_bytes < 0 || free_bytes < t.spool_free_bytes)) {
@@ -401,6 +403,9 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_counter(out, "ringmx_body_spills_total",
                  "Message bodies streamed to the spool as they arrived: past the body memory.",
                  t.body_spills);
+  append_counter(out, "ringmx_relay_denied_total",
+                 "Recipients refused with 550 5.7.1: their domain matches no route.",
+                 t.relay_denied);
   append_counter(out, "ringmx_accept_pauses_total",
                  "Times a shard stopped accepting for a moment: out of file descriptors or memory.",
                  t.accept_pauses);

@@ -102,6 +102,7 @@ struct alignas(64) ShardMetrics {
   Gauge body_memory_bytes;       // message bodies held in memory by the shard's sessions
   Counter body_memory_refusals;  // bodies no longer stored: the shard's budget was full
   Counter body_spills;           // bodies streamed to disk as they came: past the budget
+  Counter relay_denied;          // recipients refused: their domain matches no route
   Counter accept_pauses;         // accepting stopped for a moment: out of descriptors or memory
   Gauge spool_free_bytes;        // free space for the shard's spool directory (last check)
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>

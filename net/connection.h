@@ -145,6 +145,7 @@ struct alignas(16) Connection final : SessionHandler {
   uint32_t txns = 0;
   // TLS: set from the first handshake byte on; plaintext before it (STARTTLS).
   std::shared_ptr<const TlsServerContext> tls_context;  // the listener's, at accept
+  std::shared_ptr<const RouteTable> routes;             // the config's, at accept
   std::unique_ptr<TlsSession> tls;
   int64_t tls_started_ns = 0;
   TlsVersionLabel tls_version = TlsVersionLabel::none;  // counted in the active gauge
@@ -157,6 +158,10 @@ struct alignas(16) Connection final : SessionHandler {
   size_t unsent() const { return send_queued.size() + (send_inflight.size() - send_off); }
   // The client owes us reads: take no more of its input for now.
   bool output_full() const { return unsent() > session.config().limits.max_output_buffer; }
+
+  Verdict on_rcpt(Session&, const Envelope&, const Recipient& r) override {
+    return shard.check_route(*this, r);
+  }
 
   Verdict on_data(Session&, const Envelope&) override {
     if (shard.spool_full()) {

@@ -126,6 +126,7 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
     }
     rc->listeners.push_back(std::move(lr));
   }
+  rc->routes = std::make_shared<const RouteTable>(cfg.routes);
   rc->server = std::move(cfg);
   return rc;
 }
@@ -325,6 +326,23 @@ void Shard::run() {
   log(l);
 }
 
+// No open relay: with routes configured, a recipient whose domain none of
+// them takes is refused. A bare <postmaster> is always taken (RFC 5321 4.5.1).
+Verdict Shard::check_route(Connection& c, const Recipient& r) {
+  if (!c.routes || c.routes->empty()) return Verdict::accept();  // the local-spool default
+  const std::string_view domain = mailbox_domain(r.address);
+  if (domain.empty() || c.routes->find(domain) >= 0) return Verdict::accept();
+  metrics_.relay_denied.inc();
+  if (log_enabled(LogLevel::info)) {
+    LogLine l(LogLevel::info, "relay_denied", unix_ms_);
+    l.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip)
+        .kv("rcpt", r.address);
+    log(l);
+  }
+  return Verdict::reject(550, "5.7.1", "Error: relay access denied");
+}
+
 // How long the loop may sleep: until the next deadline of any kind (a
 // session timer, the disk check, resuming accepts, the drain deadline), so a
 // shard with nothing to do does not wake at all in between.
@@ -486,6 +504,7 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
   info.tls_required = lr.require_tls;
   auto* c = new Connection(*this, fd, l.index, std::move(info), now_);
   c->tls_context = lr.tls;
+  c->routes = cfg_->routes;
   c->implicit_tls = lr.mode == ListenerTls::implicit;
   c->next = conns_;
   if (conns_) conns_->prev = c;

@@ -39,6 +39,7 @@ struct RuntimeConfig {
   std::shared_ptr<const SessionSettings> session;
   std::vector<ListenerRuntime> listeners;  // same order as server.listeners
   std::vector<CertificateMetric> certificates;
+  std::shared_ptr<const RouteTable> routes;  // server.routes, ready for lookups
   // Loads every certificate the listeners need (one context per distinct
   // certificate and key). Throws std::runtime_error naming the file on any
   // TLS loading error; expired certificates load (see `certificates`).
@@ -104,6 +105,8 @@ class Shard {
   // now holds `bytes`; false when that would cross the budget (the session
   // then stops storing it).
   BodyRoom hold_body(Connection& c, uint64_t bytes);
+  // RCPT: refused (550 5.7.1) when routes are configured and none takes its domain.
+  Verdict check_route(Connection& c, const Recipient& r);
   // A body past the budget streams to a file of its own (net/shard_spill.cc).
   void spill_start(Connection& c, Message& msg);
   // A spill's buffers count in the body memory until they are on disk.

@@ -36,7 +36,27 @@ struct Overrides {
   std::string tls_cert;
   std::string tls_key;
   std::vector<std::string> listen_implicit_tls;
+  std::string relay;                       // --relay DEST
+  std::vector<std::string> relay_domains;  // --relay-domain DOMAIN (repeatable)
 };
+
+// One line on stdout (after the listening line) saying which mail is taken.
+std::string describe_routes(const ServerConfig& cfg) {
+  if (cfg.routes.empty()) {
+    return "ringmx: no [[route]] configured: mail for any recipient domain is kept in the "
+           "local spool";
+  }
+  std::string out = "ringmx: routes:";
+  for (const RouteConfig& r : cfg.routes) {
+    out += " " + r.name + " (";
+    for (size_t i = 0; i < r.domains.size(); ++i) out += (i ? " " : "") + r.domains[i];
+    out += " -> " + r.destination + ")";
+  }
+  out +=
+      "; other recipient domains are refused (550 5.7.1). Delivery to the destinations is "
+      "not implemented yet: routed mail is kept in the local spool";
+  return out;
+}
 
 bool read_file(const std::string& path, std::string& out, std::string& err) {
   std::ifstream f(path, std::ios::binary);
@@ -77,6 +97,14 @@ bool build_config(const std::string& path, const Overrides& o, ServerConfig& out
     ListenerConfig l{a, a};
     l.tls = ListenerTls::implicit;
     cfg.listeners.push_back(std::move(l));
+  }
+  if (!o.relay.empty() || !o.relay_domains.empty()) {
+    if (o.relay.empty() || o.relay_domains.empty()) {
+      std::cerr << "ringmx: --relay DEST and --relay-domain DOMAIN go together\n";
+      return false;
+    }
+    // Like --listen, the flags replace the file's routes.
+    cfg.routes = {RouteConfig{"relay", o.relay_domains, o.relay}};
   }
   if (!o.spool_dir.empty()) cfg.spool.dir = o.spool_dir;
   if (o.admin_set) cfg.admin_listen = o.admin_listen;
@@ -172,6 +200,12 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
   app.add_option("--listen-implicit-tls", o.listen_implicit_tls,
                  "ADDR:PORT to accept SMTP over implicit TLS on (repeatable; port 465 style)");
+  app.add_option("--relay", o.relay,
+                 "destination for --relay-domain mail: lmtp://HOST:PORT, lmtp:unix:/PATH or "
+                 "smtp://HOST[:PORT] (replaces the file's routes)");
+  app.add_option("--relay-domain", o.relay_domains,
+                 "recipient domain to take mail for, \"*.example.org\" for its subdomains "
+                 "(repeatable); any other is refused");
   CLI11_PARSE(app, argc, argv);
 
   if (version) {
@@ -230,6 +264,7 @@ int main(int argc, char** argv) {
     }
     std::printf("ringmx %s: SMTP on %s as %s; mail goes to spool %s; admin %s\n", kVersion,
                 where.c_str(), cfg.smtp.hostname.c_str(), cfg.spool.dir.c_str(), admin.c_str());
+    std::printf("%s\n", describe_routes(cfg).c_str());
     std::fflush(stdout);
   }
 

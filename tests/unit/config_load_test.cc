@@ -70,6 +70,11 @@ std::string dump(const ServerConfig& c) {
   for (const TlsSniConfig& sni : t.sni) {
     o << "tls.sni=" << sni.name << " " << sni.cert_file << " " << sni.key_file << "\n";
   }
+  for (const RouteConfig& r : c.routes) {
+    o << "route=" << r.name << " -> " << r.destination << ":";
+    for (const std::string& d : r.domains) o << " " << d;
+    o << "\n";
+  }
   o << "admin_listen=" << c.admin_listen << "\nadmin_max_connections=" << c.admin_max_connections
     << "\nadmin_request_timeout_ms=" << c.admin_request_timeout_ms << "\nspool.dir=" << c.spool.dir
     << "\nspool.max_bytes=" << c.spool.max_bytes
@@ -120,6 +125,7 @@ ServerConfig everything_changed() {
   c.listeners = {{"base", "192.0.2.1:25"}, {"base2", "192.0.2.2:25"}};
   c.admin_listen = "";
   c.admin_max_connections = 7;
+  c.routes = {{"base", {"base.example"}, "smtp://base.example"}};
   c.admin_request_timeout_ms = 777;
   c.spool = SpoolConfig{"/base/spool", 7, 7};
   c.shards = 7;
@@ -229,6 +235,16 @@ const SetCase kSetCases[] = {
     {"admin_listen", "[admin]\nlisten = \"[::1]:9000\"",
      [](ServerConfig& c) { c.admin_listen = "[::1]:9000"; }},
     {"admin_disabled", "[admin]\nlisten = \"\"", [](ServerConfig& c) { c.admin_listen = ""; }},
+    {"routes",
+     "[[route]]\nname = \"store\"\ndomains = [\"Example.org\", \"*.example.net\", "
+     "\"[192.0.2.1]\"]\ndestination = \"lmtp://127.0.0.1:24\"\n"
+     "[[route]]\ndomains = [\"other.test\"]\ndestination = \"lmtp:unix:/run/dovecot/lmtp\"\n",
+     [](ServerConfig& c) {
+       c.routes = {
+           {"store", {"Example.org", "*.example.net", "[192.0.2.1]"}, "lmtp://127.0.0.1:24"},
+           {"other.test", {"other.test"}, "lmtp:unix:/run/dovecot/lmtp"}};
+     }},
+    {"no_routes", "route = []", [](ServerConfig& c) { c.routes.clear(); }},
     {"admin_limits", "[admin]\nmax_connections = 1\nrequest_timeout_ms = 60000",
      [](ServerConfig& c) {
        c.admin_max_connections = 1;
@@ -385,6 +401,20 @@ const ErrorCase kErrorCases[] = {
      "server.max_connections_per_ip", "must be between 1 and 1000000"},
     {"greeting_delay_too_long", "[server]\ngreeting_delay_ms = 60001", 2,
      "server.greeting_delay_ms", "must be between 0 and 60000"},
+    {"route_bad_destination", "[[route]]\ndomains = [\"a.test\"]\ndestination = \"lmtp://h\"", 3,
+     "route[0].destination", "lmtp:// needs a port"},
+    {"route_bad_domain", "[[route]]\ndomains = [\"a..test\"]\ndestination = \"smtp://h\"", 2,
+     "route[0].domains[0]", "empty label"},
+    {"route_star_inside", "[[route]]\ndomains = [\"a.*.test\"]\ndestination = \"smtp://h\"", 2,
+     "route[0].domains[0]", "'*' only as its first label"},
+    {"route_no_domains", "[[route]]\ndestination = \"smtp://h\"", 1, "route[0].domains",
+     "is required"},
+    {"route_empty_domains", "[[route]]\ndomains = []\ndestination = \"smtp://h\"", 2,
+     "route[0].domains", "non-empty array"},
+    {"route_no_destination", "[[route]]\ndomains = [\"a.test\"]", 1, "route[0].destination",
+     "is required"},
+    {"route_unknown_key", "[[route]]\ndomains = [\"a.test\"]\ndestination = \"smtp://h\"\nx = 1", 4,
+     "route[0].x", "unknown"},
     {"admin_no_connections", "[admin]\nmax_connections = 0", 2, "admin.max_connections",
      "must be between 1 and 100000"},
     {"admin_request_timeout_short", "[admin]\nrequest_timeout_ms = 99", 2,
@@ -639,6 +669,16 @@ const ValidateCase kValidateCases[] = {
      "port 1-65535"},
     {"admin_max_connections_zero", [](ServerConfig& c) { c.admin_max_connections = 0; },
      "admin.max_connections", "between 1 and 100000"},
+    {"route_domain_twice",
+     [](ServerConfig& c) {
+       c.routes = {{"a", {"x.test"}, "smtp://h"}, {"b", {"X.test"}, "smtp://h"}};
+     },
+     "route", "is in route \"a\" and route \"b\""},
+    {"route_bad_destination_from_flags",
+     [](ServerConfig& c) {
+       c.routes = {{"relay", {"x.test"}, "ftp://h"}};
+     },
+     "route", "must be lmtp://"},
     {"no_listeners", [](ServerConfig& c) { c.listeners.clear(); }, "listener",
      "at least one listener"},
     {"seventeen_listeners",

@@ -1,0 +1,61 @@
+// Routes: which recipient domains ringmx takes mail for, and where that mail
+// goes. With no route configured, ringmx keeps mail for any domain in its
+// local spool (the embedded default); with routes, a recipient whose domain
+// matches none is refused at RCPT (550 5.7.1: no open relay).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace ringmx {
+
+// A [[route]] table: domains ("example.org" exactly, "*.example.net" any
+// subdomain of example.net but not example.net itself, "[192.0.2.1]" a
+// domain literal) and the destination their mail goes to.
+struct RouteConfig {
+  std::string name;  // label in logs and metrics; defaults to the first domain
+  std::vector<std::string> domains;
+  std::string destination;  // lmtp://host:port, lmtp:unix:/path, smtp://host[:port]
+};
+
+enum class DestinationKind : uint8_t { lmtp_tcp, lmtp_unix, smtp };
+
+struct Destination {
+  DestinationKind kind = DestinationKind::smtp;
+  std::string host;  // a name, an IPv4 literal or an IPv6 literal (without brackets)
+  uint16_t port = 0;
+  std::string path;  // lmtp_unix
+};
+
+// Parses a destination; returns "" when it is valid, else what is wrong.
+// lmtp:// needs a port (LMTP has no well-known one); smtp:// defaults to 25.
+std::string parse_destination(std::string_view text, Destination& out);
+
+// "" when `pattern` is a domain, "*." and a domain, or a domain literal;
+// else what is wrong.
+std::string check_domain_pattern(std::string_view pattern);
+
+// The routes, ready for lookups: exact domains and wildcard parents in hash
+// maps, all lower-cased (ASCII; UTF-8 labels compare octet for octet).
+class RouteTable {
+ public:
+  RouteTable() = default;
+  explicit RouteTable(const std::vector<RouteConfig>& routes);
+
+  bool empty() const { return exact_.empty() && wildcard_.empty(); }
+  // Index of the route whose pattern matches `domain` (an exact pattern over a
+  // wildcard, the longest wildcard parent over shorter ones), or -1.
+  int find(std::string_view domain) const;
+
+ private:
+  std::unordered_map<std::string, int> exact_;
+  std::unordered_map<std::string, int> wildcard_;  // keyed by the parent: "example.net"
+};
+
+// The domain part of a mailbox ("" for a bare "postmaster").
+std::string_view mailbox_domain(std::string_view mailbox);
+
+}  // namespace ringmx
