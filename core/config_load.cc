@@ -16,6 +16,7 @@
 #include <exception>
 #include <iterator>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -263,44 +264,6 @@ std::string check_route_name(std::string_view n) {
   return {};
 }
 
-// What is wrong across the routes: a pattern in two routes (which one would
-// win?), a route without domains or destination, a name used twice.
-std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes) {
-  std::vector<std::string> out;
-  std::vector<std::pair<std::string, size_t>> seen;
-  for (size_t i = 0; i < routes.size(); ++i) {
-    const RouteConfig& r = routes[i];
-    const std::string label = "route \"" + r.name + "\"";
-    if (r.domains.empty()) out.push_back(label + " has no domains");
-    Destination d;
-    const std::string bad = parse_destination(r.destination, d);
-    if (!bad.empty()) out.push_back(label + " destination " += bad);
-    for (const std::string& pattern : r.domains) {
-      const std::string problem = check_domain_pattern(pattern);
-      if (!problem.empty()) {
-        std::string m = label;
-        m.append(" domain \"").append(pattern).append("\" ").append(problem);
-        out.push_back(std::move(m));
-      }
-      std::string key;
-      for (char c : pattern) key.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
-      for (const auto& [other, j] : seen) {
-        if (other == key) {
-          std::string m = "domain \"";
-          m.append(pattern).append("\" is in route \"").append(routes[j].name);
-          m.append("\" and route \"").append(r.name).append("\"");
-          out.push_back(std::move(m));
-        }
-      }
-      seen.emplace_back(std::move(key), i);
-    }
-    for (size_t j = 0; j < i; ++j) {
-      if (routes[j].name == r.name) out.push_back("two routes are named \"" + r.name + "\"");
-    }
-  }
-  return out;
-}
-
 std::string listener_key(size_t i, std::string_view field) {
   std::string key = "listener[" + std::to_string(i) + "]";
   if (!field.empty()) {
@@ -465,16 +428,18 @@ class Loader {
         read_checked(v, key, check_banner, cfg.smtp.banner);
       } else if (name == "log_level") {
         read_enum(v, key, kLogLevels, cfg.log_level);
-      } else if (!load_server_uint(name, v, key, cfg)) {
+      } else if (!load_uint_field(kServerUints, name, v, key, cfg)) {
         unknown(k, v, key);
       }
     }
   }
 
   // False when `name` is not one of the unsigned [server] keys.
-  bool load_server_uint(std::string_view name, const toml::node& v, const std::string& key,
-                        ServerConfig& cfg) {
-    for (const ServerUint& f : kServerUints) {
+  // Reads `name` if `fields` (kServerUints, kAdminUints) has it; false if not.
+  template <size_t N>
+  bool load_uint_field(const ServerUint (&fields)[N], std::string_view name, const toml::node& v,
+                       const std::string& key, ServerConfig& cfg) {
+    for (const ServerUint& f : fields) {
       if (f.name != name) continue;
       uint64_t x = 0;
       if (read_uint(v, key, f.min, f.max, x)) cfg.*f.field = static_cast<uint32_t>(x);
@@ -544,14 +509,7 @@ class Loader {
             cfg.admin_listen);
         continue;
       }
-      bool known = false;
-      for (const ServerUint& f : kAdminUints) {
-        if (f.name != k.str()) continue;
-        known = true;
-        uint64_t x = 0;
-        if (read_uint(v, key, f.min, f.max, x)) cfg.*f.field = static_cast<uint32_t>(x);
-      }
-      if (!known) unknown(k, v, key);
+      if (!load_uint_field(kAdminUints, k.str(), v, key, cfg)) unknown(k, v, key);
     }
   }
 
@@ -874,8 +832,12 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
 
   check("server.hostname", check_hostname(cfg.smtp.hostname));
   check("server.banner", check_banner(cfg.smtp.banner));
-  for (const ServerUint& f : kServerUints) {
-    check("server." + std::string(f.name), in_range(cfg.*f.field, f.min, f.max));
+  using Fields = std::span<const ServerUint>;
+  for (const auto& [section, fields] :
+       {std::pair{"server.", Fields(kServerUints)}, std::pair{"admin.", Fields(kAdminUints)}}) {
+    for (const ServerUint& f : fields) {
+      check(section + std::string(f.name), in_range(cfg.*f.field, f.min, f.max));
+    }
   }
   for (size_t i = 0; i < std::size(kLimitSpecs); ++i) {
     const LimitSpec& s = kLimitSpecs[i];
@@ -887,9 +849,6 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
   check("spool.max_bytes", in_range(cfg.spool.max_bytes, 0, kTomlIntMax));
   check("spool.min_free_bytes", in_range(cfg.spool.min_free_bytes, 0, kTomlIntMax));
   if (!cfg.admin_listen.empty()) check("admin.listen", check_address(cfg.admin_listen));
-  for (const ServerUint& f : kAdminUints) {
-    check("admin." + std::string(f.name), in_range(cfg.*f.field, f.min, f.max));
-  }
 
   for (const std::string& problem : check_routes(cfg.routes)) check("route", problem);
   if (cfg.listeners.empty()) check("listener", "at least one listener is required");

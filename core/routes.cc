@@ -131,14 +131,47 @@ RouteTable::RouteTable(const std::vector<RouteConfig>& routes) {
 }
 
 int RouteTable::find(std::string_view domain) const {
-  const std::string d = lower(domain);
+  const std::string lowered = lower(domain);
+  const std::string_view d = lowered;
   if (auto it = exact_.find(d); it != exact_.end()) return it->second;
   if (!d.empty() && d.front() == '[') return -1;  // a literal matches exactly or not at all
   // Parents from the longest: a.b.example.net tries b.example.net, example.net, net.
-  for (size_t dot = d.find('.'); dot != std::string::npos; dot = d.find('.', dot + 1)) {
+  for (size_t dot = d.find('.'); dot != std::string_view::npos; dot = d.find('.', dot + 1)) {
     if (auto it = wildcard_.find(d.substr(dot + 1)); it != wildcard_.end()) return it->second;
   }
   return -1;
+}
+
+std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes) {
+  std::vector<std::string> out;
+  std::unordered_map<std::string, size_t> owner;  // lower-cased pattern -> route index
+  for (size_t i = 0; i < routes.size(); ++i) {
+    const RouteConfig& r = routes[i];
+    const std::string label = "route \"" + r.name + "\"";
+    if (r.domains.empty()) out.push_back(label + " has no domains");
+    Destination d;
+    const std::string bad = parse_destination(r.destination, d);
+    if (!bad.empty()) out.push_back(label + " destination " += bad);
+    for (const std::string& pattern : r.domains) {
+      const std::string problem = check_domain_pattern(pattern);
+      if (!problem.empty()) {
+        std::string m = label;
+        m.append(" domain \"").append(pattern).append("\" ").append(problem);
+        out.push_back(std::move(m));
+      }
+      const auto [it, fresh] = owner.emplace(lower(pattern), i);
+      if (!fresh) {
+        std::string m = "domain \"";
+        m.append(pattern).append("\" is in route \"").append(routes[it->second].name);
+        m.append("\" and route \"").append(r.name).append("\"");
+        out.push_back(std::move(m));
+      }
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (routes[j].name == r.name) out.push_back("two routes are named \"" + r.name + "\"");
+    }
+  }
+  return out;
 }
 
 std::string_view mailbox_domain(std::string_view mailbox) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -38,6 +39,11 @@ std::string parse_destination(std::string_view text, Destination& out);
 // else what is wrong.
 std::string check_domain_pattern(std::string_view pattern);
 
+// What is wrong across a set of routes: a domain, destination or pattern
+// that does not parse, a pattern in two routes (which would win?), a route
+// without domains, a name used twice. Empty when they are fine.
+std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes);
+
 // The routes, ready for lookups: exact domains and wildcard parents in hash
 // maps, all lower-cased (ASCII; UTF-8 labels compare octet for octet).
 class RouteTable {
@@ -51,8 +57,14 @@ class RouteTable {
   int find(std::string_view domain) const;
 
  private:
-  std::unordered_map<std::string, int> exact_;
-  std::unordered_map<std::string, int> wildcard_;  // keyed by the parent: "example.net"
+  // Lookups by string_view, without a copy of each parent domain.
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using Map = std::unordered_map<std::string, int, Hash, std::equal_to<>>;
+  Map exact_;
+  Map wildcard_;  // keyed by the parent: "example.net"
 };
 
 // The domain part of a mailbox ("" for a bare "postmaster").
