@@ -943,9 +943,12 @@ void Shard::begin_close(Connection& c) {
   wheel_.cancel(c.timer);
   release_slot(c);
   if (!c.shut) {
-    c.shut = true;
     const bool out_of_time = draining_ && now_.mono_ms >= drain_deadline_ms_;
-    if (c.recv_armed && !c.recv_paused && !c.input_done && !out_of_time) {
+    if (!c.recv_paused && !c.input_done && !out_of_time) {
+      // A multishot recv that ended (a completion without MORE) is not armed
+      // again once the session closes: linger needs one.
+      arm_recv(c);
+      c.shut = true;
       ::shutdown(c.fd, SHUT_WR);
       c.lingering = true;
       wheel_.schedule(c.timer, now_.mono_ms + kLingerMs);
@@ -953,6 +956,7 @@ void Shard::begin_close(Connection& c) {
     }
     // shutdown() ends the armed multishot recv and sends the FIN (a plain
     // close with a recv still armed would not).
+    c.shut = true;
     ::shutdown(c.fd, SHUT_RDWR);
   }
   maybe_free(c);

@@ -14,6 +14,7 @@ whose message waits behind a slow disk still gets its reply.
 Needs openssl; exits 77 without it."""
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -275,6 +276,47 @@ class HalfClose(unittest.TestCase):
                 self.assertTrue(closed, data)
                 self.assertNotIn(b"<reset>", data)
                 self.assertEqual([c for c, _ in replies(data)], [250, 221], data)
+
+    def linger_ms(self, tail, hold):
+        """A client that QUITs, reads its 221 and the server's FIN, sends `tail` and holds its
+        side open for `hold` seconds: how long after the session began the server let go of
+        the connection (its disconnect log line)."""
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        port = s.getsockname()[1]
+        s.sendall(b"QUIT\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        self.assertIn(b"221 ", data)
+        try:
+            s.sendall(tail)
+        except OSError:
+            pass  # reset: the server stopped reading
+        time.sleep(hold)
+        s.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            log = self.srv.log()
+            m = re.search(r"event=connect sid=(\S+) client=127\.0\.0\.1 port=%d " % port, log)
+            if m:
+                d = re.search(r"event=disconnect sid=%s .* ms=(\d+)" % m.group(1), log)
+                if d:
+                    return int(d.group(1))
+            time.sleep(0.05)
+        self.fail("no disconnect logged for port %d" % port)
+
+    def test_the_lingering_close_is_bounded(self):
+        # After its FIN the server reads on (and discards) for at most 1 s or 64 KiB.
+        held = self.linger_ms(b"y" * 1024, 2.0)  # a small tail, then silence: the time bound
+        self.assertGreaterEqual(held, 900)
+        self.assertLess(held, 1900)
+        flood = self.linger_ms(b"z" * (256 << 10), 1.5)  # the byte bound, well before 1 s
+        self.assertLess(flood, 700)
+        closed = self.linger_ms(b"", 0.0)  # the client closes at once: so does the server
+        self.assertLess(closed, 700)
 
     def test_half_close_in_the_middle_of_a_message_stores_nothing(self):
         before = self.aborted()
