@@ -260,7 +260,9 @@ void Shard::run() {
     // Chains that found the queue full go first; if some still cannot go (the
     // kernel refused a submission), do not sleep on them.
     const size_t waiting = ring_.run_deferred();
-    const int64_t wait_ms = waiting ? 0 : wait_budget_ms();
+    // Completions already waiting: no sleep, so no need to find the next deadline.
+    const bool ready = waiting != 0 || io_uring_cq_ready(&ring_.raw()) != 0;
+    const int64_t wait_ms = ready ? 0 : wait_budget_ms();
     __kernel_timespec ts{};
     ts.tv_sec = wait_ms / 1000;
     ts.tv_nsec = (wait_ms % 1000) * 1'000'000;
@@ -925,7 +927,7 @@ void Shard::on_timer(TimerNode& n) {
 // client is gone): its place in the connection limits is free from now, not
 // from when the close completes, so a client reconnecting at once is not
 // refused. What the connection still holds until then is bounded by the
-// output limit and the send timeout.
+// output limit, the send timeout and the lingering close (1 s, 64 KiB).
 void Shard::release_slot(Connection& c) {
   if (!c.counted) return;
   c.counted = false;
