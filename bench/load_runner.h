@@ -49,11 +49,11 @@
 #include <vector>
 
 #include "bench/arrival.h"
-#include "bench/client_connection.h"
 #include "bench/message_source.h"
 #include "bench/proxy_header.h"
-#include "bench/smtp_client.h"
 #include "bench/stats.h"
+#include "core/smtp_client.h"
+#include "tls/client_connection.h"
 
 namespace ringmx::bench {
 

@@ -58,6 +58,7 @@
 namespace {
 
 using namespace ringmx::bench;
+using namespace ringmx;
 
 constexpr int kExitFailedRate = 1;
 constexpr int kExitUsage = 2;

@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "bench/histogram.h"
-#include "bench/smtp_client.h"
+#include "core/smtp_client.h"
 
 namespace ringmx::bench {
 

@@ -1,5 +1,5 @@
-// Contract: one load-generator connection as a sans-I/O object: an SmtpClient
-// plus what goes around it on the wire, in order: an optional preamble (the
+// Contract: one outbound SMTP/LMTP connection (the load generator's and the relays') as a sans-I/O
+// object: an SmtpClient plus what goes around it on the wire, in order: an optional preamble (the
 // PROXY protocol header: the very first bytes, before TLS too), then either
 // plaintext, or TLS (a ringmx::TlsSession on memory buffers) from the start
 // (implicit TLS) or from the 220 to STARTTLS. The owner moves the bytes: it
@@ -28,11 +28,11 @@
 #include <string>
 #include <string_view>
 
-#include "bench/smtp_client.h"
+#include "core/smtp_client.h"
 #include "tls/tls_context.h"
 #include "tls/tls_session.h"
 
-namespace ringmx::bench {
+namespace ringmx {
 
 enum class TlsMode : uint8_t { none, starttls, implicit };
 
@@ -106,4 +106,4 @@ class ClientConnection {
   std::string tls_error_;
 };
 
-}  // namespace ringmx::bench
+}  // namespace ringmx

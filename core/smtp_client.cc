@@ -2,11 +2,11 @@
 // LF is tolerated); a reply ends at its "ddd " line. Every command sent pushes
 // what it expects onto expect_, and replies are matched to it in order, which
 // is what makes pipelined and lock-step transactions the same code.
-#include "bench/smtp_client.h"
+#include "core/smtp_client.h"
 
 #include <algorithm>
 
-namespace ringmx::bench {
+namespace ringmx {
 
 namespace {
 
@@ -119,12 +119,24 @@ void SmtpClient::feed(std::string_view bytes, int64_t now_ns) {
     if (state_ == State::helo && reply_lines_ > 0 && line.size() > 4) {
       on_ehlo_line(line.substr(4));
     }
+    if (settings_.keep_replies && line.size() > 4) {
+      const size_t room =
+          ReplyText::kMaxReplyText - std::min(ReplyText::kMaxReplyText, reply_text_.size());
+      if (room > 1) {
+        if (!reply_text_.empty()) reply_text_.push_back(' ');
+        reply_text_.append(line.substr(4, room - 1));
+      }
+    }
     reply_started_ = true;
     reply_code_ = code;
     ++reply_lines_;
     if (sep == '-') continue;
     reply_started_ = false;
     reply_lines_ = 0;
+    last_reply_.code = code;
+    last_reply_.text.swap(reply_text_);
+    reply_text_.clear();
+    last_reply_ns_ = now_ns;
     on_reply(code, now_ns);
     if (state_ == State::tls_handshake) {
       // The server speaks next only after the handshake: plaintext behind
@@ -145,10 +157,35 @@ void SmtpClient::feed(std::string_view bytes, int64_t now_ns) {
 }
 
 void SmtpClient::on_ehlo_line(std::string_view line) {
-  const std::string_view keyword = line.substr(0, line.find(' '));
+  const size_t sp = line.find(' ');
+  const std::string_view keyword = line.substr(0, sp);
   if (iequals(keyword, "PIPELINING")) pipelining_ = true;
   if (iequals(keyword, "CHUNKING")) chunking_ = true;
   if (iequals(keyword, "STARTTLS")) starttls_offered_ = true;
+  if (iequals(keyword, "8BITMIME")) eightbit_ = true;
+  if (iequals(keyword, "SMTPUTF8")) smtputf8_ = true;
+  if (iequals(keyword, "DSN")) dsn_ = true;
+  if (iequals(keyword, "SIZE")) {
+    size_offered_ = true;
+    size_limit_ = 0;
+    if (sp != std::string_view::npos) {
+      for (const char c : line.substr(sp + 1)) {
+        if (c < '0' || c > '9' || size_limit_ > UINT64_MAX / 10 - 9) break;
+        size_limit_ = size_limit_ * 10 + static_cast<uint64_t>(c - '0');
+      }
+    }
+  }
+}
+
+void SmtpClient::forget_extensions() {
+  pipelining_ = false;
+  chunking_ = false;
+  starttls_offered_ = false;
+  eightbit_ = false;
+  smtputf8_ = false;
+  dsn_ = false;
+  size_offered_ = false;
+  size_limit_ = 0;
 }
 
 // EHLO or HELO accepted: STARTTLS first when asked for, else ready.
@@ -167,9 +204,7 @@ void SmtpClient::tls_started(int64_t now_ns) {
   tls_active_ = true;
   last_progress_ns_ = now_ns;
   // RFC 3207 4.2: forget what was learnt before TLS and ask again.
-  pipelining_ = false;
-  chunking_ = false;
-  starttls_offered_ = false;
+  forget_extensions();
   send(settings_.lmtp ? "LHLO " : "EHLO ");
   send(settings_.helo_name);
   send("\r\n");
@@ -195,9 +230,7 @@ void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
     case State::helo:
       if (is_2xx(code)) return after_helo(now_ns);
       if (!settings_.lmtp && code >= 500) {
-        pipelining_ = false;
-        chunking_ = false;
-        starttls_offered_ = false;
+        forget_extensions();
         send("HELO ");
         send(settings_.helo_name);
         send("\r\n");
@@ -261,9 +294,11 @@ void SmtpClient::on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t n
   if (!is_2xx(code) && t.first_fail == 0 && !(e == Expect::data && code == 354)) {
     t.first_fail = code;
   }
+  const bool keep = settings_.keep_replies;
   switch (e) {
     case Expect::mail:
       t.mail_ok = is_2xx(code);
+      if (keep && !t.mail_ok && t.r.early.code == 0) t.r.early = last_reply_;
       if (!t.pipelined) {
         if (!t.mail_ok) {
           finish_cur(now_ns);
@@ -275,11 +310,13 @@ void SmtpClient::on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t n
     case Expect::rcpt:
       if (is_2xx(code)) {
         ++t.r.rcpt_accepted;
+        if (keep) t.accepted.push_back(static_cast<uint32_t>(t.r.rcpt_replies.size()));
       } else {
         ++t.r.rcpt_rejected;
       }
+      if (keep) t.r.rcpt_replies.push_back(last_reply_);
       if (!t.pipelined) {
-        if (t.rcpt_sent < settings_.recipients.size()) return send_rcpt(t, t.rcpt_sent);
+        if (t.rcpt_sent < recipient_count(t)) return send_rcpt(t, t.rcpt_sent);
         if (t.r.rcpt_accepted == 0) {
           finish_cur(now_ns);
           return end_transaction(now_ns);
@@ -289,6 +326,7 @@ void SmtpClient::on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t n
       return;
     case Expect::data:
       if (code != 354) {
+        if (keep && t.r.early.code == 0) t.r.early = last_reply_;
         finish_cur(now_ns);
         return end_transaction(now_ns);
       }
@@ -305,6 +343,13 @@ void SmtpClient::on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t n
       if (!t.final_counted) {
         t.final_counted = true;
         t.final_left = settings_.lmtp && t.r.rcpt_accepted > 0 ? t.r.rcpt_accepted : 1;
+      }
+      if (keep) {
+        // LMTP: this reply is the next accepted recipient's; SMTP: every one's.
+        const size_t upto = settings_.lmtp ? t.final_seen + 1 : t.accepted.size();
+        for (; t.final_seen < std::min(upto, t.accepted.size()); ++t.final_seen) {
+          t.r.rcpt_replies[t.accepted[t.final_seen]] = last_reply_;
+        }
       }
       if (--t.final_left > 0) {
         --expect_head_;  // more per-recipient replies to come (LMTP)
@@ -327,12 +372,12 @@ void SmtpClient::start_message(uint64_t id, const MessageBody& body, int64_t int
   t.r.intended_ns = intended_ns;
   t.body = body;
   if (state_ == State::idle && !cur_) {
-    cur_ = t;
+    cur_ = std::move(t);
     last_progress_ns_ = now_ns;
     return begin(now_ns);
   }
   if (can_queue_next()) {
-    next_ = t;
+    next_ = std::move(t);
     return maybe_send_next(now_ns);
   }
   // A caller's mistake: the message still gets its one outcome.
@@ -360,18 +405,33 @@ void SmtpClient::send_envelope(Txn& t, int64_t now_ns) {
   t.r.started_ns = now_ns;
   if (t.r.intended_ns == kIntendedAtStart) t.r.intended_ns = now_ns;
   send("MAIL FROM:<");
-  send(settings_.mail_from);
-  send(">\r\n");
+  if (t.body.envelope) {
+    send(t.body.envelope->mail_from);
+    send(">");
+    send(t.body.envelope->mail_params);
+    send("\r\n");
+  } else {
+    send(settings_.mail_from);
+    send(">\r\n");
+  }
   push_expect(Expect::mail);
   if (!t.pipelined) return;
-  for (size_t i = 0; i < settings_.recipients.size(); ++i) send_rcpt(t, i);
+  for (size_t i = 0; i < recipient_count(t); ++i) send_rcpt(t, i);
   send_data_command(t, now_ns);
 }
 
 void SmtpClient::send_rcpt(Txn& t, size_t i) {
   send("RCPT TO:<");
-  send(settings_.recipients[i]);
-  send(">\r\n");
+  if (t.body.envelope) {
+    const ClientRecipient& r = t.body.envelope->recipients[i];
+    send(r.address);
+    send(">");
+    send(r.params);
+    send("\r\n");
+  } else {
+    send(settings_.recipients[i]);
+    send(">\r\n");
+  }
   push_expect(Expect::rcpt);
   t.rcpt_sent = i + 1;
 }
@@ -431,12 +491,18 @@ void SmtpClient::push_expect(Expect e) {
 }
 
 void SmtpClient::finish(Txn& t, int64_t now_ns, ErrorKind error) {
-  MessageResult r = t.r;
+  if (settings_.keep_replies) {
+    // Accepted recipients whose reply after the data never came are undecided.
+    for (size_t k = t.final_seen; k < t.accepted.size(); ++k) t.r.rcpt_replies[t.accepted[k]] = {};
+    t.final_seen = t.accepted.size();
+    t.r.rcpt_replies.resize(recipient_count(t));
+  }
+  MessageResult r = std::move(t.r);
   r.error = error;
   r.code = error != ErrorKind::none ? 0 : (t.first_fail ? t.first_fail : t.last_code);
   r.final_ns = now_ns;
   if (r.intended_ns == kIntendedAtStart) r.intended_ns = now_ns;
-  results_.push_back(r);
+  results_.push_back(std::move(r));
   ++transactions_;
 }
 
@@ -451,7 +517,7 @@ void SmtpClient::finish_cur(int64_t now_ns, ErrorKind error) {
                  (!cur_->data_queued || (settings_.bdat && cur_->final_failed));
   cur_.reset();
   if (next_ && next_->sent) {
-    cur_ = next_;
+    cur_ = std::move(next_);
     next_.reset();
     rset_needed_ = false;  // sent behind the end of data: BDAT put RSET in front of it
   }
@@ -488,7 +554,7 @@ void SmtpClient::end_transaction(int64_t now_ns) {
 void SmtpClient::become_idle(int64_t now_ns) {
   if (ready_ns_ == 0) ready_ns_ = now_ns;
   if (next_) {  // queued while the previous one failed early: it starts now
-    cur_ = next_;
+    cur_ = std::move(next_);
     next_.reset();
     return begin(now_ns);
   }
@@ -543,7 +609,7 @@ bool SmtpClient::waiting() const {
 
 std::optional<MessageResult> SmtpClient::take_result() {
   if (results_head_ >= results_.size()) return std::nullopt;
-  MessageResult r = results_[results_head_++];
+  MessageResult r = std::move(results_[results_head_++]);
   if (results_head_ >= results_.size()) {
     results_.clear();
     results_head_ = 0;
@@ -551,4 +617,4 @@ std::optional<MessageResult> SmtpClient::take_result() {
   return r;
 }
 
-}  // namespace ringmx::bench
+}  // namespace ringmx

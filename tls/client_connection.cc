@@ -1,10 +1,10 @@
 // Contract: see client_connection.h. The TLS session is created when TLS
 // starts (not at connect), so a plaintext connection never allocates one.
-#include "bench/client_connection.h"
+#include "tls/client_connection.h"
 
 #include <utility>
 
-namespace ringmx::bench {
+namespace ringmx {
 
 ClientConnection::ClientConnection(const ClientSettings& smtp, const TlsClientOptions& tls,
                                    int64_t now_ns, std::shared_ptr<const TlsSavedSession> resume)
@@ -129,4 +129,4 @@ std::shared_ptr<const TlsSavedSession> ClientConnection::saved_session() const {
   return tls_->saved_session();
 }
 
-}  // namespace ringmx::bench
+}  // namespace ringmx

@@ -1,6 +1,6 @@
 // Contract: the client side of one SMTP (or LMTP) session as a sans-I/O state
-// machine, for the load generator. The owner feeds the bytes the server sent,
-// sends what output() holds (in order, as much as the socket takes, then
+// machine, shared by the load generator (bench/) and the daemon's relays. The owner feeds the bytes
+// the server sent, sends what output() holds (in order, as much as the socket takes, then
 // consume_output()), and passes the time in: the client opens no socket and
 // reads no clock. An output() view is valid until the next call into the
 // client (a referenced body stays where its owner keeps it).
@@ -46,6 +46,15 @@
 // session (closed()), and every message in progress ends with 421.
 // Bodies are referenced, not copied, above kCopyBelow octets: the caller keeps
 // them alive until the message's result is taken.
+//
+// Envelopes: a message's MAIL FROM and RCPT TO come from its MessageBody's
+// `envelope` when set (the relays: each message its own sender, recipients
+// and ESMTP parameters, rendered by the caller for what the server offered),
+// else from the settings (the load generator). With settings.keep_replies the
+// result also holds, per recipient, the reply that decided it (its RCPT reply
+// if that failed, else its LMTP reply after the data, else the one reply to
+// the data) with its text, and the reply that ended the transaction early
+// (MAIL or DATA refused): what a relay logs, retries or bounces on.
 #pragma once
 
 #include <climits>
@@ -56,7 +65,7 @@
 #include <string_view>
 #include <vector>
 
-namespace ringmx::bench {
+namespace ringmx {
 
 // Why a message (or a connection) failed without a final reply code.
 enum class ErrorKind : uint8_t {
@@ -83,12 +92,35 @@ struct ClientSettings {
   bool use_pipelining = true;  // when the server offers PIPELINING
   bool starttls = false;       // STARTTLS after the first EHLO (the owner runs TLS)
   bool helo_only = false;      // greet with HELO, not EHLO: no extensions (ignored for LMTP)
+  bool keep_replies = false;   // results carry per-recipient replies and texts
+};
+
+// A message's own envelope, as it goes on the wire: addresses without the
+// angle brackets, parameters (" SIZE=123 BODY=8BITMIME", with the leading
+// space, or empty) already chosen for what the server offered.
+struct ClientRecipient {
+  std::string address;
+  std::string params;
+};
+struct ClientEnvelope {
+  std::string mail_from;
+  std::string mail_params;
+  std::vector<ClientRecipient> recipients;
 };
 
 // One message's data, owned by the caller.
 struct MessageBody {
-  std::string_view stuffed;  // dot-stuffed, ending in ".\r\n" (DATA)
-  std::string_view raw;      // as is (BDAT)
+  std::string_view stuffed;                  // dot-stuffed, ending in ".\r\n" (DATA)
+  std::string_view raw;                      // as is (BDAT)
+  const ClientEnvelope* envelope = nullptr;  // null: the settings' sender and recipients
+};
+
+// A reply as kept for a relay (settings.keep_replies): its code and its text,
+// the lines after the code joined by a space, at most kMaxReplyText octets.
+struct ReplyText {
+  uint16_t code = 0;  // 0: no reply came (the transport failed first)
+  std::string text;   // "5.1.1 <x@example.org>: user unknown"
+  static constexpr size_t kMaxReplyText = 512;
 };
 
 struct MessageResult {
@@ -102,6 +134,10 @@ struct MessageResult {
   uint32_t rcpt_accepted = 0;
   uint32_t rcpt_rejected = 0;
   uint64_t data_bytes = 0;  // message octets sent (stuffed for DATA)
+  // keep_replies only: one per recipient, in order (see the contract), and
+  // the reply that ended the transaction before its data (code 0: none did).
+  std::vector<ReplyText> rcpt_replies;
+  ReplyText early;
   bool ok() const { return error == ErrorKind::none && code >= 200 && code < 300; }
 };
 
@@ -179,6 +215,17 @@ class SmtpClient {
   bool server_pipelining() const { return pipelining_; }
   bool server_chunking() const { return chunking_; }
   bool server_starttls() const { return starttls_offered_; }
+  bool server_8bitmime() const { return eightbit_; }
+  bool server_smtputf8() const { return smtputf8_; }
+  bool server_dsn() const { return dsn_; }
+  // SIZE's value (0: offered without a limit, or not offered: see server_size_offered()).
+  uint64_t server_size() const { return size_limit_; }
+  bool server_size_offered() const { return size_offered_; }
+  // The last complete reply (keep_replies: with its text): a set-up refusal's words.
+  const ReplyText& last_reply() const { return last_reply_; }
+  // When the last complete reply arrived (a reply that trickles in line by
+  // line does not move it): the owner's command timeout runs from here.
+  int64_t last_reply_ns() const { return last_reply_ns_; }
   uint64_t transactions() const { return transactions_; }
 
  private:
@@ -200,13 +247,19 @@ class SmtpClient {
     uint16_t last_code = 0;
     uint32_t final_left = 0;
     bool final_counted = false;
-    bool final_failed = false;  // a non-2xx reply to the data (or one LMTP recipient's)
+    bool final_failed = false;       // a non-2xx reply to the data (or one LMTP recipient's)
+    size_t final_seen = 0;           // keep_replies: accepted recipients decided after the data
+    std::vector<uint32_t> accepted;  // keep_replies: indices of the recipients accepted at RCPT
   };
+  size_t recipient_count(const Txn& t) const {
+    return t.body.envelope ? t.body.envelope->recipients.size() : settings_.recipients.size();
+  }
 
   void on_reply(uint16_t code, int64_t now_ns);
   void on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t now_ns);
   void on_ehlo_line(std::string_view line);
   void after_helo(int64_t now_ns);
+  void forget_extensions();
   void become_idle(int64_t now_ns);
   void begin(int64_t now_ns);
   void send_envelope(Txn& t, int64_t now_ns);
@@ -232,6 +285,9 @@ class SmtpClient {
   bool reply_started_ = false;  // a multi-line reply is being read
   uint16_t reply_code_ = 0;
   size_t reply_lines_ = 0;
+  std::string reply_text_;  // keep_replies: the reply being read
+  ReplyText last_reply_;
+  int64_t last_reply_ns_ = 0;
 
   std::vector<Segment> out_;
   size_t out_head_ = 0;
@@ -243,6 +299,11 @@ class SmtpClient {
   bool pipelining_ = false;
   bool chunking_ = false;
   bool starttls_offered_ = false;
+  bool eightbit_ = false;
+  bool smtputf8_ = false;
+  bool dsn_ = false;
+  bool size_offered_ = false;
+  uint64_t size_limit_ = 0;
   bool tls_active_ = false;
   bool quit_requested_ = false;
   bool quit_sent_ = false;
@@ -263,4 +324,4 @@ class SmtpClient {
   uint64_t transactions_ = 0;
 };
 
-}  // namespace ringmx::bench
+}  // namespace ringmx

@@ -6,7 +6,7 @@
 // with a PROXY header in front of the ClientHello, TLS 1.2 when asked, and a
 // saved session offered on the next connection (resumed). The certificate is
 // made at test time with openssl in a mkdtemp directory.
-#include "bench/client_connection.h"
+#include "tls/client_connection.h"
 
 #include <unistd.h>
 

@@ -1,11 +1,11 @@
-// Contract: the load generator's sans-I/O SMTP client, driven by scripted
+// Contract: the sans-I/O SMTP client (load generator and relays), driven by scripted
 // server replies: exact bytes on the wire for pipelined and lock-step
 // transactions, DATA and BDAT, SMTP and LMTP; one outcome per message (the
 // first non-2xx reply, the final 2xx, or an error kind) whatever the server
 // does (4xx/5xx at RCPT and at the end of data, 421, garbage, closing mid-way);
 // RSET after a failed transaction; QUIT pipelined behind the last message;
 // HELO-only sessions (plain SMTP: lock-step, no extensions, refusals).
-#include "bench/smtp_client.h"
+#include "core/smtp_client.h"
 
 #include <gtest/gtest.h>
 
@@ -68,7 +68,7 @@ ClientSettings settings(size_t rcpts = 1) {
   return s;
 }
 
-TEST(BenchSmtpClient, PipelinedTransaction) {
+TEST(SmtpClient, PipelinedTransaction) {
   Script t(settings(2));
   t.greet(kEhloFull);
   EXPECT_TRUE(t.client_.server_pipelining());
@@ -99,7 +99,7 @@ TEST(BenchSmtpClient, PipelinedTransaction) {
   EXPECT_EQ(t.client_.transactions(), 1u);
 }
 
-TEST(BenchSmtpClient, LockStepWhenTheServerDoesNotPipeline) {
+TEST(SmtpClient, LockStepWhenTheServerDoesNotPipeline) {
   Script t(settings(2));
   t.greet(kEhloPlain);
   EXPECT_FALSE(t.client_.server_pipelining());
@@ -121,7 +121,7 @@ TEST(BenchSmtpClient, LockStepWhenTheServerDoesNotPipeline) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, NoPipeliningSettingForcesLockStep) {
+TEST(SmtpClient, NoPipeliningSettingForcesLockStep) {
   ClientSettings s = settings();
   s.use_pipelining = false;
   Script t(s);
@@ -133,7 +133,7 @@ TEST(BenchSmtpClient, NoPipeliningSettingForcesLockStep) {
   EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
 }
 
-TEST(BenchSmtpClient, MultiLineEhloKeywordsAnyCase) {
+TEST(SmtpClient, MultiLineEhloKeywordsAnyCase) {
   Script t(settings());
   t.feed("220-mx.test first\r\n220 second line\r\n");
   EXPECT_EQ(t.take(), "EHLO bench.example.net\r\n");
@@ -145,7 +145,7 @@ TEST(BenchSmtpClient, MultiLineEhloKeywordsAnyCase) {
   EXPECT_GT(t.client_.ready_ns(), t.client_.banner_ns());
 }
 
-TEST(BenchSmtpClient, EhloRefusedFallsBackToHelo) {
+TEST(SmtpClient, EhloRefusedFallsBackToHelo) {
   Script t(settings());
   t.feed("220 old server\r\n");
   EXPECT_EQ(t.take(), "EHLO bench.example.net\r\n");
@@ -162,7 +162,7 @@ ClientSettings helo_only(size_t rcpts = 1) {
   return s;
 }
 
-TEST(BenchSmtpClient, HeloOnlyTranscript) {
+TEST(SmtpClient, HeloOnlyTranscript) {
   Script t(helo_only(2));
   t.feed("220 mx.test ESMTP\r\n");
   EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
@@ -194,7 +194,7 @@ TEST(BenchSmtpClient, HeloOnlyTranscript) {
   EXPECT_TRUE(t.client_.server_closes());
 }
 
-TEST(BenchSmtpClient, HeloOnlyKnowsNoExtensionsSoStaysLockStep) {
+TEST(SmtpClient, HeloOnlyKnowsNoExtensionsSoStaysLockStep) {
   Script t(helo_only());
   t.feed("220 mx.test ESMTP PIPELINING CHUNKING STARTTLS\r\n");
   EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
@@ -212,7 +212,7 @@ TEST(BenchSmtpClient, HeloOnlyKnowsNoExtensionsSoStaysLockStep) {
   EXPECT_EQ(t.take(), "RCPT TO:<r0@x.test>\r\n");
 }
 
-TEST(BenchSmtpClient, HeloRefusedEndsTheSetUpWithItsCode) {
+TEST(SmtpClient, HeloRefusedEndsTheSetUpWithItsCode) {
   Script t(helo_only());
   t.feed("220 mx.test\r\n");
   EXPECT_EQ(t.take(), "HELO bench.example.net\r\n");
@@ -227,7 +227,7 @@ TEST(BenchSmtpClient, HeloRefusedEndsTheSetUpWithItsCode) {
   EXPECT_FALSE(t.client_.has_result());
 }
 
-TEST(BenchSmtpClient, HeloAnswered421ClosesAtOnce) {
+TEST(SmtpClient, HeloAnswered421ClosesAtOnce) {
   Script t(helo_only());
   t.feed("220 mx.test\r\n");
   t.take();
@@ -237,7 +237,7 @@ TEST(BenchSmtpClient, HeloAnswered421ClosesAtOnce) {
   EXPECT_EQ(t.take(), "");
 }
 
-TEST(BenchSmtpClient, HeloOnlyWithStarttlsOrBdatIsUnsupported) {
+TEST(SmtpClient, HeloOnlyWithStarttlsOrBdatIsUnsupported) {
   ClientSettings s = helo_only();
   s.starttls = true;
   Script tls(s);
@@ -261,7 +261,7 @@ TEST(BenchSmtpClient, HeloOnlyWithStarttlsOrBdatIsUnsupported) {
   EXPECT_EQ(bdat.take(), "");
 }
 
-TEST(BenchSmtpClient, LmtpIgnoresHeloOnly) {
+TEST(SmtpClient, LmtpIgnoresHeloOnly) {
   ClientSettings s = helo_only();
   s.lmtp = true;
   Script t(s);
@@ -269,7 +269,7 @@ TEST(BenchSmtpClient, LmtpIgnoresHeloOnly) {
   EXPECT_EQ(t.take(), "LHLO bench.example.net\r\n");
 }
 
-TEST(BenchSmtpClient, RcptRejectedPipelinedThenRset) {
+TEST(SmtpClient, RcptRejectedPipelinedThenRset) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -291,7 +291,7 @@ TEST(BenchSmtpClient, RcptRejectedPipelinedThenRset) {
   EXPECT_EQ(t.take().rfind("MAIL FROM:", 0), 0u);
 }
 
-TEST(BenchSmtpClient, TempFailOneOfTwoRecipientsStillSendsTheData) {
+TEST(SmtpClient, TempFailOneOfTwoRecipientsStillSendsTheData) {
   Script t(settings(2));
   t.greet(kEhloFull);
   Body b;
@@ -309,7 +309,7 @@ TEST(BenchSmtpClient, TempFailOneOfTwoRecipientsStillSendsTheData) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, LockStepAllRecipientsRejectedSkipsData) {
+TEST(SmtpClient, LockStepAllRecipientsRejectedSkipsData) {
   Script t(settings());
   t.greet(kEhloPlain);
   Body b;
@@ -324,7 +324,7 @@ TEST(BenchSmtpClient, LockStepAllRecipientsRejectedSkipsData) {
   EXPECT_EQ(t.take(), "RSET\r\n");
 }
 
-TEST(BenchSmtpClient, MailRejectedLockStepNeedsNoRset) {
+TEST(SmtpClient, MailRejectedLockStepNeedsNoRset) {
   Script t(settings());
   t.greet(kEhloPlain);
   Body b;
@@ -338,7 +338,7 @@ TEST(BenchSmtpClient, MailRejectedLockStepNeedsNoRset) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, RejectedAtTheEndOfData) {
+TEST(SmtpClient, RejectedAtTheEndOfData) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -355,7 +355,7 @@ TEST(BenchSmtpClient, RejectedAtTheEndOfData) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, DataCommandRefused) {
+TEST(SmtpClient, DataCommandRefused) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -369,7 +369,7 @@ TEST(BenchSmtpClient, DataCommandRefused) {
   EXPECT_EQ(t.take(), "RSET\r\n");
 }
 
-TEST(BenchSmtpClient, LmtpRepliesPerRecipient) {
+TEST(SmtpClient, LmtpRepliesPerRecipient) {
   ClientSettings s = settings(3);
   s.lmtp = true;
   Script t(s);
@@ -406,7 +406,7 @@ TEST(BenchSmtpClient, LmtpRepliesPerRecipient) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, LmtpDoesNotFallBackToHelo) {
+TEST(SmtpClient, LmtpDoesNotFallBackToHelo) {
   ClientSettings s = settings();
   s.lmtp = true;
   Script t(s);
@@ -418,7 +418,7 @@ TEST(BenchSmtpClient, LmtpDoesNotFallBackToHelo) {
   EXPECT_FALSE(t.client_.ready_seen());
 }
 
-TEST(BenchSmtpClient, BdatPipelinedInOneGo) {
+TEST(SmtpClient, BdatPipelinedInOneGo) {
   ClientSettings s = settings();
   s.bdat = true;
   Script t(s);
@@ -436,7 +436,7 @@ TEST(BenchSmtpClient, BdatPipelinedInOneGo) {
   EXPECT_EQ(r->data_bytes, 2000u);
 }
 
-TEST(BenchSmtpClient, BdatLockStep) {
+TEST(SmtpClient, BdatLockStep) {
   ClientSettings s = settings();
   s.bdat = true;
   s.use_pipelining = false;
@@ -453,7 +453,7 @@ TEST(BenchSmtpClient, BdatLockStep) {
   ASSERT_TRUE(t.client_.take_result()->ok());
 }
 
-TEST(BenchSmtpClient, BdatWithoutChunkingIsUnsupported) {
+TEST(SmtpClient, BdatWithoutChunkingIsUnsupported) {
   ClientSettings s = settings();
   s.bdat = true;
   Script t(s);
@@ -467,7 +467,7 @@ TEST(BenchSmtpClient, BdatWithoutChunkingIsUnsupported) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, ServerClosesMidTransaction) {
+TEST(SmtpClient, ServerClosesMidTransaction) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -487,7 +487,7 @@ TEST(BenchSmtpClient, ServerClosesMidTransaction) {
   EXPECT_FALSE(t.client_.take_result());
 }
 
-TEST(BenchSmtpClient, ServerClosesAfterTheFinalReplyAddsNothing) {
+TEST(SmtpClient, ServerClosesAfterTheFinalReplyAddsNothing) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -500,7 +500,7 @@ TEST(BenchSmtpClient, ServerClosesAfterTheFinalReplyAddsNothing) {
   EXPECT_TRUE(t.client_.closed());
 }
 
-TEST(BenchSmtpClient, ServiceClosing421EndsTheSession) {
+TEST(SmtpClient, ServiceClosing421EndsTheSession) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -514,7 +514,7 @@ TEST(BenchSmtpClient, ServiceClosing421EndsTheSession) {
   EXPECT_EQ(t.take(), "");
 }
 
-TEST(BenchSmtpClient, BannerRefused) {
+TEST(SmtpClient, BannerRefused) {
   Script t(settings());
   t.feed("554 5.7.1 go away\r\n");
   EXPECT_TRUE(t.client_.closed());
@@ -523,14 +523,14 @@ TEST(BenchSmtpClient, BannerRefused) {
   EXPECT_EQ(t.take(), "");
 }
 
-TEST(BenchSmtpClient, ConnectionLostBeforeReadyIsASetupError) {
+TEST(SmtpClient, ConnectionLostBeforeReadyIsASetupError) {
   Script t(settings());
   t.client_.connection_lost(ErrorKind::refused, 2000);
   EXPECT_EQ(t.client_.setup_error(), ErrorKind::refused);
   EXPECT_FALSE(t.client_.take_result());
 }
 
-TEST(BenchSmtpClient, GarbageIsAProtocolError) {
+TEST(SmtpClient, GarbageIsAProtocolError) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -543,7 +543,7 @@ TEST(BenchSmtpClient, GarbageIsAProtocolError) {
   EXPECT_TRUE(t.client_.closed());
 }
 
-TEST(BenchSmtpClient, UnsolicitedReplyWhileIdle) {
+TEST(SmtpClient, UnsolicitedReplyWhileIdle) {
   Script t(settings());
   t.greet(kEhloFull);
   t.feed("421 4.4.2 idle timeout\r\n");
@@ -551,7 +551,7 @@ TEST(BenchSmtpClient, UnsolicitedReplyWhileIdle) {
   EXPECT_FALSE(t.client_.take_result());
 }
 
-TEST(BenchSmtpClient, QuitPipelinedBehindTheLastMessage) {
+TEST(SmtpClient, QuitPipelinedBehindTheLastMessage) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -568,7 +568,7 @@ TEST(BenchSmtpClient, QuitPipelinedBehindTheLastMessage) {
   EXPECT_FALSE(t.client_.waiting());
 }
 
-TEST(BenchSmtpClient, QuitWhenIdleAndBeforeReady) {
+TEST(SmtpClient, QuitWhenIdleAndBeforeReady) {
   Script t(settings());
   t.greet(kEhloFull);
   t.client_.quit(t.now_);
@@ -585,7 +585,7 @@ TEST(BenchSmtpClient, QuitWhenIdleAndBeforeReady) {
   EXPECT_EQ(u.take(), "QUIT\r\n");
 }
 
-TEST(BenchSmtpClient, QuitAfterAFailedLockStepTransaction) {
+TEST(SmtpClient, QuitAfterAFailedLockStepTransaction) {
   ClientSettings s = settings();
   Script t(s);
   t.greet(kEhloPlain);
@@ -602,7 +602,7 @@ TEST(BenchSmtpClient, QuitAfterAFailedLockStepTransaction) {
   EXPECT_EQ(t.take(), "QUIT\r\n");
 }
 
-TEST(BenchSmtpClient, LargeBodiesAreReferencedNotCopied) {
+TEST(SmtpClient, LargeBodiesAreReferencedNotCopied) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b(SmtpClient::kCopyBelow * 2);
@@ -618,7 +618,7 @@ TEST(BenchSmtpClient, LargeBodiesAreReferencedNotCopied) {
   EXPECT_EQ(t.take(), b.stuffed.substr(1000));
 }
 
-TEST(BenchSmtpClient, StartWhileBusyStillGivesOneOutcome) {
+TEST(SmtpClient, StartWhileBusyStillGivesOneOutcome) {
   Script t(settings());
   t.greet(kEhloPlain);  // lock-step: nothing can be queued
   Body b;
@@ -643,14 +643,14 @@ TEST(BenchSmtpClient, StartWhileBusyStillGivesOneOutcome) {
   EXPECT_TRUE(r->ok());
 }
 
-TEST(BenchSmtpClient, OverlongReplyLineIsAProtocolError) {
+TEST(SmtpClient, OverlongReplyLineIsAProtocolError) {
   Script t(settings());
   t.feed(std::string(SmtpClient::kMaxReplyLine + 10, 'x'));
   EXPECT_TRUE(t.client_.closed());
   EXPECT_EQ(t.client_.setup_error(), ErrorKind::protocol);
 }
 
-TEST(BenchSmtpClient, NextMessagePipelinedBehindTheEndOfData) {
+TEST(SmtpClient, NextMessagePipelinedBehindTheEndOfData) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b1(1024, 1);
@@ -684,7 +684,7 @@ TEST(BenchSmtpClient, NextMessagePipelinedBehindTheEndOfData) {
   EXPECT_TRUE(t.client_.idle());
 }
 
-TEST(BenchSmtpClient, IntendedAtStartIsWhenMailIsQueued) {
+TEST(SmtpClient, IntendedAtStartIsWhenMailIsQueued) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -704,7 +704,7 @@ TEST(BenchSmtpClient, IntendedAtStartIsWhenMailIsQueued) {
   EXPECT_EQ(r->started_ns, queued_at);
 }
 
-TEST(BenchSmtpClient, QuitBehindTheLastOfTwoMessages) {
+TEST(SmtpClient, QuitBehindTheLastOfTwoMessages) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -724,7 +724,7 @@ TEST(BenchSmtpClient, QuitBehindTheLastOfTwoMessages) {
   EXPECT_TRUE(t.client_.server_closes());
 }
 
-TEST(BenchSmtpClient, QueuedMessageWaitsForRsetWhenTheFirstFailsEarly) {
+TEST(SmtpClient, QueuedMessageWaitsForRsetWhenTheFirstFailsEarly) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -748,7 +748,7 @@ TEST(BenchSmtpClient, QueuedMessageWaitsForRsetWhenTheFirstFailsEarly) {
   EXPECT_TRUE(r->ok());
 }
 
-TEST(BenchSmtpClient, RejectedAtTheEndOfDataNeedsNoRsetBeforeTheNext) {
+TEST(SmtpClient, RejectedAtTheEndOfDataNeedsNoRsetBeforeTheNext) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -765,7 +765,7 @@ TEST(BenchSmtpClient, RejectedAtTheEndOfDataNeedsNoRsetBeforeTheNext) {
   EXPECT_EQ(t.take(), "");
 }
 
-TEST(BenchSmtpClient, BdatPipelinesTheNextMessageAtOnce) {
+TEST(SmtpClient, BdatPipelinesTheNextMessageAtOnce) {
   ClientSettings s = settings();
   s.bdat = true;
   Script t(s);
@@ -796,7 +796,7 @@ TEST(BenchSmtpClient, BdatPipelinesTheNextMessageAtOnce) {
 // (and takes that message's recipients into the old transaction). So a
 // message pipelined behind a BDAT starts with RSET, and a refused BDAT with
 // nothing behind it is followed by RSET before the session goes on.
-TEST(BenchSmtpClient, BdatRefusedIsFollowedByRset) {
+TEST(SmtpClient, BdatRefusedIsFollowedByRset) {
   ClientSettings s = settings();
   s.bdat = true;
   s.lmtp = true;
@@ -868,7 +868,7 @@ TEST(BenchSmtpClient, BdatRefusedIsFollowedByRset) {
 // them pipelined can add up to more than kCopyBelow: that text is not a
 // reference (it grows when the next command is queued), so the owner must
 // copy it before sending.
-TEST(BenchSmtpClient, CopiedBodiesAddingUpAreNotAReference) {
+TEST(SmtpClient, CopiedBodiesAddingUpAreNotAReference) {
   ClientSettings s = settings();
   s.bdat = true;
   Script t(s);
@@ -880,7 +880,7 @@ TEST(BenchSmtpClient, CopiedBodiesAddingUpAreNotAReference) {
   EXPECT_FALSE(t.client_.output_is_reference());
 }
 
-TEST(BenchSmtpClient, ServiceClosingEndsBothMessages) {
+TEST(SmtpClient, ServiceClosingEndsBothMessages) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -896,7 +896,7 @@ TEST(BenchSmtpClient, ServiceClosingEndsBothMessages) {
   EXPECT_TRUE(t.client_.server_closes());
 }
 
-TEST(BenchSmtpClient, ConnectionLostEndsBothMessagesOnce) {
+TEST(SmtpClient, ConnectionLostEndsBothMessagesOnce) {
   Script t(settings());
   t.greet(kEhloFull);
   Body b;
@@ -914,7 +914,7 @@ TEST(BenchSmtpClient, ConnectionLostEndsBothMessagesOnce) {
   EXPECT_FALSE(t.client_.take_result());
 }
 
-TEST(BenchSmtpClient, LmtpNextMessageAfterEveryRecipientReply) {
+TEST(SmtpClient, LmtpNextMessageAfterEveryRecipientReply) {
   ClientSettings s = settings(2);
   s.lmtp = true;
   Script t(s);
@@ -936,12 +936,207 @@ TEST(BenchSmtpClient, LmtpNextMessageAfterEveryRecipientReply) {
   EXPECT_EQ(t.client_.take_result()->code, 450);
 }
 
-TEST(BenchSmtpClient, NoQueueingInLockStep) {
+TEST(SmtpClient, NoQueueingInLockStep) {
   Script t(settings());
   t.greet(kEhloPlain);
   Body b;
   t.start(1, b.view());
   EXPECT_FALSE(t.client_.can_queue_next());
+}
+
+}  // namespace
+}  // namespace ringmx::bench
+
+// ---- the relays' use: envelopes of their own, replies kept ----------------------
+
+namespace ringmx::bench {
+namespace {
+
+ClientSettings relay_settings(bool lmtp) {
+  ClientSettings s;
+  s.helo_name = "mx.ringmx.test";
+  s.lmtp = lmtp;
+  s.keep_replies = true;
+  return s;
+}
+
+TEST(SmtpClientRelay, EnvelopeOfItsOwnWithParameters) {
+  Script t(relay_settings(false));
+  t.feed("220 mx.test ESMTP\r\n");
+  EXPECT_EQ(t.take(), "EHLO mx.ringmx.test\r\n");
+  t.feed(kEhloFull);
+  ClientEnvelope env{"s@example.net",
+                     " SIZE=120 BODY=8BITMIME",
+                     {{"a@example.org", " NOTIFY=FAILURE"}, {"b@example.org", ""}}};
+  Body b;
+  MessageBody body = b.view();
+  body.envelope = &env;
+  t.start(1, body);
+  EXPECT_EQ(t.take(),
+            "MAIL FROM:<s@example.net> SIZE=120 BODY=8BITMIME\r\n"
+            "RCPT TO:<a@example.org> NOTIFY=FAILURE\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+  t.feed("250 2.1.0 ok\r\n550-5.1.1 no such\r\n550 5.1.1 user here\r\n250 2.1.5 ok\r\n354 go\r\n");
+  EXPECT_EQ(t.take(), b.stuffed);
+  t.feed("250 2.0.0 queued as X\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, 550);
+  ASSERT_EQ(r->rcpt_replies.size(), 2u);
+  EXPECT_EQ(r->rcpt_replies[0].code, 550);
+  EXPECT_EQ(r->rcpt_replies[0].text, "5.1.1 no such 5.1.1 user here");
+  EXPECT_EQ(r->rcpt_replies[1].code, 250);
+  EXPECT_EQ(r->rcpt_replies[1].text, "2.0.0 queued as X");  // the data's reply decides
+  EXPECT_EQ(r->early.code, 0);
+}
+
+TEST(SmtpClientRelay, LockStepUsesTheEnvelopesRecipientCount) {
+  Script t(relay_settings(false));
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed("250 mx.test\r\n");  // no PIPELINING
+  ClientEnvelope env{"s@example.net", "", {{"a@x.org", ""}, {"b@x.org", ""}, {"c@x.org", ""}}};
+  Body b;
+  MessageBody body = b.view();
+  body.envelope = &env;
+  t.start(1, body);
+  EXPECT_EQ(t.take(), "MAIL FROM:<s@example.net>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<a@x.org>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<b@x.org>\r\n");
+  t.feed("451 4.3.0 later\r\n");
+  EXPECT_EQ(t.take(), "RCPT TO:<c@x.org>\r\n");
+  t.feed("250 ok\r\n");
+  EXPECT_EQ(t.take(), "DATA\r\n");
+  t.feed("354 go\r\n");
+  t.take();
+  t.feed("250 done\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->rcpt_replies.size(), 3u);
+  EXPECT_EQ(r->rcpt_replies[0].code, 250);
+  EXPECT_EQ(r->rcpt_replies[1].code, 451);
+  EXPECT_EQ(r->rcpt_replies[2].code, 250);
+  EXPECT_EQ(r->rcpt_replies[2].text, "done");
+}
+
+TEST(SmtpClientRelay, LmtpEachAcceptedRecipientGetsItsOwnReply) {
+  Script t(relay_settings(true));
+  t.feed("220 lmtp\r\n");
+  EXPECT_EQ(t.take(), "LHLO mx.ringmx.test\r\n");
+  t.feed("250-lmtp\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n");
+  EXPECT_TRUE(t.client_.server_8bitmime());
+  EXPECT_TRUE(t.client_.server_smtputf8());
+  EXPECT_FALSE(t.client_.server_dsn());
+  ClientEnvelope env{
+      "s@x.net", "", {{"u1@x.org", ""}, {"nobody@x.org", ""}, {"u2@x.org", ""}, {"u3@x.org", ""}}};
+  Body b;
+  MessageBody body = b.view();
+  body.envelope = &env;
+  t.start(1, body);
+  t.take();
+  t.feed(
+      "250 ok\r\n250 ok\r\n550 5.1.1 <nobody@x.org> User doesn't exist\r\n250 ok\r\n250 ok\r\n"
+      "354 go\r\n");
+  t.take();
+  t.feed("250 2.0.0 <u1@x.org> Saved\r\n452 4.2.2 <u2@x.org> Quota exceeded\r\n");
+  EXPECT_FALSE(t.client_.has_result());
+  t.feed("250 2.0.0 <u3@x.org> Saved\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->rcpt_replies.size(), 4u);
+  EXPECT_EQ(r->rcpt_replies[0].text, "2.0.0 <u1@x.org> Saved");
+  EXPECT_EQ(r->rcpt_replies[1].code, 550);
+  EXPECT_EQ(r->rcpt_replies[2].code, 452);
+  EXPECT_EQ(r->rcpt_replies[2].text, "4.2.2 <u2@x.org> Quota exceeded");
+  EXPECT_EQ(r->rcpt_replies[3].text, "2.0.0 <u3@x.org> Saved");
+}
+
+TEST(SmtpClientRelay, LostAfterTheDataLeavesAcceptedRecipientsUndecided) {
+  Script t(relay_settings(true));
+  t.feed("220 lmtp\r\n");
+  t.take();
+  t.feed("250-lmtp\r\n250 PIPELINING\r\n");
+  ClientEnvelope env{"s@x.net", "", {{"u1@x.org", ""}, {"u2@x.org", ""}, {"u3@x.org", ""}}};
+  Body b;
+  MessageBody body = b.view();
+  body.envelope = &env;
+  t.start(1, body);
+  t.take();
+  t.feed("250 ok\r\n250 ok\r\n550 5.1.1 no\r\n250 ok\r\n354 go\r\n");
+  t.take();
+  t.feed("250 2.0.0 saved\r\n");  // u1 only; then the line drops
+  t.client_.connection_lost(ErrorKind::reset, 99);
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, ErrorKind::reset);
+  ASSERT_EQ(r->rcpt_replies.size(), 3u);
+  EXPECT_EQ(r->rcpt_replies[0].code, 250);
+  EXPECT_EQ(r->rcpt_replies[1].code, 550);
+  EXPECT_EQ(r->rcpt_replies[2].code, 0);  // its 250 to RCPT does not make it delivered
+}
+
+TEST(SmtpClientRelay, MailRefusedIsTheEarlyReply) {
+  Script t(relay_settings(false));
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed(kEhloFull);
+  ClientEnvelope env{"s@x.net", "", {{"a@x.org", ""}}};
+  Body b;
+  MessageBody body = b.view();
+  body.envelope = &env;
+  t.start(1, body);
+  t.take();
+  t.feed("451 4.7.1 greylisted\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->early.code, 451);
+  EXPECT_EQ(r->early.text, "4.7.1 greylisted");
+  ASSERT_EQ(r->rcpt_replies.size(), 1u);
+  EXPECT_EQ(r->rcpt_replies[0].code, 503);  // the early reply decides, not this one
+}
+
+TEST(SmtpClientRelay, ExtensionsAndSizeAndTheCappedText) {
+  Script t(relay_settings(false));
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed("250-mx\r\n250-SIZE 10240000\r\n250-DSN\r\n250 8bitmime\r\n");
+  EXPECT_TRUE(t.client_.server_size_offered());
+  EXPECT_EQ(t.client_.server_size(), 10240000u);
+  EXPECT_TRUE(t.client_.server_dsn());
+  EXPECT_TRUE(t.client_.server_8bitmime());
+  EXPECT_EQ(t.client_.last_reply().code, 250);
+  ClientEnvelope env{"s@x.net", "", {{"a@x.org", ""}}};
+  Body b;
+  MessageBody body = b.view();
+  body.envelope = &env;
+  t.start(1, body);
+  t.take();
+  std::string many;
+  for (int i = 0; i < 100; ++i) many += "550-5.7.1 a long explanation line\r\n";
+  many += "550 5.7.1 end\r\n";
+  t.feed("250 ok\r\n" + many + "554 5.5.1 no valid recipients\r\n");
+  auto r = t.client_.take_result();
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->rcpt_replies.size(), 1u);
+  EXPECT_EQ(r->rcpt_replies[0].code, 550);
+  EXPECT_LE(r->rcpt_replies[0].text.size(), ReplyText::kMaxReplyText);
+  EXPECT_EQ(r->rcpt_replies[0].text.rfind("5.7.1 a long explanation line 5.7.1", 0), 0u);
+}
+
+TEST(SmtpClientRelay, ExtensionsAreForgottenAfterStarttls) {
+  ClientSettings s = relay_settings(false);
+  s.starttls = true;
+  Script t(s);
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed("250-mx\r\n250-DSN\r\n250-SMTPUTF8\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(t.take(), "STARTTLS\r\n");
+  t.feed("220 go\r\n");
+  ASSERT_TRUE(t.client_.wants_tls());
+  t.client_.tls_started(5000);
+  EXPECT_FALSE(t.client_.server_dsn());
+  EXPECT_FALSE(t.client_.server_smtputf8());
 }
 
 }  // namespace
