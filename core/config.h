@@ -60,6 +60,31 @@ struct SpoolConfig {
   uint64_t min_free_bytes = 64ull << 20;
 };
 
+// [delivery]: how accepted mail is handed to the routes' destinations.
+// Every shard delivers what it accepted, on its own ring (docs/architecture.md).
+struct DeliveryConfig {
+  uint32_t connect_timeout_ms = 30'000;
+  // Each reply before the end of the data (banner, EHLO/LHLO, MAIL, RCPT, DATA).
+  uint32_t command_timeout_ms = 300'000;
+  // The reply (LMTP: every reply) after the end of the data (RFC 5321 4.5.3.2.6: 10 min).
+  uint32_t data_timeout_ms = 600'000;
+  // A connection with nothing to send is kept this long for the next message, then QUIT.
+  uint32_t idle_timeout_ms = 10'000;
+  // Connections to one destination over all shards (each shard gets its share, at least one).
+  uint32_t max_connections_per_destination = 32;
+  uint32_t max_messages_per_connection = 1000;
+  // Back-off after a temporary failure: retry_min_ms, doubling per attempt up
+  // to retry_max_ms, each drawn from [1/2, 1] of that (jitter).
+  uint32_t retry_min_ms = 60'000;
+  uint32_t retry_max_ms = 3'600'000;
+  // A recipient still undelivered this long after its message was accepted
+  // is bounced (DSN) rather than tried again.
+  uint32_t max_age_s = 5 * 86'400;
+  // Bodies each shard keeps in memory for delivery; beyond, a message is read
+  // back from the spool when its turn comes.
+  uint64_t memory_per_shard = uint64_t{256} << 20;
+};
+
 // Most shards (event-loop threads) a server runs: every shard id fits in
 // the 8 bits session and queue ids give it (core/session.h).
 inline constexpr uint32_t kMaxShards = 256;
@@ -77,6 +102,7 @@ struct ServerConfig {
   // [[route]]: the recipient domains mail is taken for, and where it goes.
   // None: any domain, kept in the local spool (the embedded default).
   std::vector<RouteConfig> routes;
+  DeliveryConfig delivery;
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   // Connections over all shards, and from one client address.

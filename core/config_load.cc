@@ -37,12 +37,14 @@ constexpr size_t kMaxBanner = 200;    // keeps the greeting well under the 512-o
 constexpr uint64_t kTomlIntMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 
 // The unsigned [server] keys, with their ranges.
-struct ServerUint {
+template <class C>
+struct UintField {
   std::string_view name;
-  uint32_t ServerConfig::*field;
+  uint32_t C::*field;
   uint64_t min;
   uint64_t max;
 };
+using ServerUint = UintField<ServerConfig>;
 
 constexpr ServerUint kServerUints[] = {
     {"shards", &ServerConfig::shards, 0, kMaxShards},
@@ -56,6 +58,19 @@ constexpr ServerUint kServerUints[] = {
 constexpr ServerUint kAdminUints[] = {
     {"max_connections", &ServerConfig::admin_max_connections, 1, 100'000},
     {"request_timeout_ms", &ServerConfig::admin_request_timeout_ms, 100, 60'000},
+};
+
+constexpr UintField<DeliveryConfig> kDeliveryUints[] = {
+    {"connect_timeout_ms", &DeliveryConfig::connect_timeout_ms, 100, 3'600'000},
+    {"command_timeout_ms", &DeliveryConfig::command_timeout_ms, 100, 3'600'000},
+    {"data_timeout_ms", &DeliveryConfig::data_timeout_ms, 100, 3'600'000},
+    {"idle_timeout_ms", &DeliveryConfig::idle_timeout_ms, 0, 3'600'000},
+    {"max_connections_per_destination", &DeliveryConfig::max_connections_per_destination, 1,
+     100'000},
+    {"max_messages_per_connection", &DeliveryConfig::max_messages_per_connection, 1, 1'000'000},
+    {"retry_min_ms", &DeliveryConfig::retry_min_ms, 100, 86'400'000},
+    {"retry_max_ms", &DeliveryConfig::retry_max_ms, 100, 604'800'000},
+    {"max_age_s", &DeliveryConfig::max_age_s, 1, uint64_t{100} * 86'400},
 };
 
 struct ExtensionFlag {
@@ -308,6 +323,8 @@ class Loader {
         if (const toml::table* t = section(v, "spool")) load_spool(*t, cfg.spool);
       } else if (name == "admin") {
         if (const toml::table* t = section(v, "admin")) load_admin(*t, cfg);
+      } else if (name == "delivery") {
+        if (const toml::table* t = section(v, "delivery")) load_delivery(*t, cfg.delivery);
       } else if (name == "listener") {
         load_listeners(v, cfg);
       } else if (name == "route") {
@@ -434,12 +451,11 @@ class Loader {
     }
   }
 
-  // False when `name` is not one of the unsigned [server] keys.
-  // Reads `name` if `fields` (kServerUints, kAdminUints) has it; false if not.
-  template <size_t N>
-  bool load_uint_field(const ServerUint (&fields)[N], std::string_view name, const toml::node& v,
-                       const std::string& key, ServerConfig& cfg) {
-    for (const ServerUint& f : fields) {
+  // Reads `name` if `fields` (kServerUints, kAdminUints, kDeliveryUints) has it; false if not.
+  template <class C, size_t N>
+  bool load_uint_field(const UintField<C> (&fields)[N], std::string_view name, const toml::node& v,
+                       const std::string& key, C& cfg) {
+    for (const UintField<C>& f : fields) {
       if (f.name != name) continue;
       uint64_t x = 0;
       if (read_uint(v, key, f.min, f.max, x)) cfg.*f.field = static_cast<uint32_t>(x);
@@ -496,6 +512,25 @@ class Loader {
       } else {
         unknown(k, v, key);
       }
+    }
+  }
+
+  void load_delivery(const toml::table& t, DeliveryConfig& d) {
+    const DeliveryConfig before = d;
+    for (const auto& [k, v] : t) {
+      const std::string key = dotted("delivery", k);
+      if (k.str() == "memory_per_shard") {
+        read_uint(v, key, 0, kTomlIntMax, d.memory_per_shard);
+        continue;
+      }
+      if (!load_uint_field(kDeliveryUints, k.str(), v, key, d)) unknown(k, v, key);
+    }
+    if (d.retry_max_ms < d.retry_min_ms) {
+      const toml::node* at = t.get("retry_max_ms");
+      add((at ? *at : static_cast<const toml::node&>(t)).source(), "delivery.retry_max_ms",
+          "must not be less than delivery.retry_min_ms");
+      d.retry_min_ms = before.retry_min_ms;  // an error changes nothing
+      d.retry_max_ms = before.retry_max_ms;
     }
   }
 
@@ -843,6 +878,13 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     const LimitSpec& s = kLimitSpecs[i];
     check("limits." + std::string(s.name),
           in_range(get_limit(cfg.smtp.limits, kLimitFields[i]), s.min, s.max));
+  }
+  for (const UintField<DeliveryConfig>& f : kDeliveryUints) {
+    check("delivery." + std::string(f.name), in_range(cfg.delivery.*f.field, f.min, f.max));
+  }
+  check("delivery.memory_per_shard", in_range(cfg.delivery.memory_per_shard, 0, kTomlIntMax));
+  if (cfg.delivery.retry_max_ms < cfg.delivery.retry_min_ms) {
+    check("delivery.retry_max_ms", "must not be less than delivery.retry_min_ms");
   }
   check("spool.dir", check_spool_dir(cfg.spool.dir));
   // The loader cannot produce more than int64 max; a command-line override still could.

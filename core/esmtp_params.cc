@@ -559,4 +559,56 @@ ParamError parse_rcpt_params(std::string_view params, const Extensions& ext, Rcp
   return ParamError{};
 }
 
+// ---- rendering (spool records, relays) ----
+
+namespace {
+struct NotifyName {
+  std::string_view name;
+  uint8_t bit;
+};
+constexpr NotifyName kNotifyNames[] = {
+    {"SUCCESS", notify_success},
+    {"FAILURE", notify_failure},
+    {"DELAY", notify_delay},
+};
+
+}  // namespace
+
+std::string_view body_type_name(BodyType body) {
+  switch (body) {
+    case BodyType::seven_bit: return "7BIT";
+    case BodyType::eight_bit_mime: return "8BITMIME";
+    case BodyType::binary_mime: return "BINARYMIME";
+    case BodyType::unspecified: break;
+  }
+  return {};
+}
+
+std::string_view dsn_ret_name(DsnRet ret) {
+  switch (ret) {
+    case DsnRet::full: return "FULL";
+    case DsnRet::hdrs: return "HDRS";
+    case DsnRet::unspecified: break;
+  }
+  return {};
+}
+
+void append_notify_param(std::string& out, uint8_t notify) {
+  // Unknown bits alone would write an empty NOTIFY= that does not parse back.
+  constexpr uint8_t kKnown = notify_never | notify_success | notify_failure | notify_delay;
+  if ((notify & kKnown) == 0) return;
+  out.append(" NOTIFY=");
+  if ((notify & notify_never) != 0) {
+    out.append("NEVER");
+    return;
+  }
+  bool first = true;
+  for (const auto& n : kNotifyNames) {
+    if ((notify & n.bit) == 0) continue;
+    if (!first) out.push_back(',');
+    out.append(n.name);
+    first = false;
+  }
+}
+
 }  // namespace ringmx

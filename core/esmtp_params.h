@@ -63,4 +63,11 @@ bool decode_orcpt(std::string_view type, std::string_view value, bool smtputf8, 
 // hexchar is '+' followed by two upper-case hex digits.
 bool is_valid_xtext(std::string_view s);
 
+// Parameter values as written on the wire: "8BITMIME", "FULL"; "" for unspecified.
+std::string_view body_type_name(BodyType body);
+std::string_view dsn_ret_name(DsnRet ret);
+// Appends " NOTIFY=NEVER" or " NOTIFY=SUCCESS,FAILURE,DELAY" (the bits set, in
+// that order); nothing when no known bit is set.
+void append_notify_param(std::string& out, uint8_t notify);
+
 }  // namespace ringmx

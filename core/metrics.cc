@@ -162,6 +162,15 @@ struct Totals {
   uint64_t body_spills = 0;
   uint64_t accept_pauses = 0;
   uint64_t relay_denied = 0;
+  std::array<std::array<uint64_t, kDeliveryResults>, kMaxRoutes> deliveries{};
+  std::array<uint64_t, Histogram::kBounds.size() + 1> delivery_buckets{};
+  uint64_t delivery_sum_ns = 0;
+  int64_t queue_messages = 0;
+  int64_t queue_bytes = 0;
+  int64_t relay_open = 0;
+  uint64_t relay_connections = 0;
+  uint64_t relay_reused = 0;
+  uint64_t relay_connect_failures = 0;
   int64_t spool_free_bytes = -1;  // the least any shard saw; -1 before a check
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
@@ -196,6 +205,19 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.body_spills += m.body_spills.get();
   t.accept_pauses += m.accept_pauses.get();
   t.relay_denied += m.relay_denied.get();
+  for (size_t r = 0; r < kMaxRoutes; ++r) {
+    for (size_t k = 0; k < kDeliveryResults; ++k) t.deliveries[r][k] += m.deliveries[r][k].get();
+  }
+  for (size_t i = 0; i < t.delivery_buckets.size(); ++i) {
+    t.delivery_buckets[i] += m.delivery_seconds.bucket(i);
+  }
+  t.delivery_sum_ns += m.delivery_seconds.sum_ns();
+  t.queue_messages += m.queue_messages.get();
+  t.queue_bytes += m.queue_bytes.get();
+  t.relay_open += m.relay_connections_open.get();
+  t.relay_connections += m.relay_connections.get();
+  t.relay_reused += m.relay_connections_reused.get();
+  t.relay_connect_failures += m.relay_connect_failures.get();
   // Every shard's directory is in the one spool: the smallest figure is the freshest.
   const int64_t free_bytes = m.spool_free_bytes.get();
   if (free_bytes >= 0 && (t.spool_free_bytes < 0 || free_bytes < t.spool_free_bytes)) {
@@ -406,6 +428,38 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_counter(out, "ringmx_relay_denied_total",
                  "Recipients refused with 550 5.7.1: their domain matches no route.",
                  t.relay_denied);
+  append_family(out, "ringmx_delivery_total", "counter",
+                "Recipients' delivery attempts by route and result (delivered, deferred: tried "
+                "again later, failed: bounced).");
+  const size_t routes = std::min(view.route_names.size(), kMaxRoutes);
+  for (size_t r = 0; r < routes; ++r) {
+    for (size_t k = 0; k < kDeliveryResults; ++k) {
+      out += "ringmx_delivery_total{route=\"";
+      append_label_value(out, view.route_names[r]);
+      out += "\",result=\"";
+      out += delivery_result_name(static_cast<DeliveryResult>(k));
+      out += "\"} ";
+      append_u64(out, t.deliveries[r][k]);
+      out.push_back('\n');
+    }
+  }
+  append_histogram(out, "ringmx_delivery_duration_seconds",
+                   "One transaction with a destination, from its MAIL to its last reply.",
+                   t.delivery_buckets, t.delivery_sum_ns);
+  append_gauge(out, "ringmx_queue_depth", "Accepted messages not yet delivered or bounced.",
+               t.queue_messages);
+  append_gauge(out, "ringmx_queue_bytes", "Size of the messages in ringmx_queue_depth.",
+               t.queue_bytes);
+  append_gauge(out, "ringmx_relay_connections_open", "Outbound connections to destinations.",
+               t.relay_open);
+  append_counter(out, "ringmx_relay_connections_total", "Outbound connections opened.",
+                 t.relay_connections);
+  append_counter(out, "ringmx_relay_connections_reused_total",
+                 "Transactions sent on a connection that had carried one before.", t.relay_reused);
+  append_counter(out, "ringmx_relay_connect_failures_total",
+                 "Outbound connections that could not be set up (refused, timed out, greeting "
+                 "refused).",
+                 t.relay_connect_failures);
   append_counter(out, "ringmx_accept_pauses_total",
                  "Times a shard stopped accepting for a moment: out of file descriptors or memory.",
                  t.accept_pauses);
@@ -461,6 +515,16 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_gauge(out, "process_max_fds", "Maximum number of open file descriptors.", p.max_fds);
   append_gauge(out, "process_start_time_seconds",
                "Start time of the process since unix epoch in seconds.", view.start_time_unix);
+}
+
+std::string_view delivery_result_name(DeliveryResult r) {
+  switch (r) {
+    case DeliveryResult::delivered: return "delivered";
+    case DeliveryResult::deferred: return "deferred";
+    case DeliveryResult::failed: return "failed";
+    case DeliveryResult::count_: break;
+  }
+  return "unknown";
 }
 
 }  // namespace ringmx

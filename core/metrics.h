@@ -72,6 +72,18 @@ enum class TxnResult : uint8_t {
 std::string_view txn_result_name(TxnResult r);
 
 inline constexpr size_t kMaxListeners = 16;
+// Routes with their own delivery series (kMaxRouteCount in core/routes.h: no more are allowed).
+inline constexpr size_t kMaxRoutes = 64;
+
+// How one recipient's delivery attempt ended.
+enum class DeliveryResult : uint8_t {
+  delivered,  // 2xx from the destination
+  deferred,   // 4xx, no reply, a connection that failed: tried again later
+  failed,     // 5xx, or too old to try again: bounced
+  count_,
+};
+inline constexpr size_t kDeliveryResults = static_cast<size_t>(DeliveryResult::count_);
+std::string_view delivery_result_name(DeliveryResult r);
 
 // TLS handshakes: how they ended, and the protocol version ("none" when the
 // handshake did not finish).
@@ -105,6 +117,15 @@ struct alignas(64) ShardMetrics {
   Counter relay_denied;          // recipients refused: their domain matches no route
   Counter accept_pauses;         // accepting stopped for a moment: out of descriptors or memory
   Gauge spool_free_bytes;        // free space for the shard's spool directory (last check)
+  // Delivery (net/relay.cc): per recipient and route; the queue it works from.
+  std::array<std::array<Counter, kDeliveryResults>, kMaxRoutes> deliveries;
+  Histogram delivery_seconds;  // one transaction with a destination, start to final reply
+  Gauge queue_messages;        // accepted messages not yet done
+  Gauge queue_bytes;           // their size
+  Gauge relay_connections_open;
+  Counter relay_connections;         // opened
+  Counter relay_connections_reused;  // a transaction on a connection that already had one
+  Counter relay_connect_failures;    // could not be set up (refused, timeout, greeting refused)
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished
@@ -135,6 +156,7 @@ struct ProcessStats {
 struct MetricsView {
   std::vector<const ShardMetrics*> shards;
   std::vector<std::string> listener_names;  // index = listener id
+  std::vector<std::string> route_names;     // index = route id
   int64_t spool_bytes = 0;
   int64_t spool_messages = 0;
   uint64_t spool_recovery_bad_records = 0;  // set aside in corrupt/ by the last start-up

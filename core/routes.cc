@@ -145,6 +145,10 @@ int RouteTable::find(std::string_view domain) const {
 std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes) {
   std::vector<std::string> out;
   std::unordered_map<std::string, size_t> owner;  // lower-cased pattern -> route index
+  if (routes.size() > kMaxRouteCount) {
+    out.push_back("at most " + std::to_string(kMaxRouteCount) +
+                  " routes are allowed (a route takes any number of domains)");
+  }
   for (size_t i = 0; i < routes.size(); ++i) {
     const RouteConfig& r = routes[i];
     const std::string label = "route \"" + r.name + "\"";

@@ -22,6 +22,9 @@ struct RouteConfig {
   std::string destination;  // lmtp://host:port, lmtp:unix:/path, smtp://host[:port]
 };
 
+// Routes a configuration may have (each has its own metric series).
+inline constexpr size_t kMaxRouteCount = 64;
+
 enum class DestinationKind : uint8_t { lmtp_tcp, lmtp_unix, smtp };
 
 struct Destination {

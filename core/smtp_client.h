@@ -205,6 +205,8 @@ class SmtpClient {
   // EHLO/HELO refused) or an error kind; both 0/none otherwise.
   uint16_t setup_code() const { return setup_code_; }
   ErrorKind setup_error() const { return setup_error_; }
+  // The end of the current message's data is on its way: the reply to it is awaited.
+  bool data_queued() const { return cur_ && cur_->data_queued; }
   // Messages started and not finished (0, 1 or 2).
   size_t in_flight() const { return (cur_ ? 1 : 0) + (next_ ? 1 : 0); }
   // Closed by a reply after which the server closes the connection itself

@@ -40,6 +40,7 @@ enum Op : unsigned {
   kOpSpillSeal = 12,    // size digits, trailer, fdatasync: linked
   kOpSpillName = 13,    // rename to its final name, directory fsync: linked
   kOpSpillUnlink = 14,  // a discarded one's file (points at the Spill)
+  kOpCompletion = 15,   // any Completion (net/ring.h): its complete() is called
 };
 inline constexpr uint64_t kOpMask = 15;
 
@@ -77,10 +78,11 @@ struct alignas(16) Spill {
   uint32_t crc_head = 0;  // CRC32C of the octets before the digits
   uint32_t crc_tail = 0;  // ... of everything after them, as far as it came
   uint64_t tail_len = 0;
-  uint64_t off = 0;           // where the next write goes
-  uint64_t message_size = 0;  // Received header + body octets so far
-  std::string lead;           // envelope block + Received header: the first write
-  ByteBuffer held;            // the body held when spilling began: written with the lead
+  uint64_t off = 0;              // where the next write goes
+  uint64_t message_size = 0;     // Received header + body octets so far
+  const Message* msg = nullptr;  // set at the end of data: the session's, for the hand-off
+  std::string lead;              // envelope block + Received header: the first write
+  ByteBuffer held;               // the body held when spilling began: written with the lead
   bool lead_written = false;
   iovec lead_iov[2] = {};
   std::string pending;  // octets waiting for the write in flight
@@ -250,6 +252,7 @@ struct alignas(16) Connection final : SessionHandler {
 // alive while it waits.
 struct SpoolJob {
   Connection* conn = nullptr;
+  const Message* msg = nullptr;  // the session's, alive until the session hears the outcome
   std::string header;
   SpoolTrailer trailer = {};
   iovec iov[4] = {};

@@ -21,6 +21,26 @@
 
 namespace ringmx {
 
+// The open completion interface: an operation whose user_data is
+// completion_tag(&c) ends in c.complete(res, flags), whatever c is (a relay
+// connection's connect, recv or send, a spool read, ...). The shard's own
+// operations keep their closed set of tags (net/connection.h); everything
+// added since goes through this. The object must stay alive (and 16-aligned)
+// until its completion arrives.
+struct alignas(16) Completion {
+  virtual void complete(int res, uint32_t flags) = 0;
+
+ protected:
+  Completion() = default;
+  Completion(const Completion&) = default;
+  Completion& operator=(const Completion&) = default;
+  ~Completion() = default;
+};
+// Equal to tag(&c, kOpCompletion) in net/connection.h.
+inline uint64_t completion_tag(Completion* c) {
+  return reinterpret_cast<uint64_t>(c) | 15U;
+}
+
 class Ring {
  public:
   // The longest chain anyone asks for (write + fdatasync today).

@@ -104,6 +104,7 @@ void Server::start() {
   }
   uint32_t nshards = sc.shards;
   if (nshards == 0) nshards = std::max(1u, std::thread::hardware_concurrency());
+  shared_.shards = nshards;
 
   // Spool: recover every shard directory there is (the shard count may have
   // changed since the last run), then make sure ours exist. Every directory
@@ -263,6 +264,7 @@ std::string Server::render_metrics() const {
   for (const auto& m : metrics_) v.shards.push_back(m.get());
   const std::shared_ptr<const RuntimeConfig> rc = current();
   for (const auto& l : rc->server.listeners) v.listener_names.push_back(l.name);
+  for (const auto& d : rc->destinations) v.route_names.push_back(d.name);
   v.certificates = rc->certificates;
   v.spool_bytes = shared_.spool_bytes.load(std::memory_order_relaxed);
   v.spool_messages = shared_.spool_messages.load(std::memory_order_relaxed);

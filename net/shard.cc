@@ -127,6 +127,7 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
     rc->listeners.push_back(std::move(lr));
   }
   rc->routes = std::make_shared<const RouteTable>(cfg.routes);
+  rc->destinations = resolve_destinations(cfg.routes);
   rc->server = std::move(cfg);
   return rc;
 }
@@ -254,6 +255,8 @@ void Shard::run() {
   session_seq_ = seed;
   for (auto& l : listeners_) arm_accept(l);
   arm_control();
+  relays_ = std::make_unique<Relays>(*this);
+  relays_->configure(*cfg_);
   next_disk_check_ms_ = 0;
   check_disk();
   while (!stopping_) {
@@ -377,6 +380,7 @@ void Shard::handle_cqe(io_uring_cqe* cqe) {
     case kOpSpillSeal:
     case kOpSpillName: on_spill_cqe(*static_cast<Connection*>(p), op, cqe->res); return;
     case kOpSpillUnlink: on_spill_unlinked(static_cast<Spill*>(p)); return;
+    case kOpCompletion: static_cast<Completion*>(p)->complete(cqe->res, cqe->flags); return;
     case kOpSpoolOpen:
     case kOpSpoolWrite:
     case kOpSpoolSync:
@@ -412,12 +416,14 @@ void Shard::apply_control() {
   if (cfg) {
     // New sessions use the new snapshot; sessions in flight keep theirs.
     cfg_ = std::move(cfg);
+    if (relays_) relays_->configure(*cfg_);
     LogLine l(LogLevel::info, "config_reloaded", unix_ms_);
     l.kv("shard", id_);
     log(l);
   }
   if (drain && !draining_) {
     draining_ = true;
+    if (relays_) relays_->stop();
     drain_deadline_ms_ = deadline;
     stop_accepting();
     for (Connection* c = conns_; c; c = c->next) {
@@ -880,6 +886,7 @@ void Shard::schedule_timer(Connection& c) {
 }
 
 void Shard::on_timer(TimerNode& n) {
+  if (n.fire) return n.fire(n);
   Connection& c = Connection::from_timer(n);
   if (c.lingering) {
     end_linger(c);

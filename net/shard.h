@@ -20,6 +20,7 @@
 #include "core/session.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
+#include "net/relay.h"
 #include "net/ring.h"
 #include "net/timer_wheel.h"
 #include "tls/tls_context.h"
@@ -39,7 +40,8 @@ struct RuntimeConfig {
   std::shared_ptr<const SessionSettings> session;
   std::vector<ListenerRuntime> listeners;  // same order as server.listeners
   std::vector<CertificateMetric> certificates;
-  std::shared_ptr<const RouteTable> routes;  // server.routes, ready for lookups
+  std::shared_ptr<const RouteTable> routes;       // server.routes, ready for lookups
+  std::vector<ResolvedDestination> destinations;  // server.routes' destinations, same order
   // Loads every certificate the listeners need (one context per distinct
   // certificate and key). Throws std::runtime_error naming the file on any
   // TLS loading error; expired certificates load (see `certificates`).
@@ -54,6 +56,7 @@ struct SharedState {
   std::array<std::atomic<uint32_t>, 1 << 16> per_ip{};
   std::atomic<int64_t> spool_bytes{0};
   std::atomic<int64_t> spool_messages{0};
+  uint32_t shards = 1;  // set before the shards start
 };
 
 struct Connection;
@@ -115,6 +118,10 @@ class Shard {
   void spill_commit(Connection& c, Message& msg);
   void spill_discard(Connection& c);
   SharedState& shared() { return shared_; }
+  Ring& ring() { return ring_; }
+  TimerWheel& wheel() { return wheel_; }
+  uint32_t shard_count() const { return shared_.shards; }
+  int spool_dir_fd() const { return spool_dir_fd_; }
 
  private:
   void run();
@@ -162,6 +169,10 @@ class Shard {
   void finish_batch(SpoolBatch& b, bool ok, int err);
   // The message of `c` is on disk (ok) or failed: the session answers.
   void message_written(Connection& c, bool ok);
+  // An accepted message goes to delivery (routes configured): its envelope,
+  // where it is in the spool, and its bytes when memory allows.
+  void hand_off(Connection& c, const Message& msg, std::string segment, uint64_t offset,
+                uint64_t size, bool held);
   void on_spill_cqe(Connection& c, unsigned op, int res);
   void spill_write(Connection& c);
   void spill_seal(Connection& c);
@@ -217,6 +228,9 @@ class Shard {
   bool seg_needs_dir_sync_ = false;
 
   std::string tls_plain_;  // scratch: decrypted input on its way to a session
+  // Delivery of routed mail (net/relay.h). Freed with the shard, after the
+  // ring: no operation can complete into it any more.
+  std::unique_ptr<Relays> relays_;
 
   std::thread thread_;
   std::atomic<bool> finished_{false};

@@ -108,8 +108,9 @@ void Shard::spill_write(Connection& c) {
   });
 }
 
-void Shard::spill_commit(Connection& c, Message& /*msg*/) {
+void Shard::spill_commit(Connection& c, Message& msg) {
   Spill& sp = *c.spill;
+  sp.msg = &msg;
   sp.committing = true;
   sp.started_ns = mono_ns();
   if (sp.error != 0) {
@@ -251,6 +252,12 @@ void Shard::spill_done(Connection& c, bool ok) {
                                   std::memory_order_relaxed);
     shared_.spool_messages.fetch_add(1, std::memory_order_relaxed);
     ::close(sp.fd);
+    if (relays_ && relays_->active() && sp.msg) {
+      // Its own one-record segment; the message starts after the envelope
+      // block, whose size digits end it ("\n\n").
+      hand_off(c, *sp.msg, sp.final_name, sp.size_at + kSpoolSizeDigits + 2, sp.message_size,
+               false);
+    }
     drop_spill(c);
   } else {
     metrics_.spool_write_errors.inc();

@@ -105,6 +105,7 @@ SpoolClient spool_client(const Session& s, const Message& msg) {
 void Shard::spool_message(Connection& c, Message& msg) {
   auto* job = new SpoolJob;
   job->conn = &c;
+  job->msg = &msg;
   c.job = job;
   const uint64_t msize = msg.received.size() + msg.body.size();
   append_spool_envelope(job->header, msg, spool_client(c.session, msg), msize);
@@ -254,6 +255,15 @@ void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
 
 void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
   metrics_.fsync_seconds.observe_ns(static_cast<uint64_t>(mono_ns() - b.started_ns));
+  if (ok && relays_ && relays_->active()) {
+    // Where each record landed: the batch ends at the segment's durable end.
+    uint64_t at = seg_size_ - b.total;
+    for (const SpoolJob* job : b.jobs) {
+      const uint64_t size = job->total - job->header.size() - job->trailer.size();
+      hand_off(*job->conn, *job->msg, seg_name_, at + job->header.size(), size, true);
+      at += job->total;
+    }
+  }
   if (ok && seg_size_ >= kMaxSegmentBytes) close_segment();  // the next batch starts a new one
   if (ok) {
     metrics_.spool_writes.inc();

@@ -23,6 +23,9 @@ namespace ringmx {
 struct TimerNode {
   TimerNode* prev = nullptr;
   TimerNode* next = nullptr;
+  // Set: what the shard calls when the node fires (relays, retries, ...);
+  // null: the node is a connection's (the shard's own dispatch).
+  void (*fire)(TimerNode&) = nullptr;
   int64_t deadline_ms = 0;
   uint32_t slot = 0;  // where it is filed: level * slots + slot of that level
   bool linked() const { return prev != nullptr; }

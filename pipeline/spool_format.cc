@@ -147,53 +147,6 @@ void append_param(std::string& out, std::string_view keyword, std::string_view v
   append_token(out, value);
 }
 
-std::string_view body_name(BodyType body) {
-  switch (body) {
-    case BodyType::seven_bit: return "7BIT";
-    case BodyType::eight_bit_mime: return "8BITMIME";
-    case BodyType::binary_mime: return "BINARYMIME";
-    case BodyType::unspecified: break;
-  }
-  return {};
-}
-
-std::string_view ret_name(DsnRet ret) {
-  switch (ret) {
-    case DsnRet::full: return "FULL";
-    case DsnRet::hdrs: return "HDRS";
-    case DsnRet::unspecified: break;
-  }
-  return {};
-}
-
-struct NotifyName {
-  std::string_view name;
-  uint8_t bit;
-};
-constexpr NotifyName kNotifyNames[] = {
-    {"SUCCESS", notify_success},
-    {"FAILURE", notify_failure},
-    {"DELAY", notify_delay},
-};
-
-void append_notify(std::string& out, uint8_t notify) {
-  // Unknown bits alone would write an empty NOTIFY= that does not parse back.
-  constexpr uint8_t kKnown = notify_never | notify_success | notify_failure | notify_delay;
-  if ((notify & kKnown) == 0) return;
-  out.append(" NOTIFY=");
-  if ((notify & notify_never) != 0) {
-    out.append("NEVER");
-    return;
-  }
-  bool first = true;
-  for (const auto& n : kNotifyNames) {
-    if ((notify & n.bit) == 0) continue;
-    if (!first) out.push_back(',');
-    out.append(n.name);
-    first = false;
-  }
-}
-
 // ---------------------------------------------------------------- parsing
 
 template <typename Int>
@@ -353,10 +306,12 @@ bool parse_notify(std::string_view v, uint8_t& notify) {
   while (true) {
     const size_t comma = v.find(',');
     const std::string_view item = v.substr(0, comma);
-    const auto* it = std::find_if(std::begin(kNotifyNames), std::end(kNotifyNames),
-                                  [item](const NotifyName& n) { return n.name == item; });
-    if (it == std::end(kNotifyNames) || (notify & it->bit) != 0) return false;
-    notify = static_cast<uint8_t>(notify | it->bit);
+    const uint8_t bit = item == "SUCCESS"   ? notify_success
+                        : item == "FAILURE" ? notify_failure
+                        : item == "DELAY"   ? notify_delay
+                                            : 0;
+    if (bit == 0 || (notify & bit) != 0) return false;
+    notify = static_cast<uint8_t>(notify | bit);
     if (comma == std::string_view::npos) return true;
     v.remove_prefix(comma + 1);
   }
@@ -490,16 +445,16 @@ void append_spool_envelope(std::string& out, const Message& msg, const SpoolClie
     out.append(" SIZE=");
     append_number(out, mail.size);
   }
-  if (mail.body != BodyType::unspecified) append_param(out, "BODY", body_name(mail.body));
+  if (mail.body != BodyType::unspecified) append_param(out, "BODY", body_type_name(mail.body));
   if (mail.smtputf8) out.append(" SMTPUTF8");
-  if (mail.ret != DsnRet::unspecified) append_param(out, "RET", ret_name(mail.ret));
+  if (mail.ret != DsnRet::unspecified) append_param(out, "RET", dsn_ret_name(mail.ret));
   if (!mail.envid.empty()) append_param(out, "ENVID", mail.envid);
   out.push_back('\n');
 
   for (const Recipient& r : env.recipients) {
     out.append("rcpt-to: ");
     append_address(out, r.address);
-    append_notify(out, r.params.notify);
+    append_notify_param(out, r.params.notify);
     if (!r.params.orcpt_type.empty()) {
       out.append(" ORCPT=");
       append_token(out, r.params.orcpt_type);

@@ -52,9 +52,7 @@ std::string describe_routes(const ServerConfig& cfg) {
     for (size_t i = 0; i < r.domains.size(); ++i) out += (i ? " " : "") + r.domains[i];
     out += " -> " + r.destination + ")";
   }
-  out +=
-      "; other recipient domains are refused (550 5.7.1). Delivery to the destinations is "
-      "not implemented yet: routed mail is kept in the local spool";
+  out += "; other recipient domains are refused (550 5.7.1)";
   return out;
 }
 

@@ -83,6 +83,11 @@ std::string dump(const ServerConfig& c) {
     << "\nmax_connections_per_ip=" << c.max_connections_per_ip
     << "\ndrain_timeout_ms=" << c.drain_timeout_ms << "\ngreeting_delay_ms=" << c.greeting_delay_ms
     << "\nring_entries=" << c.ring_entries << "\n";
+  const DeliveryConfig& d = c.delivery;
+  o << "delivery=" << d.connect_timeout_ms << " " << d.command_timeout_ms << " "
+    << d.data_timeout_ms << " " << d.idle_timeout_ms << " " << d.max_connections_per_destination
+    << " " << d.max_messages_per_connection << " " << d.retry_min_ms << " " << d.retry_max_ms << " "
+    << d.max_age_s << " " << d.memory_per_shard << "\n";
   return o.str();
 }
 
@@ -127,6 +132,7 @@ ServerConfig everything_changed() {
   c.admin_max_connections = 7;
   c.routes = {{"base", {"base.example"}, "smtp://base.example"}};
   c.admin_request_timeout_ms = 777;
+  c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
@@ -245,6 +251,14 @@ const SetCase kSetCases[] = {
            {"other.test", {"other.test"}, "lmtp:unix:/run/dovecot/lmtp"}};
      }},
     {"no_routes", "route = []", [](ServerConfig& c) { c.routes.clear(); }},
+    {"delivery",
+     "[delivery]\nconnect_timeout_ms = 100\ncommand_timeout_ms = 200\ndata_timeout_ms = 300\n"
+     "idle_timeout_ms = 0\nmax_connections_per_destination = 2\n"
+     "max_messages_per_connection = 3\nretry_min_ms = 1000\nretry_max_ms = 2000\n"
+     "max_age_s = 60\nmemory_per_shard = 0",
+     [](ServerConfig& c) {
+       c.delivery = DeliveryConfig{100, 200, 300, 0, 2, 3, 1000, 2000, 60, 0};
+     }},
     {"admin_limits", "[admin]\nmax_connections = 1\nrequest_timeout_ms = 60000",
      [](ServerConfig& c) {
        c.admin_max_connections = 1;
@@ -433,6 +447,11 @@ const ErrorCase kErrorCases[] = {
     {"banner_crlf", "[server]\nbanner = \"ok\\r\\n250 forged\"", 2, "server.banner",
      "printable ASCII"},
     {"spool_dir_empty", "[spool]\ndir = \"\"", 2, "spool.dir", "must not be empty"},
+    {"delivery_unknown", "[delivery]\nretries = 3", 2, "delivery.retries", "unknown"},
+    {"delivery_no_connections", "[delivery]\nmax_connections_per_destination = 0", 2,
+     "delivery.max_connections_per_destination", "between 1 and 100000"},
+    {"delivery_retry_order", "[delivery]\nretry_min_ms = 5000\nretry_max_ms = 4000", 3,
+     "delivery.retry_max_ms", "must not be less than delivery.retry_min_ms"},
     {"admin_host_name", "[admin]\nlisten = \"localhost:9425\"", 2, "admin.listen",
      "numeric address"},
     {"listener_missing_address", "[[listener]]\nname = \"mx\"", 1, "listener[0].address",
@@ -659,6 +678,12 @@ const ValidateCase kValidateCases[] = {
      [](ServerConfig& c) { c.smtp.limits.max_message_size = (1ull << 32) + 1; },
      "limits.max_message_size", "must be between 1024 and 4294967296"},
     {"shards", [](ServerConfig& c) { c.shards = 257; }, "server.shards", "between 0 and 256"},
+    {"delivery_retry_order",
+     [](ServerConfig& c) {
+       c.delivery.retry_min_ms = 5000;
+       c.delivery.retry_max_ms = 4000;
+     },
+     "delivery.retry_max_ms", "must not be less than"},
     {"max_connections_zero", [](ServerConfig& c) { c.max_connections = 0; },
      "server.max_connections", "between 1 and 1000000"},
     {"spool_dir_empty", [](ServerConfig& c) { c.spool.dir.clear(); }, "spool.dir",

@@ -122,10 +122,20 @@ TEST(Metrics, ExactTextForASmallView) {
   m->tls_handshake_seconds.observe_ns(3'000'000);  // <= 0.005
   m->tls_sessions_active[static_cast<size_t>(TlsVersionLabel::tls1_3)].add(1);
   m->tls_resumed.inc(2);
+  m->deliveries[0][static_cast<size_t>(DeliveryResult::delivered)].inc(5);
+  m->deliveries[0][static_cast<size_t>(DeliveryResult::deferred)].inc(2);
+  m->delivery_seconds.observe_ns(700'000);  // <= 0.001
+  m->queue_messages.add(1);
+  m->queue_bytes.add(2048);
+  m->relay_connections_open.add(1);
+  m->relay_connections.inc(2);
+  m->relay_connections_reused.inc(3);
+  m->relay_connect_failures.inc(1);
 
   MetricsView v;
   v.shards = {m.get()};
   v.listener_names = {"smtp"};
+  v.route_names = {"store"};
   v.certificates = {{"smtp", "default", "mx.example.org", 1800000000}};
   v.spool_bytes = 8192;
   v.spool_messages = 2;
@@ -203,6 +213,54 @@ TEST(Metrics, ExactTextForASmallView) {
       "no route.\n"
       "# TYPE ringmx_relay_denied_total counter\n"
       "ringmx_relay_denied_total 0\n"
+      "# HELP ringmx_delivery_total Recipients' delivery attempts by route and result (delivered, "
+      "deferred: tried again later, failed: bounced).\n"
+      "# TYPE ringmx_delivery_total counter\n"
+      "ringmx_delivery_total{route=\"store\",result=\"delivered\"} 5\n"
+      "ringmx_delivery_total{route=\"store\",result=\"deferred\"} 2\n"
+      "ringmx_delivery_total{route=\"store\",result=\"failed\"} 0\n"
+      "# HELP ringmx_delivery_duration_seconds One transaction with a destination, from its MAIL "
+      "to its last reply.\n"
+      "# TYPE ringmx_delivery_duration_seconds histogram\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"5e-05\"} 0\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.0001\"} 0\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.00025\"} 0\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.0005\"} 0\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.001\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.0025\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.005\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.01\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.025\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.05\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.1\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.25\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"0.5\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"1\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"2.5\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"10\"} 1\n"
+      "ringmx_delivery_duration_seconds_bucket{le=\"+Inf\"} 1\n"
+      "ringmx_delivery_duration_seconds_sum 0.0007\n"
+      "ringmx_delivery_duration_seconds_count 1\n"
+      "# HELP ringmx_queue_depth Accepted messages not yet delivered or bounced.\n"
+      "# TYPE ringmx_queue_depth gauge\n"
+      "ringmx_queue_depth 1\n"
+      "# HELP ringmx_queue_bytes Size of the messages in ringmx_queue_depth.\n"
+      "# TYPE ringmx_queue_bytes gauge\n"
+      "ringmx_queue_bytes 2048\n"
+      "# HELP ringmx_relay_connections_open Outbound connections to destinations.\n"
+      "# TYPE ringmx_relay_connections_open gauge\n"
+      "ringmx_relay_connections_open 1\n"
+      "# HELP ringmx_relay_connections_total Outbound connections opened.\n"
+      "# TYPE ringmx_relay_connections_total counter\n"
+      "ringmx_relay_connections_total 2\n"
+      "# HELP ringmx_relay_connections_reused_total Transactions sent on a connection that had "
+      "carried one before.\n"
+      "# TYPE ringmx_relay_connections_reused_total counter\n"
+      "ringmx_relay_connections_reused_total 3\n"
+      "# HELP ringmx_relay_connect_failures_total Outbound connections that could not be set up "
+      "(refused, timed out, greeting refused).\n"
+      "# TYPE ringmx_relay_connect_failures_total counter\n"
+      "ringmx_relay_connect_failures_total 1\n"
       "# HELP ringmx_accept_pauses_total Times a shard stopped accepting for a moment: out of file "
       "descriptors or memory.\n"
       "# TYPE ringmx_accept_pauses_total counter\n"

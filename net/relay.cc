@@ -1,0 +1,743 @@
+// Contract: see relay.h.
+#include "net/relay.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "net/connection.h"
+#include "net/shard.h"
+
+namespace ringmx {
+
+// One recipient set of one message for one route: what a connection carries
+// in one transaction. Waits in its pool, or on the wheel for its next attempt.
+struct RelayTask {
+  Relays* owner = nullptr;
+  std::shared_ptr<QueuedMessage> msg;
+  int route = -1;
+  std::vector<uint32_t> rcpts;  // indices into msg->rcpts, all pending
+  std::string stuffed;          // the DATA form, made when a destination lacks CHUNKING
+  int64_t started_ns = 0;
+  struct Timer : TimerNode {
+    RelayTask* task = nullptr;
+  } retry;
+};
+
+// An outbound connection. Every ring operation points at one of its
+// Completion members; it is deleted once none is in flight.
+struct alignas(16) RelayConn {
+  struct Op final : Completion {
+    RelayConn* c = nullptr;
+    void (RelayConn::*fn)(int, uint32_t) = nullptr;
+    void complete(int res, uint32_t flags) override { (c->*fn)(res, flags); }
+  };
+  enum class Stage : uint8_t { connecting, setup, ready, busy, closing };
+
+  RelayConn(Relays& r, RelayPool& p, int64_t now_ns)
+      : relays(r), pool(p), settings(p.settings), link(settings, p.tls, now_ns) {
+    connect_op.c = recv_op.c = send_op.c = this;
+    connect_op.fn = &RelayConn::on_connect;
+    recv_op.fn = &RelayConn::on_recv;
+    send_op.fn = &RelayConn::on_send;
+    timer.conn = this;
+    timer.fire = [](TimerNode& n) { static_cast<Timer&>(n).conn->on_timer(); };
+  }
+
+  Relays& relays;
+  RelayPool& pool;
+  ClientSettings settings;  // this connection's copy (bdat follows what the server offers)
+  ClientConnection link;
+  int fd = -1;
+  Stage stage = Stage::connecting;
+  Op connect_op, recv_op, send_op;
+  struct Timer : TimerNode {
+    RelayConn* conn = nullptr;
+  } timer;
+  uint32_t ops = 0;
+  bool send_busy = false;
+  bool setting_up = true;  // counted in the pool's setting_up until ready or closed
+  bool gone = false;       // closed: waiting for its operations to end
+  std::string in;          // recv buffer
+  std::string out;         // a copy of what is being sent (when the view is not stable)
+  size_t out_len = 0;
+  RelayTask* task = nullptr;
+  ClientEnvelope env;
+  uint32_t messages = 0;
+  int64_t idle_since_ms = 0;
+  int64_t waiting_since_ns = 0;  // a command (or the data) left: its reply is awaited from here
+
+  Shard& shard() { return relays.shard(); }
+  void open();
+  void on_connect(int res, uint32_t flags);
+  void on_recv(int res, uint32_t flags);
+  void on_send(int res, uint32_t flags);
+  void on_timer();
+  void arm_recv();
+  void pump();
+  void flush();
+  void rearm_timer();
+  // When the reply awaited now is overdue: command_timeout_ms, or
+  // data_timeout_ms once the end of the data is out, from the later of the
+  // last reply and the last command that needs one.
+  int64_t reply_deadline_ms() {
+    const DeliveryConfig& d = shard().cfg().server.delivery;
+    const SmtpClient& smtp = link.smtp();
+    const int64_t since = std::max({smtp.last_reply_ns(), smtp.created_ns(), waiting_since_ns});
+    return since / 1'000'000 + (smtp.data_queued() ? d.data_timeout_ms : d.command_timeout_ms);
+  }
+  void lost(ErrorKind kind);
+  void close();
+  void maybe_free();
+  // Keeps the object alive through a call that may close it (a close frees
+  // it once no operation points at it): hold() first, release() last.
+  void hold() { ++ops; }
+  void release() {
+    --ops;
+    maybe_free();
+  }
+};
+
+// A message's bytes read back from the spool (open, read until done, close),
+// for the tasks that wait for them.
+struct SpoolLoad final : Completion {
+  Relays* relays = nullptr;
+  std::vector<RelayTask*> tasks;
+  int fd = -1;
+  uint64_t done = 0;
+  bool closing = false;
+  void complete(int res, uint32_t /*flags*/) override;
+};
+
+namespace {
+
+constexpr size_t kRecvBuffer = size_t{16} * 1024;
+
+int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// The message as DATA sends it: dot-stuffed, ending in CRLF "." CRLF.
+std::string dot_stuffed(std::string_view m) {
+  std::string out;
+  out.reserve(m.size() + m.size() / 64 + 5);
+  bool line_start = true;
+  for (const char c : m) {
+    if (line_start && c == '.') out.push_back('.');
+    out.push_back(c);
+    line_start = c == '\n';
+  }
+  if (!m.empty() && !m.ends_with("\r\n")) out.append("\r\n");
+  out.append(".\r\n");
+  return out;
+}
+
+}  // namespace
+
+std::vector<ResolvedDestination> resolve_destinations(const std::vector<RouteConfig>& routes) {
+  std::vector<ResolvedDestination> out;
+  for (const RouteConfig& r : routes) {
+    ResolvedDestination d;
+    d.name = r.name.empty() && !r.domains.empty() ? r.domains.front() : r.name;
+    d.label = r.destination;
+    if (std::string e = parse_destination(r.destination, d.dest); !e.empty()) {
+      throw std::runtime_error("route " + d.name + ": " + e);
+    }
+    if (d.dest.kind == DestinationKind::lmtp_unix) {
+      sockaddr_un un{};
+      un.sun_family = AF_UNIX;
+      if (d.dest.path.size() >= sizeof un.sun_path) {
+        throw std::runtime_error("route " + d.name + ": socket path too long");
+      }
+      std::memcpy(un.sun_path, d.dest.path.data(), d.dest.path.size());
+      std::memcpy(&d.addr, &un, sizeof un);
+      d.addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + d.dest.path.size() + 1);
+    } else {
+      addrinfo hints{};
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = AI_NUMERICSERV;
+      addrinfo* res = nullptr;
+      const std::string port = std::to_string(d.dest.port);
+      const int rc = ::getaddrinfo(d.dest.host.c_str(), port.c_str(), &hints, &res);
+      if (rc != 0 || res == nullptr) {
+        throw std::runtime_error("route " + d.name + ": cannot resolve " + d.dest.host + ": " +
+                                 ::gai_strerror(rc));
+      }
+      std::memcpy(&d.addr, res->ai_addr, res->ai_addrlen);
+      d.addr_len = res->ai_addrlen;
+      ::freeaddrinfo(res);
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+// ---- a connection ---------------------------------------------------------------
+
+void RelayConn::open() {
+  const int family = pool.dest.addr.ss_family;
+  fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    lost(ErrorKind::connect);
+    return;
+  }
+  in.resize(kRecvBuffer);
+  ++ops;
+  shard().ring().prep(1, [this](io_uring_sqe** s) {
+    io_uring_prep_connect(s[0], fd, reinterpret_cast<const sockaddr*>(&pool.dest.addr),
+                          pool.dest.addr_len);
+    io_uring_sqe_set_data64(s[0], completion_tag(&connect_op));
+  });
+  rearm_timer();
+}
+
+void RelayConn::on_connect(int res, uint32_t /*flags*/) {
+  --ops;
+  if (gone) return maybe_free();
+  if (res < 0) return lost(res == -ECONNREFUSED ? ErrorKind::refused : ErrorKind::connect);
+  hold();
+  stage = Stage::setup;
+  link.connected(now_ns());
+  arm_recv();
+  pump();
+  release();
+}
+
+void RelayConn::arm_recv() {
+  ++ops;
+  shard().ring().prep(1, [this](io_uring_sqe** s) {
+    io_uring_prep_recv(s[0], fd, in.data(), in.size(), 0);
+    io_uring_sqe_set_data64(s[0], completion_tag(&recv_op));
+  });
+}
+
+void RelayConn::on_recv(int res, uint32_t /*flags*/) {
+  --ops;
+  if (gone) return maybe_free();
+  if (res <= 0) {
+    if (res == 0 && link.smtp().server_closes()) return close();
+    return lost(res == 0 ? ErrorKind::closed : ErrorKind::reset);
+  }
+  hold();
+  link.feed(std::string_view(in.data(), static_cast<size_t>(res)), now_ns());
+  pump();
+  if (!gone) arm_recv();
+  release();
+}
+
+void RelayConn::flush() {
+  if (send_busy || gone || !link.has_output()) return;
+  const std::string_view v = link.output();
+  const char* p = v.data();
+  if (!link.output_stable()) {
+    out.assign(v);
+    p = out.data();
+  }
+  out_len = v.size();
+  send_busy = true;
+  ++ops;
+  shard().ring().prep(1, [this, p](io_uring_sqe** s) {
+    io_uring_prep_send(s[0], fd, p, out_len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(s[0], completion_tag(&send_op));
+  });
+}
+
+void RelayConn::on_send(int res, uint32_t /*flags*/) {
+  --ops;
+  send_busy = false;
+  if (gone) return maybe_free();
+  if (res < 0) return lost(ErrorKind::reset);
+  hold();
+  link.consume_output(static_cast<size_t>(res));
+  pump();
+  release();
+}
+
+// After any input or output: results to the relays, the next message, output.
+void RelayConn::pump() {
+  SmtpClient& smtp = link.smtp();
+  while (auto r = smtp.take_result()) {
+    RelayTask* t = task;
+    task = nullptr;
+    if (t) relays.task_finished(*t, *r);
+  }
+  if (link.handshake_state() == ClientConnection::Handshake::failed || smtp.closed()) {
+    const bool never_ready = !smtp.ready_seen();
+    ReplyText why = smtp.last_reply();
+    if (never_ready && why.code < 400) why = {};
+    if (never_ready && why.code == 0) {
+      MessageResult none;
+      none.error = smtp.setup_error() == ErrorKind::none ? ErrorKind::closed : smtp.setup_error();
+      why = decisive_reply(none, 0);
+    }
+    relays.conn_closed(*this, never_ready, why);
+    return close();
+  }
+  if (smtp.idle() && task == nullptr && (stage == Stage::setup || stage == Stage::busy)) {
+    // Ready for the first time, or done with a message: the next one, if any.
+    stage = Stage::ready;
+    relays.conn_ready(*this);  // may start a task (and flush)
+    if (gone) return;
+  }
+  flush();
+  rearm_timer();
+}
+
+void RelayConn::rearm_timer() {
+  if (gone) return;
+  const DeliveryConfig& d = shard().cfg().server.delivery;
+  const int64_t now = shard().now().mono_ms;
+  int64_t deadline = 0;
+  switch (stage) {
+    case Stage::connecting: deadline = now + d.connect_timeout_ms; break;
+    case Stage::ready: deadline = idle_since_ms + d.idle_timeout_ms; break;
+    case Stage::setup:
+    case Stage::busy:
+    case Stage::closing: deadline = reply_deadline_ms(); break;
+  }
+  if (stage == Stage::connecting && timer.linked()) return;  // set once, at open
+  shard().wheel().schedule(timer, deadline);
+}
+
+void RelayConn::on_timer() {
+  if (gone) return;
+  if (stage == Stage::ready) {
+    // Idle long enough: say goodbye (the reply is awaited like any other).
+    hold();
+    stage = Stage::closing;
+    waiting_since_ns = now_ns();
+    link.smtp().quit(waiting_since_ns);
+    flush();
+    rearm_timer();
+    release();
+    return;
+  }
+  // The deadline may have moved since it was filed (a reply came): check.
+  if (stage != Stage::connecting && reply_deadline_ms() > shard().now().mono_ms) {
+    return rearm_timer();
+  }
+  lost(ErrorKind::timeout);
+}
+
+void RelayConn::lost(ErrorKind kind) {
+  if (gone) return;
+  hold();
+  link.connection_lost(kind, now_ns());
+  pump();  // the results, then conn_closed and close
+  if (!gone) close();
+  release();
+}
+
+void RelayConn::close() {
+  if (gone) return;
+  gone = true;
+  shard().wheel().cancel(timer);
+  if (task) {  // no result came for it (cannot happen after connection_lost)
+    RelayTask* t = task;
+    task = nullptr;
+    MessageResult r;
+    r.error = ErrorKind::closed;
+    relays.task_finished(*t, r);
+  }
+  if (fd >= 0) {
+    ::shutdown(fd, SHUT_RDWR);  // ends a recv or connect in flight
+    ::close(fd);
+    fd = -1;
+  }
+  maybe_free();
+}
+
+void RelayConn::maybe_free() {
+  if (!gone || ops > 0) return;
+  auto& conns = pool.conns;
+  conns.erase(std::remove(conns.begin(), conns.end(), this), conns.end());
+  delete this;
+}
+
+// ---- the relays -----------------------------------------------------------------
+
+Relays::Relays(Shard& shard) : shard_(shard), rng_(std::random_device{}()) {}
+
+// The shard has stopped and its ring is gone: free what is left.
+Relays::~Relays() {
+  for (auto* list : {&pools_, &retired_}) {
+    for (auto& p : *list) {
+      for (RelayConn* c : p->conns) {
+        if (c->fd >= 0) ::close(c->fd);
+        delete c->task;
+        delete c;
+      }
+      for (RelayTask* t : p->waiting) delete t;
+    }
+  }
+  for (RelayTask* t : retrying_) delete t;
+  for (SpoolLoad* l : loading_) {
+    for (RelayTask* t : l->tasks) delete t;
+    if (l->fd >= 0) ::close(l->fd);
+    delete l;
+  }
+}
+
+void Relays::configure(const RuntimeConfig& cfg) {
+  routes_ = cfg.routes;
+  std::vector<std::unique_ptr<RelayPool>> next;
+  const uint32_t shards = std::max<uint32_t>(1, shard_.shard_count());
+  for (const ResolvedDestination& d : cfg.destinations) {
+    auto p = std::make_unique<RelayPool>();
+    p->dest = d;
+    p->settings.helo_name = cfg.server.smtp.hostname;
+    p->settings.lmtp = d.dest.kind != DestinationKind::smtp;
+    p->settings.keep_replies = true;
+    p->settings.use_pipelining = true;
+    p->max_conns = std::max<uint32_t>(
+        1, (cfg.server.delivery.max_connections_per_destination + shards - 1) / shards);
+    next.push_back(std::move(p));
+  }
+  // Tasks waiting in the old pools go to the new ones, routed anew.
+  std::vector<RelayTask*> moved;
+  for (auto& p : pools_) {
+    moved.insert(moved.end(), p->waiting.begin(), p->waiting.end());
+    p->waiting.clear();
+    if (!p->conns.empty()) retired_.push_back(std::move(p));
+  }
+  pools_ = std::move(next);
+  for (RelayTask* t : moved) {
+    std::shared_ptr<QueuedMessage> m = std::move(t->msg);
+    std::vector<uint32_t> which = std::move(t->rcpts);
+    delete t;
+    enqueue(m, which);
+  }
+}
+
+void Relays::submit(const std::shared_ptr<QueuedMessage>& m) {
+  ++messages_;
+  held_bytes_ += m->data.size();
+  shard_.metrics().queue_messages.add(1);
+  shard_.metrics().queue_bytes.add(static_cast<int64_t>(m->size));
+  std::vector<uint32_t> all(m->rcpts.size());
+  for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+  enqueue(m, all);
+}
+
+void Relays::enqueue(const std::shared_ptr<QueuedMessage>& m, const std::vector<uint32_t>& which) {
+  std::vector<RelayTask*> by_route(pools_.size() + 1, nullptr);  // last: no route
+  for (const uint32_t i : which) {
+    QueuedRecipient& r = m->rcpts[i];
+    const int route = routes_ ? routes_->find(mailbox_domain(r.address)) : -1;
+    r.route = route < 0 || static_cast<size_t>(route) >= pools_.size() ? -1 : route;
+    const size_t slot = r.route < 0 ? pools_.size() : static_cast<size_t>(r.route);
+    if (!by_route[slot]) {
+      by_route[slot] = new RelayTask;
+      by_route[slot]->owner = this;
+      by_route[slot]->msg = m;
+      by_route[slot]->route = r.route;
+    }
+    by_route[slot]->rcpts.push_back(i);
+  }
+  std::vector<RelayTask*> tasks;
+  for (RelayTask* t : by_route) {
+    if (!t) continue;
+    if (t->route < 0) {
+      // No route takes it (a reload removed its domain): wait for one.
+      task_failed_all(*t, ReplyText{0, "4.4.0 no route for the recipient's domain"}, false);
+      continue;
+    }
+    tasks.push_back(t);
+  }
+  if (tasks.empty()) return;
+  if (m->data.empty() && m->size > 0) return load(std::move(tasks));
+  queue_tasks(tasks);
+}
+
+void Relays::queue_tasks(std::vector<RelayTask*>& tasks) {
+  for (RelayTask* t : tasks) {
+    RelayPool& p = *pools_[static_cast<size_t>(t->route)];
+    p.waiting.push_back(t);
+    dispatch(p);
+  }
+}
+
+void Relays::load(std::vector<RelayTask*> tasks) {
+  auto* l = new SpoolLoad;
+  l->relays = this;
+  l->tasks = std::move(tasks);
+  ++loads_;
+  loading_.insert(l);
+  QueuedMessage& m = *l->tasks.front()->msg;
+  shard_.ring().prep(1, [this, l, &m](io_uring_sqe** s) {
+    io_uring_prep_openat(s[0], shard_.spool_dir_fd(), m.segment.c_str(), O_RDONLY | O_CLOEXEC, 0);
+    io_uring_sqe_set_data64(s[0], completion_tag(l));
+  });
+}
+
+void SpoolLoad::complete(int res, uint32_t /*flags*/) {
+  QueuedMessage& m = *tasks.front()->msg;
+  if (closing) return relays->loaded(*this, done == m.size, 0);
+  if (fd < 0) {  // the open
+    if (res < 0) return relays->loaded(*this, false, -res);
+    fd = res;
+    m.data.resize(m.size);
+  } else if (res <= 0) {  // a read failed, or the file ends early
+    done = 0;
+    closing = true;
+    relays->shard().ring().prep(1, [this](io_uring_sqe** s) {
+      io_uring_prep_close(s[0], fd);
+      io_uring_sqe_set_data64(s[0], completion_tag(this));
+    });
+    return;
+  } else {
+    done += static_cast<uint64_t>(res);
+  }
+  if (done < m.size) {
+    relays->shard().ring().prep(1, [this, &m](io_uring_sqe** s) {
+      io_uring_prep_read(s[0], fd, m.data.data() + done,
+                         static_cast<unsigned>(std::min<uint64_t>(m.size - done, 1U << 30)),
+                         m.offset + done);
+      io_uring_sqe_set_data64(s[0], completion_tag(this));
+    });
+    return;
+  }
+  closing = true;
+  relays->shard().ring().prep(1, [this](io_uring_sqe** s) {
+    io_uring_prep_close(s[0], fd);
+    io_uring_sqe_set_data64(s[0], completion_tag(this));
+  });
+}
+
+void Relays::loaded(SpoolLoad& l, bool ok, int err) {
+  --loads_;
+  loading_.erase(&l);
+  std::vector<RelayTask*> tasks = std::move(l.tasks);
+  delete &l;
+  QueuedMessage& m = *tasks.front()->msg;
+  if (!ok || stopping_) {
+    m.data.clear();
+    m.data.shrink_to_fit();
+    if (!ok) {
+      LogLine line(LogLevel::error, "spool_read_failed", shard_.unix_ms());
+      line.kv("qid", m.queue_id)
+          .kv("file", m.segment)
+          .kv("error", err ? std::strerror(err) : "short read");
+      shard_.log(line);
+    }
+    for (RelayTask* t : tasks)
+      task_failed_all(*t, ReplyText{0, "4.3.0 cannot read the message from the spool"}, false);
+    return;
+  }
+  m.data_loaded = true;
+  held_bytes_ += m.data.size();
+  queue_tasks(tasks);
+}
+
+void Relays::dispatch(RelayPool& p) {
+  if (stopping_) return;
+  for (RelayConn* c : p.conns) {
+    if (p.waiting.empty()) return;
+    if (c->stage == RelayConn::Stage::ready && !c->task) conn_ready(*c);
+  }
+  // More connections while tasks wait and the limit allows (those setting up
+  // will take the first ones).
+  while (p.waiting.size() > p.setting_up && p.conns.size() < p.max_conns) open_conn(p);
+}
+
+void Relays::open_conn(RelayPool& p) {
+  auto* c = new RelayConn(*this, p, now_ns());
+  p.conns.push_back(c);
+  ++p.setting_up;
+  ++conns_open_;
+  shard_.metrics().relay_connections_open.add(1);
+  shard_.metrics().relay_connections.inc();
+  c->open();
+}
+
+void Relays::conn_ready(RelayConn& c) {
+  RelayPool& p = c.pool;
+  if (c.setting_up) {
+    c.setting_up = false;
+    --p.setting_up;
+  }
+  c.idle_since_ms = shard_.now().mono_ms;
+  const DeliveryConfig& d = shard_.cfg().server.delivery;
+  const bool retired =
+      std::none_of(pools_.begin(), pools_.end(), [&p](const auto& q) { return q.get() == &p; });
+  if (stopping_ || retired || c.messages >= d.max_messages_per_connection) {
+    c.stage = RelayConn::Stage::closing;
+    c.waiting_since_ns = now_ns();
+    c.link.smtp().quit(c.waiting_since_ns);
+    return;
+  }
+  if (p.waiting.empty()) return;
+  if (c.messages > 0) shard_.metrics().relay_connections_reused.inc();
+  RelayTask* t = p.waiting.front();
+  p.waiting.pop_front();
+  start_task(c, *t);
+}
+
+void Relays::start_task(RelayConn& c, RelayTask& t) {
+  SmtpClient& smtp = c.link.smtp();
+  std::string problem = render_envelope(*t.msg, t.rcpts, server_offer(smtp), c.env);
+  if (!problem.empty()) {
+    task_failed_all(t, ReplyText{554, std::move(problem)}, true);
+    return conn_ready(c);  // the next one, if any
+  }
+  QueuedMessage& m = *t.msg;
+  c.settings.bdat = smtp.server_chunking();
+  MessageBody body;
+  body.envelope = &c.env;
+  if (c.settings.bdat) {
+    body.raw = m.data;
+  } else {
+    if (t.stuffed.empty()) t.stuffed = dot_stuffed(m.data);
+    body.stuffed = t.stuffed;
+  }
+  c.task = &t;
+  c.stage = RelayConn::Stage::busy;
+  ++m.in_flight;
+  ++c.messages;
+  t.started_ns = now_ns();
+  c.waiting_since_ns = t.started_ns;
+  smtp.start_message(c.messages, body, SmtpClient::kIntendedAtStart, t.started_ns);
+  c.flush();
+}
+
+void Relays::record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResult result) {
+  QueuedMessage& m = *t.msg;
+  QueuedRecipient& r = m.rcpts[t.rcpts[k]];
+  r.last = reply;
+  ++r.attempts;
+  const bool expired =
+      result == DeliveryResult::deferred &&
+      too_old(m.received_at_unix, shard_.unix_ms() / 1000, shard_.cfg().server.delivery);
+  if (expired) result = DeliveryResult::failed;
+  if (result == DeliveryResult::delivered) r.state = RcptState::delivered;
+  if (result == DeliveryResult::failed) r.state = RcptState::failed;
+  const size_t route = t.route < 0 ? kMaxRoutes : static_cast<size_t>(t.route);
+  if (route < kMaxRoutes) shard_.metrics().deliveries[route][static_cast<size_t>(result)].inc();
+  if (shard_.log_enabled(result == DeliveryResult::delivered ? LogLevel::info : LogLevel::warn)) {
+    LogLine l(result == DeliveryResult::delivered ? LogLevel::info : LogLevel::warn, "delivery",
+              shard_.unix_ms());
+    l.kv("qid", m.queue_id).kv("rcpt", r.address);
+    if (t.route >= 0) {
+      const ResolvedDestination& d = pools_[static_cast<size_t>(t.route)]->dest;
+      l.kv("route", d.name).kv("relay", d.label);
+    }
+    l.kv("result", delivery_result_name(result))
+        .kv("code", uint32_t{reply.code})
+        .kv("reply", reply.text)
+        .kv("attempt", r.attempts);
+    if (expired) l.kv("expired", "true");
+    shard_.log(l);
+  }
+}
+
+void Relays::task_finished(RelayTask& t, const MessageResult& r) {
+  --t.msg->in_flight;
+  const int64_t took = now_ns() - t.started_ns;
+  shard_.metrics().delivery_seconds.observe_ns(static_cast<uint64_t>(std::max<int64_t>(0, took)));
+  for (size_t k = 0; k < t.rcpts.size(); ++k) {
+    const ReplyText reply = decisive_reply(r, k);
+    record(t, k, reply, classify(reply));
+  }
+  after_attempt(t);
+}
+
+void Relays::task_failed_all(RelayTask& t, const ReplyText& why, bool permanent) {
+  for (size_t k = 0; k < t.rcpts.size(); ++k) {
+    record(t, k, why, permanent ? DeliveryResult::failed : DeliveryResult::deferred);
+  }
+  after_attempt(t);
+}
+
+// The task's recipients that are still pending wait for their next attempt.
+void Relays::after_attempt(RelayTask& t) {
+  QueuedMessage& m = *t.msg;
+  if (m.data_loaded && m.in_flight == 0) {
+    // Read back for these attempts: let it go until the next ones.
+    held_bytes_ -= m.data.size();
+    m.data.clear();
+    m.data.shrink_to_fit();
+    m.data_loaded = false;
+  }
+  std::erase_if(t.rcpts, [&m](uint32_t i) { return m.rcpts[i].state != RcptState::pending; });
+  if (t.rcpts.empty()) {
+    std::shared_ptr<QueuedMessage> keep = std::move(t.msg);
+    delete &t;
+    if (keep->done()) message_done(*keep);
+    return;
+  }
+  uint32_t attempts = 0;
+  for (const uint32_t i : t.rcpts) attempts = std::max(attempts, m.rcpts[i].attempts);
+  const int64_t delay = retry_delay_ms(attempts, shard_.cfg().server.delivery, random());
+  t.retry.task = &t;
+  t.retry.fire = [](TimerNode& n) {
+    RelayTask& task = *static_cast<RelayTask::Timer&>(n).task;
+    task.owner->retry_due(task);
+  };
+  retrying_.insert(&t);
+  shard_.wheel().schedule(t.retry, shard_.now().mono_ms + delay);
+}
+
+void Relays::retry_due(RelayTask& t) {
+  retrying_.erase(&t);
+  std::shared_ptr<QueuedMessage> m = std::move(t.msg);
+  std::vector<uint32_t> which = std::move(t.rcpts);
+  delete &t;
+  if (stopping_) return;
+  enqueue(m, which);
+}
+
+void Relays::message_done(QueuedMessage& m) {
+  --messages_;
+  held_bytes_ -= m.data.size();
+  shard_.metrics().queue_messages.add(-1);
+  shard_.metrics().queue_bytes.add(-static_cast<int64_t>(m.size));
+}
+
+void Relays::conn_closed(RelayConn& c, bool set_up_failed, const ReplyText& why) {
+  RelayPool& p = c.pool;
+  if (c.setting_up) {
+    c.setting_up = false;
+    --p.setting_up;
+  }
+  --conns_open_;
+  shard_.metrics().relay_connections_open.add(-1);
+  if (set_up_failed) {
+    // The destination cannot be reached now: everything waiting for it is
+    // deferred (each on its own back-off), not tried connection after connection.
+    shard_.metrics().relay_connect_failures.inc();
+    std::deque<RelayTask*> waiting;
+    waiting.swap(p.waiting);
+    for (RelayTask* t : waiting) task_failed_all(*t, why, false);
+    return;
+  }
+  dispatch(p);
+}
+
+void Relays::stop() {
+  stopping_ = true;
+  for (auto* list : {&pools_, &retired_}) {
+    for (auto& p : *list) {
+      std::vector<RelayConn*> conns = p->conns;
+      for (RelayConn* c : conns) {
+        if (c->stage == RelayConn::Stage::ready) {
+          c->stage = RelayConn::Stage::closing;
+          c->waiting_since_ns = now_ns();
+          c->link.smtp().quit(c->waiting_since_ns);
+          c->flush();
+        } else if (c->stage == RelayConn::Stage::connecting) {
+          c->lost(ErrorKind::not_started);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace ringmx

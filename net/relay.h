@@ -1,0 +1,129 @@
+// Delivery on the shard's ring: each shard hands what it accepted to its own
+// Relays, which keep, per route, a queue of tasks (a message and the
+// recipients that route takes) and a pool of outbound connections to the
+// route's destination (LMTP or SMTP). Connections are driven like inbound
+// ones: connect, recv and send through the shard's ring (net/ring.h
+// Completion), deadlines on the shard's timer wheel, the SMTP/LMTP dialogue
+// in core/smtp_client (sans-I/O), TLS in tls/client_connection. A connection
+// takes one message at a time, is reused for the next (up to
+// delivery.max_messages_per_connection) and closes after
+// delivery.idle_timeout_ms with nothing to do.
+//
+// Outcomes are per recipient: 2xx delivered, 5xx failed, anything else (4xx,
+// no reply, a broken connection, a timeout) deferred and tried again after a
+// back-off with jitter (pipeline/delivery.h), until delivery.max_age_s. A
+// connection that cannot be set up (refused, timed out, banner or greeting
+// refused) defers every task waiting for that destination: a destination
+// that is down holds mail, it never loses or bounces it early.
+//
+// Shard thread only.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/routes.h"
+#include "pipeline/delivery.h"
+#include "tls/client_connection.h"
+
+namespace ringmx {
+
+class Shard;
+struct RuntimeConfig;
+struct RelayConn;
+struct RelayTask;
+struct SpoolLoad;
+
+// A route's destination, resolved (at start-up and reload: names are looked
+// up then, never on a shard).
+struct ResolvedDestination {
+  std::string name;   // the route's name
+  std::string label;  // the destination as configured, for logs
+  Destination dest;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+};
+
+// Resolves every route's destination; throws std::runtime_error naming the
+// route when one cannot be resolved.
+std::vector<ResolvedDestination> resolve_destinations(const std::vector<RouteConfig>& routes);
+
+struct RelayPool {
+  ResolvedDestination dest;
+  ClientSettings settings;  // the template each connection copies
+  TlsClientOptions tls;
+  uint32_t max_conns = 1;
+  std::deque<RelayTask*> waiting;  // ready to go, in order
+  std::vector<RelayConn*> conns;
+  uint32_t setting_up = 0;  // connections not yet ready
+};
+
+class Relays {
+ public:
+  explicit Relays(Shard& shard);
+  ~Relays();
+  Relays(const Relays&) = delete;
+  Relays& operator=(const Relays&) = delete;
+
+  // The routes of `cfg` (start-up and every reload).
+  void configure(const RuntimeConfig& cfg);
+  bool active() const { return !pools_.empty(); }
+  // Takes an accepted message; its recipients are routed by their domains
+  // (a recipient no route takes waits, deferred, for a reload that adds one).
+  void submit(const std::shared_ptr<QueuedMessage>& m);
+  // Shutting down: connections close, nothing new starts.
+  void stop();
+  bool idle() const { return conns_open_ == 0; }
+
+  size_t messages() const { return messages_; }
+  size_t loads_in_flight() const { return loads_; }
+  uint64_t held_bytes() const { return held_bytes_; }
+
+  // ---- used by connections and tasks ----
+  Shard& shard() { return shard_; }
+  void conn_ready(RelayConn& c);
+  void conn_closed(RelayConn& c, bool set_up_failed, const ReplyText& why);
+  void task_finished(RelayTask& t, const MessageResult& r);
+  void retry_due(RelayTask& t);
+  void loaded(SpoolLoad& l, bool ok, int err);
+
+ private:
+  // Queues recipients `which` of `m` on their routes' pools, one task per route.
+  void enqueue(const std::shared_ptr<QueuedMessage>& m, const std::vector<uint32_t>& which);
+  void task_failed_all(RelayTask& t, const ReplyText& why, bool permanent);
+  // Queues tasks on their pools (their message's bytes are at hand).
+  void queue_tasks(std::vector<RelayTask*>& tasks);
+  // Reads a message's bytes back from the spool, then queues `tasks`.
+  void load(std::vector<RelayTask*> tasks);
+  void dispatch(RelayPool& p);
+  void open_conn(RelayPool& p);
+  void start_task(RelayConn& c, RelayTask& t);
+  void record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResult result);
+  void after_attempt(RelayTask& t);
+  void message_done(QueuedMessage& m);
+  uint64_t random() { return rng_(); }
+
+  Shard& shard_;
+  std::vector<std::unique_ptr<RelayPool>> pools_;    // by route index
+  std::vector<std::unique_ptr<RelayPool>> retired_;  // replaced by a reload, conns still open
+  std::shared_ptr<const RouteTable> routes_;
+  size_t messages_ = 0;
+  uint64_t held_bytes_ = 0;
+  uint32_t conns_open_ = 0;
+  size_t loads_ = 0;
+  // Tasks waiting on the wheel for their next attempt, and loads in flight:
+  // what only the wheel or the ring points at, freed with the relays.
+  std::unordered_set<RelayTask*> retrying_;
+  std::unordered_set<SpoolLoad*> loading_;
+  bool stopping_ = false;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace ringmx

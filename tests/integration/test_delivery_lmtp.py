@@ -1,0 +1,221 @@
+"""Delivery to a real Dovecot LMTP (a private instance on 127.0.0.1, the one
+test_bench_lmtp runs): mail accepted by ringmx for a routed domain arrives in
+the users' Maildirs byte for byte (the stored Received header and message);
+one LMTP reply per recipient decides each one (an unknown user among valid
+ones fails alone, a mailbox over quota fails after the data while the others
+are delivered); a foreign domain is refused at RCPT; a destination that is
+down holds the mail, which arrives once it is up; a message whose body went
+to disk as it arrived (past the body memory) is read back from the spool and
+delivered; the delivery metrics and log lines say what happened. Exits 77
+only when Dovecot cannot be installed."""
+
+import contextlib
+import re
+import sys
+import time
+import unittest
+
+from harness import Client, Server, http_get, main, metric, queue_id, transaction
+from test_bench_lmtp import DOMAIN, FULL, Dovecot, install_dovecot
+
+WAIT = 20  # seconds for a delivery to show up
+
+
+def message(tag, body_lines=3, line=b"line"):
+    head = ("From: sender@example.net\r\nTo: pipe1@%s\r\nSubject: delivery %s\r\n"
+            "Message-ID: <%s@delivery.test>\r\n\r\n" % (DOMAIN, tag, tag)).encode()
+    body = b"".join(b"%s %d\r\n" % (line, i) for i in range(body_lines))
+    return head + b".leading dot\r\n" + body
+
+
+@contextlib.contextmanager
+def running(*args, **kwargs):
+    """A started Server that must stop cleanly (SIGTERM, exit 0, no sanitizer
+    report) when the block ends without an error."""
+    srv = Server(*args, **kwargs).start()
+    try:
+        yield srv
+    except BaseException:
+        srv.kill9()
+        raise
+    code = srv.stop()
+    assert code == 0, "ringmx exited %s\n%s" % (code, srv.log()[-4000:])
+
+
+def wait_for(pred, timeout=WAIT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def crlf(data):
+    return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+def stored_message(srv, qid):
+    """The Received header and message ringmx stored for `qid`."""
+    records = srv.spool_records()
+    assert qid in records, (qid, list(records))
+    return records[qid][1]
+
+
+def metrics(srv):
+    status, body = http_get(srv.admin_port, "/metrics")
+    assert status == 200
+    return body.decode()
+
+
+def send(port, rcpts, data, sender="sender@example.net"):
+    c = Client(port)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.test")[0] == 250
+    code, text = transaction(c, sender, rcpts, data)
+    c.cmd("QUIT")
+    c.close()
+    assert code == 250, text
+    return queue_id(text)
+
+
+def route_toml(port, extra=""):
+    return ('\n[delivery]\nretry_min_ms = 300\nretry_max_ms = 600\nidle_timeout_ms = 2000\n%s\n'
+            '[[route]]\nname = "store"\ndomains = ["%s"]\ndestination = "lmtp://127.0.0.1:%d"\n'
+            % (extra, DOMAIN, port))
+
+
+class DeliveryToDovecot(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        problem = install_dovecot()
+        if problem:
+            print("SKIP: %s" % problem, file=sys.stderr)
+            sys.exit(77)
+        cls.dovecot = Dovecot().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dovecot.stop()
+        cls.dovecot.cleanup()
+
+    def mailbox(self, local):
+        return self.dovecot.mailbox(local)
+
+    def arrived(self, local, tag):
+        """The delivered file of `local` holding Message-ID <tag@...>, or None."""
+        for data in self.mailbox(local).values():
+            if b"<%s@delivery.test>" % tag.encode() in data:
+                return data
+        return None
+
+    def test_byte_exact_and_per_recipient_replies(self):
+        with running(route_toml(self.dovecot.port)) as srv:
+            data = message("exact", 300)  # over full2's 1 KiB quota
+            qid = send(srv.port, ["pipe1@%s" % DOMAIN, "pipe2@%s" % DOMAIN,
+                                  "ghost@%s" % DOMAIN, "%s@%s" % (FULL, DOMAIN)], data)
+            got1 = wait_for(lambda: self.arrived("pipe1", "exact"), what="pipe1's copy")
+            got2 = wait_for(lambda: self.arrived("pipe2", "exact"), what="pipe2's copy")
+            stored = stored_message(srv, qid)
+            # Dovecot puts its own Return-Path and Delivered-To (and maybe a
+            # Received) on top: what follows them is what ringmx stored.
+            for got in (got1, got2):
+                at = crlf(got).find(stored[:40])
+                self.assertGreaterEqual(at, 0, got[:300])
+                self.assertEqual(crlf(got)[at:], stored)
+            self.assertIn(b"Return-Path: <sender@example.net>", got1)
+            # ghost: unknown at RCPT (5xx); full2: over quota after the data.
+            wait_for(lambda: "rcpt=ghost@" in srv.log() and "rcpt=%s@" % FULL in srv.log(),
+                     what="the failures logged")
+            log = srv.log()
+            self.assertRegex(log, r"event=delivery qid=%s rcpt=ghost@\S+ route=store "
+                                  r"relay=lmtp://127.0.0.1:%d result=failed code=550"
+                             % (qid, self.dovecot.port))
+            self.assertRegex(log, r"event=delivery qid=%s rcpt=%s@\S+ .*result=(failed|deferred)"
+                             % (qid, FULL))
+            self.assertEqual(self.arrived("ghost", "exact"), None)
+            m = metrics(srv)
+            self.assertEqual(metric(m, "ringmx_delivery_total", route="store",
+                                    result="delivered"), 2)
+            self.assertGreaterEqual(metric(m, "ringmx_delivery_total", route="store",
+                                           result="failed"), 1)
+
+    def test_foreign_domain_refused_at_rcpt(self):
+        with running(route_toml(self.dovecot.port)) as srv:
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            self.assertEqual(c.cmd("MAIL FROM:<s@example.net>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<someone@elsewhere.example>")
+            self.assertEqual(code, 550)
+            self.assertIn("5.7.1", lines[-1])
+            c.cmd("QUIT")
+
+    def test_many_messages_reuse_connections(self):
+        with running(route_toml(self.dovecot.port), shards=1) as srv:
+            tags = ["many%d" % i for i in range(30)]
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            for t in tags:
+                code, text = transaction(c, "sender@example.net", ["lock1@%s" % DOMAIN],
+                                         message(t))
+                self.assertEqual(code, 250, text)
+            c.cmd("QUIT")
+            wait_for(lambda: all(self.arrived("lock1", t) for t in tags), what="30 messages")
+            m = metrics(srv)
+            self.assertEqual(metric(m, "ringmx_delivery_total", route="store",
+                                    result="delivered"), 30)
+            # One shard, messages in a row: far fewer connections than messages.
+            self.assertLess(metric(m, "ringmx_relay_connections_total"), 30)
+            wait_for(lambda: metric(metrics(srv), "ringmx_queue_depth") == 0,
+                     what="an empty queue")
+
+    def test_destination_down_then_up(self):
+        # A destination nobody listens on yet: mail waits, deferred, then arrives.
+        down = Dovecot()
+        try:
+            with running(route_toml(down.port)) as srv:
+                tag = "later"
+                send(srv.port, ["same1@%s" % DOMAIN], message(tag))
+                wait_for(lambda: "result=deferred" in srv.log(), what="a deferral")
+                m = metrics(srv)
+                self.assertEqual(metric(m, "ringmx_queue_depth"), 1)
+                self.assertGreaterEqual(metric(m, "ringmx_relay_connect_failures_total"), 1)
+                self.assertIsNone(down.mailbox("same1") or None)
+                down.start()
+                data = wait_for(lambda: [v for v in down.mailbox("same1").values()
+                                         if b"<later@delivery.test>" in v],
+                                what="the held message")
+                self.assertEqual(len(data), 1)
+                wait_for(lambda: metric(metrics(srv), "ringmx_queue_depth") == 0,
+                         what="an empty queue")
+        finally:
+            down.stop()
+            down.cleanup()
+
+    def test_spilled_body_is_read_back_from_the_spool(self):
+        # A 64 KiB body budget: a 300 KiB message streams to its own file.
+        extra = "[limits]\nbody_memory_per_shard = 65536\n"
+        with running(route_toml(self.dovecot.port) + extra, shards=1) as srv:
+            data = message("spilled", 20000, b"0123456789")
+            qid = send(srv.port, ["part1@%s" % DOMAIN], data)
+            got = wait_for(lambda: self.arrived("part1", "spilled"), what="the spilled message")
+            stored = stored_message(srv, qid)
+            at = crlf(got).find(stored[:40])
+            self.assertGreaterEqual(at, 0)
+            self.assertEqual(crlf(got)[at:], stored)
+            self.assertGreaterEqual(metric(metrics(srv), "ringmx_body_spills_total"), 1)
+
+    def test_delivery_memory_exhausted_reads_back(self):
+        # No memory for bodies waiting for delivery: every one is read back.
+        with running(route_toml(self.dovecot.port, "memory_per_shard = 0"), shards=1) as srv:
+            qid = send(srv.port, ["part2@%s" % DOMAIN], message("readback", 100))
+            got = wait_for(lambda: self.arrived("part2", "readback"), what="the message")
+            stored = stored_message(srv, qid)
+            self.assertTrue(crlf(got).endswith(stored))
+
+
+if __name__ == "__main__":
+    main()
