@@ -15,7 +15,7 @@ import sys
 import time
 import unittest
 
-from harness import Client, Server, http_get, main, metric, queue_id, transaction
+from harness import Client, Server, dot_stuff, http_get, main, metric, queue_id, transaction
 from test_bench_lmtp import DOMAIN, FULL, Dovecot, install_dovecot
 
 WAIT = 20  # seconds for a delivery to show up
@@ -50,6 +50,10 @@ def wait_for(pred, timeout=WAIT, what="condition"):
             return v
         time.sleep(0.05)
     raise AssertionError("timed out waiting for %s" % what)
+
+
+def dot_stuff_message(data):
+    return dot_stuff(data)
 
 
 def crlf(data):
