@@ -58,6 +58,9 @@ struct SpoolConfig {
   uint64_t max_bytes = 0;
   // ... or when the file system has less free space than this.
   uint64_t min_free_bytes = 64ull << 20;
+  // A segment file takes appends until it is this large. With routes, a
+  // segment is removed once it is closed and every message in it is done.
+  uint64_t segment_bytes = 64ull << 20;
 };
 
 // [delivery]: how accepted mail is handed to the routes' destinations.

@@ -35,6 +35,8 @@ constexpr size_t kMaxHostname = 255;  // RFC 1035 domain length
 constexpr size_t kMaxBanner = 200;    // keeps the greeting well under the 512-octet reply line
 // TOML integers are int64, so no file can express more than this for a uint64 field.
 constexpr uint64_t kTomlIntMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+constexpr uint64_t kMinSegmentBytes = 4096;
+constexpr uint64_t kMaxSegmentBytes = uint64_t{1} << 30;
 
 // The unsigned [server] keys, with their ranges.
 template <class C>
@@ -509,6 +511,8 @@ class Loader {
         read_uint(v, key, 0, kTomlIntMax, spool.max_bytes);
       } else if (name == "min_free_bytes") {
         read_uint(v, key, 0, kTomlIntMax, spool.min_free_bytes);
+      } else if (name == "segment_bytes") {
+        read_uint(v, key, kMinSegmentBytes, kMaxSegmentBytes, spool.segment_bytes);
       } else {
         unknown(k, v, key);
       }
@@ -890,6 +894,8 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
   // The loader cannot produce more than int64 max; a command-line override still could.
   check("spool.max_bytes", in_range(cfg.spool.max_bytes, 0, kTomlIntMax));
   check("spool.min_free_bytes", in_range(cfg.spool.min_free_bytes, 0, kTomlIntMax));
+  check("spool.segment_bytes",
+        in_range(cfg.spool.segment_bytes, kMinSegmentBytes, kMaxSegmentBytes));
   if (!cfg.admin_listen.empty()) check("admin.listen", check_address(cfg.admin_listen));
 
   for (const std::string& problem : check_routes(cfg.routes)) check("route", problem);

@@ -171,6 +171,7 @@ struct Totals {
   uint64_t relay_connections = 0;
   uint64_t relay_reused = 0;
   uint64_t relay_connect_failures = 0;
+  uint64_t segments_reclaimed = 0;
   int64_t spool_free_bytes = -1;  // the least any shard saw; -1 before a check
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
@@ -218,6 +219,7 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.relay_connections += m.relay_connections.get();
   t.relay_reused += m.relay_connections_reused.get();
   t.relay_connect_failures += m.relay_connect_failures.get();
+  t.segments_reclaimed += m.segments_reclaimed.get();
   // Every shard's directory is in the one spool: the smallest figure is the freshest.
   const int64_t free_bytes = m.spool_free_bytes.get();
   if (free_bytes >= 0 && (t.spool_free_bytes < 0 || free_bytes < t.spool_free_bytes)) {
@@ -473,6 +475,9 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                "first check.",
                t.spool_free_bytes);
   append_gauge(out, "ringmx_spool_messages", "Messages in the spool.", view.spool_messages);
+  append_counter(out, "ringmx_spool_segments_removed_total",
+                 "Spool segment files removed because every message in them was done.",
+                 t.segments_reclaimed);
   append_counter(out, "ringmx_spool_recovery_bad_records_total",
                  "Damaged spool records start-up recovery set aside in corrupt/.",
                  view.spool_recovery_bad_records);

@@ -126,6 +126,7 @@ struct alignas(64) ShardMetrics {
   Counter relay_connections;         // opened
   Counter relay_connections_reused;  // a transaction on a connection that already had one
   Counter relay_connect_failures;    // could not be set up (refused, timeout, greeting refused)
+  Counter segments_reclaimed;        // spool segments removed: every message in them done
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished

@@ -5,6 +5,7 @@
 
 #include <liburing.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <ctime>
@@ -283,6 +284,49 @@ struct alignas(16) SpoolBatch {
   int64_t started_ns = 0;
 
   void advance(size_t n);
+};
+
+// A segment's delivery journal (net/shard_delivery.cc): the segment's
+// messages still on their way out, and the journal lines on their way to
+// ID.done (one write + fdatasync in flight).
+struct SegmentJournal final : Completion {
+  enum Step : unsigned { kOpen, kWrite, kSync, kDirSync, kUnlinkSegment, kUnlinkJournal };
+  struct StepOp final : Completion {
+    SegmentJournal* j = nullptr;
+    unsigned step = 0;
+    void complete(int res, uint32_t /*flags*/) override { j->shard->journal_done(*j, step, res); }
+  };
+
+  SegmentJournal(Shard& s, std::string seg) : shard(&s), segment(std::move(seg)) {
+    name = journal_name(segment);
+    for (unsigned i = 0; i < std::size(ops); ++i) {
+      ops[i].j = this;
+      ops[i].step = i;
+    }
+  }
+  ~SegmentJournal() {
+    if (fd >= 0) ::close(fd);
+  }
+  SegmentJournal(const SegmentJournal&) = delete;
+  SegmentJournal& operator=(const SegmentJournal&) = delete;
+  void complete(int /*res*/, uint32_t /*flags*/) override {}
+
+  Shard* shard;
+  std::string segment;
+  std::string name;
+  uint32_t live = 0;
+  uint32_t messages = 0;  // records in the segment (for the spool gauges)
+  uint64_t bytes = 0;     // their size
+  bool closed = false;
+  int fd = -1;
+  bool named = false;  // its directory entry synced
+  uint64_t off = 0;
+  std::string buf;       // lines waiting for the next write
+  std::string inflight;  // lines being written
+  unsigned pending = 0;  // completions still due
+  bool failed = false;   // a write or sync failed: later lines are still tried
+  bool reclaiming = false;
+  StepOp ops[6];
 };
 
 }  // namespace ringmx

@@ -443,11 +443,23 @@ void Relays::enqueue(const std::shared_ptr<QueuedMessage>& m, const std::vector<
     by_route[slot]->rcpts.push_back(i);
   }
   std::vector<RelayTask*> tasks;
+  const int64_t wait_ms = m->next_attempt_unix_ms - shard_.unix_ms();
   for (RelayTask* t : by_route) {
     if (!t) continue;
     if (t->route < 0) {
       // No route takes it (a reload removed its domain): wait for one.
       task_failed_all(*t, ReplyText{0, "4.4.0 no route for the recipient's domain"}, false);
+      continue;
+    }
+    if (wait_ms > 0) {
+      // Its next attempt is later (the schedule a restart kept).
+      t->retry.task = t;
+      t->retry.fire = [](TimerNode& n) {
+        RelayTask& task = *static_cast<RelayTask::Timer&>(n).task;
+        task.owner->retry_due(task);
+      };
+      retrying_.insert(t);
+      shard_.wheel().schedule(t->retry, shard_.now().mono_ms + wait_ms);
       continue;
     }
     tasks.push_back(t);
@@ -619,6 +631,9 @@ void Relays::record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResu
   if (expired) result = DeliveryResult::failed;
   if (result == DeliveryResult::delivered) r.state = RcptState::delivered;
   if (result == DeliveryResult::failed) r.state = RcptState::failed;
+  // Done for good, and the message not yet: journaled alone (the message's
+  // last recipient is journaled with the message).
+  if (r.state != RcptState::pending && !m.done()) shard_.journal_rcpt_done(m, t.rcpts[k]);
   const size_t route = t.route < 0 ? kMaxRoutes : static_cast<size_t>(t.route);
   if (route < kMaxRoutes) shard_.metrics().deliveries[route][static_cast<size_t>(result)].inc();
   if (shard_.log_enabled(result == DeliveryResult::delivered ? LogLevel::info : LogLevel::warn)) {
@@ -683,6 +698,8 @@ void Relays::after_attempt(RelayTask& t) {
   };
   retrying_.insert(&t);
   shard_.wheel().schedule(t.retry, shard_.now().mono_ms + delay);
+  m.next_attempt_unix_ms = shard_.unix_ms() + delay;
+  shard_.journal_retry(m, attempts, m.next_attempt_unix_ms);
 }
 
 void Relays::retry_due(RelayTask& t) {
@@ -695,6 +712,7 @@ void Relays::retry_due(RelayTask& t) {
 }
 
 void Relays::message_done(QueuedMessage& m) {
+  shard_.journal_message_done(m);
   --messages_;
   held_bytes_ -= m.data.size();
   shard_.metrics().queue_messages.add(-1);

@@ -20,6 +20,7 @@
 #include "core/config_load.h"
 #include "net/listener.h"
 #include "net/uring_probe.h"
+#include "pipeline/delivery_journal.h"
 #include "pipeline/durable_dir.h"
 #include "pipeline/spool_format.h"
 
@@ -150,6 +151,36 @@ void Server::start() {
     }
   }
 
+  // Delivery: what the spool still had to deliver goes back on the queue of
+  // the shard owning its directory; a directory no shard owns now (fewer
+  // shards than last time) hands its segments and journals to shard
+  // (N mod shards) first.
+  std::vector<DeliveryScan> scans(nshards);
+  if (!sc.routes.empty()) {
+    for (const auto& dir : dirs) {
+      const std::string base = dir.substr(dir.rfind('/') + 1);
+      uint32_t n = 0;
+      if (std::sscanf(base.c_str(), "shard-%u", &n) != 1 || n < nshards) continue;
+      adopt_spool_dir(dir, sc.spool.dir + "/shard-" + std::to_string(n % nshards));
+    }
+    for (uint32_t i = 0; i < nshards; ++i) {
+      const std::string dir = sc.spool.dir + "/shard-" + std::to_string(i);
+      scans[i] = scan_for_delivery(dir);
+      LogLine l(LogLevel::info, "delivery_recovered", wall_ms());
+      l.kv("dir", dir)
+          .kv("pending", uint64_t{scans[i].pending.size()})
+          .kv("done", scans[i].messages_done)
+          .kv("segments_removed", scans[i].segments_removed)
+          .kv("journal_bad_lines", scans[i].journal_bad_lines);
+      logger_.emit(l);
+      for (const auto& p : scans[i].problems) {
+        LogLine w(LogLevel::warn, "delivery_recovery", wall_ms());
+        w.kv("dir", dir).kv("problem", p);
+        logger_.emit(w);
+      }
+    }
+  }
+
   // Listeners: one SO_REUSEPORT socket per shard. The first shard's socket
   // fixes the port when 0 was asked, the others join it.
   std::vector<std::vector<Shard::Listener>> per_shard(nshards);
@@ -192,6 +223,7 @@ void Server::start() {
     shards_.push_back(std::make_unique<Shard>(i, cfg_, shared_, *metrics_.back(), logger_,
                                               std::move(per_shard[i]),
                                               sc.spool.dir + "/shard-" + std::to_string(i)));
+    shards_.back()->preload(std::move(scans[i]));
   }
   for (auto& s : shards_) s->start();
   if (admin_) admin_->start();

@@ -257,6 +257,14 @@ void Shard::run() {
   arm_control();
   relays_ = std::make_unique<Relays>(*this);
   relays_->configure(*cfg_);
+  if (!preload_.pending.empty()) {
+    // What the spool still had to deliver when ringmx last stopped.
+    for (const auto& [segment, s] : preload_.live) {
+      segment_add(segment, s.pending, s.messages, true, s.bytes);
+    }
+    for (const auto& m : preload_.pending) relays_->submit(m);
+    preload_ = {};
+  }
   next_disk_check_ms_ = 0;
   check_disk();
   while (!stopping_) {

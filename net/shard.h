@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "core/config.h"
@@ -23,6 +24,7 @@
 #include "net/relay.h"
 #include "net/ring.h"
 #include "net/timer_wheel.h"
+#include "pipeline/delivery_journal.h"
 #include "tls/tls_context.h"
 
 namespace ringmx {
@@ -63,6 +65,7 @@ struct Connection;
 struct Spill;
 struct SpoolJob;
 struct SpoolBatch;
+struct SegmentJournal;
 
 class Shard {
  public:
@@ -118,6 +121,19 @@ class Shard {
   void spill_commit(Connection& c, Message& msg);
   void spill_discard(Connection& c);
   SharedState& shared() { return shared_; }
+  // ---- delivery's journal (net/shard_delivery.cc; shard thread only) ----
+  // Segment `segment` holds `messages` more messages on their way out; a
+  // closed one takes no more appends. Removed (with its journal) once closed
+  // and every message in it is done.
+  void segment_add(const std::string& segment, uint32_t pending, uint32_t records, bool closed,
+                   uint64_t bytes);
+  void journal_rcpt_done(const QueuedMessage& m, uint32_t index);
+  void journal_retry(const QueuedMessage& m, uint32_t attempts, int64_t next_unix_ms);
+  void journal_message_done(const QueuedMessage& m);
+  // A journal's ring operation completed (SegmentJournal::StepOp).
+  void journal_done(SegmentJournal& j, unsigned step, int res);
+  // Start-up: what the spool directory still had to deliver (before start()).
+  void preload(DeliveryScan scan) { preload_ = std::move(scan); }
   Ring& ring() { return ring_; }
   TimerWheel& wheel() { return wheel_; }
   uint32_t shard_count() const { return shared_.shards; }
@@ -172,7 +188,9 @@ class Shard {
   // An accepted message goes to delivery (routes configured): its envelope,
   // where it is in the spool, and its bytes when memory allows.
   void hand_off(Connection& c, const Message& msg, std::string segment, uint64_t offset,
-                uint64_t size, bool held);
+                uint64_t size, bool held, uint64_t record_bytes);
+  void segment_closed(const std::string& segment);
+  void kick_journal(SegmentJournal& j);
   void on_spill_cqe(Connection& c, unsigned op, int res);
   void spill_write(Connection& c);
   void spill_seal(Connection& c);
@@ -231,6 +249,8 @@ class Shard {
   // Delivery of routed mail (net/relay.h). Freed with the shard, after the
   // ring: no operation can complete into it any more.
   std::unique_ptr<Relays> relays_;
+  std::unordered_map<std::string, std::unique_ptr<SegmentJournal>> journals_;  // by segment
+  DeliveryScan preload_;
 
   std::thread thread_;
   std::atomic<bool> finished_{false};

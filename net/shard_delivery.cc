@@ -1,7 +1,22 @@
-// The hand-off from acceptance to delivery: once a message is on disk (and
-// before its client hears 250), the shard gives its envelope, its place in
-// the spool and, while the delivery memory allows, its bytes to the shard's
-// Relays (net/relay.h).
+// The hand-off from acceptance to delivery, and delivery's journal.
+//
+// Once a message is on disk (and before its client hears 250), the shard
+// gives its envelope, its place in the spool and, while the delivery memory
+// allows, its bytes to the shard's Relays (net/relay.h).
+//
+// What becomes of each message is appended to its segment's journal
+// (ID.done beside ID.msg, format in pipeline/delivery_journal.h): one write
+// and one fdatasync in flight per journal, lines arriving meanwhile waiting
+// for the next (group commit); the journal's name is made durable (directory
+// fsync) with its first write. A segment that takes no more appends and
+// whose every message is done is removed: the segment first, then its
+// journal (linked), so a crash between the two leaves a journal alone, which
+// start-up removes. A journal line lost to a power cut can only cause a
+// message to be delivered again, never lost.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <memory>
 
 #include "net/connection.h"
@@ -10,7 +25,7 @@
 namespace ringmx {
 
 void Shard::hand_off(Connection& /*c*/, const Message& msg, std::string segment, uint64_t offset,
-                     uint64_t size, bool held) {
+                     uint64_t size, bool held, uint64_t record_bytes) {
   auto m = std::make_shared<QueuedMessage>();
   const Envelope& env = msg.envelope;
   m->queue_id = env.queue_id;
@@ -31,7 +46,152 @@ void Shard::hand_off(Connection& /*c*/, const Message& msg, std::string segment,
     m->data.append(msg.received);
     m->data.append(msg.body.view());
   }
+  // A spilled body's segment is its own file: it takes no more appends.
+  segment_add(m->segment, 1, 1, !held, record_bytes);
   relays_->submit(m);
+}
+
+void Shard::segment_add(const std::string& segment, uint32_t pending, uint32_t records, bool closed,
+                        uint64_t bytes) {
+  auto& j = journals_[segment];
+  if (!j) j = std::make_unique<SegmentJournal>(*this, segment);
+  j->live += pending;
+  j->messages += records;
+  j->bytes += bytes;
+  j->closed = j->closed || closed;
+}
+
+void Shard::segment_closed(const std::string& segment) {
+  const auto it = journals_.find(segment);
+  if (it == journals_.end()) return;
+  it->second->closed = true;
+  kick_journal(*it->second);
+}
+
+void Shard::journal_rcpt_done(const QueuedMessage& m, uint32_t index) {
+  const auto it = journals_.find(m.segment);
+  if (it == journals_.end()) return;
+  append_journal_rcpt_done(it->second->buf, m.queue_id, index);
+  kick_journal(*it->second);
+}
+
+void Shard::journal_retry(const QueuedMessage& m, uint32_t attempts, int64_t next_unix_ms) {
+  const auto it = journals_.find(m.segment);
+  if (it == journals_.end()) return;
+  append_journal_retry(it->second->buf, m.queue_id, attempts, next_unix_ms);
+  kick_journal(*it->second);
+}
+
+void Shard::journal_message_done(const QueuedMessage& m) {
+  const auto it = journals_.find(m.segment);
+  if (it == journals_.end()) return;
+  SegmentJournal& j = *it->second;
+  append_journal_message_done(j.buf, m.queue_id);
+  if (j.live > 0) --j.live;
+  kick_journal(j);
+}
+
+void Shard::kick_journal(SegmentJournal& j) {
+  if (j.pending > 0 || j.reclaiming) return;
+  if (j.closed && j.live == 0) {
+    // Every message done: the segment goes, then its journal (linked: never
+    // the journal alone first). What waits in buf is no longer needed.
+    j.reclaiming = true;
+    j.buf.clear();
+    j.pending = 2;
+    ring_.prep(2, [this, &j](io_uring_sqe** s) {
+      io_uring_prep_unlinkat(s[0], spool_dir_fd_, j.segment.c_str(), 0);
+      s[0]->flags |= IOSQE_IO_LINK;
+      io_uring_sqe_set_data64(s[0], completion_tag(&j.ops[SegmentJournal::kUnlinkSegment]));
+      io_uring_prep_unlinkat(s[1], spool_dir_fd_, j.name.c_str(), 0);
+      io_uring_sqe_set_data64(s[1], completion_tag(&j.ops[SegmentJournal::kUnlinkJournal]));
+    });
+    return;
+  }
+  if (j.buf.empty()) return;
+  if (j.fd < 0) {
+    j.pending = 1;
+    ring_.prep(1, [this, &j](io_uring_sqe** s) {
+      // O_APPEND: a journal kept from before a restart is added to.
+      io_uring_prep_openat(s[0], spool_dir_fd_, j.name.c_str(),
+                           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+      io_uring_sqe_set_data64(s[0], completion_tag(&j.ops[SegmentJournal::kOpen]));
+    });
+    return;
+  }
+  j.inflight.swap(j.buf);
+  j.buf.clear();
+  const bool name_too = !j.named;
+  j.pending = name_too ? 3 : 2;
+  ring_.prep(j.pending, [this, &j, name_too](io_uring_sqe** s) {
+    io_uring_prep_write(s[0], j.fd, j.inflight.data(), static_cast<unsigned>(j.inflight.size()),
+                        static_cast<uint64_t>(-1));  // at the end (O_APPEND)
+    s[0]->flags |= IOSQE_IO_LINK;
+    io_uring_sqe_set_data64(s[0], completion_tag(&j.ops[SegmentJournal::kWrite]));
+    io_uring_prep_fsync(s[1], j.fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(s[1], completion_tag(&j.ops[SegmentJournal::kSync]));
+    if (name_too) {
+      s[1]->flags |= IOSQE_IO_LINK;
+      io_uring_prep_fsync(s[2], spool_dir_fd_, 0);
+      io_uring_sqe_set_data64(s[2], completion_tag(&j.ops[SegmentJournal::kDirSync]));
+    }
+  });
+}
+
+void Shard::journal_done(SegmentJournal& j, unsigned step, int res) {
+  --j.pending;
+  switch (step) {
+    case SegmentJournal::kOpen:
+      if (res < 0) {
+        j.failed = true;
+        LogLine l(LogLevel::error, "journal_open_failed", unix_ms_);
+        l.kv("file", j.name).kv("error", std::strerror(-res));
+        log(l);
+        j.buf.clear();  // the lines are lost: at worst a duplicate after a restart
+        break;
+      }
+      j.fd = res;
+      break;
+    case SegmentJournal::kWrite:
+      if (res >= 0) j.off += static_cast<uint64_t>(res);
+      if (res < 0 || static_cast<size_t>(res) != j.inflight.size()) j.failed = true;
+      break;
+    case SegmentJournal::kSync:
+    case SegmentJournal::kDirSync:
+      if (res < 0 && res != -ECANCELED) j.failed = true;
+      if (step == SegmentJournal::kDirSync && res >= 0) j.named = true;
+      break;
+    case SegmentJournal::kUnlinkSegment:
+      if (res < 0 && res != -ENOENT) {
+        LogLine l(LogLevel::error, "segment_remove_failed", unix_ms_);
+        l.kv("file", j.segment).kv("error", std::strerror(-res));
+        log(l);
+      }
+      break;
+    case SegmentJournal::kUnlinkJournal:
+    default: break;
+  }
+  if (j.pending > 0) return;
+  if (j.reclaiming) {
+    metrics_.segments_reclaimed.inc();
+    shared_.spool_bytes.fetch_sub(static_cast<int64_t>(j.bytes), std::memory_order_relaxed);
+    shared_.spool_messages.fetch_sub(j.messages, std::memory_order_relaxed);
+    if (log_enabled(LogLevel::debug)) {
+      LogLine l(LogLevel::debug, "segment_removed", unix_ms_);
+      l.kv("file", j.segment);
+      log(l);
+    }
+    journals_.erase(j.segment);  // frees j
+    return;
+  }
+  if (j.failed && step != SegmentJournal::kOpen) {
+    LogLine l(LogLevel::warn, "journal_write_failed", unix_ms_);
+    l.kv("file", j.name);
+    log(l);
+    j.failed = false;
+  }
+  j.inflight.clear();
+  kick_journal(j);
 }
 
 }  // namespace ringmx

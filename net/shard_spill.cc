@@ -255,8 +255,8 @@ void Shard::spill_done(Connection& c, bool ok) {
     if (relays_ && relays_->active() && sp.msg) {
       // Its own one-record segment; the message starts after the envelope
       // block, whose size digits end it ("\n\n").
-      hand_off(c, *sp.msg, sp.final_name, sp.size_at + kSpoolSizeDigits + 2, sp.message_size,
-               false);
+      hand_off(c, *sp.msg, sp.final_name, sp.size_at + kSpoolSizeDigits + 2, sp.message_size, false,
+               sp.off + sp.trailer.size());
     }
     drop_spill(c);
   } else {

@@ -28,8 +28,6 @@ namespace {
 constexpr size_t kMaxBatchMessages = 256;
 static_assert(kMaxBatchMessages * std::extent_v<decltype(SpoolJob::iov)> <= IOV_MAX);
 constexpr size_t kMaxBatchBytes = size_t{64} << 20;
-// A segment file takes batches until it is this large; then a new one starts.
-constexpr uint64_t kMaxSegmentBytes = uint64_t{64} << 20;
 
 }  // namespace
 
@@ -192,6 +190,7 @@ void Shard::close_segment() {
   if (seg_size_ == 0) ::unlinkat(spool_dir_fd_, seg_name_.c_str(), 0);
   seg_fd_ = -1;
   seg_size_ = 0;
+  segment_closed(seg_name_);
 }
 
 void Shard::on_spool_cqe(SpoolBatch& b, unsigned op, int res) {
@@ -260,11 +259,12 @@ void Shard::finish_batch(SpoolBatch& b, bool ok, int err) {
     uint64_t at = seg_size_ - b.total;
     for (const SpoolJob* job : b.jobs) {
       const uint64_t size = job->total - job->header.size() - job->trailer.size();
-      hand_off(*job->conn, *job->msg, seg_name_, at + job->header.size(), size, true);
+      hand_off(*job->conn, *job->msg, seg_name_, at + job->header.size(), size, true, job->total);
       at += job->total;
     }
   }
-  if (ok && seg_size_ >= kMaxSegmentBytes) close_segment();  // the next batch starts a new one
+  if (ok && seg_size_ >= cfg_->server.spool.segment_bytes)
+    close_segment();  // the next batch starts a new one
   if (ok) {
     metrics_.spool_writes.inc();
     shared_.spool_bytes.fetch_add(static_cast<int64_t>(b.total), std::memory_order_relaxed);

@@ -40,7 +40,8 @@ struct QueuedMessage {
   uint64_t offset = 0;
   uint64_t size = 0;
   int64_t received_at_unix = 0;
-  std::string sender;  // "" for the null sender
+  int64_t next_attempt_unix_ms = 0;  // 0: now (a restart keeps the journal's schedule)
+  std::string sender;                // "" for the null sender
   MailParams mail;
   std::vector<QueuedRecipient> rcpts;
   std::string data;

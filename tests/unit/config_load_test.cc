@@ -78,7 +78,8 @@ std::string dump(const ServerConfig& c) {
   o << "admin_listen=" << c.admin_listen << "\nadmin_max_connections=" << c.admin_max_connections
     << "\nadmin_request_timeout_ms=" << c.admin_request_timeout_ms << "\nspool.dir=" << c.spool.dir
     << "\nspool.max_bytes=" << c.spool.max_bytes
-    << "\nspool.min_free_bytes=" << c.spool.min_free_bytes << "\nshards=" << c.shards
+    << "\nspool.min_free_bytes=" << c.spool.min_free_bytes
+    << "\nspool.segment_bytes=" << c.spool.segment_bytes << "\nshards=" << c.shards
     << "\nlog_level=" << static_cast<int>(c.log_level) << "\nmax_connections=" << c.max_connections
     << "\nmax_connections_per_ip=" << c.max_connections_per_ip
     << "\ndrain_timeout_ms=" << c.drain_timeout_ms << "\ngreeting_delay_ms=" << c.greeting_delay_ms
@@ -133,7 +134,7 @@ ServerConfig everything_changed() {
   c.routes = {{"base", {"base.example"}, "smtp://base.example"}};
   c.admin_request_timeout_ms = 777;
   c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
-  c.spool = SpoolConfig{"/base/spool", 7, 7};
+  c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
   c.max_connections = 7;
