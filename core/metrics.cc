@@ -172,6 +172,8 @@ struct Totals {
   uint64_t relay_reused = 0;
   uint64_t relay_connect_failures = 0;
   uint64_t segments_reclaimed = 0;
+  uint64_t dsn_queued = 0;
+  uint64_t dsn_no_route = 0;
   int64_t spool_free_bytes = -1;  // the least any shard saw; -1 before a check
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
@@ -220,6 +222,8 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.relay_reused += m.relay_connections_reused.get();
   t.relay_connect_failures += m.relay_connect_failures.get();
   t.segments_reclaimed += m.segments_reclaimed.get();
+  t.dsn_queued += m.dsn_queued.get();
+  t.dsn_no_route += m.dsn_no_route.get();
   // Every shard's directory is in the one spool: the smallest figure is the freshest.
   const int64_t free_bytes = m.spool_free_bytes.get();
   if (free_bytes >= 0 && (t.spool_free_bytes < 0 || free_bytes < t.spool_free_bytes)) {
@@ -462,6 +466,14 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                  "Outbound connections that could not be set up (refused, timed out, greeting "
                  "refused).",
                  t.relay_connect_failures);
+  append_family(out, "ringmx_dsn_total", "counter",
+                "Delivery status notifications: queued to the sender, or dropped because no route "
+                "reaches the sender's domain.");
+  out += "ringmx_dsn_total{result=\"queued\"} ";
+  append_u64(out, t.dsn_queued);
+  out += "\nringmx_dsn_total{result=\"no_route\"} ";
+  append_u64(out, t.dsn_no_route);
+  out.push_back('\n');
   append_counter(out, "ringmx_accept_pauses_total",
                  "Times a shard stopped accepting for a moment: out of file descriptors or memory.",
                  t.accept_pauses);

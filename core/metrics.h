@@ -127,6 +127,8 @@ struct alignas(64) ShardMetrics {
   Counter relay_connections_reused;  // a transaction on a connection that already had one
   Counter relay_connect_failures;    // could not be set up (refused, timeout, greeting refused)
   Counter segments_reclaimed;        // spool segments removed: every message in them done
+  Counter dsn_queued;                // DSNs made and queued to the sender
+  Counter dsn_no_route;              // DSNs dropped: no route reaches the sender
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished

@@ -13,6 +13,7 @@
 
 #include "net/connection.h"
 #include "net/shard.h"
+#include "pipeline/dsn.h"
 
 namespace ringmx {
 
@@ -25,6 +26,8 @@ struct RelayTask {
   std::vector<uint32_t> rcpts;  // indices into msg->rcpts, all pending
   std::string stuffed;          // the DATA form, made when a destination lacks CHUNKING
   int64_t started_ns = 0;
+  bool dsn_passed_on = false;  // this attempt's destination took NOTIFY itself (SMTP with DSN)
+  std::vector<uint32_t> success_dsn;  // delivered in this attempt, wanting a success DSN
   struct Timer : TimerNode {
     RelayTask* task = nullptr;
   } retry;
@@ -610,6 +613,7 @@ void Relays::start_task(RelayConn& c, RelayTask& t) {
     if (t.stuffed.empty()) t.stuffed = dot_stuffed(m.data);
     body.stuffed = t.stuffed;
   }
+  t.dsn_passed_on = !c.settings.lmtp && smtp.server_dsn();
   c.task = &t;
   c.stage = RelayConn::Stage::busy;
   ++m.in_flight;
@@ -628,12 +632,29 @@ void Relays::record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResu
   const bool expired =
       result == DeliveryResult::deferred &&
       too_old(m.received_at_unix, shard_.unix_ms() / 1000, shard_.cfg().server.delivery);
-  if (expired) result = DeliveryResult::failed;
-  if (result == DeliveryResult::delivered) r.state = RcptState::delivered;
-  if (result == DeliveryResult::failed) r.state = RcptState::failed;
+  if (expired) {
+    result = DeliveryResult::failed;
+    r.last.text = "4.4.7 delivery time expired; last: " + reply.text;
+  }
+  if (result == DeliveryResult::delivered) {
+    r.state = RcptState::delivered;
+    if (!t.dsn_passed_on && wants_success_dsn(m.sender, r.params) && !m.origin) {
+      t.success_dsn.push_back(t.rcpts[k]);
+    }
+  }
+  if (result == DeliveryResult::failed) {
+    // The sender hears of it (a DSN), unless the recipient said NOTIFY
+    // otherwise or the message is a bounce itself.
+    r.state = wants_failure_dsn(m.sender, r.params) && !m.origin ? RcptState::bouncing
+                                                                 : RcptState::failed;
+  }
   // Done for good, and the message not yet: journaled alone (the message's
   // last recipient is journaled with the message).
-  if (r.state != RcptState::pending && !m.done()) shard_.journal_rcpt_done(m, t.rcpts[k]);
+  // (A bouncing one is done only once its DSN is: until then a restart tries
+  // it again, and a failure again brings a DSN again.)
+  if ((r.state == RcptState::delivered || r.state == RcptState::failed) && !m.done()) {
+    shard_.journal_rcpt_done(m, t.rcpts[k]);
+  }
   const size_t route = t.route < 0 ? kMaxRoutes : static_cast<size_t>(t.route);
   if (route < kMaxRoutes) shard_.metrics().deliveries[route][static_cast<size_t>(result)].inc();
   if (shard_.log_enabled(result == DeliveryResult::delivered ? LogLevel::info : LogLevel::warn)) {
@@ -674,6 +695,14 @@ void Relays::task_failed_all(RelayTask& t, const ReplyText& why, bool permanent)
 // The task's recipients that are still pending wait for their next attempt.
 void Relays::after_attempt(RelayTask& t) {
   QueuedMessage& m = *t.msg;
+  std::vector<uint32_t> bouncing;
+  for (const uint32_t i : t.rcpts) {
+    if (m.rcpts[i].state == RcptState::bouncing) bouncing.push_back(i);
+  }
+  if (!bouncing.empty() || !t.success_dsn.empty()) {
+    make_dsns(t, bouncing, t.success_dsn);
+    t.success_dsn.clear();
+  }
   if (m.data_loaded && m.in_flight == 0) {
     // Read back for these attempts: let it go until the next ones.
     held_bytes_ -= m.data.size();
@@ -717,6 +746,79 @@ void Relays::message_done(QueuedMessage& m) {
   held_bytes_ -= m.data.size();
   shard_.metrics().queue_messages.add(-1);
   shard_.metrics().queue_bytes.add(-static_cast<int64_t>(m.size));
+  if (m.origin) {
+    // A DSN is done (delivered, or failed: a bounce is never bounced): the
+    // recipients it reported on are done with it.
+    std::shared_ptr<QueuedMessage> origin = std::move(m.origin);
+    for (const uint32_t i : m.origin_rcpts) {
+      if (origin->rcpts[i].state != RcptState::bouncing) continue;
+      origin->rcpts[i].state = RcptState::failed;
+      if (!origin->done()) shard_.journal_rcpt_done(*origin, i);
+    }
+    if (origin->done()) message_done(*origin);
+  }
+}
+
+void Relays::make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
+                       const std::vector<uint32_t>& succeeded) {
+  const std::shared_ptr<QueuedMessage>& m = t.msg;
+  const std::string_view remote =
+      t.route >= 0 ? std::string_view(pools_[static_cast<size_t>(t.route)]->dest.dest.host)
+                   : std::string_view();
+  for (const bool failure : {true, false}) {
+    const std::vector<uint32_t>& which = failure ? failed : succeeded;
+    if (which.empty()) continue;
+    DsnReport rep;
+    rep.reporting_mta = shard_.cfg().server.smtp.hostname;
+    rep.queue_id = m->queue_id;
+    rep.remote_mta = std::string(remote);
+    rep.arrival_unix = m->received_at_unix;
+    rep.now_unix = shard_.unix_ms() / 1000;
+    rep.sender = m->sender;
+    rep.mail = m->mail;
+    rep.original = m->data;
+    for (const uint32_t i : which) {
+      const QueuedRecipient& r = m->rcpts[i];
+      const bool lmtp = t.route >= 0 && pools_[static_cast<size_t>(t.route)]->settings.lmtp;
+      rep.rcpts.push_back(
+          {r.address, r.params, failure ? "failed" : (lmtp ? "delivered" : "relayed"), r.last});
+    }
+    auto dsn = std::make_shared<QueuedMessage>();
+    dsn->queue_id = m->queue_id + (failure ? ".dsn" : ".dsn-ok");
+    dsn->received_at_unix = rep.now_unix;
+    dsn->rcpts.push_back(QueuedRecipient{});
+    dsn->rcpts[0].address = m->sender;
+    dsn->mail.smtputf8 = m->mail.smtputf8;
+    dsn->data = make_dsn(rep, random());
+    dsn->size = dsn->data.size();
+    if (failure) {
+      dsn->origin = m;
+      dsn->origin_rcpts = which;
+    }
+    const bool routed = routes_ && routes_->find(mailbox_domain(m->sender)) >= 0;
+    LogLine l(routed ? LogLevel::info : LogLevel::warn, "dsn", shard_.unix_ms());
+    l.kv("qid", m->queue_id)
+        .kv("type", failure ? "failure" : "success")
+        .kv("to", m->sender)
+        .kv("rcpts", uint64_t{which.size()})
+        .kv("result", routed ? "queued" : "no_route");
+    shard_.log(l);
+    if (!routed) {
+      // No route reaches the sender: the report cannot go anywhere (an edge
+      // MX delivers inward only). Its recipients are done all the same.
+      shard_.metrics().dsn_no_route.inc();
+      dsn->origin.reset();
+      if (failure) {
+        for (const uint32_t i : which) {
+          m->rcpts[i].state = RcptState::failed;
+          if (!m->done()) shard_.journal_rcpt_done(*m, i);
+        }
+      }
+      continue;
+    }
+    shard_.metrics().dsn_queued.inc();
+    submit(dsn);
+  }
 }
 
 void Relays::conn_closed(RelayConn& c, bool set_up_failed, const ReplyText& why) {

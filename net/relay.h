@@ -108,6 +108,10 @@ class Relays {
   void record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResult result);
   void after_attempt(RelayTask& t);
   void message_done(QueuedMessage& m);
+  // DSNs for the recipients of `t` that failed (bouncing) or, asking for
+  // it, were delivered where the destination does not carry DSN on.
+  void make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
+                 const std::vector<uint32_t>& succeeded);
   uint64_t random() { return rng_(); }
 
   Shard& shard_;

@@ -15,8 +15,9 @@ bool is_ascii(std::string_view s) {
 }  // namespace
 
 bool QueuedMessage::done() const {
-  return std::none_of(rcpts.begin(), rcpts.end(),
-                      [](const QueuedRecipient& r) { return r.state == RcptState::pending; });
+  return std::none_of(rcpts.begin(), rcpts.end(), [](const QueuedRecipient& r) {
+    return r.state == RcptState::pending || r.state == RcptState::bouncing;
+  });
 }
 
 DeliveryResult classify(const ReplyText& reply) {

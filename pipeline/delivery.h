@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,7 @@ namespace ringmx {
 enum class RcptState : uint8_t {
   pending,    // not yet tried, or deferred and waiting for its next attempt
   delivered,  // 2xx from the destination
+  bouncing,   // failed; its DSN is on its way to the sender (not done until it is)
   failed,     // 5xx from the destination, or too old to try again: bounced
 };
 
@@ -49,7 +51,11 @@ struct QueuedMessage {
   // running (and is let go when they end); transactions using data now.
   bool data_loaded = false;
   uint32_t in_flight = 0;
-  bool done() const;  // no recipient pending
+  // A DSN: the message it reports on, and which of its recipients; when the
+  // DSN is done (delivered, or failed: never bounced), so are they.
+  std::shared_ptr<QueuedMessage> origin;
+  std::vector<uint32_t> origin_rcpts;
+  bool done() const;  // no recipient pending or bouncing
 };
 
 // How one recipient's attempt ended. `reply` is the reply that decided it
