@@ -83,6 +83,10 @@ struct DeliveryConfig {
   // A recipient still undelivered this long after its message was accepted
   // is bounced (DSN) rather than tried again.
   uint32_t max_age_s = 5 * 86'400;
+  // Back-pressure: with more messages than this waiting for delivery (over
+  // all shards), MAIL gets 452 4.3.1; with twice as many, new connections
+  // get 421 4.3.2. Acceptance resumes by itself as the queue drains.
+  uint32_t max_queue_messages = 100'000;
   // Bodies each shard keeps in memory for delivery; beyond, a message is read
   // back from the spool when its turn comes.
   uint64_t memory_per_shard = uint64_t{256} << 20;

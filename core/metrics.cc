@@ -12,7 +12,7 @@ namespace ringmx {
 namespace {
 
 constexpr std::array<std::string_view, static_cast<size_t>(ConnResult::count_)> kConnResultNames = {
-    "accepted", "limit_total", "limit_per_ip", "pregreet", "error"};
+    "accepted", "limit_total", "limit_per_ip", "pregreet", "error", "queue_full"};
 constexpr std::array<std::string_view, static_cast<size_t>(TxnResult::count_)> kTxnResultNames = {
     "accepted", "rejected", "tempfail", "aborted"};
 
@@ -174,6 +174,7 @@ struct Totals {
   uint64_t segments_reclaimed = 0;
   uint64_t dsn_queued = 0;
   uint64_t dsn_no_route = 0;
+  uint64_t queue_full_refusals = 0;
   int64_t spool_free_bytes = -1;  // the least any shard saw; -1 before a check
   std::array<uint64_t, Histogram::kBounds.size() + 1> fsync_buckets{};
   uint64_t fsync_sum_ns = 0;
@@ -224,6 +225,7 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.segments_reclaimed += m.segments_reclaimed.get();
   t.dsn_queued += m.dsn_queued.get();
   t.dsn_no_route += m.dsn_no_route.get();
+  t.queue_full_refusals += m.queue_full_refusals.get();
   // Every shard's directory is in the one spool: the smallest figure is the freshest.
   const int64_t free_bytes = m.spool_free_bytes.get();
   if (free_bytes >= 0 && (t.spool_free_bytes < 0 || free_bytes < t.spool_free_bytes)) {
@@ -474,6 +476,10 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   out += "\nringmx_dsn_total{result=\"no_route\"} ";
   append_u64(out, t.dsn_no_route);
   out.push_back('\n');
+  append_counter(out, "ringmx_queue_full_refusals_total",
+                 "Transactions refused at MAIL with 452 4.3.1: more messages wait for delivery "
+                 "than delivery.max_queue_messages.",
+                 t.queue_full_refusals);
   append_counter(out, "ringmx_accept_pauses_total",
                  "Times a shard stopped accepting for a moment: out of file descriptors or memory.",
                  t.accept_pauses);

@@ -58,6 +58,7 @@ enum class ConnResult : uint8_t {
   limit_per_ip,  // over max_connections_per_ip: 421 4.7.0
   pregreet,      // talked before the greeting
   error,         // accept/set-up failed
+  queue_full,    // the delivery queue far over its limit: 421 4.3.2
   count_,
 };
 std::string_view conn_result_name(ConnResult r);
@@ -129,6 +130,7 @@ struct alignas(64) ShardMetrics {
   Counter segments_reclaimed;        // spool segments removed: every message in them done
   Counter dsn_queued;                // DSNs made and queued to the sender
   Counter dsn_no_route;              // DSNs dropped: no route reaches the sender
+  Counter queue_full_refusals;       // MAIL answered 452 4.3.1: the delivery queue is full
   std::array<std::array<std::array<Counter, kTlsResults>, kTlsVersions>, kMaxListeners>
       tls_handshakes;
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished

@@ -162,6 +162,8 @@ struct alignas(16) Connection final : SessionHandler {
   // The client owes us reads: take no more of its input for now.
   bool output_full() const { return unsent() > session.config().limits.max_output_buffer; }
 
+  Verdict on_mail(Session&, const Envelope&) override { return shard.check_mail(*this); }
+
   Verdict on_rcpt(Session&, const Envelope&, const Recipient& r) override {
     return shard.check_route(*this, r);
   }

@@ -425,6 +425,7 @@ void Relays::submit(const std::shared_ptr<QueuedMessage>& m) {
   held_bytes_ += m->data.size();
   shard_.metrics().queue_messages.add(1);
   shard_.metrics().queue_bytes.add(static_cast<int64_t>(m->size));
+  shard_.shared().queued_messages.fetch_add(1, std::memory_order_relaxed);
   std::vector<uint32_t> all(m->rcpts.size());
   for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
   enqueue(m, all);
@@ -746,6 +747,7 @@ void Relays::message_done(QueuedMessage& m) {
   held_bytes_ -= m.data.size();
   shard_.metrics().queue_messages.add(-1);
   shard_.metrics().queue_bytes.add(-static_cast<int64_t>(m.size));
+  shard_.shared().queued_messages.fetch_sub(1, std::memory_order_relaxed);
   if (m.origin) {
     // A DSN is done (delivered, or failed: a bounce is never bounced): the
     // recipients it reported on are done with it.

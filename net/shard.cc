@@ -341,6 +341,22 @@ void Shard::run() {
 
 // No open relay: with routes configured, a recipient whose domain none of
 // them takes is refused. A bare <postmaster> is always taken (RFC 5321 4.5.1).
+Verdict Shard::check_mail(Connection& c) {
+  const int64_t queued = shared_.queued_messages.load(std::memory_order_relaxed);
+  const uint32_t max = cfg_->server.delivery.max_queue_messages;
+  if (queued < int64_t{max} && !spool_full()) return Verdict::accept();
+  metrics_.queue_full_refusals.inc();
+  if (log_enabled(LogLevel::info)) {
+    LogLine l(LogLevel::info, "queue_full", unix_ms_);
+    l.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip)
+        .kv("queued", queued)
+        .kv("spool_full", spool_full() ? "true" : "false");
+    log(l);
+  }
+  return Verdict::reject(452, "4.3.1", "Error: insufficient system resources, try again later");
+}
+
 Verdict Shard::check_route(Connection& c, const Recipient& r) {
   if (!c.routes || c.routes->empty()) return Verdict::accept();  // the local-spool default
   const std::string_view domain = mailbox_domain(r.address);
@@ -538,6 +554,9 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
     verdict = ConnResult::limit_total;
   } else if (from_ip > sc.max_connections_per_ip) {
     verdict = ConnResult::limit_per_ip;
+  } else if (shared_.queued_messages.load(std::memory_order_relaxed) >=
+             2 * int64_t{sc.delivery.max_queue_messages}) {
+    verdict = ConnResult::queue_full;  // far over: not even a MAIL to refuse
   }
   metrics_.connections[l.index][static_cast<size_t>(verdict)].inc();
   if (log_enabled(LogLevel::info)) {
@@ -558,6 +577,9 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
     std::string reply;
     if (verdict == ConnResult::limit_total) {
       append_reply(reply, 421, "4.3.2", sc.smtp.hostname + " Service busy, too many connections");
+    } else if (verdict == ConnResult::queue_full) {
+      append_reply(reply, 421, "4.3.2",
+                   sc.smtp.hostname + " Service busy, too much mail waiting, try again later");
     } else {
       append_reply(reply, 421, "4.7.0",
                    sc.smtp.hostname + " Too many connections from your address");

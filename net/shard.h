@@ -58,7 +58,8 @@ struct SharedState {
   std::array<std::atomic<uint32_t>, 1 << 16> per_ip{};
   std::atomic<int64_t> spool_bytes{0};
   std::atomic<int64_t> spool_messages{0};
-  uint32_t shards = 1;  // set before the shards start
+  uint32_t shards = 1;                      // set before the shards start
+  std::atomic<int64_t> queued_messages{0};  // waiting for delivery, all shards
 };
 
 struct Connection;
@@ -113,6 +114,8 @@ class Shard {
   BodyRoom hold_body(Connection& c, uint64_t bytes);
   // RCPT: refused (550 5.7.1) when routes are configured and none takes its domain.
   Verdict check_route(Connection& c, const Recipient& r);
+  // MAIL: refused (452 4.3.1) while the delivery queue or the spool is full.
+  Verdict check_mail(Connection& c);
   // A body past the budget streams to a file of its own (net/shard_spill.cc).
   void spill_start(Connection& c, Message& msg);
   // A spill's buffers count in the body memory until they are on disk.

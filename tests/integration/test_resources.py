@@ -1,5 +1,5 @@
 """Running out: file descriptors (accept pauses, never spins, and resumes),
-spool size limit (452 4.3.1 before DATA), a full disk (451 4.3.0, never a
+spool size limit (452 4.3.1 at MAIL and before DATA), a full disk (451 4.3.0, never a
 false 250)."""
 
 import os
@@ -87,18 +87,20 @@ class FileDescriptors(unittest.TestCase):
 
 class SpoolLimits(unittest.TestCase):
     def test_spool_size_limit_answers_452_before_data(self):
-        # max_bytes small: the first message fits, then DATA is refused.
+        # max_bytes small: the first message fits, then the next transaction
+        # is refused at MAIL (and DATA would be too, had the spool filled
+        # after MAIL).
         with Server(shards=1, spool_toml="max_bytes = 2000\n") as srv:
             c = Client(srv.port)
             c.reply()
             c.cmd("EHLO t")
             code, _ = transaction(c, "a@b.test", ["c@d.test"], b"Subject: x\r\n\r\n" + b"y" * 3000 + b"\r\n")
             self.assertEqual(code, 250)
-            c.cmd("MAIL FROM:<a@b.test>")
-            c.cmd("RCPT TO:<c@d.test>")
-            code, lines = c.cmd("DATA")
+            code, lines = c.cmd("MAIL FROM:<a@b.test>")
             self.assertEqual(code, 452)
             self.assertIn("4.3.1", lines[0])
+            self.assertEqual(c.cmd("RCPT TO:<c@d.test>")[0], 503)
+            self.assertEqual(c.cmd("DATA")[0], 503)
             self.assertEqual(c.cmd("RSET")[0], 250)
             self.assertEqual(srv.stop(), 0)
 
