@@ -1,0 +1,186 @@
+"""Delivery to a destination that misbehaves: a scripted fake SMTP relay whose
+first connection does one bad thing — garbage for a reply, a reply line that
+never ends, a multi-line reply that never finishes, a close in the middle of
+the data, silence after the final dot — and whose next connections behave.
+Each time the attempt fails cleanly (logged as deferred, with why), the
+message is tried again and arrives exactly once, and the shard keeps taking
+mail meanwhile (a client is answered while the relay stalls)."""
+
+import socket
+import threading
+import time
+import unittest
+
+from harness import Client, Server, free_port, main, transaction
+
+RELAY_TIMEOUTS = ("command_timeout_ms = 700\ndata_timeout_ms = 700\nconnect_timeout_ms = 700\n"
+                  "retry_min_ms = 200\nretry_max_ms = 300\nidle_timeout_ms = 300\n")
+
+
+class FakeRelay:
+    """A lock-step SMTP server on 127.0.0.1 (no PIPELINING, no CHUNKING).
+    `bad` is what its first connection does; later ones behave. Messages
+    completed (250 after the dot) are kept in `messages`."""
+
+    def __init__(self, bad):
+        self.bad = bad
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(16)
+        self.messages = []
+        self.connections = 0
+        self.stop = threading.Event()
+        self.threads = []
+        t = threading.Thread(target=self.accept_loop, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+    def accept_loop(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            bad = self.bad if self.connections == 1 else None
+            t = threading.Thread(target=self.serve, args=(conn, bad), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def serve(self, conn, bad):
+        conn.settimeout(10)
+        f = conn.makefile("rb")
+
+        def send(b):
+            conn.sendall(b)
+
+        try:
+            send(b"220 fake.test ESMTP\r\n")
+            in_data = False
+            body = []
+            while not self.stop.is_set():
+                line = f.readline()
+                if not line:
+                    return
+                if in_data:
+                    if line == b".\r\n":
+                        in_data = False
+                        if bad == "hang_after_dot":
+                            time.sleep(5)
+                            return
+                        self.messages.append(b"".join(body))
+                        body = []
+                        send(b"250 2.0.0 Ok: queued\r\n")
+                    else:
+                        if bad == "close_in_data" and len(body) == 2:
+                            conn.close()
+                            return
+                        body.append(line)
+                    continue
+                cmd = line[:4].upper()
+                if cmd == b"EHLO":
+                    send(b"250-fake.test\r\n250 8BITMIME\r\n")
+                elif cmd == b"MAIL":
+                    if bad == "garbage":
+                        send(b"this is not SMTP\r\n")
+                    elif bad == "endless_line":
+                        for _ in range(40):
+                            send(b"x" * 4096)  # no line end, 160 KiB
+                        time.sleep(5)
+                        return
+                    elif bad == "endless_reply":
+                        for _ in range(100):  # a multi-line reply that never ends
+                            send(b"250-still going\r\n")
+                            time.sleep(0.05)
+                        return
+                    else:
+                        send(b"250 2.1.0 Ok\r\n")
+                elif cmd == b"RCPT":
+                    send(b"250 2.1.5 Ok\r\n")
+                elif cmd == b"DATA":
+                    send(b"354 go\r\n")
+                    in_data = True
+                elif cmd == b"QUIT":
+                    send(b"221 bye\r\n")
+                    return
+                elif cmd == b"RSET":
+                    send(b"250 Ok\r\n")
+                else:
+                    send(b"502 5.5.2 what\r\n")
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
+def wait_for(pred, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+class MisbehavingRelay(unittest.TestCase):
+    def run_case(self, bad, why):
+        relay = FakeRelay(bad)
+        toml = ('\n[delivery]\n%s[[route]]\nname = "fake"\ndomains = ["example.org"]\n'
+                'destination = "smtp://127.0.0.1:%d"\n' % (RELAY_TIMEOUTS, relay.port))
+        srv = Server(extra_toml=toml, shards=1).start()
+        try:
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            msg = b"Subject: %s\r\nMessage-ID: <%s@test>\r\n\r\nhello\r\nworld\r\nthird\r\n" % (
+                bad.encode(), bad.encode())
+            t0 = time.monotonic()
+            code, text = transaction(c, "a@example.net", ["u@example.org"], msg)
+            self.assertEqual(code, 250, text)
+            # While the relay misbehaves, the shard keeps answering clients.
+            time.sleep(0.1)
+            code, text = transaction(c, "a@example.net", ["v@example.org"], msg)
+            self.assertEqual(code, 250, text)
+            self.assertLess(time.monotonic() - t0, 2.0)
+            c.cmd("QUIT")
+            wait_for(lambda: len(relay.messages) >= 2, what="both messages at the relay")
+            log = wait_for(lambda: (lambda l: l if "result=deferred" in l else None)(srv.log()),
+                           what="the deferral logged")
+            self.assertRegex(log, r"event=delivery .*result=deferred .*%s" % why)
+            time.sleep(0.5)
+            self.assertEqual(len(relay.messages), 2, "delivered more than once")
+            for m in relay.messages:
+                self.assertIn(b"hello\r\nworld\r\nthird\r\n", m)
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            srv.__exit__()
+            relay.close()
+
+    def test_garbage_reply(self):
+        self.run_case("garbage", "broke the protocol")
+
+    def test_reply_line_that_never_ends(self):
+        self.run_case("endless_line", "broke the protocol")
+
+    def test_reply_that_never_finishes(self):
+        self.run_case("endless_reply", "timed out")
+
+    def test_close_in_the_middle_of_data(self):
+        self.run_case("close_in_data", "(closed the connection|connection lost)")
+
+    def test_silence_after_the_final_dot(self):
+        self.run_case("hang_after_dot", "timed out")
+
+
+if __name__ == "__main__":
+    main()
