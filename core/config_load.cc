@@ -149,6 +149,12 @@ struct EnumName {
   E value;
 };
 
+constexpr EnumName<RouteTls> kRouteTls[] = {
+    {"none", RouteTls::none},
+    {"opportunistic", RouteTls::opportunistic},
+    {"required", RouteTls::required},
+};
+
 constexpr EnumName<LogLevel> kLogLevels[] = {
     {"debug", LogLevel::debug},
     {"info", LogLevel::info},
@@ -652,6 +658,16 @@ class Loader {
                 return parse_destination(d, parsed);
               },
               r.destination);
+        } else if (k.str() == "tls") {
+          read_enum(v, key, kRouteTls, r.tls);
+        } else if (k.str() == "tls_ca_file") {
+          read_checked(
+              v, key,
+              [](std::string_view f) {
+                return f.empty() || f.front() == '/' ? std::string()
+                                                     : std::string("must be an absolute path");
+              },
+              r.tls_ca_file);
         } else if (k.str() == "domains") {
           has_domains = true;
           const toml::array* domains = v.as_array();

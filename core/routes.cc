@@ -156,6 +156,11 @@ std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes) {
     Destination d;
     const std::string bad = parse_destination(r.destination, d);
     if (!bad.empty()) out.push_back(label + " destination " += bad);
+    const bool tls =
+        r.tls == RouteTls::opportunistic || r.tls == RouteTls::required || !r.tls_ca_file.empty();
+    if (bad.empty() && tls && d.kind == DestinationKind::lmtp_unix) {
+      out.push_back(label + " tls needs a TCP destination (lmtp:// or smtp://)");
+    }
     for (const std::string& pattern : r.domains) {
       const std::string problem = check_domain_pattern(pattern);
       if (!problem.empty()) {

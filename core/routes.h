@@ -16,10 +16,21 @@ namespace ringmx {
 // A [[route]] table: domains ("example.org" exactly, "*.example.net" any
 // subdomain of example.net but not example.net itself, "[192.0.2.1]" a
 // domain literal) and the destination their mail goes to.
+// TLS to a destination (STARTTLS, RFC 3207): none; opportunistic (when
+// offered; a handshake that fails sends the next attempts in plaintext for a
+// while); required (never in plaintext: no STARTTLS offered, or a failed
+// handshake, defers the mail). `unset` resolves to opportunistic for smtp://,
+// none for lmtp.
+enum class RouteTls : uint8_t { unset, none, opportunistic, required };
+
 struct RouteConfig {
   std::string name;  // label in logs and metrics; defaults to the first domain
   std::vector<std::string> domains;
   std::string destination;  // lmtp://host:port, lmtp:unix:/path, smtp://host[:port]
+  RouteTls tls = RouteTls::unset;
+  // PEM bundle of trusted CAs: the destination's certificate must chain to
+  // one and name the destination's host. Empty: not verified.
+  std::string tls_ca_file;
 };
 
 // Routes a configuration may have (each has its own metric series).

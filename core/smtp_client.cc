@@ -192,7 +192,8 @@ void SmtpClient::forget_extensions() {
 void SmtpClient::after_helo(int64_t now_ns) {
   if (!settings_.starttls || tls_active_) return become_idle(now_ns);
   if (!starttls_offered_) {
-    setup_error_ = ErrorKind::unsupported;  // never fall back to plaintext
+    if (settings_.starttls_optional) return become_idle(now_ns);  // opportunistic: plaintext
+    setup_error_ = ErrorKind::unsupported;                        // never fall back to plaintext
     return send_quit();
   }
   send("STARTTLS\r\n");

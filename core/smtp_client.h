@@ -89,10 +89,11 @@ struct ClientSettings {
   std::vector<std::string> recipients = {"rcpt@example.org"};
   bool lmtp = false;
   bool bdat = false;
-  bool use_pipelining = true;  // when the server offers PIPELINING
-  bool starttls = false;       // STARTTLS after the first EHLO (the owner runs TLS)
-  bool helo_only = false;      // greet with HELO, not EHLO: no extensions (ignored for LMTP)
-  bool keep_replies = false;   // results carry per-recipient replies and texts
+  bool use_pipelining = true;      // when the server offers PIPELINING
+  bool starttls = false;           // STARTTLS after the first EHLO (the owner runs TLS)
+  bool starttls_optional = false;  // with starttls: go on in plaintext when it is not offered
+  bool helo_only = false;          // greet with HELO, not EHLO: no extensions (ignored for LMTP)
+  bool keep_replies = false;       // results carry per-recipient replies and texts
 };
 
 // A message's own envelope, as it goes on the wire: addresses without the

@@ -43,8 +43,8 @@ struct alignas(16) RelayConn {
   };
   enum class Stage : uint8_t { connecting, setup, ready, busy, closing };
 
-  RelayConn(Relays& r, RelayPool& p, int64_t now_ns)
-      : relays(r), pool(p), settings(p.settings), link(settings, p.tls, now_ns) {
+  RelayConn(Relays& r, RelayPool& p, int64_t now_ns, bool plaintext)
+      : relays(r), pool(p), settings(plain(p.settings, plaintext)), link(settings, p.tls, now_ns) {
     connect_op.c = recv_op.c = send_op.c = this;
     connect_op.fn = &RelayConn::on_connect;
     recv_op.fn = &RelayConn::on_recv;
@@ -76,6 +76,10 @@ struct alignas(16) RelayConn {
   int64_t idle_since_ms = 0;
   int64_t waiting_since_ns = 0;  // a command (or the data) left: its reply is awaited from here
 
+  static ClientSettings plain(ClientSettings s, bool plaintext) {
+    if (plaintext) s.starttls = false;
+    return s;
+  }
   Shard& shard() { return relays.shard(); }
   void open();
   void on_connect(int res, uint32_t flags);
@@ -121,6 +125,9 @@ struct SpoolLoad final : Completion {
 namespace {
 
 constexpr size_t kRecvBuffer = size_t{16} * 1024;
+// Opportunistic TLS that failed its handshake: plaintext to that destination
+// for this long (then TLS is tried again).
+constexpr int64_t kPlaintextAfterTlsFailureMs = int64_t{10} * 60 * 1000;
 
 int64_t now_ns() {
   timespec ts{};
@@ -153,6 +160,19 @@ std::vector<ResolvedDestination> resolve_destinations(const std::vector<RouteCon
     d.label = r.destination;
     if (std::string e = parse_destination(r.destination, d.dest); !e.empty()) {
       throw std::runtime_error("route " + d.name + ": " + e);
+    }
+    d.tls = r.tls;
+    if (d.tls == RouteTls::unset) {
+      d.tls = d.dest.kind == DestinationKind::smtp ? RouteTls::opportunistic : RouteTls::none;
+    }
+    if (d.tls != RouteTls::none) {
+      TlsClientConfig tc;
+      tc.ca_file = r.tls_ca_file;  // empty: not verified
+      try {
+        d.tls_context = TlsClientContext::create(tc);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("route " + d.name + ": TLS: " + e.what());
+      }
     }
     if (d.dest.kind == DestinationKind::lmtp_unix) {
       sockaddr_un un{};
@@ -400,6 +420,13 @@ void Relays::configure(const RuntimeConfig& cfg) {
     p->settings.lmtp = d.dest.kind != DestinationKind::smtp;
     p->settings.keep_replies = true;
     p->settings.use_pipelining = true;
+    p->settings.starttls = d.tls != RouteTls::none;
+    p->settings.starttls_optional = d.tls == RouteTls::opportunistic;
+    if (d.tls != RouteTls::none) {
+      p->tls.mode = TlsMode::starttls;
+      p->tls.context = d.tls_context;
+      p->tls.server_name = d.dest.host;
+    }
     p->max_conns = std::max<uint32_t>(
         1, (cfg.server.delivery.max_connections_per_destination + shards - 1) / shards);
     next.push_back(std::move(p));
@@ -565,7 +592,9 @@ void Relays::dispatch(RelayPool& p) {
 }
 
 void Relays::open_conn(RelayPool& p) {
-  auto* c = new RelayConn(*this, p, now_ns());
+  const bool plaintext =
+      p.dest.tls == RouteTls::opportunistic && shard_.now().mono_ms < p.plaintext_until_ms;
+  auto* c = new RelayConn(*this, p, now_ns(), plaintext);
   p.conns.push_back(c);
   ++p.setting_up;
   ++conns_open_;
@@ -831,6 +860,16 @@ void Relays::conn_closed(RelayConn& c, bool set_up_failed, const ReplyText& why)
   }
   --conns_open_;
   shard_.metrics().relay_connections_open.add(-1);
+  if (set_up_failed && c.link.handshake_state() == ClientConnection::Handshake::failed) {
+    LogLine l(LogLevel::warn, "relay_tls_failed", shard_.unix_ms());
+    l.kv("relay", p.dest.label).kv("error", c.link.tls_error());
+    if (p.dest.tls == RouteTls::opportunistic) {
+      // Opportunistic: the next attempts go in plaintext for a while.
+      p.plaintext_until_ms = shard_.now().mono_ms + kPlaintextAfterTlsFailureMs;
+      l.kv("plaintext_for_ms", kPlaintextAfterTlsFailureMs);
+    }
+    shard_.log(l);
+  }
   if (set_up_failed) {
     // The destination cannot be reached now: everything waiting for it is
     // deferred (each on its own back-off), not tried connection after connection.

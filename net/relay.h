@@ -47,6 +47,8 @@ struct ResolvedDestination {
   std::string name;   // the route's name
   std::string label;  // the destination as configured, for logs
   Destination dest;
+  RouteTls tls = RouteTls::none;                        // resolved: never unset
+  std::shared_ptr<const TlsClientContext> tls_context;  // when tls is not none
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
 };
@@ -63,6 +65,8 @@ struct RelayPool {
   std::deque<RelayTask*> waiting;  // ready to go, in order
   std::vector<RelayConn*> conns;
   uint32_t setting_up = 0;  // connections not yet ready
+  // Opportunistic TLS whose handshake failed: plaintext until then.
+  int64_t plaintext_until_ms = 0;
 };
 
 class Relays {

@@ -102,7 +102,7 @@ bool build_config(const std::string& path, const Overrides& o, ServerConfig& out
       return false;
     }
     // Like --listen, the flags replace the file's routes.
-    cfg.routes = {RouteConfig{"relay", o.relay_domains, o.relay}};
+    cfg.routes = {RouteConfig{"relay", o.relay_domains, o.relay, RouteTls::unset, ""}};
   }
   if (!o.spool_dir.empty()) cfg.spool.dir = o.spool_dir;
   if (o.admin_set) cfg.admin_listen = o.admin_listen;

@@ -1,10 +1,12 @@
 """Delivery to a destination that misbehaves: a scripted fake SMTP relay whose
 first connection does one bad thing — garbage for a reply, a reply line that
 never ends, a multi-line reply that never finishes, a close in the middle of
-the data, silence after the final dot — and whose next connections behave.
+the data, silence after the final dot, a TLS failure after STARTTLS — and
+whose next connections behave.
 Each time the attempt fails cleanly (logged as deferred, with why), the
 message is tried again and arrives exactly once, and the shard keeps taking
-mail meanwhile (a client is answered while the relay stalls)."""
+mail meanwhile (a client is answered while the relay stalls). After a TLS
+failure, opportunistic TLS goes on in plaintext; required TLS never does."""
 
 import socket
 import threading
@@ -31,6 +33,7 @@ class FakeRelay:
         self.sock.listen(16)
         self.messages = []
         self.connections = 0
+        self.always_bad = False  # else only the first connection misbehaves
         self.stop = threading.Event()
         self.threads = []
         t = threading.Thread(target=self.accept_loop, daemon=True)
@@ -48,7 +51,7 @@ class FakeRelay:
             except OSError:
                 return
             self.connections += 1
-            bad = self.bad if self.connections == 1 else None
+            bad = self.bad if self.connections == 1 or self.always_bad else None
             t = threading.Thread(target=self.serve, args=(conn, bad), daemon=True)
             t.start()
             self.threads.append(t)
@@ -85,7 +88,15 @@ class FakeRelay:
                     continue
                 cmd = line[:4].upper()
                 if cmd == b"EHLO":
-                    send(b"250-fake.test\r\n250 8BITMIME\r\n")
+                    tls = b"250-STARTTLS\r\n" if self.bad == "tls_garbage" else b""
+                    send(b"250-fake.test\r\n" + tls + b"250 8BITMIME\r\n")
+                elif cmd == b"STAR":
+                    if bad == "tls_garbage":  # 220, then no TLS at all
+                        send(b"220 2.0.0 go ahead\r\n")
+                        f.read(1)
+                        send(b"this is not a TLS record\r\n" * 8)
+                        return
+                    send(b"454 4.7.0 TLS not available now\r\n")
                 elif cmd == b"MAIL":
                     if bad == "garbage":
                         send(b"this is not SMTP\r\n")
@@ -133,10 +144,11 @@ def wait_for(pred, timeout=20, what="condition"):
 
 
 class MisbehavingRelay(unittest.TestCase):
-    def run_case(self, bad, why):
+    def run_case(self, bad, why, route_extra=""):
         relay = FakeRelay(bad)
         toml = ('\n[delivery]\n%s[[route]]\nname = "fake"\ndomains = ["example.org"]\n'
-                'destination = "smtp://127.0.0.1:%d"\n' % (RELAY_TIMEOUTS, relay.port))
+                'destination = "smtp://127.0.0.1:%d"\n%s\n' % (RELAY_TIMEOUTS, relay.port,
+                                                                 route_extra))
         srv = Server(extra_toml=toml, shards=1).start()
         try:
             c = Client(srv.port)
@@ -180,6 +192,34 @@ class MisbehavingRelay(unittest.TestCase):
 
     def test_silence_after_the_final_dot(self):
         self.run_case("hang_after_dot", "timed out")
+
+
+    # TLS failure after STARTTLS (220, then no TLS record).
+    def test_opportunistic_goes_on_in_plaintext(self):
+        # The first handshake fails; the next attempt is plaintext and delivers.
+        self.run_case("tls_garbage", "TLS with the destination failed")
+
+    def test_required_never_sends_in_plaintext(self):
+        relay = FakeRelay("tls_garbage")
+        relay.always_bad = True
+        toml = ('\n[delivery]\n%s[[route]]\nname = "fake"\ndomains = ["example.org"]\n'
+                'destination = "smtp://127.0.0.1:%d"\ntls = "required"\n' % (RELAY_TIMEOUTS,
+                                                                               relay.port))
+        srv = Server(extra_toml=toml, shards=1).start()
+        try:
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            code, _ = transaction(c, "a@example.net", ["u@example.org"], b"Subject: x\r\n\r\nx\r\n")
+            self.assertEqual(code, 250)
+            c.cmd("QUIT")
+            wait_for(lambda: srv.log().count("event=relay_tls_failed") >= 3, what="3 attempts")
+            self.assertEqual(relay.messages, [])
+            self.assertNotIn("plaintext_for_ms", srv.log())
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            srv.__exit__()
+            relay.close()
 
 
 if __name__ == "__main__":

@@ -110,5 +110,52 @@ class DeliveryToPostfix(unittest.TestCase):
                                     result="failed"), 1)
 
 
+    def relay_one(self, route_extra, tag):
+        """Sends one message through a route to Postfix with `route_extra`
+        keys; returns (server log, Postfix queue id or None)."""
+        toml = ('\n[delivery]\nretry_min_ms = 300\nretry_max_ms = 600\n'
+                '[[route]]\nname = "relay"\ndomains = ["%s"]\ndestination = "smtp://127.0.0.1:%d"\n'
+                '%s\n' % (DOMAIN, self.port, route_extra))
+        with running(toml) as srv:
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            body = (b"From: a@example.net\r\nTo: u1@relay.test\r\nDate: Sat, 5 Dec 2026 01:00:00 "
+                    b"+0000\r\nSubject: %s\r\nMessage-ID: <%s@test>\r\n\r\nhello\r\n" %
+                    (tag.encode(), tag.encode()))
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.net>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<u1@%s>" % DOMAIN)[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(body + b".\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            c.cmd("QUIT")
+            log = wait_for(lambda: (lambda l: l if "event=delivery " in l else None)(srv.log()),
+                           what="an attempt")
+            m = re.search(r"result=delivered code=250 reply=\"[^\"]*queued as ([0-9A-Za-z]+)\"",
+                          log)
+            return log, (m.group(1) if m else None)
+
+    def test_starttls_required_to_the_relay(self):
+        log, pf_qid = self.relay_one('tls = "required"', "tls-required")
+        self.assertIsNotNone(pf_qid, log)
+        got = wait_for(lambda: self.held(pf_qid), what="postcat")
+        # Postfix's own Received header says the message came over TLS.
+        self.assertRegex(got.decode(errors="replace"), r"with ESMTPS id %s" % pf_qid)
+
+    def test_certificate_verification_failure_defers(self):
+        from private_postfix import make_cert
+        import tempfile
+        other = tempfile.mkdtemp(prefix="ringmx-ca-")
+        try:
+            ca, _key = make_cert(other, cn="someone-else")
+            log, pf_qid = self.relay_one('tls = "required"\ntls_ca_file = "%s"' % ca, "tls-bad-ca")
+            self.assertIsNone(pf_qid)
+            self.assertIn("event=relay_tls_failed", log)
+            self.assertRegex(log, r"event=delivery .*result=deferred .*TLS")
+        finally:
+            import shutil
+            shutil.rmtree(other, ignore_errors=True)
+
+
 if __name__ == "__main__":
     main()

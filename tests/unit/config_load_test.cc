@@ -73,7 +73,7 @@ std::string dump(const ServerConfig& c) {
   for (const RouteConfig& r : c.routes) {
     o << "route=" << r.name << " -> " << r.destination << ":";
     for (const std::string& d : r.domains) o << " " << d;
-    o << "\n";
+    o << " tls=" << static_cast<int>(r.tls) << " ca=" << r.tls_ca_file << "\n";
   }
   o << "admin_listen=" << c.admin_listen << "\nadmin_max_connections=" << c.admin_max_connections
     << "\nadmin_request_timeout_ms=" << c.admin_request_timeout_ms << "\nspool.dir=" << c.spool.dir
@@ -131,7 +131,8 @@ ServerConfig everything_changed() {
   c.listeners = {{"base", "192.0.2.1:25"}, {"base2", "192.0.2.2:25"}};
   c.admin_listen = "";
   c.admin_max_connections = 7;
-  c.routes = {{"base", {"base.example"}, "smtp://base.example"}};
+  c.routes = {
+      {"base", {"base.example"}, "smtp://base.example", RouteTls::required, "/base/ca.pem"}};
   c.admin_request_timeout_ms = 777;
   c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
@@ -248,10 +249,24 @@ const SetCase kSetCases[] = {
      "[[route]]\ndomains = [\"other.test\"]\ndestination = \"lmtp:unix:/run/dovecot/lmtp\"\n",
      [](ServerConfig& c) {
        c.routes = {
-           {"store", {"Example.org", "*.example.net", "[192.0.2.1]"}, "lmtp://127.0.0.1:24"},
-           {"other.test", {"other.test"}, "lmtp:unix:/run/dovecot/lmtp"}};
+           {"store",
+            {"Example.org", "*.example.net", "[192.0.2.1]"},
+            "lmtp://127.0.0.1:24",
+            RouteTls::unset,
+            ""},
+           {"other.test", {"other.test"}, "lmtp:unix:/run/dovecot/lmtp", RouteTls::unset, ""}};
      }},
     {"no_routes", "route = []", [](ServerConfig& c) { c.routes.clear(); }},
+    {"route_tls",
+     "[[route]]\ndomains = [\"t.test\"]\ndestination = \"smtp://127.0.0.1:25\"\n"
+     "tls = \"required\"\ntls_ca_file = \"/etc/ssl/certs/ca-certificates.crt\"\n",
+     [](ServerConfig& c) {
+       c.routes = {{"t.test",
+                    {"t.test"},
+                    "smtp://127.0.0.1:25",
+                    RouteTls::required,
+                    "/etc/ssl/certs/ca-certificates.crt"}};
+     }},
     {"delivery",
      "[delivery]\nconnect_timeout_ms = 100\ncommand_timeout_ms = 200\ndata_timeout_ms = 300\n"
      "idle_timeout_ms = 0\nmax_connections_per_destination = 2\n"
@@ -449,6 +464,13 @@ const ErrorCase kErrorCases[] = {
      "printable ASCII"},
     {"spool_dir_empty", "[spool]\ndir = \"\"", 2, "spool.dir", "must not be empty"},
     {"delivery_unknown", "[delivery]\nretries = 3", 2, "delivery.retries", "unknown"},
+    {"route_tls_bad",
+     "[[route]]\ndomains = [\"t.test\"]\ndestination = \"smtp://127.0.0.1:25\"\ntls = \"yes\"", 4,
+     "route[0].tls", "one of"},
+    {"route_ca_relative",
+     "[[route]]\ndomains = [\"t.test\"]\ndestination = \"smtp://127.0.0.1:25\"\n"
+     "tls_ca_file = \"ca.pem\"",
+     4, "route[0].tls_ca_file", "absolute path"},
     {"delivery_no_connections", "[delivery]\nmax_connections_per_destination = 0", 2,
      "delivery.max_connections_per_destination", "between 1 and 100000"},
     {"delivery_retry_order", "[delivery]\nretry_min_ms = 5000\nretry_max_ms = 4000", 3,
@@ -697,12 +719,13 @@ const ValidateCase kValidateCases[] = {
      "admin.max_connections", "between 1 and 100000"},
     {"route_domain_twice",
      [](ServerConfig& c) {
-       c.routes = {{"a", {"x.test"}, "smtp://h"}, {"b", {"X.test"}, "smtp://h"}};
+       c.routes = {{"a", {"x.test"}, "smtp://h", RouteTls::unset, ""},
+                   {"b", {"X.test"}, "smtp://h", RouteTls::unset, ""}};
      },
      "route", "is in route \"a\" and route \"b\""},
     {"route_bad_destination_from_flags",
      [](ServerConfig& c) {
-       c.routes = {{"relay", {"x.test"}, "ftp://h"}};
+       c.routes = {{"relay", {"x.test"}, "ftp://h", RouteTls::unset, ""}};
      },
      "route", "must be lmtp://"},
     {"no_listeners", [](ServerConfig& c) { c.listeners.clear(); }, "listener",

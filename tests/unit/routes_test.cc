@@ -9,9 +9,10 @@ namespace ringmx {
 namespace {
 
 TEST(RouteTable, ExactWildcardAndLiteral) {
-  const RouteTable t({{"store", {"Example.org", "*.example.net"}, "lmtp://127.0.0.1:24"},
-                      {"deep", {"*.a.example.net", "[192.0.2.1]"}, "smtp://mx.test"},
-                      {"apex", {"example.net"}, "smtp://mx.test"}});
+  const RouteTable t(
+      {{"store", {"Example.org", "*.example.net"}, "lmtp://127.0.0.1:24", RouteTls::unset, ""},
+       {"deep", {"*.a.example.net", "[192.0.2.1]"}, "smtp://mx.test", RouteTls::unset, ""},
+       {"apex", {"example.net"}, "smtp://mx.test", RouteTls::unset, ""}});
   EXPECT_FALSE(t.empty());
   EXPECT_EQ(t.find("example.org"), 0);
   EXPECT_EQ(t.find("EXAMPLE.ORG"), 0);
@@ -32,8 +33,11 @@ TEST(RouteTable, ExactWildcardAndLiteral) {
 }
 
 TEST(RouteTable, Utf8DomainsCompareOctetForOctet) {
-  const RouteTable t(
-      {{"u", {"\xc3\xa9xample.org", "*.\xe4\xbe\x8b\xe5\xad\x90.test"}, "smtp://h"}});
+  const RouteTable t({{"u",
+                       {"\xc3\xa9xample.org", "*.\xe4\xbe\x8b\xe5\xad\x90.test"},
+                       "smtp://h",
+                       RouteTls::unset,
+                       ""}});
   EXPECT_EQ(t.find("\xc3\xa9xample.org"), 0);
   EXPECT_EQ(t.find("mx.\xe4\xbe\x8b\xe5\xad\x90.test"), 0);
   EXPECT_EQ(t.find("example.org"), -1);

@@ -1124,6 +1124,25 @@ TEST(SmtpClientRelay, ExtensionsAndSizeAndTheCappedText) {
   EXPECT_EQ(r->rcpt_replies[0].text.rfind("5.7.1 a long explanation line 5.7.1", 0), 0u);
 }
 
+TEST(SmtpClientRelay, OptionalStarttlsGoesOnInPlaintextWhenNotOffered) {
+  ClientSettings s = relay_settings(false);
+  s.starttls = true;
+  s.starttls_optional = true;
+  Script t(s);
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed("250-mx\r\n250 PIPELINING\r\n");
+  EXPECT_TRUE(t.client_.idle());
+  EXPECT_FALSE(t.client_.tls_active());
+  EXPECT_EQ(t.take(), "");
+  // Offered: it is used.
+  Script u(s);
+  u.feed("220 mx.test ESMTP\r\n");
+  u.take();
+  u.feed("250-mx\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(u.take(), "STARTTLS\r\n");
+}
+
 TEST(SmtpClientRelay, ExtensionsAreForgottenAfterStarttls) {
   ClientSettings s = relay_settings(false);
   s.starttls = true;
