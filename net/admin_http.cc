@@ -114,14 +114,23 @@ Response route(std::string_view request, const AdminHttp::Handlers& h, bool& hea
   if (!is_token(method) || target.empty() || !is_http1(version)) {
     return plain(400, "bad request\n");
   }
-  if (method != "GET" && method != "HEAD") {
+  std::string_view path = target.substr(0, target.find('?'));
+  const bool queue_path = path == "/queue" || path.starts_with("/queue/");
+  if (method != "GET" && method != "HEAD" && !(method == "POST" && queue_path)) {
     Response r = plain(405, "method not allowed\n");
     r.allow_header = true;
     return r;
   }
   head_only = method == "HEAD";
-  std::string_view path = target.substr(0, target.find('?'));
   try {
+    if (queue_path && h.queue) {
+      auto [status, body] = h.queue(method == "HEAD" ? "GET" : method, path);
+      Response r;
+      r.status = status;
+      r.content_type = "application/json";
+      r.body = std::move(body);
+      return r;
+    }
     if (path == "/metrics" && h.metrics) {
       Response r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";

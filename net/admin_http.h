@@ -1,4 +1,4 @@
-// The admin HTTP endpoint (/metrics, /healthz, /readyz) on its own thread, off
+// The admin HTTP endpoint (/metrics, /healthz, /readyz, /queue) on its own thread, off
 // the shard rings: a scrape never takes time from a shard. Clients are served
 // concurrently by one epoll loop, each with bounded state (an 8 KiB request
 // head, its reply) and a deadline for its request; at the connection limit a
@@ -25,6 +25,9 @@ class AdminHttp {
     std::function<std::string()> metrics;  // Prometheus text
     std::function<bool()> healthy;         // /healthz: 200 "ok\n" or 503 "unhealthy\n"
     std::function<bool()> ready;           // /readyz: 200 "ready\n" or 503 "not ready\n"
+    // /queue and below (GET, and POST for the operations): status and a JSON body.
+    std::function<std::pair<int, std::string>(std::string_view method, std::string_view path)>
+        queue;
   };
 
   struct Limits {

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "net/connection.h"
+#include "net/queue_request.h"
 #include "net/shard.h"
 #include "pipeline/dsn.h"
 
@@ -402,6 +403,7 @@ Relays::~Relays() {
     }
   }
   for (RelayTask* t : retrying_) delete t;
+  for (RelayTask* t : parked_) delete t;
   for (SpoolLoad* l : loading_) {
     for (RelayTask* t : l->tasks) delete t;
     if (l->fd >= 0) ::close(l->fd);
@@ -448,6 +450,7 @@ void Relays::configure(const RuntimeConfig& cfg) {
 }
 
 void Relays::submit(const std::shared_ptr<QueuedMessage>& m) {
+  by_id_[m->queue_id] = m;
   ++messages_;
   held_bytes_ += m->data.size();
   shard_.metrics().queue_messages.add(1);
@@ -502,6 +505,10 @@ void Relays::enqueue(const std::shared_ptr<QueuedMessage>& m, const std::vector<
 
 void Relays::queue_tasks(std::vector<RelayTask*>& tasks) {
   for (RelayTask* t : tasks) {
+    if (t->msg->held) {
+      parked_.push_back(t);  // until released
+      continue;
+    }
     RelayPool& p = *pools_[static_cast<size_t>(t->route)];
     p.waiting.push_back(t);
     dispatch(p);
@@ -619,14 +626,25 @@ void Relays::conn_ready(RelayConn& c) {
     c.link.smtp().quit(c.waiting_since_ns);
     return;
   }
-  if (p.waiting.empty()) return;
-  if (c.messages > 0) shard_.metrics().relay_connections_reused.inc();
-  RelayTask* t = p.waiting.front();
-  p.waiting.pop_front();
-  start_task(c, *t);
+  while (!p.waiting.empty()) {
+    RelayTask* t = p.waiting.front();
+    p.waiting.pop_front();
+    if (t->msg->held) {  // held while it waited
+      parked_.push_back(t);
+      continue;
+    }
+    if (c.messages > 0) shard_.metrics().relay_connections_reused.inc();
+    return start_task(c, *t);
+  }
 }
 
 void Relays::start_task(RelayConn& c, RelayTask& t) {
+  // Recipients an operator removed while the task waited are not sent.
+  std::erase_if(t.rcpts, [&t](uint32_t i) { return t.msg->rcpts[i].state != RcptState::pending; });
+  if (t.rcpts.empty()) {
+    after_attempt(t);
+    return conn_ready(c);
+  }
   SmtpClient& smtp = c.link.smtp();
   std::string problem = render_envelope(*t.msg, t.rcpts, server_offer(smtp), c.env);
   if (!problem.empty()) {
@@ -657,6 +675,7 @@ void Relays::start_task(RelayConn& c, RelayTask& t) {
 void Relays::record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResult result) {
   QueuedMessage& m = *t.msg;
   QueuedRecipient& r = m.rcpts[t.rcpts[k]];
+  if (r.state != RcptState::pending) return;  // removed by an operator meanwhile
   r.last = reply;
   ++r.attempts;
   const bool expired =
@@ -771,6 +790,9 @@ void Relays::retry_due(RelayTask& t) {
 }
 
 void Relays::message_done(QueuedMessage& m) {
+  if (m.finished) return;
+  m.finished = true;
+  by_id_.erase(m.queue_id);
   shard_.journal_message_done(m);
   --messages_;
   held_bytes_ -= m.data.size();
@@ -899,6 +921,145 @@ void Relays::stop() {
       }
     }
   }
+}
+
+}  // namespace ringmx
+
+// ---- the operator's view (ringmxctl queue ...) ----------------------------------
+
+namespace ringmx {
+
+namespace {
+
+void json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\u00";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    } else {
+      out.push_back(ch);  // UTF-8 passes as it is
+    }
+  }
+  out.push_back('"');
+}
+
+std::string_view state_name(RcptState s) {
+  switch (s) {
+    case RcptState::pending: return "pending";
+    case RcptState::delivered: return "delivered";
+    case RcptState::bouncing: return "bouncing";
+    case RcptState::failed: return "failed";
+  }
+  return "unknown";
+}
+
+// One message as a JSON object on one line (in the spirit of postqueue -j).
+void message_json(std::string& out, const QueuedMessage& m) {
+  out += "{\"queue_id\":";
+  json_string(out, m.queue_id);
+  out += ",\"arrival_time\":" + std::to_string(m.received_at_unix);
+  out += ",\"message_size\":" + std::to_string(m.size);
+  out += ",\"sender\":";
+  json_string(out, m.sender);
+  out += ",\"held\":";
+  out += m.held ? "true" : "false";
+  out += ",\"next_attempt_ms\":" + std::to_string(m.next_attempt_unix_ms);
+  out += ",\"recipients\":[";
+  for (size_t i = 0; i < m.rcpts.size(); ++i) {
+    const QueuedRecipient& r = m.rcpts[i];
+    if (i) out.push_back(',');
+    out += "{\"address\":";
+    json_string(out, r.address);
+    out += ",\"state\":\"";
+    out += state_name(r.state);
+    out += "\",\"attempts\":" + std::to_string(r.attempts);
+    out += ",\"code\":" + std::to_string(r.last.code);
+    out += ",\"reply\":";
+    json_string(out, r.last.text);
+    out.push_back('}');
+  }
+  out += "]}\n";
+}
+
+}  // namespace
+
+uint64_t Relays::queue_request(const QueueRequest& r, std::string& out) {
+  // Tasks waiting for their next attempt (all, or one message's), sent now.
+  const auto retry_now = [this](const QueuedMessage* only) {
+    std::vector<RelayTask*> due;
+    for (RelayTask* t : retrying_) {
+      if (!only || t->msg.get() == only) due.push_back(t);
+    }
+    for (RelayTask* t : due) {
+      t->msg->next_attempt_unix_ms = 0;
+      shard_.wheel().cancel(t->retry);
+      retry_due(*t);
+    }
+    return due.size();
+  };
+  if (r.op == QueueOp::list) {
+    for (const auto& [id, m] : by_id_) message_json(out, *m);
+    return by_id_.size();
+  }
+  if (r.op == QueueOp::flush) return retry_now(nullptr);
+  const auto it = by_id_.find(r.id);
+  if (it == by_id_.end()) return 0;
+  const std::shared_ptr<QueuedMessage> m = it->second;
+  LogLine l(LogLevel::info, "queue_request", shard_.unix_ms());
+  l.kv("qid", m->queue_id);
+  switch (r.op) {
+    case QueueOp::show: message_json(out, *m); return 1;
+    case QueueOp::retry:
+      l.kv("op", "retry");
+      retry_now(m.get());
+      break;
+    case QueueOp::hold:
+      l.kv("op", "hold");
+      m->held = true;
+      shard_.journal_hold(*m, true);
+      break;
+    case QueueOp::release: {
+      l.kv("op", "release");
+      m->held = false;
+      shard_.journal_hold(*m, false);
+      std::vector<RelayTask*> mine;
+      std::erase_if(parked_, [&](RelayTask* t) {
+        if (t->msg != m) return false;
+        mine.push_back(t);
+        return true;
+      });
+      queue_tasks(mine);
+      retry_now(m.get());
+      break;
+    }
+    case QueueOp::remove: {
+      l.kv("op", "delete");
+      // Dropped without a report: every recipient not done counts as done.
+      for (QueuedRecipient& q : m->rcpts) {
+        if (q.state == RcptState::pending || q.state == RcptState::bouncing) {
+          q.state = RcptState::failed;
+        }
+      }
+      std::erase_if(parked_, [&](RelayTask* t) {
+        if (t->msg != m) return false;
+        delete t;
+        return true;
+      });
+      message_done(*m);
+      break;
+    }
+    case QueueOp::list:
+    case QueueOp::flush: break;
+  }
+  shard_.log(l);
+  return 1;
 }
 
 }  // namespace ringmx

@@ -26,6 +26,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -40,6 +41,7 @@ struct RuntimeConfig;
 struct RelayConn;
 struct RelayTask;
 struct SpoolLoad;
+struct QueueRequest;
 
 // A route's destination, resolved (at start-up and reload: names are looked
 // up then, never on a shard).
@@ -86,6 +88,9 @@ class Relays {
   void stop();
   bool idle() const { return conns_open_ == 0; }
 
+  // An operator's queue request (net/queue_request.h): appends this shard's
+  // answer to `out`; returns how many messages it found or changed.
+  uint64_t queue_request(const QueueRequest& r, std::string& out);
   size_t messages() const { return messages_; }
   size_t loads_in_flight() const { return loads_; }
   uint64_t held_bytes() const { return held_bytes_; }
@@ -130,6 +135,10 @@ class Relays {
   // what only the wheel or the ring points at, freed with the relays.
   std::unordered_set<RelayTask*> retrying_;
   std::unordered_set<SpoolLoad*> loading_;
+  // Every message not yet done, by queue id (the operator's view), and the
+  // tasks of held messages, parked until released.
+  std::unordered_map<std::string, std::shared_ptr<QueuedMessage>> by_id_;
+  std::vector<RelayTask*> parked_;
   bool stopping_ = false;
   std::mt19937_64 rng_;
 };

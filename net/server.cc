@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -212,6 +213,9 @@ void Server::start() {
     h.metrics = [this] { return render_metrics(); };
     h.healthy = [this] { return !shard_failed(); };
     h.ready = [this] { return !draining_ && !shard_failed(); };
+    h.queue = [this](std::string_view method, std::string_view path) {
+      return queue_http(method, path);
+    };
     AdminHttp::Limits limits;
     limits.max_connections = sc.admin_max_connections;
     limits.request_timeout_ms = sc.admin_request_timeout_ms;
@@ -227,6 +231,58 @@ void Server::start() {
   }
   for (auto& s : shards_) s->start();
   if (admin_) admin_->start();
+}
+
+std::pair<int, std::string> Server::queue_http(std::string_view method, std::string_view path) {
+  // GET /queue, GET /queue/ID, POST /queue/flush, POST /queue/ID/OP.
+  auto req = std::make_shared<QueueRequest>();
+  std::string_view rest = path.substr(std::min(path.size(), std::string_view("/queue").size()));
+  if (!rest.empty()) rest.remove_prefix(1);  // the "/"
+  const size_t slash = rest.find('/');
+  const std::string_view id = rest.substr(0, slash);
+  const std::string_view op = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
+  const bool id_ok =
+      !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+      });
+  const auto error = [](int status, std::string_view why) {
+    return std::pair<int, std::string>(status, "{\"error\":\"" + std::string(why) + "\"}\n");
+  };
+  if (method == "GET") {
+    if (rest.empty()) {
+      req->op = QueueOp::list;
+    } else if (id_ok && op.empty()) {
+      req->op = QueueOp::show;
+      req->id = std::string(id);
+    } else {
+      return error(404, "not found");
+    }
+  } else if (rest == "flush") {
+    req->op = QueueOp::flush;
+  } else if (id_ok && (op == "retry" || op == "delete" || op == "hold" || op == "release")) {
+    req->op = op == "retry"    ? QueueOp::retry
+              : op == "delete" ? QueueOp::remove
+              : op == "hold"   ? QueueOp::hold
+                               : QueueOp::release;
+    req->id = std::string(id);
+  } else {
+    return error(404, "not found");
+  }
+  {
+    std::lock_guard<std::mutex> g(req->mu);
+    req->remaining = static_cast<uint32_t>(shards_.size());
+  }
+  for (auto& s : shards_) {
+    if (!s->request_queue(req)) req->answer("", 0);  // that shard is swamped: not counted
+  }
+  std::unique_lock<std::mutex> lk(req->mu);
+  if (!req->cv.wait_for(lk, std::chrono::seconds(5), [&req] { return req->remaining == 0; })) {
+    return error(503, "shards did not answer in time");
+  }
+  if (req->op == QueueOp::list) return {200, std::move(req->out)};
+  if (req->matched == 0 && req->op != QueueOp::flush) return error(404, "no such message");
+  if (req->op == QueueOp::show) return {200, std::move(req->out)};
+  return {200, "{\"ok\":true,\"matched\":" + std::to_string(req->matched) + "}\n"};
 }
 
 std::string Server::reload(ServerConfig cfg) {

@@ -220,6 +220,13 @@ void Shard::request_drain(int64_t deadline_mono_ms) {
   [[maybe_unused]] ssize_t n = ::write(control_fd_, &one, sizeof one);
 }
 
+bool Shard::request_queue(std::shared_ptr<QueueRequest> r) {
+  if (!queue_requests_.push(std::move(r))) return false;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(control_fd_, &one, sizeof one);
+  return true;
+}
+
 void Shard::request_reload(std::shared_ptr<const RuntimeConfig> cfg) {
   {
     std::lock_guard<std::mutex> g(control_mu_);
@@ -428,6 +435,11 @@ void Shard::on_control(int /*res*/) {
 }
 
 void Shard::apply_control() {
+  while (auto r = queue_requests_.pop()) {
+    std::string out;
+    const uint64_t n = relays_ ? relays_->queue_request(**r, out) : 0;
+    (*r)->answer(out, n);
+  }
   bool drain = false;
   int64_t deadline = 0;
   std::shared_ptr<const RuntimeConfig> cfg;

@@ -21,6 +21,8 @@
 #include "core/session.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
+#include "net/mpsc_queue.h"
+#include "net/queue_request.h"
 #include "net/relay.h"
 #include "net/ring.h"
 #include "net/timer_wheel.h"
@@ -90,6 +92,9 @@ class Shard {
   // Thread-safe requests from the main thread.
   void request_drain(int64_t deadline_mono_ms);
   void request_reload(std::shared_ptr<const RuntimeConfig> cfg);
+  // An operator's queue request: false when this shard's request queue is
+  // full (the request is not counted as waiting for it then).
+  bool request_queue(std::shared_ptr<QueueRequest> r);
   bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   // ---- used by connections (shard thread only) ----
@@ -133,6 +138,7 @@ class Shard {
   void journal_rcpt_done(const QueuedMessage& m, uint32_t index);
   void journal_retry(const QueuedMessage& m, uint32_t attempts, int64_t next_unix_ms);
   void journal_message_done(const QueuedMessage& m);
+  void journal_hold(const QueuedMessage& m, bool held);
   // A journal's ring operation completed (SegmentJournal::StepOp).
   void journal_done(SegmentJournal& j, unsigned step, int res);
   // Start-up: what the spool directory still had to deliver (before start()).
@@ -224,6 +230,7 @@ class Shard {
   bool control_drain_ = false;
   int64_t control_drain_deadline_ = 0;
   std::shared_ptr<const RuntimeConfig> control_cfg_;
+  MpscQueue<std::shared_ptr<QueueRequest>> queue_requests_{64};
 
   Now now_;
   int64_t unix_ms_ = 0;

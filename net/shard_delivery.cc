@@ -82,6 +82,13 @@ void Shard::journal_retry(const QueuedMessage& m, uint32_t attempts, int64_t nex
   kick_journal(*it->second);
 }
 
+void Shard::journal_hold(const QueuedMessage& m, bool held) {
+  const auto it = journals_.find(m.segment);
+  if (it == journals_.end()) return;
+  append_journal_hold(it->second->buf, m.queue_id, held);
+  kick_journal(*it->second);
+}
+
 void Shard::journal_message_done(const QueuedMessage& m) {
   const auto it = journals_.find(m.segment);
   if (it == journals_.end()) return;

@@ -51,6 +51,8 @@ struct QueuedMessage {
   // running (and is let go when they end); transactions using data now.
   bool data_loaded = false;
   uint32_t in_flight = 0;
+  bool held = false;      // an operator's hold: no attempt until released
+  bool finished = false;  // done and accounted for (a message ends once)
   // A DSN: the message it reports on, and which of its recipients; when the
   // DSN is done (delivered, or failed: never bounced), so are they.
   std::shared_ptr<QueuedMessage> origin;

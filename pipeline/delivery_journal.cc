@@ -119,6 +119,13 @@ void append_journal_rcpt_done(std::string& out, std::string_view queue_id, uint3
   finish_line(out, start);
 }
 
+void append_journal_hold(std::string& out, std::string_view queue_id, bool held) {
+  const size_t start = out.size();
+  out.append(held ? "H " : "U ");
+  out.append(queue_id);
+  finish_line(out, start);
+}
+
 void append_journal_retry(std::string& out, std::string_view queue_id, uint32_t attempts,
                           int64_t next_unix_ms) {
   const size_t start = out.size();
@@ -154,6 +161,8 @@ JournalState parse_journal(std::string_view data) {
     }
     if (f[0] == "M" && f.size() == 2) {
       st.entries[std::string(f[1])].message_done = true;
+    } else if ((f[0] == "H" || f[0] == "U") && f.size() == 2) {
+      st.entries[std::string(f[1])].held = f[0] == "H";
     } else if (f[0] == "D" && f.size() == 3) {
       uint32_t idx = 0;
       if (!parse_number(f[2], idx)) {
@@ -294,6 +303,7 @@ DeliveryScan scan_for_delivery(const std::string& dir) {
           }
           for (QueuedRecipient& q : m->rcpts) q.attempts = j->attempts;
           m->next_attempt_unix_ms = j->next_unix_ms;
+          m->held = j->held;
         }
         if (m->done()) {
           ++done;

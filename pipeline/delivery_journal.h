@@ -9,6 +9,8 @@
 //   M QUEUEID                      every recipient of the message is done
 //   D QUEUEID INDEX                recipient INDEX (0-based, RCPT order) is done
 //   R QUEUEID ATTEMPTS NEXT_MS     retry state: attempts so far, next attempt (unix ms)
+//   H QUEUEID                      held by an operator (no attempt until released)
+//   U QUEUEID                      released
 // "Done" is delivered or failed for good (bounced). A line whose checksum
 // does not match, or that is cut short, is skipped: the worst it can cause
 // is one more delivery (a duplicate, never a loss), or an attempt sooner.
@@ -36,6 +38,7 @@ std::string journal_name(std::string_view segment);
 
 void append_journal_message_done(std::string& out, std::string_view queue_id);
 void append_journal_rcpt_done(std::string& out, std::string_view queue_id, uint32_t index);
+void append_journal_hold(std::string& out, std::string_view queue_id, bool held);
 void append_journal_retry(std::string& out, std::string_view queue_id, uint32_t attempts,
                           int64_t next_unix_ms);
 
@@ -44,6 +47,7 @@ struct JournalEntry {
   std::vector<uint32_t> rcpts_done;
   uint32_t attempts = 0;
   int64_t next_unix_ms = 0;
+  bool held = false;  // the last H or U line
 };
 
 struct JournalState {

@@ -1,0 +1,594 @@
+#!/usr/bin/env python3
+"""End-to-end delivery: ringmx relaying next to a private Postfix relaying the same load.
+
+  bench/peers/delivery_compare.py [--quick] [--runs N] [--messages N] [--per-connection 100,1]
+                                  [--out DIR] [--json FILE]
+
+Run as root on Debian 12 (a private Postfix master, smtp-sink and Dovecot dropping to nobody).
+Everything on 127.0.0.1, each server with its own config and queue in a temp dir under
+/var/spool (removed at the end); every process started here is stopped by PID (its process
+group) in a finally block, never by name.
+
+Servers, started once and kept up for the whole run:
+  ringmx-sink    ringmx (fsync before the 250), [[route]] example.org -> smtp://sink
+  ringmx-lmtp    ringmx, [[route]] test.example -> lmtp://a private Dovecot LMTP (the one of
+                 tests/integration/test_bench_lmtp.py, plus a user b@test.example; maildir)
+  postfix        a private Postfix (private_postfix.PrivatePostfix) relaying everything to the
+                 same sink: relayhost = [127.0.0.1]:SINK, relay_domains = example.org,
+                 default/relay_transport = smtp, no TLS to the sink; Postfix's defaults
+                 otherwise (smtp destination concurrency 20; ringmx: 32 per destination)
+  ringmx-accept  ringmx without a route: keeps the mail in its local spool (accept only)
+  smtp-sink      `smtp-sink -c -u nobody 127.0.0.1:PORT 256` (discards; -c counts messages,
+                 the cross-check of what arrived downstream)
+Loads (ringmx-bench, 32 connections, 1 KiB, null sender, one recipient, --messages N,
+bounded by --duration): 100 messages per connection, and 1 per connection.
+Interleaved: for each repetition, for each load, every server once; a warm-up first.
+
+Per run:
+  e2e msgs/s     messages delivered downstream / (time the queue was empty - time the load
+                 started); queue: ringmx_queue_depth (admin /metrics), Postfix: its queue
+                 directories (incoming, active, deferred, hold, maildrop), polled every 50 ms
+                 once ringmx-bench has exited (everything is accepted then). Delivered:
+                 ringmx_delivery_total{result="delivered"}, Postfix: status=sent in its log;
+                 cross-checked against the sink's counter and Dovecot's maildir files.
+  accept msgs/s  ringmx-bench's messages_per_s (accepted / its elapsed time)
+  CPU µs/msg     utime+stime+cutime+cstime over the server's process tree from /proc
+                 (compare.tree_usage), after the queue drained, per accepted message; not the
+                 sink's or Dovecot's CPU
+  delivery p99   ringmx only: p99 of ringmx_delivery_duration_seconds (one transaction with
+                 the destination, MAIL to last reply) over the run, interpolated in the
+                 histogram's buckets like Prometheus' histogram_quantile
+Reported: median (min-max) over --runs; ratios taken inside each repetition, then the median.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(REPO, "tests", "integration"))
+
+import compare  # noqa: E402
+from compare import log, mmm, ratios, tree_usage  # noqa: E402
+import private_postfix  # noqa: E402
+from harness import http_get, metric  # noqa: E402  (tests/integration)
+import test_bench_lmtp  # noqa: E402  (its Dovecot class and installer)
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SINK_DOMAIN, LMTP_DOMAIN = "example.org", test_bench_lmtp.DOMAIN
+RCPT_LOCAL = "b"
+POLL = 0.05
+
+
+# ------------------------------------------------------------------ servers
+
+class Sink(compare.Server):
+    """smtp-sink, discarding; -c writes a running message counter to its log."""
+
+    def __init__(self, base):
+        self.name = "smtp-sink"
+        super().__init__(base, None, False)
+        self.port = private_postfix.free_port()   # not an ephemeral one a client could take
+
+    def start(self):
+        self.launch([SMTP_SINK, "-c", "-u", "nobody", "127.0.0.1:%d" % self.port, "256"])
+
+    def count(self):
+        """Messages received so far (the last mesg=N the sink wrote)."""
+        try:
+            with open(os.path.join(self.base, "server.log"), "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 256))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        m = re.findall(r"mesg=(\d+)", tail)
+        return int(m[-1]) if m else 0
+
+
+class RingmxServer(compare.Ringmx):
+    """ringmx as compare.py runs it, plus an admin port and, optionally, one route."""
+
+    def __init__(self, base, name, binary, route=None):
+        self.name = name
+        super().__init__(base, None, False, binary=binary)
+        self.port = private_postfix.free_port()
+        self.admin = private_postfix.free_port()
+        self.route = route          # (domain, destination) or None: accept only
+        self.rcpt_domain = route[0] if route else SINK_DOMAIN
+
+    def start(self):
+        conf = os.path.join(self.base, "ringmx.toml")
+        route = ""
+        if self.route:
+            route = ('[delivery]\nretry_min_ms = 1000\n[[route]]\nname = "%s"\n'
+                     'domains = ["%s"]\ndestination = "%s"\n' % (
+                         self.name.split("-")[-1], self.route[0], self.route[1]))
+        with open(conf, "w") as f:
+            f.write('[server]\nhostname = "mx.bench"\nshards = %d\nlog_level = "warn"\n'
+                    "max_connections = 100000\nmax_connections_per_ip = 100000\n"
+                    '[spool]\ndir = "%s"\n[admin]\nlisten = "127.0.0.1:%d"\n'
+                    '[[listener]]\nname = "smtp"\naddress = "127.0.0.1:%d"\n%s'
+                    % (os.cpu_count(), os.path.join(self.base, "spool"), self.admin,
+                       self.port, route))
+        self.launch([self.binary, "--config", conf])
+
+    def wait_ready(self, seconds=20):
+        super().wait_ready(seconds)
+        with open(os.path.join(self.base, "server.log"), "rb") as f:
+            if b"SMTP on" not in f.read():
+                raise RuntimeError("%s greets but printed no 'SMTP on'" % self.name)
+
+    def metrics(self):
+        return http_get(self.admin, "/metrics")[1].decode()
+
+    def queued(self):
+        return int(metric(self.metrics(), "ringmx_queue_depth") or 0) if self.route else 0
+
+    def counters(self):
+        text = self.metrics()
+        buckets = [(float(le), float(v)) for le, v in re.findall(
+            r'^ringmx_delivery_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', text, re.M)]
+        return dict(delivered=metric(text, "ringmx_delivery_total", result="delivered") or 0,
+                    deferred=metric(text, "ringmx_delivery_total", result="deferred") or 0,
+                    failed=metric(text, "ringmx_delivery_total", result="failed") or 0,
+                    buckets=buckets)
+
+
+class PostfixRelay:
+    """private_postfix.PrivatePostfix relaying everything to the sink."""
+    name = "postfix"
+    client_args = []
+    rcpt_domain = SINK_DOMAIN
+    QUEUES = ("incoming", "active", "deferred", "hold", "maildrop")
+
+    def __init__(self, sink_port):
+        self.pf = private_postfix.PrivatePostfix(
+            {"smtp": ""}, extra_main=(
+                "relay_domains = %s\nrelayhost = [127.0.0.1]:%d\ndefault_transport = smtp\n"
+                "relay_transport = smtp\nsmtp_tls_security_level = none\n"
+                "smtp_host_lookup = native\n" % (SINK_DOMAIN, sink_port)))
+        self.port = self.pf.ports["smtp"]
+        self.proc = None
+        self.notes = []
+
+    def start(self):
+        self.pf.start()
+        if not self.pf.master:
+            raise RuntimeError("no Postfix master PID")
+
+    def roots(self):
+        return [self.pf.master] if self.pf.master else []
+
+    def alive(self):
+        return bool(self.pf.master) and os.path.exists("/proc/%d" % self.pf.master)
+
+    def queued(self):
+        """1 as soon as any queue file is found (early exit: the poll stays cheap), else 0."""
+        todo = [os.path.join(self.pf.queue, q) for q in self.QUEUES]
+        while todo:
+            try:
+                with os.scandir(todo.pop()) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            todo.append(e.path)
+                        else:
+                            return 1
+            except OSError:
+                pass
+        return 0
+
+    def counters(self):
+        return dict(log_offset=self.pf.log_size())
+
+    def log_counts(self, since, want, timeout=20):
+        """status=sent/deferred/bounced counts in the mail log after `since`, once postlogd
+        (asynchronous) has written `want` outcomes or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(self.pf.maillog, "rb") as f:
+                    f.seek(since)
+                    text = f.read().decode(errors="replace")
+            except OSError:
+                text = ""
+            c = {k: text.count(" status=%s " % k) for k in ("sent", "deferred", "bounced")}
+            if c["sent"] + c["bounced"] >= want or time.monotonic() > deadline:
+                return c
+            time.sleep(0.2)
+
+    def stop(self):
+        self.pf.stop()          # postfix stop, then its master by PID; removes its temp dir
+
+
+def ringmx_alive(s):
+    return s.proc is not None and s.proc.poll() is None
+
+
+# ------------------------------------------------------------------ measuring
+
+def hist_quantile(q, before, after):
+    """Prometheus-style quantile of the bucket deltas after - before (seconds)."""
+    prev = dict(before)
+    cum = [(le, v - prev.get(le, 0.0)) for le, v in after]
+    if not cum or cum[-1][1] <= 0:
+        return None
+    rank = q * cum[-1][1]
+    lo, clo = 0.0, 0.0
+    for le, c in cum:
+        if c >= rank:
+            if le == float("inf"):
+                return lo
+            return lo + (le - lo) * ((rank - clo) / (c - clo) if c > clo else 1.0)
+        lo, clo = le, c
+    return None
+
+
+def bench_cmd(a, srv, load):
+    cmd = compare.bench_cmd(a, srv, load)
+    cmd[cmd.index("--to") + 1] = "%s@%s" % (RCPT_LOCAL, srv.rcpt_domain)
+    return cmd
+
+
+def maildir_count(dc, clear=False):
+    n = 0
+    for sub in ("new", "cur", "tmp"):
+        d = os.path.join(dc.home, RCPT_LOCAL, "Maildir", sub)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        if sub != "tmp":
+            n += len(names)
+        if clear and sub != "tmp":
+            for name in names:
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+    return n
+
+
+def run_one(a, srv, load, tag, sink, dc):
+    """One measured run; returns a result dict."""
+    cmd = bench_cmd(a, srv, load)
+    roots = srv.roots()
+    down = (lambda: sink.count()) if srv.name in ("ringmx-sink", "postfix") else \
+        (lambda: maildir_count(dc)) if srv.name == "ringmx-lmtp" else (lambda: None)
+    c0 = srv.counters()
+    down0 = down()
+    cpu0 = tree_usage(roots)[0]
+    out_path = os.path.join(a.out, "bench.%s.json" % tag)
+    wall = time.time()
+    t0 = time.monotonic()
+    try:
+        with open(out_path, "w") as out, open(out_path + ".err", "w") as err:
+            rc = subprocess.run(cmd, stdout=out, stderr=err,
+                                timeout=load["duration"] + 60).returncode
+    except subprocess.TimeoutExpired:
+        rc = -9
+    t_bench = time.monotonic()
+    deadline = t_bench + a.drain
+    while srv.queued() and time.monotonic() < deadline:
+        time.sleep(POLL)
+    t_empty = time.monotonic()
+    drained = not srv.queued()
+    cpu1 = tree_usage(roots)[0]
+    try:
+        with open(out_path) as f:
+            j = json.load(f)
+    except (OSError, ValueError):
+        j = {}
+    ok, sent = j.get("ok", 0), j.get("sent", 0)
+    r = dict(server=srv.name, load=load["key"], tag=tag, rc=rc, when=wall, ok=ok, sent=sent,
+             accept_rate=j.get("messages_per_s", 0.0), bench_elapsed=j.get("elapsed_s", 0.0),
+             accept_p99_ms=(j.get("latency_us", {}).get("message", {}).get("p99", 0) or 0) / 1e3,
+             cpu_us=(cpu1 - cpu0) * 1e6 / ok if ok else None, drained=drained,
+             errors=j.get("errors", {}), cmd=cmd, delivered=None, e2e_rate=None, e2e_s=None,
+             delivery_p99_ms=None, downstream=None, deferred=None, failed=None)
+    if srv.name != "ringmx-accept":
+        if srv.name == "postfix":
+            c = srv.log_counts(c0["log_offset"], ok)
+            delivered, r["deferred"], r["failed"] = c["sent"], c["deferred"], c["bounced"]
+        else:
+            c1 = srv.counters()
+            delivered = int(c1["delivered"] - c0["delivered"])
+            r["deferred"] = int(c1["deferred"] - c0["deferred"])
+            r["failed"] = int(c1["failed"] - c0["failed"])
+            p = hist_quantile(0.99, c0["buckets"], c1["buckets"])
+            r["delivery_p99_ms"] = p * 1e3 if p is not None else None
+        r["delivered"] = delivered
+        r["e2e_s"] = t_empty - t0
+        r["e2e_rate"] = delivered / (t_empty - t0) if drained and delivered else None
+        # The sink counts a message at its end of data, before its reply: give it a moment.
+        lag = time.monotonic() + 5
+        n = down()
+        while n is not None and n - down0 < delivered and time.monotonic() < lag:
+            time.sleep(0.1)
+            n = down()
+        r["downstream"] = n - down0 if n is not None and down0 is not None else None
+    if srv.name == "ringmx-lmtp":
+        maildir_count(dc, clear=True)       # keep the maildir small between runs
+    log("  %-13s %-7s %6d/%-6d ok  accept %7.0f msg/s  e2e %s msg/s  cpu %s us/msg%s%s%s" % (
+        srv.name, tag.split(".")[1], ok, sent, r["accept_rate"],
+        "%7.0f" % r["e2e_rate"] if r["e2e_rate"] else "      -",
+        "%.0f" % r["cpu_us"] if r["cpu_us"] else "-",
+        "  delivered %s down %s" % (r["delivered"], r["downstream"])
+        if r["delivered"] is not None else "",
+        "  p99 %.2f ms" % r["delivery_p99_ms"] if r["delivery_p99_ms"] else "",
+        "" if rc == 0 and drained else "  rc %s drained %s %s" % (
+            rc, drained, json.dumps(r["errors"].get("by_kind", {})))))
+    return r
+
+
+# ------------------------------------------------------------------ report
+
+LABELS = {"ringmx-sink": "ringmx -> smtp-sink", "ringmx-lmtp": "ringmx -> Dovecot LMTP",
+          "postfix": "Postfix -> smtp-sink", "ringmx-accept": "ringmx accept-only"}
+
+
+def summarize(rows, loads, servers):
+    out = {}
+    for k in loads:
+        per = {}
+        for s in servers:
+            runs = [r for r in rows if r["load"] == k and r["server"] == s]
+            if not runs:
+                continue
+            good = [r for r in runs if r["ok"]]
+            med = lambda key: (statistics.median([r[key] for r in good if r[key] is not None])  # noqa: E731
+                               if any(r[key] is not None for r in good) else None)
+            per[s] = dict(runs=len(runs), ok=sum(r["ok"] for r in runs),
+                          sent=sum(r["sent"] for r in runs),
+                          delivered=(sum(r["delivered"] for r in runs)
+                                     if all(r["delivered"] is not None for r in runs) else None),
+                          downstream=(sum(r["downstream"] for r in runs)
+                                      if all(r["downstream"] is not None for r in runs) else None),
+                          all_drained=all(r["drained"] for r in runs),
+                          e2e_rate=med("e2e_rate"), accept_rate=med("accept_rate"),
+                          cpu_us=med("cpu_us"), delivery_p99_ms=med("delivery_p99_ms"),
+                          accept_p99_ms=med("accept_p99_ms"))
+        rr = lambda s, ref, key: ratios([r for r in rows if r["load"] == k and r["server"] == s],  # noqa: E731
+                                        [r for r in rows if r["load"] == k and r["server"] == ref],
+                                        key, True)
+        rat = {
+            "ringmx_over_postfix_e2e_rate": rr("postfix", "ringmx-sink", "e2e_rate"),
+            "ringmx_over_postfix_accept_rate": rr("postfix", "ringmx-sink", "accept_rate"),
+            "ringmx_over_postfix_cpu": rr("postfix", "ringmx-sink", "cpu_us"),
+            "ringmx_sink_over_accept_only_cpu": rr("ringmx-accept", "ringmx-sink", "cpu_us"),
+            "ringmx_lmtp_over_accept_only_cpu": rr("ringmx-accept", "ringmx-lmtp", "cpu_us"),
+        }
+        out[k] = dict(servers=per, ratios={n: dict(median=statistics.median(v) if v else None,
+                                                     each=v) for n, v in rat.items()})
+    return out
+
+
+def report(a, rows, loads, servers, summary, notes, started):
+    lines = []
+    lines.append("ringmx delivery, end to end, next to Postfix (bench/peers/delivery_compare.py %s)"
+                 % " ".join(sys.argv[1:]))
+    lines.append("%s UTC; %s; %d run%s per cell, median (min–max); %d connections, 1 KiB, "
+                 "null sender, 1 recipient; took %.1f min" % (
+                     datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
+                     .strftime("%Y-%m-%d %H:%M"), compare.machine(), a.runs,
+                     "" if a.runs == 1 else "s", compare.SESSIONS,
+                     (time.time() - started) / 60))
+    for k, load in loads.items():
+        lines.append("")
+        lines.append("### %s, %d messages (bounded to %d s)" % (load["title"], load["messages"],
+                                                                 load["duration"]))
+        lines.append("")
+        lines.append("| server | e2e msgs/s | accept msgs/s | server CPU µs/msg | "
+                     "delivery p99 ms | accept p99 ms | ok / sent | delivered | downstream |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for s in servers:
+            runs = [r for r in rows if r["load"] == k and r["server"] == s]
+            if not runs:
+                continue
+            good = [r for r in runs if r["ok"]]
+            su = summary[k]["servers"][s]
+            lines.append("| %s | %s | %s | %s | %s | %s | %d / %d | %s | %s |" % (
+                LABELS[s], mmm([r["e2e_rate"] for r in good], "%.0f"),
+                mmm([r["accept_rate"] for r in runs], "%.0f"),
+                mmm([r["cpu_us"] for r in good], "%.0f"),
+                mmm([r["delivery_p99_ms"] for r in good], "%.2f"),
+                mmm([r["accept_p99_ms"] for r in good], "%.1f"),
+                su["ok"], su["sent"],
+                "–" if su["delivered"] is None else su["delivered"],
+                "–" if su["downstream"] is None else su["downstream"]))
+        rt = summary[k]["ratios"]
+        lines.append("")
+        lines.append("ringmx/Postfix (both -> smtp-sink): e2e msgs/s %s, accept msgs/s %s, "
+                     "CPU/msg %s" % tuple(mmm(rt[n]["each"], "%.2f") for n in (
+                         "ringmx_over_postfix_e2e_rate", "ringmx_over_postfix_accept_rate",
+                         "ringmx_over_postfix_cpu")))
+        lines.append("ringmx delivering / ringmx accept-only, CPU/msg (target <= 2): "
+                     "-> smtp-sink %s, -> Dovecot LMTP %s" % tuple(mmm(rt[n]["each"], "%.2f") for n in (
+                         "ringmx_sink_over_accept_only_cpu", "ringmx_lmtp_over_accept_only_cpu")))
+    lines.append("")
+    lines.append("e2e msgs/s = delivered downstream / (queue empty - load start); accept msgs/s = "
+                 "ringmx-bench's messages_per_s; CPU = the server's process tree only (not the "
+                 "sink's, not Dovecot's) per accepted message; delivery p99 = "
+                 "ringmx_delivery_duration_seconds (one transaction with the destination); "
+                 "accept p99 = ringmx-bench's message latency; downstream = the sink's counter "
+                 "or files in Dovecot's maildir.")
+    if notes:
+        lines.append("Notes: " + "; ".join(notes))
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 2)[2])
+    ap.add_argument("--quick", action="store_true",
+                    help="3,000 messages, one run unless --runs (smoke test)")
+    ap.add_argument("--runs", type=int, default=None, help="repetitions (default 3; --quick 1)")
+    ap.add_argument("--messages", type=int, default=None,
+                    help="messages per run (default 20,000; --quick 3,000)")
+    ap.add_argument("--per-connection", default="100,1",
+                    help="loads: messages per connection, comma separated (default 100,1)")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="bound on each load's sending time, s (default 60; --quick 30)")
+    ap.add_argument("--drain", type=float, default=None,
+                    help="bound on the wait for an empty queue, s (default 180; --quick 60)")
+    ap.add_argument("--out", default=None,
+                    help="raw results and logs (default /var/tmp/ringmx-delivery.*)")
+    ap.add_argument("--json", default=None, help="write the results as JSON to FILE")
+    ap.add_argument("--bench", default=os.path.join(REPO, "build/release/bench/ringmx-bench"))
+    ap.add_argument("--ringmx", default=os.path.join(REPO, "build/release/tools/ringmx"))
+    a = ap.parse_args()
+    a.runs = a.runs or (1 if a.quick else 3)
+    a.messages = a.messages or (3000 if a.quick else 20000)
+    a.duration = a.duration or (30 if a.quick else 60)
+    a.drain = a.drain or (60 if a.quick else 180)
+    if os.geteuid() != 0:
+        sys.exit("delivery_compare.py: run as root (Postfix master, smtp-sink -u nobody, Dovecot)")
+    for p in (a.bench, a.ringmx):
+        if not os.access(p, os.X_OK):
+            sys.exit("delivery_compare.py: no %s; ninja -C build/release first" % p)
+    started = time.time()
+    compare.raise_nofile()
+    notes = []
+    if not all(os.access(p, os.X_OK) for p in (SMTP_SINK, private_postfix.POSTFIX,
+                                               compare.Postfix.MASTER)):
+        compare.apt_install(["postfix"], notes)
+    why = test_bench_lmtp.install_dovecot()
+    if why:
+        notes.append("Dovecot LMTP left out: " + why)
+    a.out = a.out or tempfile.mkdtemp(prefix="ringmx-delivery.", dir="/var/tmp")
+    os.makedirs(a.out, exist_ok=True)
+    loads = {}
+    for per in [int(x) for x in a.per_connection.split(",") if x.strip()]:
+        loads["%dpc" % per] = dict(key="%dpc" % per, size=1024, per=per, messages=a.messages,
+                                   duration=a.duration,
+                                   title="1 KiB, %d message%s per connection" % (
+                                       per, "" if per == 1 else "s"))
+
+    base = tempfile.mkdtemp(prefix="ringmx-delivery.", dir="/var/spool")
+    os.chmod(base, 0o755)
+    sink = dc = None
+    started_servers = []
+    rows = []
+    versions = {}
+    try:
+        sink = Sink(base)
+        sink.start()
+        sink.wait_ready()
+        log("smtp-sink on 127.0.0.1:%d (PID %d)" % (sink.port, sink.proc.pid))
+        if not why:
+            dc = test_bench_lmtp.Dovecot()
+            with open(os.path.join(dc.base, "users"), "a") as f:
+                f.write("%s@%s:{PLAIN}unused::::::\n" % (RCPT_LOCAL, LMTP_DOMAIN))
+            dc.start()
+            log("Dovecot LMTP on 127.0.0.1:%d (PID %d)" % (dc.port, dc.proc.pid))
+        servers = [RingmxServer(base, "ringmx-sink", a.ringmx,
+                                (SINK_DOMAIN, "smtp://127.0.0.1:%d" % sink.port))]
+        if dc:
+            servers.append(RingmxServer(base, "ringmx-lmtp", a.ringmx,
+                                        (LMTP_DOMAIN, "lmtp://127.0.0.1:%d" % dc.port)))
+        servers.append(PostfixRelay(sink.port))
+        servers.append(RingmxServer(base, "ringmx-accept", a.ringmx))
+        for s in servers:
+            started_servers.append(s)
+            s.start()
+            if isinstance(s, RingmxServer):
+                s.wait_ready()
+            log("%s on 127.0.0.1:%d (PID %d)" % (s.name, s.port, s.roots()[0]))
+        versions["ringmx"] = servers[0].version()
+        versions["postfix"] = compare.postfix_version()
+        versions["dovecot"] = (compare.sh([test_bench_lmtp.DOVECOT, "--version"], timeout=30)
+                               .stdout.strip() if dc else None)
+        # Warm-up, not measured: Postfix forks its daemons, ringmx opens its relay connections.
+        for s in servers:
+            warm = dict(next(iter(loads.values())), messages=300, duration=10, key="warm")
+            run_one(a, s, warm, "warmup.w.%s" % s.name, sink, dc)
+        for rep in range(1, a.runs + 1):
+            for k, load in loads.items():
+                log("rep %d/%d, %s, %d messages" % (rep, a.runs, load["title"], load["messages"]))
+                for s in servers:
+                    if not (s.alive() if isinstance(s, PostfixRelay) else ringmx_alive(s)):
+                        notes.append("%s was not running for rep %d %s" % (s.name, rep, k))
+                        continue
+                    r = run_one(a, s, load, "r%d.%s.%s" % (rep, k, s.name), sink, dc)
+                    r["rep"] = rep
+                    rows.append(r)
+                    time.sleep(1)
+        for s in servers:
+            if isinstance(s, RingmxServer) and not ringmx_alive(s):
+                notes.append("%s exited during the run (%s)" % (s.name, s.proc.returncode))
+    finally:
+        for s in started_servers:
+            if isinstance(s, PostfixRelay):
+                try:
+                    with open(s.pf.maillog, "rb") as f:     # the tail, with the raw results
+                        f.seek(max(0, os.fstat(f.fileno()).st_size - (256 << 10)))
+                        data = f.read()
+                    with open(os.path.join(a.out, "postfix.maillog.tail"), "wb") as f:
+                        f.write(data)
+                except OSError:
+                    pass
+            try:
+                s.stop()
+            except Exception as e:      # keep stopping the others
+                log("stopping %s: %s" % (s.name, e))
+        if dc:
+            try:
+                with open(os.path.join(a.out, "dovecot.log.tail"), "w") as f:
+                    f.write(dc.log())
+            except OSError:
+                pass
+            dc.stop()
+            dc.cleanup()
+        if sink:
+            sink.stop()
+        for s in started_servers:
+            src = os.path.join(getattr(s, "base", "/nonexistent"), "server.log")
+            if isinstance(s, RingmxServer) and os.path.exists(src):
+                shutil.copy(src, os.path.join(a.out, "%s.server.log" % s.name))
+        shutil.rmtree(base, ignore_errors=True)
+
+    for r in rows:
+        if r["ok"] and r["ok"] < r["sent"]:
+            notes.append("%s: %d of %d accepted (%s)" % (r["tag"], r["ok"], r["sent"],
+                                                       json.dumps(r["errors"].get("by_kind"))))
+        if r["delivered"] is not None and (not r["drained"] or r["delivered"] < r["ok"]):
+            notes.append("%s: %d delivered of %d accepted%s" % (
+                r["tag"], r["delivered"], r["ok"], "" if r["drained"] else ", queue not empty "
+                "%.0f s after the load" % a.drain))
+        if r["downstream"] is not None and r["delivered"] is not None and \
+                r["downstream"] != r["delivered"]:
+            notes.append("%s: downstream counted %d, server said %d delivered" % (
+                r["tag"], r["downstream"], r["delivered"]))
+    names = [n for n in ("ringmx-sink", "ringmx-lmtp", "postfix", "ringmx-accept")
+             if any(r["server"] == n for r in rows)]
+    summary = summarize(rows, loads, names)
+    text = report(a, rows, loads, names, summary, notes, started)
+    print(text)
+    with open(os.path.join(a.out, "report.md"), "w") as f:
+        f.write(text)
+    result = dict(generated=datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
+                  .isoformat(), argv=sys.argv[1:], machine=compare.machine(), versions=versions,
+                  runs=a.runs, loads=loads, summary=summary, rows=rows, notes=notes)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print("raw results and logs: " + a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
