@@ -107,6 +107,7 @@ constexpr LimitField kLimitFields[] = {
     {"max_transactions", &Limits::max_transactions},
     {"max_helo_length", &Limits::max_helo_length},
     {"max_received_headers", &Limits::max_received_headers},
+    {"max_line_length", &Limits::max_line_length},
     {"command_timeout_ms", &Limits::command_timeout_ms},
     {"data_timeout_ms", &Limits::data_timeout_ms},
     {"session_timeout_ms", &Limits::session_timeout_ms},

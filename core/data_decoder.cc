@@ -4,12 +4,33 @@
 #include "core/data_decoder.h"
 
 #include <algorithm>
+#include <cstring>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
 namespace ringmx {
+
+void LineMeter::feed(std::string_view piece) {
+  const char* p = piece.data();
+  const char* const end = p + piece.size();
+  while (p < end) {
+    const auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
+    if (nl == nullptr) {
+      current += static_cast<uint64_t>(end - p);
+      cr = end[-1] == '\r';
+      return;
+    }
+    uint64_t len = current + static_cast<uint64_t>(nl - p);
+    const bool before_cr = nl > p ? nl[-1] == '\r' : cr;
+    if (before_cr && len > 0) --len;  // the CR of CRLF is not part of the line
+    if (len > longest) longest = len;
+    current = 0;
+    cr = false;
+    p = nl + 1;
+  }
+}
 
 size_t scan_body_event(const char* p, size_t from, size_t n) {
   size_t limit = n >= 2 ? n - 2 : 0;

@@ -52,6 +52,17 @@ class DataDecoder {
   uint64_t total_ = 0;
 };
 
+// The line lengths of a message as it is stored, fed in pieces: `longest` is
+// the longest line that ended, without its CRLF (or bare LF); `current` the
+// octets of the line not ended yet. max() is the longest of either.
+struct LineMeter {
+  uint64_t current = 0;
+  uint64_t longest = 0;
+  bool cr = false;  // the last octet fed was a CR
+  void feed(std::string_view piece);
+  uint64_t max() const { return longest > current ? longest : current; }
+};
+
 // Returns the offset of the first position in [from, n-2) where a DATA body
 // needs attention in the middle of a line: a CR not followed by LF, an LF not
 // preceded by CR, or CR LF ".". Needs from >= 1 (it looks one octet back).

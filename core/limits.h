@@ -37,6 +37,12 @@ struct Limits {
   // Received headers already in a message before it is refused as a mail
   // loop (RFC 5321 6.3; Postfix's hopcount_limit is 50).
   uint32_t max_received_headers = 50;
+  // RFC 5321 4.5.3.1.6, RFC 5322 2.1.1: a line of a message is at most 998
+  // octets before its CRLF. A message with a longer one is refused at the end
+  // of its data (550 5.6.0) rather than folded on its way out, which would
+  // change it (and break its DKIM signatures) after we took it. 0: no check
+  // (such lines then go on unchanged).
+  uint32_t max_line_length = 998;
   // RFC 5321 4.5.3.2.7: the server should wait at least 5 minutes for a command.
   uint32_t command_timeout_ms = 300'000;
   // RFC 5321 4.5.3.2.5: at least 3 minutes between data blocks.
@@ -73,6 +79,8 @@ inline constexpr LimitSpec kLimitSpecs[] = {
     {"max_transactions", 1000, 1, 1000000, "421 4.7.0", "per connection"},
     {"max_helo_length", 255, 16, 1024, "501 5.5.2", "RFC 1035 domain length"},
     {"max_received_headers", 50, 1, 1000, "554 5.4.6", "mail loop detection"},
+    {"max_line_length", 998, 0, 1000000, "550 5.6.0",
+     "RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6, octets before CRLF; 0 = no check"},
     {"command_timeout_ms", 300000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.7"},
     {"data_timeout_ms", 180000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.5"},
     {"session_timeout_ms", 1800000, 1, 86400000, "421 4.4.2", "whole session"},

@@ -165,6 +165,8 @@ struct Totals {
   std::array<std::array<uint64_t, kDeliveryResults>, kMaxRoutes> deliveries{};
   std::array<uint64_t, Histogram::kBounds.size() + 1> delivery_buckets{};
   uint64_t delivery_sum_ns = 0;
+  std::array<uint64_t, Histogram::kBounds.size() + 1> latency_buckets{};
+  uint64_t latency_sum_ns = 0;
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
   int64_t relay_open = 0;
@@ -216,6 +218,10 @@ void add_shard(Totals& t, const ShardMetrics& m) {
     t.delivery_buckets[i] += m.delivery_seconds.bucket(i);
   }
   t.delivery_sum_ns += m.delivery_seconds.sum_ns();
+  for (size_t i = 0; i < t.latency_buckets.size(); ++i) {
+    t.latency_buckets[i] += m.delivery_latency_seconds.bucket(i);
+  }
+  t.latency_sum_ns += m.delivery_latency_seconds.sum_ns();
   t.queue_messages += m.queue_messages.get();
   t.queue_bytes += m.queue_bytes.get();
   t.relay_open += m.relay_connections_open.get();
@@ -454,6 +460,10 @@ void render_prometheus(std::string& out, const MetricsView& view) {
   append_histogram(out, "ringmx_delivery_duration_seconds",
                    "One transaction with a destination, from its MAIL to its last reply.",
                    t.delivery_buckets, t.delivery_sum_ns);
+  append_histogram(
+      out, "ringmx_delivery_latency_seconds",
+      "From a message's acceptance (on disk, 250 sent) to its delivery, per recipient.",
+      t.latency_buckets, t.latency_sum_ns);
   append_gauge(out, "ringmx_queue_depth", "Accepted messages not yet delivered or bounced.",
                t.queue_messages);
   append_gauge(out, "ringmx_queue_bytes", "Size of the messages in ringmx_queue_depth.",

@@ -120,9 +120,10 @@ struct alignas(64) ShardMetrics {
   Gauge spool_free_bytes;        // free space for the shard's spool directory (last check)
   // Delivery (net/relay.cc): per recipient and route; the queue it works from.
   std::array<std::array<Counter, kDeliveryResults>, kMaxRoutes> deliveries;
-  Histogram delivery_seconds;  // one transaction with a destination, start to final reply
-  Gauge queue_messages;        // accepted messages not yet done
-  Gauge queue_bytes;           // their size
+  Histogram delivery_seconds;          // one transaction with a destination, start to final reply
+  Histogram delivery_latency_seconds;  // accepted (on disk, 250) to delivered, per recipient
+  Gauge queue_messages;                // accepted messages not yet done
+  Gauge queue_bytes;                   // their size
   Gauge relay_connections_open;
   Counter relay_connections;         // opened
   Counter relay_connections_reused;  // a transaction on a connection that already had one

@@ -631,6 +631,22 @@ void Session::complete_message(Now now) {
   if (msg_.received_count > config().limits.max_received_headers) {
     return message_reply(554, "5.4.6", "Error: too many hops (mail loop?)", msg_.size);
   }
+  if (const uint32_t max_line = config().limits.max_line_length; max_line != 0) {
+    uint64_t longest = 0;
+    if (spilling_) {
+      longest = spill_lines_.max();
+    } else {
+      LineMeter m;
+      m.feed(msg_.body.view());
+      longest = m.max();
+    }
+    if (longest > max_line) {
+      return message_reply(550, "5.6.0",
+                           "Error: message has a line longer than " + std::to_string(max_line) +
+                               " octets (RFC 5322 2.1.1)",
+                           msg_.size);
+    }
+  }
   if (!spilling_) stamp_received(now);  // a spilled body has its own, from when it began
   msg_.spilled = spilling_;
   msg_.via_bdat = txn_used_bdat_;
@@ -856,6 +872,8 @@ void Session::start_spill(Now now) {
   const std::string_view held = msg_.body.view();
   spill_head_.assign(held.substr(0, std::min(held.size(), kSpillHeadKeep)));
   handler_.on_spill_start(*this, msg_);
+  spill_lines_ = {};
+  spill_lines_.feed(msg_.body.view());
   if (!msg_.body.empty()) handler_.on_body_spill(*this, msg_.body.view());
   msg_.body.release();
   body_reported_ = 0;
@@ -864,6 +882,7 @@ void Session::start_spill(Now now) {
 
 void Session::spill_piece(std::string_view piece) {
   if (piece.empty()) return;
+  spill_lines_.feed(piece);
   if (spill_head_.size() < kSpillHeadKeep) {
     spill_head_.append(piece.substr(0, kSpillHeadKeep - spill_head_.size()));
   }

@@ -287,6 +287,9 @@ class Session {
   bool body_refused_ = false;   // the handler had no room for this body
   bool spilling_ = false;       // the body goes to the handler as it comes
   std::string spill_head_;  // the first octets of a spilled body: its header, for the loop check
+  // The longest line of a spilled body so far, and the length of its last
+  // (unfinished) line: the body is not kept to measure it at the end.
+  LineMeter spill_lines_;
 
   uint32_t txn_count_ = 0;
   uint32_t bad_commands_ = 0;

@@ -687,6 +687,10 @@ void Relays::record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResu
   }
   if (result == DeliveryResult::delivered) {
     r.state = RcptState::delivered;
+    if (m.accepted_mono_ns != 0) {
+      shard_.metrics().delivery_latency_seconds.observe_ns(
+          static_cast<uint64_t>(std::max<int64_t>(0, now_ns() - m.accepted_mono_ns)));
+    }
     if (!t.dsn_passed_on && wants_success_dsn(m.sender, r.params) && !m.origin) {
       t.success_dsn.push_back(t.rcpts[k]);
     }

@@ -33,6 +33,7 @@ void Shard::hand_off(Connection& /*c*/, const Message& msg, std::string segment,
   m->offset = offset;
   m->size = size;
   m->received_at_unix = msg.received_at_unix;
+  m->accepted_mono_ns = mono_ns();
   m->sender = env.sender;
   m->mail = env.mail;
   m->rcpts.reserve(env.recipients.size());

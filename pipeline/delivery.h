@@ -43,6 +43,7 @@ struct QueuedMessage {
   uint64_t size = 0;
   int64_t received_at_unix = 0;
   int64_t next_attempt_unix_ms = 0;  // 0: now (a restart keeps the journal's schedule)
+  int64_t accepted_mono_ns = 0;      // when it was handed over (0: found at start-up)
   std::string sender;                // "" for the null sender
   MailParams mail;
   std::vector<QueuedRecipient> rcpts;

@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True     # no __pycache__ churn in the checkout from the imports below
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
@@ -138,7 +139,9 @@ class RingmxServer(compare.Ringmx):
         text = self.metrics()
         buckets = [(float(le), float(v)) for le, v in re.findall(
             r'^ringmx_delivery_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', text, re.M)]
-        return dict(delivered=metric(text, "ringmx_delivery_total", result="delivered") or 0,
+        return dict(cpu=metric(text, "process_cpu_seconds_total") or 0,
+                    relay_conns=metric(text, "ringmx_relay_connections_total") or 0,
+                    delivered=metric(text, "ringmx_delivery_total", result="delivered") or 0,
                     deferred=metric(text, "ringmx_delivery_total", result="deferred") or 0,
                     failed=metric(text, "ringmx_delivery_total", result="failed") or 0,
                     buckets=buckets)
@@ -152,11 +155,18 @@ class PostfixRelay:
     QUEUES = ("incoming", "active", "deferred", "hold", "maildrop")
 
     def __init__(self, sink_port):
-        self.pf = private_postfix.PrivatePostfix(
-            {"smtp": ""}, extra_main=(
-                "relay_domains = %s\nrelayhost = [127.0.0.1]:%d\ndefault_transport = smtp\n"
-                "relay_transport = smtp\nsmtp_tls_security_level = none\n"
-                "smtp_host_lookup = native\n" % (SINK_DOMAIN, sink_port)))
+        self.pf = private_postfix.PrivatePostfix({"smtp": ""})
+        # Edited in place (postconf -e) rather than appended with extra_main: no duplicate
+        # keys, so no "overriding earlier entry" warning from every process Postfix starts.
+        self.settings = ["relay_domains = %s" % SINK_DOMAIN,
+                         "relayhost = [127.0.0.1]:%d" % sink_port,
+                         "default_transport = smtp", "relay_transport = smtp",
+                         "smtp_tls_security_level = none", "smtp_host_lookup = native"]
+        r = compare.sh(["postconf", "-c", self.pf.conf, "-e"] +
+                       [x.replace(" = ", "=", 1) for x in self.settings], timeout=60)
+        if r.returncode != 0:
+            shutil.rmtree(self.pf.base, ignore_errors=True)
+            raise RuntimeError("postconf -e: " + r.stdout + r.stderr)
         self.port = self.pf.ports["smtp"]
         self.proc = None
         self.notes = []
@@ -304,6 +314,7 @@ def run_one(a, srv, load, tag, sink, dc):
             delivered = int(c1["delivered"] - c0["delivered"])
             r["deferred"] = int(c1["deferred"] - c0["deferred"])
             r["failed"] = int(c1["failed"] - c0["failed"])
+            r["relay_connections"] = int(c1["relay_conns"] - c0["relay_conns"])
             p = hist_quantile(0.99, c0["buckets"], c1["buckets"])
             r["delivery_p99_ms"] = p * 1e3 if p is not None else None
         r["delivered"] = delivered
@@ -316,6 +327,9 @@ def run_one(a, srv, load, tag, sink, dc):
             time.sleep(0.1)
             n = down()
         r["downstream"] = n - down0 if n is not None and down0 is not None else None
+    if isinstance(srv, RingmxServer) and ok:
+        # ringmx's own process_cpu_seconds_total: finer than /proc's 10 ms ticks (cross-check)
+        r["cpu_us_metric"] = (srv.counters()["cpu"] - c0["cpu"]) * 1e6 / ok
     if srv.name == "ringmx-lmtp":
         maildir_count(dc, clear=True)       # keep the maildir small between runs
     log("  %-13s %-7s %6d/%-6d ok  accept %7.0f msg/s  e2e %s msg/s  cpu %s us/msg%s%s%s" % (
@@ -372,7 +386,7 @@ def summarize(rows, loads, servers):
     return out
 
 
-def report(a, rows, loads, servers, summary, notes, started):
+def report(a, rows, loads, servers, summary, notes, started, setup):
     lines = []
     lines.append("ringmx delivery, end to end, next to Postfix (bench/peers/delivery_compare.py %s)"
                  % " ".join(sys.argv[1:]))
@@ -421,6 +435,7 @@ def report(a, rows, loads, servers, summary, notes, started):
                  "ringmx_delivery_duration_seconds (one transaction with the destination); "
                  "accept p99 = ringmx-bench's message latency; downstream = the sink's counter "
                  "or files in Dovecot's maildir.")
+    lines += setup
     if notes:
         lines.append("Notes: " + "; ".join(notes))
     return "\n".join(lines) + "\n"
@@ -440,7 +455,7 @@ def main():
     ap.add_argument("--per-connection", default="100,1",
                     help="loads: messages per connection, comma separated (default 100,1)")
     ap.add_argument("--duration", type=float, default=None,
-                    help="bound on each load's sending time, s (default 60; --quick 30)")
+                    help="bound on each load's sending time, s (default 120; --quick 30)")
     ap.add_argument("--drain", type=float, default=None,
                     help="bound on the wait for an empty queue, s (default 180; --quick 60)")
     ap.add_argument("--out", default=None,
@@ -451,7 +466,7 @@ def main():
     a = ap.parse_args()
     a.runs = a.runs or (1 if a.quick else 3)
     a.messages = a.messages or (3000 if a.quick else 20000)
-    a.duration = a.duration or (30 if a.quick else 60)
+    a.duration = a.duration or (30 if a.quick else 120)
     a.drain = a.drain or (60 if a.quick else 180)
     if os.geteuid() != 0:
         sys.exit("delivery_compare.py: run as root (Postfix master, smtp-sink -u nobody, Dovecot)")
@@ -482,6 +497,7 @@ def main():
     started_servers = []
     rows = []
     versions = {}
+    postfix_settings = []
     try:
         sink = Sink(base)
         sink.start()
@@ -493,15 +509,16 @@ def main():
                 f.write("%s@%s:{PLAIN}unused::::::\n" % (RCPT_LOCAL, LMTP_DOMAIN))
             dc.start()
             log("Dovecot LMTP on 127.0.0.1:%d (PID %d)" % (dc.port, dc.proc.pid))
-        servers = [RingmxServer(base, "ringmx-sink", a.ringmx,
-                                (SINK_DOMAIN, "smtp://127.0.0.1:%d" % sink.port))]
+        servers = started_servers       # every one is stopped in the finally block
+        servers.append(RingmxServer(base, "ringmx-sink", a.ringmx,
+                                    (SINK_DOMAIN, "smtp://127.0.0.1:%d" % sink.port)))
         if dc:
             servers.append(RingmxServer(base, "ringmx-lmtp", a.ringmx,
                                         (LMTP_DOMAIN, "lmtp://127.0.0.1:%d" % dc.port)))
         servers.append(PostfixRelay(sink.port))
+        postfix_settings = servers[-1].settings
         servers.append(RingmxServer(base, "ringmx-accept", a.ringmx))
         for s in servers:
-            started_servers.append(s)
             s.start()
             if isinstance(s, RingmxServer):
                 s.wait_ready()
@@ -574,7 +591,16 @@ def main():
     names = [n for n in ("ringmx-sink", "ringmx-lmtp", "postfix", "ringmx-accept")
              if any(r["server"] == n for r in rows)]
     summary = summarize(rows, loads, names)
-    text = report(a, rows, loads, names, summary, notes, started)
+    setup = ["Versions: %s." % "; ".join("%s: %s" % kv for kv in versions.items() if kv[1]),
+             "ringmx: shards = %d, fsync before 250, [delivery] retry_min_ms = 1000, other "
+             "delivery settings default (max_connections_per_destination = 32). Postfix: "
+             "private_postfix.py's main.cf (default_process_limit 200) with %s; Postfix's smtp "
+             "concurrency defaults (20 per destination). Dovecot LMTP: test_bench_lmtp.py's "
+             "config (maildir, mail_fsync = never)." % (
+                 os.cpu_count(), ", ".join(postfix_settings)),
+             "Queue polls: every %.0f ms once ringmx-bench has exited (ringmx: GET /metrics, "
+             "~0.1 ms of ringmx CPU each)." % (POLL * 1e3)]
+    text = report(a, rows, loads, names, summary, notes, started, setup)
     print(text)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)

@@ -187,7 +187,7 @@ class TinyRing(unittest.TestCase):
                     c.reply()
                     c.cmd("EHLO w%d.example" % k)
                     for i in range(5):
-                        body = b"Subject: %d-%d\r\n\r\n" % (k, i) + b"x" * (k * 97 % 5000) + b"\r\n"
+                        body = b"Subject: %d-%d\r\n\r\n" % (k, i) + (b"x" * 98 + b"\r\n") * (k * 97 % 5000 // 100) + b"end\r\n"
                         code, text = transaction(c, "s%d@example.com" % k, ["r@example.org"], body)
                         if code != 250:
                             raise AssertionError("%d %s" % (code, text))

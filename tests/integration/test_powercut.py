@@ -13,7 +13,9 @@ with exactly the bytes sent.
 Cases: the spool directory exists beforehand; ringmx creates it (and its
 parents) itself; and two runs that must report losses, to show the test can
 fail: the file system ignoring file fsyncs, and ignoring directory fsyncs.
-A torn-mode run (unsynced appends become zeros) is there too.
+A torn-mode run (unsynced appends become zeros) is there too, and one with
+delivery to smtp-sink (segments and their journals removed as their mail is
+delivered): every acknowledged message must reach the sink.
 
 RINGMX_SEED=N repeats a run; RINGMX_POWERCUT_CASES=normal,creates_dir,...
 runs a subset."""
@@ -306,6 +308,79 @@ class PowerCut(unittest.TestCase):
                               "body_memory_per_shard = 16384\n")
         print("[spill] %d spilled messages in the spool" % self.spilled, flush=True)
         self.assertGreater(self.spilled, 0, "nothing spilled: the case proves nothing")
+
+    # (g) With delivery: ringmx relays to smtp-sink while it takes mail, so
+    # segments are removed (with their journals) as their messages are
+    # delivered. After the cuts, a last run drains the queue: every message
+    # acknowledged must have reached the sink at least once.
+    def test_g_delivery(self):
+        name = "delivery"
+        if self.only is not None and name not in self.only:
+            self.skipTest("not in RINGMX_POWERCUT_CASES")
+        from test_delivery_recovery import Sink, queue_depth
+        rng = random.Random("%d-%s" % (self.seed, name))
+        sink = Sink().start()
+        fs = DropFs([]).mount()
+        servers = []
+        extra = ('\n[delivery]\nretry_min_ms = 200\nretry_max_ms = 400\n'
+                 '[[route]]\nname = "sink"\ndomains = ["example.org"]\n'
+                 'destination = "smtp://127.0.0.1:%d"\n' % sink.port)
+        try:
+            spool = os.path.join(fs.mnt, "spool")
+            os.mkdir(spool)
+            sync_dir(fs.mnt)
+            port = free_port()
+            acked = []
+            for cycle in range(3):
+                srv = Server(shards=2, spool=spool, port=port, extra_toml=extra,
+                             spool_toml="segment_bytes = 65536\n")
+                servers.append(srv)
+                srv.start()
+                load = AckedLoad(port, "%s-c%d" % (name, cycle), self.seed,
+                                 MAX_MESSAGES_PER_THREAD_CYCLE, MAX_CYCLE_SECONDS,
+                                 (1024, 8 * 1024), (1, 5))
+                threads = [threading.Thread(target=load.run, args=(t,), daemon=True)
+                           for t in range(THREADS)]
+                for th in threads:
+                    th.start()
+                delay = rng.uniform(*LOAD_SECONDS)
+                time.sleep(delay)
+                srv.kill9()
+                load.stop.set()
+                for th in threads:
+                    th.join(20)
+                self.assertEqual(load.errors, [], "protocol errors in cycle %d" % cycle)
+                fs.cut()
+                acked.extend(load.acked)
+                print("[%s] cycle %d: kill -9 and power cut after %.2fs, %d acknowledged" %
+                      (name, cycle, delay, len(load.acked)), flush=True)
+            last = Server(shards=2, spool=spool, port=port, extra_toml=extra,
+                          spool_toml="segment_bytes = 65536\n")
+            servers.append(last)
+            last.start()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and queue_depth(last) != 0:
+                time.sleep(0.2)
+            self.assertEqual(queue_depth(last), 0, "the queue did not drain")
+            self.assertEqual(last.stop(), 0)
+            # Delivered segments are gone: what is left is at most each shard's open one.
+            left = [f for _r, _d, fs_ in os.walk(spool) for f in fs_ if f.endswith(".msg")]
+            self.assertLessEqual(len(left), 2, left)
+            at_sink = sink.message_ids()
+            tags = {tag for (_q, _sha, _len, tag) in acked}
+            delivered = {k.split("@")[0] for k in at_sink}
+            missing = sorted(t for t in tags if t not in delivered)
+            dups = sum(v - 1 for v in at_sink.values() if v > 1)
+            print("[%s] %d acknowledged, %d missing at the sink, %d duplicates" %
+                  (name, len(tags), len(missing), dups), flush=True)
+            self.assertGreater(len(tags), 0)
+            self.assertEqual(missing[:5], [], "acknowledged mail lost (seed %d)" % self.seed)
+        finally:
+            for s in servers:
+                s.__exit__()
+                shutil.rmtree(s.dir, ignore_errors=True)
+            fs.unmount()
+            sink.cleanup()
 
 
 if __name__ == "__main__":

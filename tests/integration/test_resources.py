@@ -94,7 +94,7 @@ class SpoolLimits(unittest.TestCase):
             c = Client(srv.port)
             c.reply()
             c.cmd("EHLO t")
-            code, _ = transaction(c, "a@b.test", ["c@d.test"], b"Subject: x\r\n\r\n" + b"y" * 3000 + b"\r\n")
+            code, _ = transaction(c, "a@b.test", ["c@d.test"], b"Subject: x\r\n\r\n" + (b"y" * 98 + b"\r\n") * 30)
             self.assertEqual(code, 250)
             code, lines = c.cmd("MAIL FROM:<a@b.test>")
             self.assertEqual(code, 452)
@@ -124,7 +124,7 @@ class SpoolLimits(unittest.TestCase):
                     try:
                         size = 40000 if i % 2 else 60000  # 60000: over the body budget
                         code, text = transaction(c, "a@b.test", ["c@d.test"],
-                                                 b"Subject: %d\r\n\r\n" % i + b"z" * size + b"\r\n")
+                                                 b"Subject: %d\r\n\r\n" % i + (b"z" * 98 + b"\r\n") * (size // 100))
                     except AssertionError:
                         # DATA itself refused (452): the disk is known full.
                         codes.append(452)

@@ -33,6 +33,7 @@ uint64_t limit_by_name(const Limits& l, std::string_view name) {
   if (name == "max_transactions") return l.max_transactions;
   if (name == "max_helo_length") return l.max_helo_length;
   if (name == "max_received_headers") return l.max_received_headers;
+  if (name == "max_line_length") return l.max_line_length;
   if (name == "command_timeout_ms") return l.command_timeout_ms;
   if (name == "data_timeout_ms") return l.data_timeout_ms;
   if (name == "session_timeout_ms") return l.session_timeout_ms;
@@ -121,6 +122,7 @@ ServerConfig everything_changed() {
   l.max_transactions = 7;
   l.max_helo_length = 17;
   l.max_received_headers = 7;
+  l.max_line_length = 7;
   l.command_timeout_ms = 7;
   l.data_timeout_ms = 7;
   l.session_timeout_ms = 7;

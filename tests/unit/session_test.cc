@@ -741,9 +741,11 @@ TEST(Session, BodyMemoryIsReleasedAfterLargeMessage) {
   Harness h;
   h.take();
   h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
-  h.send(std::string(200 * 1024, 'a') + "\r\n.\r\n");
+  std::string body;
+  for (int i = 0; i < 2048; ++i) body += std::string(98, 'a') + "\r\n";  // 200 KiB
+  h.send(body + ".\r\n");
   ASSERT_EQ(h.rec.bodies.size(), 1u);
-  EXPECT_EQ(h.rec.bodies[0].size(), 200u * 1024 + 2);
+  EXPECT_EQ(h.rec.bodies[0].size(), 200u * 1024);
 }
 
 }  // namespace
@@ -969,4 +971,77 @@ TEST(SessionId, CounterAndTimeBothCount) {
   EXPECT_EQ(format_session_id(compose_session_id(ms, 3, 1)).size(), 13u);
 }
 
+}  // namespace ringmx
+
+// ---- line length (RFC 5322 2.1.1): refused at the end of data --------------------
+
+namespace ringmx {
+namespace {
+
+std::string line_of(size_t n, char c = 'l') {
+  return std::string(n, c) + "\r\n";
+}
+
+TEST(LineMeter, LongestLineWithoutItsLineEnd) {
+  LineMeter m;
+  m.feed("ab\r\nabcd\r\n");
+  EXPECT_EQ(m.longest, 4u);
+  m.feed("123");  // unfinished
+  EXPECT_EQ(m.max(), 4u);
+  m.feed("4567\r");  // the CR at the end of a piece ...
+  m.feed("\nx");     // ... and its LF in the next
+  EXPECT_EQ(m.longest, 7u);
+  EXPECT_EQ(m.current, 1u);
+  LineMeter bare;
+  bare.feed("abcdef\nab");
+  EXPECT_EQ(bare.longest, 6u);
+  EXPECT_EQ(bare.max(), 6u);
+  LineMeter tail;
+  tail.feed("ab\r\n" + std::string(20, 'z'));  // a last line without CRLF counts too
+  EXPECT_EQ(tail.max(), 20u);
+}
+
+TEST(SessionLineLength, A998OctetLinePassesA999OctetLineIsRefused) {
+  Harness h;
+  const std::string start = "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n";
+  h.send("EHLO c\r\n");
+  EXPECT_EQ(codes(h.send(start + "Subject: ok\r\n\r\n" + line_of(998) + ".\r\n")).back(), "250");
+  const std::string out = h.send(start + "Subject: long\r\n\r\n" + line_of(999) + ".\r\n");
+  EXPECT_EQ(codes(out).back(), "550");
+  EXPECT_NE(out.find("550 5.6.0 Error: message has a line longer than 998 octets"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(h.rec.bodies.size(), 1u);  // only the first reached the handler
+  // The session goes on.
+  EXPECT_EQ(codes(h.send("NOOP\r\n")).back(), "250");
+}
+
+TEST(SessionLineLength, BdatLastLineWithoutCrlfCountsAndZeroTurnsTheCheckOff) {
+  Harness h;
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n");
+  const std::string body = "Subject: b\r\n\r\n" + std::string(1200, 'b');
+  const std::string out = h.send("BDAT " + std::to_string(body.size()) + " LAST\r\n" + body);
+  EXPECT_EQ(codes(out).back(), "550") << out;
+  SessionConfig cfg;
+  cfg.limits.max_line_length = 0;
+  Harness off(cfg);
+  off.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  EXPECT_EQ(codes(off.send(line_of(5000) + ".\r\n")).back(), "250");
+}
+
+TEST(SessionLineLength, SpilledBodyIsMeasuredAsItPasses) {
+  Harness h;
+  h.rec.body_budget = 3000;
+  h.rec.over_budget = BodyRoom::spill;
+  h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\n");
+  std::string body;
+  for (int i = 0; i < 40; ++i) body += line_of(98);
+  body += line_of(1500);  // long, after spilling began
+  for (size_t off = 0; off < body.size(); off += 333) h.send(body.substr(off, 333));
+  EXPECT_EQ(h.rec.spill_starts, 1);
+  EXPECT_EQ(codes(h.send(".\r\n")).back(), "550");
+  EXPECT_TRUE(h.rec.bodies.empty());
+}
+
+}  // namespace
 }  // namespace ringmx
