@@ -83,6 +83,10 @@ struct DeliveryConfig {
   // A recipient still undelivered this long after its message was accepted
   // is bounced (DSN) rather than tried again.
   uint32_t max_age_s = 5 * 86'400;
+  // NOTIFY=DELAY (RFC 3461): a recipient that asked for it and is still not
+  // delivered this long after acceptance gets its sender one delay DSN.
+  // 0: never.
+  uint32_t delay_notice_s = 4 * 3600;
   // Back-pressure: with more messages than this waiting for delivery (over
   // all shards), MAIL gets 452 4.3.1; with twice as many, new connections
   // get 421 4.3.2. Acceptance resumes by itself as the queue drains.

@@ -73,6 +73,7 @@ constexpr UintField<DeliveryConfig> kDeliveryUints[] = {
     {"retry_min_ms", &DeliveryConfig::retry_min_ms, 100, 86'400'000},
     {"retry_max_ms", &DeliveryConfig::retry_max_ms, 100, 604'800'000},
     {"max_age_s", &DeliveryConfig::max_age_s, 1, uint64_t{100} * 86'400},
+    {"delay_notice_s", &DeliveryConfig::delay_notice_s, 0, uint64_t{100} * 86'400},
     {"max_queue_messages", &DeliveryConfig::max_queue_messages, 1, 100'000'000},
 };
 

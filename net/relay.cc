@@ -752,8 +752,21 @@ void Relays::after_attempt(RelayTask& t) {
   for (const uint32_t i : t.rcpts) {
     if (m.rcpts[i].state == RcptState::bouncing) bouncing.push_back(i);
   }
-  if (!bouncing.empty() || !t.success_dsn.empty()) {
-    make_dsns(t, bouncing, t.success_dsn);
+  // NOTIFY=DELAY: once, when a recipient has waited delivery.delay_notice_s.
+  std::vector<uint32_t> delayed;
+  const uint32_t notice = shard_.cfg().server.delivery.delay_notice_s;
+  if (notice != 0 && !m.origin && shard_.unix_ms() / 1000 - m.received_at_unix >= int64_t{notice}) {
+    for (const uint32_t i : t.rcpts) {
+      QueuedRecipient& r = m.rcpts[i];
+      if (r.state == RcptState::pending && !r.delay_notified && !m.sender.empty() &&
+          (r.params.notify & notify_delay) != 0 && (r.params.notify & notify_never) == 0) {
+        r.delay_notified = true;
+        delayed.push_back(i);
+      }
+    }
+  }
+  if (!bouncing.empty() || !t.success_dsn.empty() || !delayed.empty()) {
+    make_dsns(t, bouncing, t.success_dsn, delayed);
     t.success_dsn.clear();
   }
   if (m.data_loaded && m.in_flight == 0) {
@@ -817,13 +830,15 @@ void Relays::message_done(QueuedMessage& m) {
 }
 
 void Relays::make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
-                       const std::vector<uint32_t>& succeeded) {
+                       const std::vector<uint32_t>& succeeded,
+                       const std::vector<uint32_t>& delayed) {
   const std::shared_ptr<QueuedMessage>& m = t.msg;
   const std::string_view remote =
       t.route >= 0 ? std::string_view(pools_[static_cast<size_t>(t.route)]->dest.dest.host)
                    : std::string_view();
-  for (const bool failure : {true, false}) {
-    const std::vector<uint32_t>& which = failure ? failed : succeeded;
+  for (const int kind : {0, 1, 2}) {  // failure, success, delay
+    const bool failure = kind == 0;
+    const std::vector<uint32_t>& which = kind == 0 ? failed : kind == 1 ? succeeded : delayed;
     if (which.empty()) continue;
     DsnReport rep;
     rep.reporting_mta = shard_.cfg().server.smtp.hostname;
@@ -837,11 +852,14 @@ void Relays::make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
     for (const uint32_t i : which) {
       const QueuedRecipient& r = m->rcpts[i];
       const bool lmtp = t.route >= 0 && pools_[static_cast<size_t>(t.route)]->settings.lmtp;
-      rep.rcpts.push_back(
-          {r.address, r.params, failure ? "failed" : (lmtp ? "delivered" : "relayed"), r.last});
+      const char* action = kind == 0   ? "failed"
+                           : kind == 2 ? "delayed"
+                           : lmtp      ? "delivered"
+                                       : "relayed";
+      rep.rcpts.push_back({r.address, r.params, action, r.last});
     }
     auto dsn = std::make_shared<QueuedMessage>();
-    dsn->queue_id = m->queue_id + (failure ? ".dsn" : ".dsn-ok");
+    dsn->queue_id = m->queue_id + (kind == 0 ? ".dsn" : kind == 1 ? ".dsn-ok" : ".dsn-delay");
     dsn->received_at_unix = rep.now_unix;
     dsn->rcpts.push_back(QueuedRecipient{});
     dsn->rcpts[0].address = m->sender;
@@ -855,7 +873,9 @@ void Relays::make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
     const bool routed = routes_ && routes_->find(mailbox_domain(m->sender)) >= 0;
     LogLine l(routed ? LogLevel::info : LogLevel::warn, "dsn", shard_.unix_ms());
     l.kv("qid", m->queue_id)
-        .kv("type", failure ? "failure" : "success")
+        .kv("type", kind == 0   ? "failure"
+                    : kind == 1 ? "success"
+                                : "delay")
         .kv("to", m->sender)
         .kv("rcpts", uint64_t{which.size()})
         .kv("result", routed ? "queued" : "no_route");

@@ -117,10 +117,11 @@ class Relays {
   void record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResult result);
   void after_attempt(RelayTask& t);
   void message_done(QueuedMessage& m);
-  // DSNs for the recipients of `t` that failed (bouncing) or, asking for
-  // it, were delivered where the destination does not carry DSN on.
+  // DSNs for the recipients of `t` that failed (bouncing), or, asking for
+  // it, were delivered where the destination does not carry DSN on, or have
+  // waited delivery.delay_notice_s (NOTIFY=DELAY).
   void make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
-                 const std::vector<uint32_t>& succeeded);
+                 const std::vector<uint32_t>& succeeded, const std::vector<uint32_t>& delayed);
   uint64_t random() { return rng_(); }
 
   Shard& shard_;

@@ -30,7 +30,8 @@ struct QueuedRecipient {
   int route = -1;  // index in the config's routes
   RcptState state = RcptState::pending;
   uint32_t attempts = 0;
-  ReplyText last;  // what the destination said last (or why it could not be reached)
+  bool delay_notified = false;  // NOTIFY=DELAY: its delay DSN went out (this run)
+  ReplyText last;               // what the destination said last (or why it could not be reached)
 };
 
 // An accepted message on its way out. `data` is the Received header and the

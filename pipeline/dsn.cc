@@ -74,14 +74,20 @@ std::string make_dsn(const DsnReport& r, uint64_t boundary_seed) {
   boundary += "/" + r.reporting_mta;
 
   bool all_success = true;
-  for (const DsnRecipient& x : r.rcpts) all_success = all_success && x.action != "failed";
+  bool delay = false;
+  for (const DsnRecipient& x : r.rcpts) {
+    all_success = all_success && x.action != "failed" && x.action != "delayed";
+    delay = delay || x.action == "delayed";
+  }
 
   std::string out;
   out.reserve(4096 + r.original.size());
   field(out, "From", "Mail Delivery System <MAILER-DAEMON@" + r.reporting_mta + ">");
   field(out, "To", "<" + r.sender + ">");
   field(out, "Subject",
-        all_success ? "Successful Mail Delivery Report" : "Undelivered Mail Returned to Sender");
+        all_success ? "Successful Mail Delivery Report"
+        : delay     ? "Delayed Mail (still being retried)"
+                    : "Undelivered Mail Returned to Sender");
   std::string date;
   append_rfc5322_date(date, r.now_unix);
   field(out, "Date", date);
@@ -100,7 +106,11 @@ std::string make_dsn(const DsnReport& r, uint64_t boundary_seed) {
   out.append("\r\nThis is the mail system at host ");
   append_clean(out, r.reporting_mta);
   out.append(".\r\n\r\n");
-  if (all_success) {
+  if (delay) {
+    out.append(
+        "Your message could not be delivered yet to the recipients below.\r\n"
+        "The mail system will keep trying; you do not need to send it again.\r\n\r\n");
+  } else if (all_success) {
     out.append("Your message was delivered to the following recipients:\r\n\r\n");
   } else {
     out.append(
@@ -157,7 +167,7 @@ std::string make_dsn(const DsnReport& r, uint64_t boundary_seed) {
 
   // The message itself, or its header.
   out.append("--" + boundary + "\r\n");
-  if (r.mail.ret == DsnRet::hdrs || all_success) {
+  if (r.mail.ret == DsnRet::hdrs || all_success || delay) {
     field(out, "Content-Description", "Undelivered Message Headers");
     field(out, "Content-Type", "text/rfc822-headers");
     out.append("\r\n");

@@ -250,21 +250,19 @@ def bench_cmd(a, srv, load):
 
 
 def maildir_count(dc, clear=False):
+    """Messages in the bench user's maildir. clear: then removes the whole maildir (Dovecot
+    makes it again at the next delivery): every run starts from an empty one. Deleting only
+    the files leaves Dovecot a uidlist and index to resync and a directory that never
+    shrinks: each run was slower than the one before."""
+    box = os.path.join(dc.home, RCPT_LOCAL, "Maildir")
     n = 0
-    for sub in ("new", "cur", "tmp"):
-        d = os.path.join(dc.home, RCPT_LOCAL, "Maildir", sub)
+    for sub in ("new", "cur"):
         try:
-            names = os.listdir(d)
+            n += len(os.listdir(os.path.join(box, sub)))
         except OSError:
-            continue
-        if sub != "tmp":
-            n += len(names)
-        if clear and sub != "tmp":
-            for name in names:
-                try:
-                    os.unlink(os.path.join(d, name))
-                except OSError:
-                    pass
+            pass
+    if clear:
+        shutil.rmtree(box, ignore_errors=True)
     return n
 
 
@@ -331,7 +329,7 @@ def run_one(a, srv, load, tag, sink, dc):
         # ringmx's own process_cpu_seconds_total: finer than /proc's 10 ms ticks (cross-check)
         r["cpu_us_metric"] = (srv.counters()["cpu"] - c0["cpu"]) * 1e6 / ok
     if srv.name == "ringmx-lmtp":
-        maildir_count(dc, clear=True)       # keep the maildir small between runs
+        maildir_count(dc, clear=True)       # a fresh maildir for every run
     log("  %-13s %-7s %6d/%-6d ok  accept %7.0f msg/s  e2e %s msg/s  cpu %s us/msg%s%s%s" % (
         srv.name, tag.split(".")[1], ok, sent, r["accept_rate"],
         "%7.0f" % r["e2e_rate"] if r["e2e_rate"] else "      -",
@@ -474,6 +472,7 @@ def main():
         if not os.access(p, os.X_OK):
             sys.exit("delivery_compare.py: no %s; ninja -C build/release first" % p)
     started = time.time()
+    load_before = os.getloadavg()
     compare.raise_nofile()
     notes = []
     if not all(os.access(p, os.X_OK) for p in (SMTP_SINK, private_postfix.POSTFIX,
@@ -598,6 +597,10 @@ def main():
              "concurrency defaults (20 per destination). Dovecot LMTP: test_bench_lmtp.py's "
              "config (maildir, mail_fsync = never)." % (
                  os.cpu_count(), ", ".join(postfix_settings)),
+             "Load average (1, 5, 15 min) at the start %s, at the end %s: the machine is shared "
+             "(2 CPUs), other work running at the same time shows here." % (
+                 "/".join("%.1f" % x for x in load_before),
+                 "/".join("%.1f" % x for x in os.getloadavg())),
              "Queue polls: every %.0f ms once ringmx-bench has exited (ringmx: GET /metrics, "
              "~0.1 ms of ringmx CPU each)." % (POLL * 1e3)]
     text = report(a, rows, loads, names, summary, notes, started, setup)

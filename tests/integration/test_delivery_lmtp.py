@@ -196,6 +196,42 @@ class DeliveryToDovecot(unittest.TestCase):
             # Every message done: nothing left queued.
             wait_for(lambda: metric(metrics(srv), "ringmx_queue_depth") == 0, what="empty")
 
+    def test_notify_delay_sends_one_delay_report(self):
+        import email
+        import email.policy
+        from harness import free_port
+        dead = free_port()  # nobody listens: the recipient's route is down
+        toml = ('\n[delivery]\nretry_min_ms = 300\nretry_max_ms = 600\ndelay_notice_s = 1\n'
+                '[[route]]\nname = "store"\ndomains = ["%s"]\ndestination = "lmtp://127.0.0.1:%d"\n'
+                '[[route]]\nname = "down"\ndomains = ["down.example"]\n'
+                'destination = "smtp://127.0.0.1:%d"\n' % (DOMAIN, self.dovecot.port, dead))
+        with running(toml) as srv:
+            sender = "lock3@%s" % DOMAIN
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            self.assertEqual(c.cmd("MAIL FROM:<%s>" % sender)[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<late@down.example> NOTIFY=DELAY,FAILURE")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<quiet@down.example>")[0], 250)  # no DELAY asked
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(dot_stuff(message("delay")) + b".\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            c.cmd("QUIT")
+            dsn = wait_for(lambda: [v for v in self.mailbox("lock3").values()
+                                    if b"multipart/report" in v], what="the delay report")
+            time.sleep(1.5)  # more attempts, no second report
+            self.assertEqual(len([v for v in self.mailbox("lock3").values()
+                                  if b"multipart/report" in v]), 1)
+            msg = email.message_from_bytes(dsn[0], policy=email.policy.compat32)
+            self.assertEqual(msg["Subject"], "Delayed Mail (still being retried)")
+            blocks = msg.get_payload()[1].get_payload()
+            self.assertEqual(len(blocks), 2)  # only the recipient that asked
+            self.assertEqual(blocks[1]["Final-Recipient"], "rfc822; late@down.example")
+            self.assertEqual(blocks[1]["Action"], "delayed")
+            self.assertTrue(blocks[1]["Status"].startswith("4."))
+            self.assertEqual(msg.get_payload()[2].get_content_type(), "text/rfc822-headers")
+            self.assertEqual(metric(metrics(srv), "ringmx_queue_depth"), 1)  # still trying
+
     def test_foreign_domain_refused_at_rcpt(self):
         with running(route_toml(self.dovecot.port)) as srv:
             c = Client(srv.port)

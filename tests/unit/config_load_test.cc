@@ -89,7 +89,8 @@ std::string dump(const ServerConfig& c) {
   o << "delivery=" << d.connect_timeout_ms << " " << d.command_timeout_ms << " "
     << d.data_timeout_ms << " " << d.idle_timeout_ms << " " << d.max_connections_per_destination
     << " " << d.max_messages_per_connection << " " << d.retry_min_ms << " " << d.retry_max_ms << " "
-    << d.max_age_s << " " << d.max_queue_messages << " " << d.memory_per_shard << "\n";
+    << d.max_age_s << " " << d.delay_notice_s << " " << d.max_queue_messages << " "
+    << d.memory_per_shard << "\n";
   return o.str();
 }
 
@@ -136,7 +137,7 @@ ServerConfig everything_changed() {
   c.routes = {
       {"base", {"base.example"}, "smtp://base.example", RouteTls::required, "/base/ca.pem"}};
   c.admin_request_timeout_ms = 777;
-  c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
+  c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
@@ -273,9 +274,9 @@ const SetCase kSetCases[] = {
      "[delivery]\nconnect_timeout_ms = 100\ncommand_timeout_ms = 200\ndata_timeout_ms = 300\n"
      "idle_timeout_ms = 0\nmax_connections_per_destination = 2\n"
      "max_messages_per_connection = 3\nretry_min_ms = 1000\nretry_max_ms = 2000\n"
-     "max_age_s = 60\nmax_queue_messages = 5\nmemory_per_shard = 0",
+     "max_age_s = 60\ndelay_notice_s = 30\nmax_queue_messages = 5\nmemory_per_shard = 0",
      [](ServerConfig& c) {
-       c.delivery = DeliveryConfig{100, 200, 300, 0, 2, 3, 1000, 2000, 60, 5, 0};
+       c.delivery = DeliveryConfig{100, 200, 300, 0, 2, 3, 1000, 2000, 60, 30, 5, 0};
      }},
     {"admin_limits", "[admin]\nmax_connections = 1\nrequest_timeout_ms = 60000",
      [](ServerConfig& c) {

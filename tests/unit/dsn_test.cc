@@ -126,3 +126,19 @@ TEST(Dsn, NoLineEndsInsideFields) {
 
 }  // namespace
 }  // namespace ringmx
+
+namespace ringmx {
+namespace {
+
+TEST(Dsn, DelayReport) {
+  DsnReport r = report();
+  r.rcpts = {{"u@example.org", {notify_delay, "", ""}, "delayed", {0, "4.4.1 connection refused"}}};
+  const std::string d = make_dsn(r, 1);
+  EXPECT_NE(d.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos);
+  EXPECT_NE(d.find("Action: delayed\r\nStatus: 4.4.1\r\n"), std::string::npos);
+  EXPECT_NE(d.find("Content-Type: text/rfc822-headers"), std::string::npos);
+  EXPECT_EQ(d.find("body line"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ringmx
