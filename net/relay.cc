@@ -371,8 +371,16 @@ void RelayConn::close() {
     r.error = ErrorKind::closed;
     relays.task_finished(*t, r);
   }
+  if (stage == Stage::connecting && ops > 0) {
+    // A connect in flight would wait out the kernel's SYN retries (minutes):
+    // cancel it (the cancel's own completion is ignored).
+    shard().ring().prep(1, [this](io_uring_sqe** s) {
+      io_uring_prep_cancel64(s[0], completion_tag(&connect_op), 0);
+      io_uring_sqe_set_data64(s[0], 0);
+    });
+  }
   if (fd >= 0) {
-    ::shutdown(fd, SHUT_RDWR);  // ends a recv or connect in flight
+    ::shutdown(fd, SHUT_RDWR);  // ends a recv in flight
     ::close(fd);
     fd = -1;
   }
