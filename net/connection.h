@@ -328,6 +328,7 @@ struct SegmentJournal final : Completion {
   unsigned pending = 0;  // completions still due
   bool failed = false;   // a write or sync failed: later lines are still tried
   bool reclaiming = false;
+  bool due = false;  // its lines wait for the next journal flush (Shard::flush_journals)
   StepOp ops[6];
 };
 

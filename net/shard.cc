@@ -262,6 +262,8 @@ void Shard::run() {
   session_seq_ = seed;
   for (auto& l : listeners_) arm_accept(l);
   arm_control();
+  journal_timer_.shard = this;
+  journal_timer_.fire = [](TimerNode& n) { static_cast<JournalTimer&>(n).shard->flush_journals(); };
   relays_ = std::make_unique<Relays>(*this);
   relays_->configure(*cfg_);
   if (!preload_.pending.empty()) {
@@ -339,6 +341,7 @@ void Shard::run() {
   }
   ring_.run_deferred();
   ring_.submit();
+  flush_journals_at_exit();
   LogLine l(LogLevel::info, "shard_stopped", unix_ms_);
   l.kv("shard", id_)
       .kv("ring_queue_full", ring_.full_submits())

@@ -141,6 +141,9 @@ class Shard {
   void journal_hold(const QueuedMessage& m, bool held);
   // A journal's ring operation completed (SegmentJournal::StepOp).
   void journal_done(SegmentJournal& j, unsigned step, int res);
+  // The journals whose lines have waited long enough: written and synced now.
+  void flush_journals();
+  void flush_journals_at_exit();
   // Start-up: what the spool directory still had to deliver (before start()).
   void preload(DeliveryScan scan) { preload_ = std::move(scan); }
   Ring& ring() { return ring_; }
@@ -199,7 +202,9 @@ class Shard {
   void hand_off(Connection& c, const Message& msg, std::string segment, uint64_t offset,
                 uint64_t size, bool held, uint64_t record_bytes);
   void segment_closed(const std::string& segment);
-  void kick_journal(SegmentJournal& j);
+  // Writes what waits (now: at once, else after kJournalDelayMs), or
+  // removes the segment and its journal once every message in it is done.
+  void kick_journal(SegmentJournal& j, bool now = false);
   void on_spill_cqe(Connection& c, unsigned op, int res);
   void spill_write(Connection& c);
   void spill_seal(Connection& c);
@@ -260,6 +265,10 @@ class Shard {
   // ring: no operation can complete into it any more.
   std::unique_ptr<Relays> relays_;
   std::unordered_map<std::string, std::unique_ptr<SegmentJournal>> journals_;  // by segment
+  std::vector<std::string> journal_due_;  // segments whose journal lines wait for the flush
+  struct JournalTimer : TimerNode {
+    Shard* shard = nullptr;
+  } journal_timer_;
   DeliveryScan preload_;
 
   std::thread thread_;

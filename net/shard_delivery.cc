@@ -23,6 +23,15 @@
 #include "net/shard.h"
 
 namespace ringmx {
+namespace {
+
+// How long journal lines wait for others before they are written and synced.
+constexpr int64_t kJournalDelayMs = 10;
+
+}  // namespace
+}  // namespace ringmx
+
+namespace ringmx {
 
 void Shard::hand_off(Connection& /*c*/, const Message& msg, std::string segment, uint64_t offset,
                      uint64_t size, bool held, uint64_t record_bytes) {
@@ -99,7 +108,7 @@ void Shard::journal_message_done(const QueuedMessage& m) {
   kick_journal(j);
 }
 
-void Shard::kick_journal(SegmentJournal& j) {
+void Shard::kick_journal(SegmentJournal& j, bool now) {
   if (j.pending > 0 || j.reclaiming) return;
   if (j.closed && j.live == 0) {
     // Every message done: the segment goes, then its journal (linked: never
@@ -117,6 +126,17 @@ void Shard::kick_journal(SegmentJournal& j) {
     return;
   }
   if (j.buf.empty()) return;
+  if (!now) {
+    // Lines wait a little for more (one write and sync per journal per
+    // kJournalDelayMs at most): a lost line costs a duplicate, never a loss,
+    // so its sync need not be immediate, and batching keeps it cheap.
+    if (!j.due) {
+      j.due = true;
+      journal_due_.push_back(j.segment);
+    }
+    if (!journal_timer_.linked()) wheel_.schedule(journal_timer_, now_.mono_ms + kJournalDelayMs);
+    return;
+  }
   if (j.fd < 0) {
     j.pending = 1;
     ring_.prep(1, [this, &j](io_uring_sqe** s) {
@@ -144,6 +164,34 @@ void Shard::kick_journal(SegmentJournal& j) {
       io_uring_sqe_set_data64(s[2], completion_tag(&j.ops[SegmentJournal::kDirSync]));
     }
   });
+}
+
+void Shard::flush_journals() {
+  std::vector<std::string> due;
+  due.swap(journal_due_);
+  for (const std::string& segment : due) {
+    const auto it = journals_.find(segment);
+    if (it == journals_.end() || !it->second->due) continue;
+    it->second->due = false;  // a write in flight: its completion queues the rest again
+    kick_journal(*it->second, true);
+  }
+}
+
+void Shard::flush_journals_at_exit() {
+  // The loop is over: blocking calls are fine. Lines not yet written would
+  // only cost duplicates after the restart; a clean stop writes them.
+  for (auto& [segment, j] : journals_) {
+    if (j->buf.empty() || j->reclaiming) continue;
+    const int fd =
+        ::openat(spool_dir_fd_, j->name.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) continue;
+    if (::write(fd, j->buf.data(), j->buf.size()) == static_cast<ssize_t>(j->buf.size())) {
+      ::fdatasync(fd);
+    }
+    ::close(fd);
+    j->buf.clear();
+  }
+  if (spool_dir_fd_ >= 0) ::fsync(spool_dir_fd_);
 }
 
 void Shard::journal_done(SegmentJournal& j, unsigned step, int res) {
