@@ -66,15 +66,17 @@ struct alignas(16) RelayConn {
   } timer;
   uint32_t ops = 0;
   bool send_busy = false;
-  bool setting_up = true;  // counted in the pool's setting_up until ready or closed
-  bool gone = false;       // closed: waiting for its operations to end
-  std::string in;          // recv buffer
-  std::string out;         // a copy of what is being sent (when the view is not stable)
+  bool setting_up = true;     // counted in the pool's setting_up until ready or closed
+  bool grace_passed = false;  // setting up for longer than kSetupGraceMs
+  bool gone = false;          // closed: waiting for its operations to end
+  std::string in;             // recv buffer
+  std::string out;            // a copy of what is being sent (when the view is not stable)
   size_t out_len = 0;
   RelayTask* task = nullptr;
   ClientEnvelope env;
   uint32_t messages = 0;
   int64_t idle_since_ms = 0;
+  int64_t opened_ms = 0;
   int64_t waiting_since_ns = 0;  // a command (or the data) left: its reply is awaited from here
 
   static ClientSettings plain(ClientSettings s, bool plaintext) {
@@ -129,6 +131,9 @@ constexpr size_t kRecvBuffer = size_t{16} * 1024;
 // Opportunistic TLS that failed its handshake: plaintext to that destination
 // for this long (then TLS is tried again).
 constexpr int64_t kPlaintextAfterTlsFailureMs = int64_t{10} * 60 * 1000;
+// A connection still setting up after this long is not counted on to take
+// the tasks that wait (dispatch opens others beside it).
+constexpr int64_t kSetupGraceMs = 2000;
 
 int64_t now_ns() {
   timespec ts{};
@@ -214,6 +219,7 @@ void RelayConn::open() {
     return;
   }
   in.resize(kRecvBuffer);
+  opened_ms = shard().now().mono_ms;
   ++ops;
   shard().ring().prep(1, [this](io_uring_sqe** s) {
     io_uring_prep_connect(s[0], fd, reinterpret_cast<const sockaddr*>(&pool.dest.addr),
@@ -318,21 +324,34 @@ void RelayConn::pump() {
 void RelayConn::rearm_timer() {
   if (gone) return;
   const DeliveryConfig& d = shard().cfg().server.delivery;
-  const int64_t now = shard().now().mono_ms;
   int64_t deadline = 0;
   switch (stage) {
-    case Stage::connecting: deadline = now + d.connect_timeout_ms; break;
+    case Stage::connecting: deadline = opened_ms + d.connect_timeout_ms; break;
     case Stage::ready: deadline = idle_since_ms + d.idle_timeout_ms; break;
     case Stage::setup:
     case Stage::busy:
     case Stage::closing: deadline = reply_deadline_ms(); break;
   }
-  if (stage == Stage::connecting && timer.linked()) return;  // set once, at open
+  // Still setting up at the grace mark: the pool looks again (Relays::dispatch).
+  if (setting_up && !grace_passed) deadline = std::min(deadline, opened_ms + kSetupGraceMs);
   shard().wheel().schedule(timer, deadline);
 }
 
 void RelayConn::on_timer() {
   if (gone) return;
+  const int64_t now = shard().now().mono_ms;
+  if (setting_up && !grace_passed && now >= opened_ms + kSetupGraceMs) {
+    grace_passed = true;
+    hold();
+    relays.dispatch(pool);  // tasks waiting on this one may take another connection
+    if (!gone) rearm_timer();
+    release();
+    return;
+  }
+  if (stage == Stage::connecting &&
+      now < opened_ms + shard().cfg().server.delivery.connect_timeout_ms) {
+    return rearm_timer();
+  }
   if (stage == Stage::ready) {
     // Idle long enough: say goodbye (the reply is awaited like any other).
     hold();
@@ -601,9 +620,19 @@ void Relays::dispatch(RelayPool& p) {
     if (p.waiting.empty()) return;
     if (c->stage == RelayConn::Stage::ready && !c->task) conn_ready(*c);
   }
-  // More connections while tasks wait and the limit allows (those setting up
-  // will take the first ones).
-  while (p.waiting.size() > p.setting_up && p.conns.size() < p.max_conns) open_conn(p);
+  // More connections while tasks wait and the limit allows. Those setting up
+  // will take the first ones — unless they have been at it for a while (a
+  // destination that accepted the connection but does not greet): then they
+  // are not counted on, and new ones are tried beside them.
+  const int64_t now = shard_.now().mono_ms;
+  size_t coming = 0;
+  for (const RelayConn* c : p.conns) {
+    if (c->setting_up && now - c->opened_ms < kSetupGraceMs) ++coming;
+  }
+  while (p.waiting.size() > coming && p.conns.size() < p.max_conns) {
+    open_conn(p);
+    ++coming;
+  }
 }
 
 void Relays::open_conn(RelayPool& p) {

@@ -101,6 +101,8 @@ class Relays {
   void conn_closed(RelayConn& c, bool set_up_failed, const ReplyText& why);
   void task_finished(RelayTask& t, const MessageResult& r);
   void retry_due(RelayTask& t);
+  // Starts waiting tasks on ready connections; opens more while allowed.
+  void dispatch(RelayPool& p);
   void loaded(SpoolLoad& l, bool ok, int err);
 
  private:
@@ -111,7 +113,6 @@ class Relays {
   void queue_tasks(std::vector<RelayTask*>& tasks);
   // Reads a message's bytes back from the spool, then queues `tasks`.
   void load(std::vector<RelayTask*> tasks);
-  void dispatch(RelayPool& p);
   void open_conn(RelayPool& p);
   void start_task(RelayConn& c, RelayTask& t);
   void record(RelayTask& t, size_t k, const ReplyText& reply, DeliveryResult result);

@@ -64,6 +64,9 @@ class FakeRelay:
             conn.sendall(b)
 
         try:
+            if bad == "silent_banner":  # connected, never greets
+                time.sleep(20)
+                return
             send(b"220 fake.test ESMTP\r\n")
             in_data = False
             body = []
@@ -193,6 +196,31 @@ class MisbehavingRelay(unittest.TestCase):
     def test_silence_after_the_final_dot(self):
         self.run_case("hang_after_dot", "timed out")
 
+
+    def test_a_destination_that_never_greets_does_not_hold_the_queue(self):
+        # The first connection is accepted but never greeted (a long command
+        # timeout, so only the set-up grace can help): the relay opens
+        # another one beside it after 2 s and delivers.
+        relay = FakeRelay("silent_banner")
+        toml = ('\n[delivery]\ncommand_timeout_ms = 60000\nretry_min_ms = 200\n'
+                'retry_max_ms = 300\n[[route]]\nname = "fake"\ndomains = ["example.org"]\n'
+                'destination = "smtp://127.0.0.1:%d"\n' % relay.port)
+        srv = Server(extra_toml=toml, shards=1).start()
+        try:
+            c = Client(srv.port)
+            c.reply()
+            c.cmd("EHLO client.test")
+            t0 = time.monotonic()
+            code, _ = transaction(c, "a@example.net", ["u@example.org"], b"Subject: s\r\n\r\nx\r\n")
+            self.assertEqual(code, 250)
+            c.cmd("QUIT")
+            wait_for(lambda: relay.messages, timeout=15, what="delivery beside the silent one")
+            self.assertLess(time.monotonic() - t0, 10)
+            self.assertGreaterEqual(relay.connections, 2)
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            srv.__exit__()
+            relay.close()
 
     # TLS failure after STARTTLS (220, then no TLS record).
     def test_opportunistic_goes_on_in_plaintext(self):
