@@ -527,6 +527,10 @@ void Relays::enqueue(const std::shared_ptr<QueuedMessage>& m, const std::vector<
   }
   if (tasks.empty()) return;
   if (m->data.empty() && m->size > 0) return load(std::move(tasks));
+  // (A read in flight for another task of m is filling m->data: wait for it.)
+  for (SpoolLoad* l : loading_) {
+    if (l->tasks.front()->msg == m) return load(std::move(tasks));
+  }
   queue_tasks(tasks);
 }
 
@@ -543,6 +547,13 @@ void Relays::queue_tasks(std::vector<RelayTask*>& tasks) {
 }
 
 void Relays::load(std::vector<RelayTask*> tasks) {
+  // One read per message: tasks of a message already being read wait for it.
+  for (SpoolLoad* l : loading_) {
+    if (l->tasks.front()->msg == tasks.front()->msg) {
+      l->tasks.insert(l->tasks.end(), tasks.begin(), tasks.end());
+      return;
+    }
+  }
   auto* l = new SpoolLoad;
   l->relays = this;
   l->tasks = std::move(tasks);
@@ -680,6 +691,12 @@ void Relays::start_task(RelayConn& c, RelayTask& t) {
   std::erase_if(t.rcpts, [&t](uint32_t i) { return t.msg->rcpts[i].state != RcptState::pending; });
   if (t.rcpts.empty()) {
     after_attempt(t);
+    return conn_ready(c);
+  }
+  if (t.msg->data.empty() && t.msg->size > 0) {
+    // Its bytes were let go while it waited (read back for an attempt on
+    // another route that has ended): read them again first.
+    load({&t});
     return conn_ready(c);
   }
   SmtpClient& smtp = c.link.smtp();

@@ -232,6 +232,32 @@ class DeliveryToDovecot(unittest.TestCase):
             self.assertEqual(msg.get_payload()[2].get_content_type(), "text/rfc822-headers")
             self.assertEqual(metric(metrics(srv), "ringmx_queue_depth"), 1)  # still trying
 
+    def test_two_routes_read_back_once_each_whole(self):
+        # No memory for bodies: a message for two routes is read back from
+        # the spool, and both destinations get all of it, whichever finishes
+        # first (a route that ends its attempt lets the bytes go; the other
+        # reads them again).
+        import os as _os
+        from test_delivery_recovery import Sink
+        sink = Sink().start()
+        try:
+            toml = route_toml(self.dovecot.port, "memory_per_shard = 0") + (
+                '[[route]]\nname = "sink"\ndomains = ["example.org"]\n'
+                'destination = "smtp://127.0.0.1:%d"\n' % sink.port)
+            with running(toml, shards=1) as srv:
+                data = message("tworoutes", 400)
+                send(srv.port, ["part3@%s" % DOMAIN, "x@example.org"], data)
+                got = wait_for(lambda: self.arrived("part3", "tworoutes"), what="Dovecot's copy")
+                self.assertTrue(crlf(got).endswith(data))
+                wait_for(lambda: sink.message_ids()["tworoutes@delivery.test"], what="the sink's")
+                dumped = b""
+                for name in _os.listdir(sink.dir):
+                    with open(_os.path.join(sink.dir, name), "rb") as f:
+                        dumped += f.read()
+                self.assertIn(b"line 399\r\n", crlf(dumped))
+        finally:
+            sink.cleanup()
+
     def test_foreign_domain_refused_at_rcpt(self):
         with running(route_toml(self.dovecot.port)) as srv:
             c = Client(srv.port)
