@@ -26,6 +26,7 @@ struct RelayTask {
   int route = -1;
   std::vector<uint32_t> rcpts;  // indices into msg->rcpts, all pending
   std::string stuffed;          // the DATA form, made when a destination lacks CHUNKING
+  ClientEnvelope env;           // as this attempt's destination gets it
   int64_t started_ns = 0;
   bool dsn_passed_on = false;  // this attempt's destination took NOTIFY itself (SMTP with DSN)
   std::vector<uint32_t> success_dsn;  // delivered in this attempt, wanting a success DSN
@@ -72,8 +73,9 @@ struct alignas(16) RelayConn {
   std::string in;             // recv buffer
   std::string out;            // a copy of what is being sent (when the view is not stable)
   size_t out_len = 0;
-  RelayTask* task = nullptr;
-  ClientEnvelope env;
+  // The transactions on this connection, in order: the one whose replies
+  // are being read, and (PIPELINING) one more sent right behind its data.
+  std::deque<RelayTask*> tasks;
   uint32_t messages = 0;
   int64_t idle_since_ms = 0;
   int64_t opened_ms = 0;
@@ -295,9 +297,10 @@ void RelayConn::on_send(int res, uint32_t /*flags*/) {
 void RelayConn::pump() {
   SmtpClient& smtp = link.smtp();
   while (auto r = smtp.take_result()) {
-    RelayTask* t = task;
-    task = nullptr;
-    if (t) relays.task_finished(*t, *r);
+    if (tasks.empty()) continue;
+    RelayTask* t = tasks.front();
+    tasks.pop_front();
+    relays.task_finished(*t, *r);
   }
   if (link.handshake_state() == ClientConnection::Handshake::failed || smtp.closed()) {
     const bool never_ready = !smtp.ready_seen();
@@ -311,10 +314,13 @@ void RelayConn::pump() {
     relays.conn_closed(*this, never_ready, why);
     return close();
   }
-  if (smtp.idle() && task == nullptr && (stage == Stage::setup || stage == Stage::busy)) {
+  if (smtp.idle() && tasks.empty() && (stage == Stage::setup || stage == Stage::busy)) {
     // Ready for the first time, or done with a message: the next one, if any.
     stage = Stage::ready;
     relays.conn_ready(*this);  // may start a task (and flush)
+    if (gone) return;
+  } else if (stage == Stage::busy && tasks.size() == 1) {
+    relays.queue_next(*this);  // one more behind the data in flight, if one waits
     if (gone) return;
   }
   flush();
@@ -383,9 +389,9 @@ void RelayConn::close() {
   if (gone) return;
   gone = true;
   shard().wheel().cancel(timer);
-  if (task) {  // no result came for it (cannot happen after connection_lost)
-    RelayTask* t = task;
-    task = nullptr;
+  while (!tasks.empty()) {  // no result came for them (cannot happen after connection_lost)
+    RelayTask* t = tasks.front();
+    tasks.pop_front();
     MessageResult r;
     r.error = ErrorKind::closed;
     relays.task_finished(*t, r);
@@ -423,7 +429,7 @@ Relays::~Relays() {
     for (auto& p : *list) {
       for (RelayConn* c : p->conns) {
         if (c->fd >= 0) ::close(c->fd);
-        delete c->task;
+        for (RelayTask* t : c->tasks) delete t;
         delete c;
       }
       for (RelayTask* t : p->waiting) delete t;
@@ -629,7 +635,11 @@ void Relays::dispatch(RelayPool& p) {
   if (stopping_) return;
   for (RelayConn* c : p.conns) {
     if (p.waiting.empty()) return;
-    if (c->stage == RelayConn::Stage::ready && !c->task) conn_ready(*c);
+    if (c->stage == RelayConn::Stage::ready && c->tasks.empty()) {
+      conn_ready(*c);
+    } else if (c->stage == RelayConn::Stage::busy && c->tasks.size() == 1) {
+      queue_next(*c);
+    }
   }
   // More connections while tasks wait and the limit allows. Those setting up
   // will take the first ones — unless they have been at it for a while (a
@@ -686,29 +696,56 @@ void Relays::conn_ready(RelayConn& c) {
   }
 }
 
+// PIPELINING: a connection whose transaction's data is on its way takes the
+// next waiting task right behind it (RFC 2920: one round trip per message).
+void Relays::queue_next(RelayConn& c) {
+  RelayPool& p = c.pool;
+  const DeliveryConfig& d = shard_.cfg().server.delivery;
+  if (stopping_ || c.tasks.size() != 1 || !c.link.smtp().can_queue_next() ||
+      c.messages >= d.max_messages_per_connection) {
+    return;
+  }
+  while (!p.waiting.empty()) {
+    RelayTask* t = p.waiting.front();
+    p.waiting.pop_front();
+    if (t->msg->held) {
+      parked_.push_back(t);
+      continue;
+    }
+    shard_.metrics().relay_connections_reused.inc();
+    return start_task(c, *t);
+  }
+}
+
+// After a task that did not start: the connection takes the next one.
+void Relays::next_for(RelayConn& c) {
+  if (c.tasks.empty()) return conn_ready(c);
+  queue_next(c);
+}
+
 void Relays::start_task(RelayConn& c, RelayTask& t) {
   // Recipients an operator removed while the task waited are not sent.
   std::erase_if(t.rcpts, [&t](uint32_t i) { return t.msg->rcpts[i].state != RcptState::pending; });
   if (t.rcpts.empty()) {
     after_attempt(t);
-    return conn_ready(c);
+    return next_for(c);
   }
   if (t.msg->data.empty() && t.msg->size > 0) {
     // Its bytes were let go while it waited (read back for an attempt on
     // another route that has ended): read them again first.
     load({&t});
-    return conn_ready(c);
+    return next_for(c);
   }
   SmtpClient& smtp = c.link.smtp();
-  std::string problem = render_envelope(*t.msg, t.rcpts, server_offer(smtp), c.env);
+  std::string problem = render_envelope(*t.msg, t.rcpts, server_offer(smtp), t.env);
   if (!problem.empty()) {
     task_failed_all(t, ReplyText{554, std::move(problem)}, true);
-    return conn_ready(c);  // the next one, if any
+    return next_for(c);  // the next one, if any
   }
   QueuedMessage& m = *t.msg;
   c.settings.bdat = smtp.server_chunking();
   MessageBody body;
-  body.envelope = &c.env;
+  body.envelope = &t.env;
   if (c.settings.bdat) {
     body.raw = m.data;
   } else {
@@ -716,12 +753,13 @@ void Relays::start_task(RelayConn& c, RelayTask& t) {
     body.stuffed = t.stuffed;
   }
   t.dsn_passed_on = !c.settings.lmtp && smtp.server_dsn();
-  c.task = &t;
+  const bool first = c.tasks.empty();
+  c.tasks.push_back(&t);
   c.stage = RelayConn::Stage::busy;
   ++m.in_flight;
   ++c.messages;
   t.started_ns = now_ns();
-  c.waiting_since_ns = t.started_ns;
+  if (first) c.waiting_since_ns = t.started_ns;
   smtp.start_message(c.messages, body, SmtpClient::kIntendedAtStart, t.started_ns);
   c.flush();
 }

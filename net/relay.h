@@ -103,12 +103,15 @@ class Relays {
   void retry_due(RelayTask& t);
   // Starts waiting tasks on ready connections; opens more while allowed.
   void dispatch(RelayPool& p);
+  // A busy connection may take one more task behind its data (PIPELINING).
+  void queue_next(RelayConn& c);
   void loaded(SpoolLoad& l, bool ok, int err);
 
  private:
   // Queues recipients `which` of `m` on their routes' pools, one task per route.
   void enqueue(const std::shared_ptr<QueuedMessage>& m, const std::vector<uint32_t>& which);
   void task_failed_all(RelayTask& t, const ReplyText& why, bool permanent);
+  void next_for(RelayConn& c);
   // Queues tasks on their pools (their message's bytes are at hand).
   void queue_tasks(std::vector<RelayTask*>& tasks);
   // Reads a message's bytes back from the spool, then queues `tasks`.
