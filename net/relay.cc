@@ -416,7 +416,17 @@ void RelayConn::maybe_free() {
   if (!gone || ops > 0) return;
   auto& conns = pool.conns;
   conns.erase(std::remove(conns.begin(), conns.end(), this), conns.end());
+  Relays& r = relays;
+  RelayPool& p = pool;
   delete this;
+  r.pool_emptied(p);
+}
+
+void Relays::pool_emptied(RelayPool& p) {
+  // A pool a reload replaced goes with its last connection (not while
+  // stop() walks the pools: the destructor frees them then).
+  if (!p.conns.empty() || stopping_) return;
+  std::erase_if(retired_, [&p](const std::unique_ptr<RelayPool>& q) { return q.get() == &p; });
 }
 
 // ---- the relays -----------------------------------------------------------------

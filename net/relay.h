@@ -106,6 +106,8 @@ class Relays {
   // A busy connection may take one more task behind its data (PIPELINING).
   void queue_next(RelayConn& c);
   void loaded(SpoolLoad& l, bool ok, int err);
+  // A connection of `p` is gone (a retired pool with none left is freed).
+  void pool_emptied(RelayPool& p);
 
  private:
   // Queues recipients `which` of `m` on their routes' pools, one task per route.

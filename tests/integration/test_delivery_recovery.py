@@ -241,6 +241,28 @@ class DeliveryRecovery(unittest.TestCase):
                     s.__exit__()
             sink.cleanup()
 
+    def test_reload_moves_a_route_to_a_new_destination(self):
+        first, second = Sink().start(), Sink().start()
+        srv = server(free_port(), first.port, shards=1).start()
+        try:
+            send_tagged(srv.port, ["before@reload.test"])
+            wait_for(lambda: first.message_ids()["before@reload.test"], what="the first sink")
+            with open(srv.config) as f:
+                text = f.read()
+            with open(srv.config, "w") as f:
+                f.write(text.replace("127.0.0.1:%d" % first.port, "127.0.0.1:%d" % second.port))
+            srv.send_signal(signal.SIGHUP)
+            wait_for(lambda: "config_reloaded" in srv.log(), what="the reload")
+            send_tagged(srv.port, ["after@reload.test"])
+            wait_for(lambda: second.message_ids()["after@reload.test"], what="the second sink")
+            self.assertEqual(first.message_ids()["after@reload.test"], 0)
+            time.sleep(1.5)  # the old pool's idle connection closes, and the pool with it
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            srv.__exit__()
+            first.cleanup()
+            second.cleanup()
+
     def test_kill9_under_load_loses_nothing(self):
         sink = Sink().start()
         port = free_port()
