@@ -394,6 +394,17 @@ class AckedLoad:
                     pass
 
 
+def wait_for(pred, timeout=20, what="condition", interval=0.05):
+    """pred()'s first true value, polled until `timeout` seconds; AssertionError after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
 def queue_id(reply_text):
     return reply_text.rsplit(" ", 1)[-1]
 

@@ -16,7 +16,7 @@ import sys
 import time
 import unittest
 
-from harness import Client, Server, dot_stuff, http_get, main, metric, queue_id, transaction
+from harness import wait_for as _wait_for, Client, Server, dot_stuff, http_get, main, metric, queue_id, transaction
 from test_bench_lmtp import DOMAIN, FULL, Dovecot, install_dovecot
 
 WAIT = 20  # seconds for a delivery to show up
@@ -42,15 +42,6 @@ def running(*args, **kwargs):
     code = srv.stop()
     assert code == 0, "ringmx exited %s\n%s" % (code, srv.log()[-4000:])
 
-
-def wait_for(pred, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def dot_stuff_message(data):
@@ -89,6 +80,10 @@ def route_toml(port, extra=""):
     return ('\n[delivery]\nretry_min_ms = 300\nretry_max_ms = 600\nidle_timeout_ms = 2000\n%s\n'
             '[[route]]\nname = "store"\ndomains = ["%s"]\ndestination = "lmtp://127.0.0.1:%d"\n'
             % (extra, DOMAIN, port))
+
+
+def wait_for(pred, timeout=WAIT, what="condition"):
+    return _wait_for(pred, timeout, what)
 
 
 class DeliveryToDovecot(unittest.TestCase):

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import Client, Server, free_port, main, transaction
+from harness import wait_for, Client, Server, free_port, main, transaction
 
 RELAY_TIMEOUTS = ("command_timeout_ms = 700\ndata_timeout_ms = 700\nconnect_timeout_ms = 700\n"
                   "retry_min_ms = 200\nretry_max_ms = 300\nidle_timeout_ms = 300\n")
@@ -135,15 +135,6 @@ class FakeRelay:
             except OSError:
                 pass
 
-
-def wait_for(pred, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class MisbehavingRelay(unittest.TestCase):

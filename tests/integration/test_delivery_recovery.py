@@ -20,7 +20,7 @@ import threading
 import time
 import unittest
 
-from harness import AckedLoad, Client, Server, free_port, http_get, main, metric, transaction
+from harness import wait_for as _wait_for, AckedLoad, Client, Server, free_port, http_get, main, metric, transaction
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 WAIT = 60  # seconds for a backlog to drain
@@ -36,6 +36,10 @@ def toml(port, segment_bytes=8192, delivery=""):
 def server(port, sink_port, spool=None, shards=2, segment_bytes=8192, delivery=""):
     extra, spool_toml = toml(sink_port, segment_bytes, delivery)
     return Server(extra_toml=extra, spool_toml=spool_toml, shards=shards, spool=spool, port=port)
+
+
+def wait_for(pred, timeout=WAIT, what="condition"):
+    return _wait_for(pred, timeout, what)
 
 
 class Sink:
@@ -94,15 +98,6 @@ def queue_depth(srv):
     status, body = http_get(srv.admin_port, "/metrics")
     return metric(body.decode(), "ringmx_queue_depth")
 
-
-def wait_for(pred, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def spool_files(spool, suffix):

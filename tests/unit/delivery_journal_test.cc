@@ -15,6 +15,7 @@
 #include "pipeline/crc32c.h"
 #include "pipeline/spool_format.h"
 #include "scratch_dir.h"
+#include "spool_records.h"
 
 namespace ringmx {
 namespace {
@@ -32,21 +33,8 @@ std::string record(std::string_view queue_id, size_t rcpts, std::string_view bod
     msg.envelope.recipients.push_back(
         Recipient{"r" + std::to_string(i) + "@example.org", {notify_failure, "", ""}});
   }
-  msg.received = "Received: from c.example by mx.example; Sat, 14 Nov 2026 10:19:57 +0000\r\n";
   msg.body.append(body.data(), body.size());
-  msg.received_at_unix = 1795241997;
-  SpoolClient client;
-  client.ip = "192.0.2.1";
-  client.port = 40000;
-  client.helo = "c.example";
-  client.protocol = "ESMTP";
-  std::string out;
-  append_spool_envelope(out, msg, client, msg.received.size() + msg.body.size());
-  out += msg.received;
-  out.append(msg.body.view());
-  const SpoolTrailer t = spool_trailer(crc32c(out));
-  out.append(t.data(), t.size());
-  return out;
+  return test_support::spool_record(msg);
 }
 
 TEST(DeliveryJournal, LinesParseBack) {

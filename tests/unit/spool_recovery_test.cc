@@ -18,6 +18,7 @@
 #include "pipeline/spool_format.h"
 
 #include "tests/unit/scratch_dir.h"
+#include "tests/unit/spool_records.h"
 
 namespace ringmx {
 namespace {
@@ -33,21 +34,8 @@ std::string record(std::string_view queue_id, std::string_view body) {
   msg.envelope.queue_id = std::string(queue_id);
   msg.envelope.sender = "s@example.net";
   msg.envelope.recipients.push_back(Recipient{"r@example.org", {}});
-  msg.received = "Received: from c.example by mx.example; Sat, 14 Nov 2026 10:19:57 +0000\r\n";
   msg.body.append(body);
-  msg.received_at_unix = 1795241997;
-  SpoolClient client;
-  client.ip = "192.0.2.1";
-  client.port = 40000;
-  client.helo = "c.example";
-  client.protocol = "ESMTP";
-  std::string out;
-  append_spool_envelope(out, msg, client, msg.received.size() + msg.body.size());
-  out += msg.received;
-  out.append(msg.body.view());
-  const SpoolTrailer t = spool_trailer(crc32c(out));
-  out.append(t.data(), t.size());
-  return out;
+  return test_support::spool_record(msg);
 }
 
 // The same record after a power cut that kept its length and lost its data:
