@@ -1,7 +1,8 @@
-// Contract: see load_runner.h. One Worker per thread; user_data = Conn pointer
-// | op (Conn is 16-aligned), as in net/shard.cc. A Conn is freed once it is
-// shut and no operation points at it (ops == 0). Every message leaves the
-// worker through finish_message() exactly once.
+// Contract: see load_runner.h. One Worker per thread, each with its own ring;
+// a connection's socket and ring operations are a ClientStream (net/
+// client_stream.h, the same layer the daemon's relays use), and a Conn is
+// freed when its stream is released. Every message leaves the worker
+// through finish_message() exactly once.
 #include "bench/load_runner.h"
 
 #include <arpa/inet.h>
@@ -23,15 +24,17 @@
 
 #include "bench/message_gen.h"
 #include "net/buffer_ring.h"
+#include "net/client_stream.h"
+#include "net/ring.h"
 #include "tls/tls_context.h"
 
 namespace ringmx::bench {
 
 namespace {
 
-enum Op : uint64_t { kOpIgnore = 0, kOpConnect = 1, kOpRecv = 2, kOpSend = 3 };
 constexpr uint64_t kOpMask = 15;
-constexpr uint32_t kBufCount = 2048;  // power of two
+constexpr uint64_t kOpCompletion = 15;  // net/ring.h completion_tag(); 0 is ignored
+constexpr uint32_t kBufCount = 2048;    // power of two
 constexpr uint32_t kBufSize = 4096;
 constexpr uint16_t kBufGroup = 0;
 constexpr int64_t kScanEveryNs = 20'000'000;  // timeout scan
@@ -46,55 +49,43 @@ constexpr size_t kMaxBacklog = size_t{1} << 20;  // messages waiting for a conne
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-ErrorKind kind_of(int res, bool connecting) {
-  switch (-res) {
-    case ECONNREFUSED: return ErrorKind::refused;
-    case ETIMEDOUT:
-    case ECANCELED: return ErrorKind::timeout;
-    case ECONNRESET:
-    case EPIPE:
-    case ECONNABORTED: return ErrorKind::reset;
-    default: return connecting ? ErrorKind::connect : ErrorKind::reset;
-  }
-}
-
 struct Pending {
   uint64_t id;
   int64_t intended_ns;
 };
 
-struct alignas(16) Conn {
-  Conn(const LoadConfig& cfg, int64_t now, std::shared_ptr<const TlsSavedSession> resume)
-      : link(cfg.client, cfg.tls, now, std::move(resume)), client(link.smtp()) {}
+class Worker;
+
+struct Conn final : ClientStream::Owner {
+  Conn(Worker& w, Ring& ring, ProvidedBufferRing& bufs, const LoadConfig& cfg, int64_t now,
+       std::shared_ptr<const TlsSavedSession> resume)
+      : worker(w),
+        link(cfg.client, cfg.tls, now, std::move(resume)),
+        client(link.smtp()),
+        stream(ring, bufs, link, *this) {}
+  void stream_connected() override;
+  void stream_event() override;
+  void stream_released() override;
+  void stream_sent() override {}  // nothing follows a send but the next one
+  int64_t stream_now() override;
+
+  Worker& worker;
   ClientConnection link;  // the SMTP client with PROXY and TLS around it
   SmtpClient& client;
-  int fd = -1;
-  bool connecting = false;
-  bool recv_armed = false;
-  bool send_busy = false;
-  bool direct = false;  // the send in flight points into the client's output (a big body)
-  bool shut = false;
+  ClientStream stream;
   bool in_idle = false;
   uint32_t carrying = 0;  // messages in progress (2 when one is queued behind another)
   bool opening = true;    // not ready yet
   bool banner_seen = false;
   bool retired = false;  // no longer counts against the connection cap
-  bool eof = false;      // the server's FIN arrived
   bool handshake_counted = false;
   bool session_taken = false;
   int64_t linger_until = 0;
-  uint32_t ops = 0;
   uint64_t messages = 0;
   uint64_t quota = 0;  // closed loop: messages reserved for this connection, not issued yet
-  std::string inflight;
-  size_t inflight_off = 0;
   Conn* prev = nullptr;
   Conn* next = nullptr;
 };
-
-uint64_t tag(const void* p, Op op) {
-  return reinterpret_cast<uint64_t>(p) | op;
-}
 
 class Worker {
  public:
@@ -123,8 +114,8 @@ class Worker {
   void run(LoadResult& out);
 
  private:
+  friend struct Conn;
   void setup();
-  io_uring_sqe* sqe();
   void handle(io_uring_cqe* cqe);
   void issue();
   bool claim(Conn& c);
@@ -138,12 +129,8 @@ class Worker {
   void count_tls(Conn& c);
   void setup_failed(Conn& c);
   void begin_close(Conn& c);
-  void maybe_free(Conn& c);
-  void arm_recv(Conn& c);
-  void start_send(Conn& c);
-  void on_connect(Conn& c, int res);
-  void on_recv(Conn& c, int res, uint32_t flags);
-  void on_send(Conn& c, int res);
+  void set_proxy_header(Conn& c);
+  void conn_released(Conn& c);
   void scan_timeouts();
   void abort_all();
   void fail_backlog_front(uint16_t code, ErrorKind kind);
@@ -157,8 +144,7 @@ class Worker {
   Progress& progress_;
   const LoadControl& control_;
 
-  io_uring ring_{};
-  bool ring_ready_ = false;
+  Ring ring_;
   ProvidedBufferRing bufs_;
 
   RunStats stats_;
@@ -185,33 +171,31 @@ class Worker {
   int64_t next_scan_ = 0;
 };
 
+void Conn::stream_connected() {
+  worker.set_proxy_header(*this);
+}
+void Conn::stream_event() {
+  worker.after_client(*this);
+}
+void Conn::stream_released() {
+  worker.conn_released(*this);
+}
+int64_t Conn::stream_now() {
+  return worker.now_;  // read once per completion
+}
+
 Worker::~Worker() {
-  if (ring_ready_) io_uring_queue_exit(&ring_);
+  ring_.exit();  // no completion arrives after this: the connections can go (closing their sockets)
   while (conns_) {
     Conn* c = conns_;
     conns_ = c->next;
-    if (c->fd >= 0) ::close(c->fd);
     delete c;
   }
 }
 
 void Worker::setup() {
-  io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
-  p.cq_entries = 65536;
-  int r = io_uring_queue_init_params(4096, &ring_, &p);
-  if (r < 0) throw std::runtime_error(std::string("io_uring_queue_init: ") + std::strerror(-r));
-  ring_ready_ = true;
-  bufs_.setup(ring_, kBufCount, kBufSize, kBufGroup);
-}
-
-io_uring_sqe* Worker::sqe() {
-  io_uring_sqe* s = io_uring_get_sqe(&ring_);
-  while (!s) {
-    io_uring_submit(&ring_);
-    s = io_uring_get_sqe(&ring_);
-  }
-  return s;
+  ring_.init(4096, 65536, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+  bufs_.setup(ring_.raw(), kBufCount, kBufSize, kBufGroup);
 }
 
 // ---- the loop -------------------------------------------------------------------
@@ -245,15 +229,20 @@ void Worker::run(LoadResult& out) {
     const int64_t wait = std::max<int64_t>(next_wake() - now_, 1000);
     __kernel_timespec ts{wait / 1'000'000'000, wait % 1'000'000'000};
     io_uring_cqe* cqe = nullptr;
-    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    ring_.run_deferred();
+    io_uring_submit_and_wait_timeout(&ring_.raw(), &cqe, 1, &ts, nullptr);
     unsigned head = 0;
     unsigned n = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
+    io_uring_for_each_cqe(&ring_.raw(), head, cqe) {
       now_ = mono_ns();
       handle(cqe);
       ++n;
     }
-    io_uring_cq_advance(&ring_, n);
+    io_uring_cq_advance(&ring_.raw(), n);
+  }
+  for (Conn* c = conns_; c; c = c->next) {  // still open after an abort: their bytes count too
+    stats_.bytes_in += c->stream.bytes_in();
+    stats_.bytes_out += c->stream.bytes_out();
   }
   out.stats = stats_;
   out.issued = issued_;
@@ -268,16 +257,9 @@ int64_t Worker::next_wake() const {
 
 void Worker::handle(io_uring_cqe* cqe) {
   const uint64_t data = io_uring_cqe_get_data64(cqe);
-  const auto op = static_cast<Op>(data & kOpMask);
-  if (op == kOpIgnore) return;
+  if ((data & kOpMask) != kOpCompletion) return;  // a cancel's own completion
   // NOLINTNEXTLINE(performance-no-int-to-ptr): user_data carries a tagged pointer.
-  Conn& c = *reinterpret_cast<Conn*>(data & ~kOpMask);
-  switch (op) {
-    case kOpConnect: return on_connect(c, cqe->res);
-    case kOpRecv: return on_recv(c, cqe->res, cqe->flags);
-    case kOpSend: return on_send(c, cqe->res);
-    case kOpIgnore: return;
-  }
+  reinterpret_cast<Completion*>(data & ~kOpMask)->complete(cqe->res, cqe->flags);
 }
 
 // ---- messages ---------------------------------------------------------------------
@@ -444,7 +426,7 @@ void Worker::after_client(Conn& c) {
       ++stats_.conn_ready;
       progress_.connections.fetch_add(1, std::memory_order_relaxed);
     }
-    if (c.shut || c.retired) break;
+    if (c.stream.closed() || c.retired) break;
     if (c.client.idle() && c.carrying == 0 && !c.in_idle && cfg_.per_connection == 0) {
       // Connection mode: set up is all this connection was for.
       if (schedule_ || claim(c)) finish_connection_unit();
@@ -484,7 +466,7 @@ void Worker::after_client(Conn& c) {
   if (c.client.closed()) {
     begin_close(c);
   } else {
-    start_send(c);
+    c.stream.flush();
   }
 }
 
@@ -533,8 +515,7 @@ bool Worker::open_conn() {
       return false;
     }
   }
-  auto* c = new Conn(cfg_, now_, cfg_.tls_resume ? resume_ : nullptr);
-  c->fd = fd;
+  auto* c = new Conn(*this, ring_, bufs_, cfg_, now_, cfg_.tls_resume ? resume_ : nullptr);
   if (!schedule_) {
     // Connection mode: the connection itself is the one unit it takes.
     const uint64_t unit = std::max<uint64_t>(cfg_.per_connection, 1);
@@ -548,128 +529,21 @@ bool Worker::open_conn() {
   ++active_;
   ++opening_;
   progress_.open.fetch_add(1, std::memory_order_relaxed);
-  io_uring_sqe* s = sqe();
-  io_uring_prep_connect(s, fd, reinterpret_cast<const sockaddr*>(&cfg_.target), cfg_.target_len);
-  io_uring_sqe_set_data64(s, tag(c, kOpConnect));
-  c->connecting = true;
-  ++c->ops;
+  c->stream.connect(fd, reinterpret_cast<const sockaddr*>(&cfg_.target), cfg_.target_len);
   return true;
 }
 
-void Worker::on_connect(Conn& c, int res) {
-  c.connecting = false;
-  --c.ops;
-  if (c.shut) return maybe_free(c);
-  if (res < 0) {
-    c.link.connection_lost(kind_of(res, true), now_);
-    return after_client(c);
+// Connected: the PROXY header (when asked for) goes out first.
+void Worker::set_proxy_header(Conn& c) {
+  if (cfg_.proxy == ProxyVersion::none) return;
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  ::getsockname(c.stream.fd(), reinterpret_cast<sockaddr*>(&local), &len);
+  if (!cfg_.proxy_sources.empty() && local.ss_family == AF_INET) {
+    auto& src = *reinterpret_cast<sockaddr_in*>(&local);
+    src.sin_addr = cfg_.proxy_sources[proxy_rr_++ % cfg_.proxy_sources.size()].sin_addr;
   }
-  if (cfg_.proxy != ProxyVersion::none) {
-    sockaddr_storage local{};
-    socklen_t len = sizeof local;
-    ::getsockname(c.fd, reinterpret_cast<sockaddr*>(&local), &len);
-    if (!cfg_.proxy_sources.empty() && local.ss_family == AF_INET) {
-      auto& src = *reinterpret_cast<sockaddr_in*>(&local);
-      src.sin_addr = cfg_.proxy_sources[proxy_rr_++ % cfg_.proxy_sources.size()].sin_addr;
-    }
-    c.link.set_preamble(proxy_header(cfg_.proxy, local, cfg_.target));
-  }
-  c.link.connected(now_);
-  arm_recv(c);
-  after_client(c);  // the PROXY header and the ClientHello leave now
-}
-
-void Worker::arm_recv(Conn& c) {
-  if (c.recv_armed || c.shut) return;
-  io_uring_sqe* s = sqe();
-  bufs_.prep_recv_multishot(s, c.fd);
-  io_uring_sqe_set_data64(s, tag(&c, kOpRecv));
-  c.recv_armed = true;
-  ++c.ops;
-}
-
-void Worker::on_recv(Conn& c, int res, uint32_t flags) {
-  const bool more = flags & IORING_CQE_F_MORE;
-  if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
-    const uint16_t bid = ProvidedBufferRing::buffer_id(flags);
-    stats_.bytes_in += static_cast<uint64_t>(res);
-    if (!c.shut) {
-      c.link.feed(bufs_.data(bid, static_cast<size_t>(res)), now_);
-    }
-    bufs_.recycle(bid);
-    if (!c.shut) after_client(c);  // cannot free c: this recv still counts in ops
-  }
-  if (more) return;
-  c.recv_armed = false;
-  --c.ops;
-  if (c.shut) return maybe_free(c);
-  if (res == 0) {
-    c.eof = true;
-    c.link.connection_lost(ErrorKind::closed, now_);  // nothing if it ended cleanly (221)
-    return after_client(c);
-  }
-  if (res < 0 && res != -ENOBUFS) {
-    c.link.connection_lost(kind_of(res, false), now_);
-    return after_client(c);
-  }
-  arm_recv(c);
-}
-
-void Worker::start_send(Conn& c) {
-  if (c.send_busy || c.shut) return;
-  const char* p = nullptr;
-  size_t n = 0;
-  if (c.inflight_off < c.inflight.size()) {
-    p = c.inflight.data() + c.inflight_off;
-    n = c.inflight.size() - c.inflight_off;
-  } else {
-    c.inflight.clear();
-    c.inflight_off = 0;
-    while (c.link.has_output()) {
-      const std::string_view v = c.link.output();
-      // A big body goes from where it lives; TLS records are copied (the
-      // session's buffer moves as it grows).
-      if (v.size() >= SmtpClient::kCopyBelow && c.link.output_stable()) {
-        if (c.inflight.empty()) {  // a big body: sent from where it lives
-          c.direct = true;
-          p = v.data();
-          n = v.size();
-        }
-        break;
-      }
-      c.inflight.append(v);
-      c.link.consume_output(v.size());
-    }
-    if (!c.direct) {
-      if (c.inflight.empty()) return;
-      p = c.inflight.data();
-      n = c.inflight.size();
-    }
-  }
-  io_uring_sqe* s = sqe();
-  io_uring_prep_send(s, c.fd, p, n, MSG_NOSIGNAL);
-  io_uring_sqe_set_data64(s, tag(&c, kOpSend));
-  c.send_busy = true;
-  ++c.ops;
-}
-
-void Worker::on_send(Conn& c, int res) {
-  c.send_busy = false;
-  --c.ops;
-  const bool direct = c.direct;
-  c.direct = false;
-  if (c.shut) return maybe_free(c);
-  if (res < 0) {
-    c.link.connection_lost(kind_of(res, false), now_);
-    return after_client(c);
-  }
-  stats_.bytes_out += static_cast<uint64_t>(res);
-  if (direct) {
-    c.link.consume_output(static_cast<size_t>(res));
-  } else {
-    c.inflight_off += static_cast<size_t>(res);
-  }
-  start_send(c);
+  c.link.set_preamble(proxy_header(cfg_.proxy, local, cfg_.target));
 }
 
 void Worker::begin_close(Conn& c) {
@@ -683,7 +557,7 @@ void Worker::begin_close(Conn& c) {
     if (c.opening) setup_failed(c);
     reserved_ -= c.quota;  // what it did not send goes to the next connection
     c.quota = 0;
-    if (c.client.server_closes() && !c.eof && c.recv_armed) {
+    if (c.client.server_closes() && !c.stream.eof() && c.stream.recv_armed()) {
       // After 221 (or 421) the server closes: its FIN comes with or right
       // after the reply. Waiting for it leaves the TIME_WAIT on its side
       // instead of using up this side's ephemeral ports.
@@ -691,23 +565,12 @@ void Worker::begin_close(Conn& c) {
       return;
     }
   }
-  if (!c.shut) {
-    c.shut = true;
-    if (c.connecting) {
-      io_uring_sqe* s = sqe();
-      io_uring_prep_cancel64(s, tag(&c, kOpConnect), 0);
-      io_uring_sqe_set_data64(s, tag(nullptr, kOpIgnore));
-    } else if (c.recv_armed || !c.eof) {
-      // Ends the armed multishot recv and sends the FIN (a close alone would not).
-      ::shutdown(c.fd, SHUT_RDWR);
-    }
-  }
-  maybe_free(c);
+  c.stream.close();  // may free c
 }
 
-void Worker::maybe_free(Conn& c) {
-  if (!c.shut || c.ops > 0) return;
-  ::close(c.fd);
+void Worker::conn_released(Conn& c) {
+  stats_.bytes_in += c.stream.bytes_in();
+  stats_.bytes_out += c.stream.bytes_out();
   if (c.prev) c.prev->next = c.next;
   if (c.next) c.next->prev = c.prev;
   if (conns_ == &c) conns_ = c.next;
@@ -720,12 +583,12 @@ void Worker::scan_timeouts() {
   Conn* next = nullptr;
   for (Conn* c = conns_; c; c = next) {
     next = c->next;
-    if (c->shut) continue;
+    if (c->stream.closed()) continue;
     if (c->retired) {  // waiting for the server's FIN
       if (now_ >= c->linger_until) begin_close(*c);
       continue;
     }
-    if (!(c->connecting || c->client.waiting())) continue;
+    if (!(c->stream.connecting() || c->client.waiting())) continue;
     if (now_ - c->client.last_progress_ns() < cfg_.timeout_ns) continue;
     c->link.connection_lost(ErrorKind::timeout, now_);
     after_client(*c);
@@ -740,7 +603,7 @@ void Worker::abort_all() {
   for (Conn* c = conns_; c; c = next) {
     next = c->next;
     c->in_idle = false;
-    if (c->shut) continue;
+    if (c->stream.closed()) continue;
     c->link.connection_lost(ErrorKind::timeout, now_);
     after_client(*c);
   }

@@ -35,22 +35,17 @@ struct RelayTask {
   } retry;
 };
 
-// An outbound connection. Every ring operation points at one of its
-// Completion members; it is deleted once none is in flight.
-struct alignas(16) RelayConn {
-  struct Op final : Completion {
-    RelayConn* c = nullptr;
-    void (RelayConn::*fn)(int, uint32_t) = nullptr;
-    void complete(int res, uint32_t flags) override { (c->*fn)(res, flags); }
-  };
+// An outbound connection: its socket and ring operations are a ClientStream
+// (net/client_stream.h); it is deleted when the stream is released.
+struct RelayConn final : ClientStream::Owner {
   enum class Stage : uint8_t { connecting, setup, ready, busy, closing };
 
   RelayConn(Relays& r, RelayPool& p, int64_t now_ns, bool plaintext)
-      : relays(r), pool(p), settings(plain(p.settings, plaintext)), link(settings, p.tls, now_ns) {
-    connect_op.c = recv_op.c = send_op.c = this;
-    connect_op.fn = &RelayConn::on_connect;
-    recv_op.fn = &RelayConn::on_recv;
-    send_op.fn = &RelayConn::on_send;
+      : relays(r),
+        pool(p),
+        settings(plain(p.settings, plaintext)),
+        link(settings, p.tls, now_ns),
+        stream(r.shard().ring(), r.shard().buffers(), link, *this) {
     timer.conn = this;
     timer.fire = [](TimerNode& n) { static_cast<Timer&>(n).conn->on_timer(); };
   }
@@ -59,20 +54,13 @@ struct alignas(16) RelayConn {
   RelayPool& pool;
   ClientSettings settings;  // this connection's copy (bdat follows what the server offers)
   ClientConnection link;
-  int fd = -1;
+  ClientStream stream;
   Stage stage = Stage::connecting;
-  Op connect_op, recv_op, send_op;
   struct Timer : TimerNode {
     RelayConn* conn = nullptr;
   } timer;
-  uint32_t ops = 0;
-  bool send_busy = false;
-  bool setting_up = true;     // counted in the pool's setting_up until ready or closed
+  bool setting_up = true;     // not ready yet (nor closed)
   bool grace_passed = false;  // setting up for longer than kSetupGraceMs
-  bool gone = false;          // closed: waiting for its operations to end
-  std::string in;             // recv buffer
-  std::string out;            // a copy of what is being sent (when the view is not stable)
-  size_t out_len = 0;
   // The transactions on this connection, in order: the one whose replies
   // are being read, and (PIPELINING) one more sent right behind its data.
   std::deque<RelayTask*> tasks;
@@ -86,14 +74,14 @@ struct alignas(16) RelayConn {
     return s;
   }
   Shard& shard() { return relays.shard(); }
+  bool gone() const { return stream.closed(); }
   void open();
-  void on_connect(int res, uint32_t flags);
-  void on_recv(int res, uint32_t flags);
-  void on_send(int res, uint32_t flags);
+  void stream_connected() override { stage = Stage::setup; }
+  void stream_event() override { pump(); }
+  void stream_released() override;
   void on_timer();
-  void arm_recv();
   void pump();
-  void flush();
+  void flush() { stream.flush(); }
   void rearm_timer();
   // When the reply awaited now is overdue: command_timeout_ms, or
   // data_timeout_ms once the end of the data is out, from the later of the
@@ -106,14 +94,6 @@ struct alignas(16) RelayConn {
   }
   void lost(ErrorKind kind);
   void close();
-  void maybe_free();
-  // Keeps the object alive through a call that may close it (a close frees
-  // it once no operation points at it): hold() first, release() last.
-  void hold() { ++ops; }
-  void release() {
-    --ops;
-    maybe_free();
-  }
 };
 
 // A message's bytes read back from the spool (open, read until done, close),
@@ -129,7 +109,6 @@ struct SpoolLoad final : Completion {
 
 namespace {
 
-constexpr size_t kRecvBuffer = size_t{16} * 1024;
 // Opportunistic TLS that failed its handshake: plaintext to that destination
 // for this long (then TLS is tried again).
 constexpr int64_t kPlaintextAfterTlsFailureMs = int64_t{10} * 60 * 1000;
@@ -214,83 +193,14 @@ std::vector<ResolvedDestination> resolve_destinations(const std::vector<RouteCon
 // ---- a connection ---------------------------------------------------------------
 
 void RelayConn::open() {
-  const int family = pool.dest.addr.ss_family;
-  fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(pool.dest.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  opened_ms = shard().now().mono_ms;
   if (fd < 0) {
     lost(ErrorKind::connect);
     return;
   }
-  in.resize(kRecvBuffer);
-  opened_ms = shard().now().mono_ms;
-  ++ops;
-  shard().ring().prep(1, [this](io_uring_sqe** s) {
-    io_uring_prep_connect(s[0], fd, reinterpret_cast<const sockaddr*>(&pool.dest.addr),
-                          pool.dest.addr_len);
-    io_uring_sqe_set_data64(s[0], completion_tag(&connect_op));
-  });
+  stream.connect(fd, reinterpret_cast<const sockaddr*>(&pool.dest.addr), pool.dest.addr_len);
   rearm_timer();
-}
-
-void RelayConn::on_connect(int res, uint32_t /*flags*/) {
-  --ops;
-  if (gone) return maybe_free();
-  if (res < 0) return lost(res == -ECONNREFUSED ? ErrorKind::refused : ErrorKind::connect);
-  hold();
-  stage = Stage::setup;
-  link.connected(now_ns());
-  arm_recv();
-  pump();
-  release();
-}
-
-void RelayConn::arm_recv() {
-  ++ops;
-  shard().ring().prep(1, [this](io_uring_sqe** s) {
-    io_uring_prep_recv(s[0], fd, in.data(), in.size(), 0);
-    io_uring_sqe_set_data64(s[0], completion_tag(&recv_op));
-  });
-}
-
-void RelayConn::on_recv(int res, uint32_t /*flags*/) {
-  --ops;
-  if (gone) return maybe_free();
-  if (res <= 0) {
-    if (res == 0 && link.smtp().server_closes()) return close();
-    return lost(res == 0 ? ErrorKind::closed : ErrorKind::reset);
-  }
-  hold();
-  link.feed(std::string_view(in.data(), static_cast<size_t>(res)), now_ns());
-  pump();
-  if (!gone) arm_recv();
-  release();
-}
-
-void RelayConn::flush() {
-  if (send_busy || gone || !link.has_output()) return;
-  const std::string_view v = link.output();
-  const char* p = v.data();
-  if (!link.output_stable()) {
-    out.assign(v);
-    p = out.data();
-  }
-  out_len = v.size();
-  send_busy = true;
-  ++ops;
-  shard().ring().prep(1, [this, p](io_uring_sqe** s) {
-    io_uring_prep_send(s[0], fd, p, out_len, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(s[0], completion_tag(&send_op));
-  });
-}
-
-void RelayConn::on_send(int res, uint32_t /*flags*/) {
-  --ops;
-  send_busy = false;
-  if (gone) return maybe_free();
-  if (res < 0) return lost(ErrorKind::reset);
-  hold();
-  link.consume_output(static_cast<size_t>(res));
-  pump();
-  release();
 }
 
 // After any input or output: results to the relays, the next message, output.
@@ -311,24 +221,27 @@ void RelayConn::pump() {
       none.error = smtp.setup_error() == ErrorKind::none ? ErrorKind::closed : smtp.setup_error();
       why = decisive_reply(none, 0);
     }
+    stream.hold();  // conn_closed must not see this connection freed
     relays.conn_closed(*this, never_ready, why);
-    return close();
+    close();
+    stream.release();
+    return;
   }
   if (smtp.idle() && tasks.empty() && (stage == Stage::setup || stage == Stage::busy)) {
     // Ready for the first time, or done with a message: the next one, if any.
     stage = Stage::ready;
     relays.conn_ready(*this);  // may start a task (and flush)
-    if (gone) return;
+    if (gone()) return;
   } else if (stage == Stage::busy && tasks.size() == 1) {
     relays.queue_next(*this);  // one more behind the data in flight, if one waits
-    if (gone) return;
+    if (gone()) return;
   }
   flush();
   rearm_timer();
 }
 
 void RelayConn::rearm_timer() {
-  if (gone) return;
+  if (gone()) return;
   const DeliveryConfig& d = shard().cfg().server.delivery;
   int64_t deadline = 0;
   switch (stage) {
@@ -344,51 +257,43 @@ void RelayConn::rearm_timer() {
 }
 
 void RelayConn::on_timer() {
-  if (gone) return;
+  if (gone()) return;
   const int64_t now = shard().now().mono_ms;
+  stream.hold();
   if (setting_up && !grace_passed && now >= opened_ms + kSetupGraceMs) {
     grace_passed = true;
-    hold();
     relays.dispatch(pool);  // tasks waiting on this one may take another connection
-    if (!gone) rearm_timer();
-    release();
-    return;
-  }
-  if (stage == Stage::connecting &&
-      now < opened_ms + shard().cfg().server.delivery.connect_timeout_ms) {
-    return rearm_timer();
-  }
-  if (stage == Stage::ready) {
+    rearm_timer();
+  } else if (stage == Stage::ready) {
     // Idle long enough: say goodbye (the reply is awaited like any other).
-    hold();
     stage = Stage::closing;
     waiting_since_ns = now_ns();
     link.smtp().quit(waiting_since_ns);
     flush();
     rearm_timer();
-    release();
-    return;
+  } else if (now < (stage == Stage::connecting
+                        ? opened_ms + shard().cfg().server.delivery.connect_timeout_ms
+                        : reply_deadline_ms())) {
+    rearm_timer();  // not due yet (the deadline moved since it was filed: a reply came)
+  } else {
+    lost(ErrorKind::timeout);
   }
-  // The deadline may have moved since it was filed (a reply came): check.
-  if (stage != Stage::connecting && reply_deadline_ms() > shard().now().mono_ms) {
-    return rearm_timer();
-  }
-  lost(ErrorKind::timeout);
+  stream.release();
 }
 
 void RelayConn::lost(ErrorKind kind) {
-  if (gone) return;
-  hold();
+  if (gone()) return;
+  stream.hold();
   link.connection_lost(kind, now_ns());
   pump();  // the results, then conn_closed and close
-  if (!gone) close();
-  release();
+  close();
+  stream.release();
 }
 
 void RelayConn::close() {
-  if (gone) return;
-  gone = true;
+  if (gone()) return;
   shard().wheel().cancel(timer);
+  stream.hold();
   while (!tasks.empty()) {  // no result came for them (cannot happen after connection_lost)
     RelayTask* t = tasks.front();
     tasks.pop_front();
@@ -396,24 +301,11 @@ void RelayConn::close() {
     r.error = ErrorKind::closed;
     relays.task_finished(*t, r);
   }
-  if (stage == Stage::connecting && ops > 0) {
-    // A connect in flight would wait out the kernel's SYN retries (minutes):
-    // cancel it (the cancel's own completion is ignored).
-    shard().ring().prep(1, [this](io_uring_sqe** s) {
-      io_uring_prep_cancel64(s[0], completion_tag(&connect_op), 0);
-      io_uring_sqe_set_data64(s[0], 0);
-    });
-  }
-  if (fd >= 0) {
-    ::shutdown(fd, SHUT_RDWR);  // ends a recv in flight
-    ::close(fd);
-    fd = -1;
-  }
-  maybe_free();
+  stream.close();
+  stream.release();  // frees this connection when nothing is in flight
 }
 
-void RelayConn::maybe_free() {
-  if (!gone || ops > 0) return;
+void RelayConn::stream_released() {
   auto& conns = pool.conns;
   conns.erase(std::remove(conns.begin(), conns.end(), this), conns.end());
   Relays& r = relays;
@@ -438,7 +330,6 @@ Relays::~Relays() {
   for (auto* list : {&pools_, &retired_}) {
     for (auto& p : *list) {
       for (RelayConn* c : p->conns) {
-        if (c->fd >= 0) ::close(c->fd);
         for (RelayTask* t : c->tasks) delete t;
         delete c;
       }
@@ -494,7 +385,6 @@ void Relays::configure(const RuntimeConfig& cfg) {
 
 void Relays::submit(const std::shared_ptr<QueuedMessage>& m) {
   by_id_[m->queue_id] = m;
-  ++messages_;
   held_bytes_ += m->data.size();
   shard_.metrics().queue_messages.add(1);
   shard_.metrics().queue_bytes.add(static_cast<int64_t>(m->size));
@@ -573,7 +463,6 @@ void Relays::load(std::vector<RelayTask*> tasks) {
   auto* l = new SpoolLoad;
   l->relays = this;
   l->tasks = std::move(tasks);
-  ++loads_;
   loading_.insert(l);
   QueuedMessage& m = *l->tasks.front()->msg;
   shard_.ring().prep(1, [this, l, &m](io_uring_sqe** s) {
@@ -617,7 +506,6 @@ void SpoolLoad::complete(int res, uint32_t /*flags*/) {
 }
 
 void Relays::loaded(SpoolLoad& l, bool ok, int err) {
-  --loads_;
   loading_.erase(&l);
   std::vector<RelayTask*> tasks = std::move(l.tasks);
   delete &l;
@@ -671,8 +559,6 @@ void Relays::open_conn(RelayPool& p) {
       p.dest.tls == RouteTls::opportunistic && shard_.now().mono_ms < p.plaintext_until_ms;
   auto* c = new RelayConn(*this, p, now_ns(), plaintext);
   p.conns.push_back(c);
-  ++p.setting_up;
-  ++conns_open_;
   shard_.metrics().relay_connections_open.add(1);
   shard_.metrics().relay_connections.inc();
   c->open();
@@ -680,10 +566,7 @@ void Relays::open_conn(RelayPool& p) {
 
 void Relays::conn_ready(RelayConn& c) {
   RelayPool& p = c.pool;
-  if (c.setting_up) {
-    c.setting_up = false;
-    --p.setting_up;
-  }
+  c.setting_up = false;
   c.idle_since_ms = shard_.now().mono_ms;
   const DeliveryConfig& d = shard_.cfg().server.delivery;
   const bool retired =
@@ -913,7 +796,6 @@ void Relays::message_done(QueuedMessage& m) {
   m.finished = true;
   by_id_.erase(m.queue_id);
   shard_.journal_message_done(m);
-  --messages_;
   held_bytes_ -= m.data.size();
   shard_.metrics().queue_messages.add(-1);
   shard_.metrics().queue_bytes.add(-static_cast<int64_t>(m.size));
@@ -1002,11 +884,7 @@ void Relays::make_dsns(RelayTask& t, const std::vector<uint32_t>& failed,
 
 void Relays::conn_closed(RelayConn& c, bool set_up_failed, const ReplyText& why) {
   RelayPool& p = c.pool;
-  if (c.setting_up) {
-    c.setting_up = false;
-    --p.setting_up;
-  }
-  --conns_open_;
+  c.setting_up = false;
   shard_.metrics().relay_connections_open.add(-1);
   if (set_up_failed && c.link.handshake_state() == ClientConnection::Handshake::failed) {
     LogLine l(LogLevel::warn, "relay_tls_failed", shard_.unix_ms());

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "core/routes.h"
+#include "net/client_stream.h"
 #include "pipeline/delivery.h"
 #include "tls/client_connection.h"
 
@@ -66,7 +67,6 @@ struct RelayPool {
   uint32_t max_conns = 1;
   std::deque<RelayTask*> waiting;  // ready to go, in order
   std::vector<RelayConn*> conns;
-  uint32_t setting_up = 0;  // connections not yet ready
   // Opportunistic TLS whose handshake failed: plaintext until then.
   int64_t plaintext_until_ms = 0;
 };
@@ -86,13 +86,10 @@ class Relays {
   void submit(const std::shared_ptr<QueuedMessage>& m);
   // Shutting down: connections close, nothing new starts.
   void stop();
-  bool idle() const { return conns_open_ == 0; }
 
   // An operator's queue request (net/queue_request.h): appends this shard's
   // answer to `out`; returns how many messages it found or changed.
   uint64_t queue_request(const QueueRequest& r, std::string& out);
-  size_t messages() const { return messages_; }
-  size_t loads_in_flight() const { return loads_; }
   uint64_t held_bytes() const { return held_bytes_; }
 
   // ---- used by connections and tasks ----
@@ -134,10 +131,7 @@ class Relays {
   std::vector<std::unique_ptr<RelayPool>> pools_;    // by route index
   std::vector<std::unique_ptr<RelayPool>> retired_;  // replaced by a reload, conns still open
   std::shared_ptr<const RouteTable> routes_;
-  size_t messages_ = 0;
   uint64_t held_bytes_ = 0;
-  uint32_t conns_open_ = 0;
-  size_t loads_ = 0;
   // Tasks waiting on the wheel for their next attempt, and loads in flight:
   // what only the wheel or the ring points at, freed with the relays.
   std::unordered_set<RelayTask*> retrying_;

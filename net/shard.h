@@ -148,6 +148,8 @@ class Shard {
   void preload(DeliveryScan scan) { preload_ = std::move(scan); }
   Ring& ring() { return ring_; }
   TimerWheel& wheel() { return wheel_; }
+  // The provided buffers connections receive into (inbound and relays alike).
+  ProvidedBufferRing& buffers() { return bufs_; }
   uint32_t shard_count() const { return shared_.shards; }
   int spool_dir_fd() const { return spool_dir_fd_; }
 
