@@ -2,7 +2,7 @@
 """End-to-end delivery: ringmx relaying next to a private Postfix relaying the same load.
 
   bench/peers/delivery_compare.py [--quick] [--runs N] [--messages N] [--per-connection 100,1]
-                                  [--out DIR] [--json FILE]
+                                  [--half-seconds S] [--out DIR] [--json FILE]
 
 Run as root on Debian 12 (a private Postfix master, smtp-sink and Dovecot dropping to nobody).
 Everything on 127.0.0.1, each server with its own config and queue in a temp dir under
@@ -38,6 +38,14 @@ Per run:
   delivery p99   ringmx only: p99 of ringmx_delivery_duration_seconds (one transaction with
                  the destination, MAIL to last reply) over the run, interpolated in the
                  histogram's buckets like Prometheus' histogram_quantile
+Then, at half of peak (--half-seconds, 0: skipped): each delivering ringmx again, open loop
+(--rate) at half its median e2e msgs/s of the load with the most messages per connection, and
+ringmx accept-only at that same rate right after it:
+  250 -> downstream 250  p50/p99 of ringmx_delivery_latency_seconds over the run (from the 250
+                 ringmx gave its client to the destination's 250 for the recipient)
+  CPU ratio      CPU µs/msg delivering over accept-only at the same offered rate (a server's
+                 CPU per message falls as its load rises, so the closed-loop ratio above
+                 compares different batch sizes when the destination is the bottleneck)
 Reported: median (min-max) over --runs; ratios taken inside each repetition, then the median.
 """
 
@@ -137,14 +145,15 @@ class RingmxServer(compare.Ringmx):
 
     def counters(self):
         text = self.metrics()
-        buckets = [(float(le), float(v)) for le, v in re.findall(
-            r'^ringmx_delivery_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', text, re.M)]
+        buckets, latency = ([(float(le), float(v)) for le, v in re.findall(
+            r'^%s_bucket\{le="([^"]+)"\} (\S+)' % name, text, re.M)]
+            for name in ("ringmx_delivery_duration_seconds", "ringmx_delivery_latency_seconds"))
         return dict(cpu=metric(text, "process_cpu_seconds_total") or 0,
                     relay_conns=metric(text, "ringmx_relay_connections_total") or 0,
                     delivered=metric(text, "ringmx_delivery_total", result="delivered") or 0,
                     deferred=metric(text, "ringmx_delivery_total", result="deferred") or 0,
                     failed=metric(text, "ringmx_delivery_total", result="failed") or 0,
-                    buckets=buckets)
+                    buckets=buckets, latency=latency)
 
 
 class PostfixRelay:
@@ -302,7 +311,8 @@ def run_one(a, srv, load, tag, sink, dc):
              accept_p99_ms=(j.get("latency_us", {}).get("message", {}).get("p99", 0) or 0) / 1e3,
              cpu_us=(cpu1 - cpu0) * 1e6 / ok if ok else None, drained=drained,
              errors=j.get("errors", {}), cmd=cmd, delivered=None, e2e_rate=None, e2e_s=None,
-             delivery_p99_ms=None, downstream=None, deferred=None, failed=None)
+             delivery_p99_ms=None, latency_p50_ms=None, latency_p99_ms=None, downstream=None,
+             deferred=None, failed=None)
     if srv.name != "ringmx-accept":
         if srv.name == "postfix":
             c = srv.log_counts(c0["log_offset"], ok)
@@ -315,6 +325,9 @@ def run_one(a, srv, load, tag, sink, dc):
             r["relay_connections"] = int(c1["relay_conns"] - c0["relay_conns"])
             p = hist_quantile(0.99, c0["buckets"], c1["buckets"])
             r["delivery_p99_ms"] = p * 1e3 if p is not None else None
+            for q in (0.5, 0.99):
+                p = hist_quantile(q, c0["latency"], c1["latency"])
+                r["latency_p%d_ms" % round(q * 100)] = p * 1e3 if p is not None else None
         r["delivered"] = delivered
         r["e2e_s"] = t_empty - t0
         r["e2e_rate"] = delivered / (t_empty - t0) if drained and delivered else None
@@ -439,6 +452,72 @@ def report(a, rows, loads, servers, summary, notes, started, setup):
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------ half of peak
+
+def half_phase(a, servers, rows, loads, half_rows, half_loads, sink, dc):
+    """Each delivering ringmx again, open loop at half its median e2e rate of the
+    most-messages-per-connection load, and ringmx accept-only at the same rate, in turn:
+    the latency from the 250 to the destination's 250 (ringmx_delivery_latency_seconds)
+    below saturation, and CPU per message against accepting alone at an equal rate (a
+    server's CPU per message falls as its load rises: batches grow)."""
+    if a.half_seconds <= 0:
+        return
+    by_name = {s.name: s for s in servers}
+    accept = by_name.get("ringmx-accept")
+    peak_key = max(loads, key=lambda k: loads[k]["per"])
+    for name in ("ringmx-sink", "ringmx-lmtp"):
+        srv = by_name.get(name)
+        peaks = [r["e2e_rate"] for r in rows
+                 if r["server"] == name and r["load"] == peak_key and r["e2e_rate"]]
+        if srv is None or accept is None or not peaks:
+            continue
+        rate = max(1, round(statistics.median(peaks) / 2))
+        key = "half-" + name
+        load = dict(key=key, size=1024, per=loads[peak_key]["per"], rate=rate,
+                    messages=int(rate * a.half_seconds), duration=a.half_seconds + 5,
+                    peak=statistics.median(peaks))
+        half_loads[key] = load
+        for rep in range(1, a.runs + 1):
+            log("rep %d/%d, %s at %d msgs/s (half of %.0f), %d messages" % (
+                rep, a.runs, name, rate, load["peak"], load["messages"]))
+            for s in (srv, accept):
+                if not ringmx_alive(s):
+                    continue
+                r = run_one(a, s, load, "h%d.%s.%s" % (rep, key, s.name), sink, dc)
+                r["rep"] = rep
+                half_rows.append(r)
+                time.sleep(1)
+
+
+def half_report(half_rows, half_loads):
+    if not half_loads:
+        return ""
+    lines = ["", "### At half of peak: open loop, %d connections, 1 KiB, the rate offered = half "
+             "the median e2e msgs/s above" % compare.SESSIONS, "",
+             "| route | offered msgs/s | accepted msgs/s | 250 -> downstream 250 p50 ms | p99 ms | "
+             "delivery p99 ms | CPU µs/msg | accept-only CPU µs/msg, same rate | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, load in half_loads.items():
+        mine = [r for r in half_rows if r["load"] == key and r["server"] != "ringmx-accept"]
+        ref = [r for r in half_rows if r["load"] == key and r["server"] == "ringmx-accept"]
+        if not mine:
+            continue
+        lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+            LABELS[mine[0]["server"]].split("-> ")[-1], load["rate"],
+            mmm([r["accept_rate"] for r in mine], "%.0f"),
+            mmm([r["latency_p50_ms"] for r in mine], "%.2f"),
+            mmm([r["latency_p99_ms"] for r in mine], "%.2f"),
+            mmm([r["delivery_p99_ms"] for r in mine], "%.2f"),
+            mmm([r["cpu_us"] for r in mine], "%.0f"), mmm([r["cpu_us"] for r in ref], "%.0f"),
+            mmm(ratios(ref, mine, "cpu_us", True), "%.2f")))
+    lines.append("")
+    lines.append("250 -> downstream 250 = ringmx_delivery_latency_seconds: from the 250 ringmx "
+                 "gave its client to the destination's 250 for the recipient (histogram "
+                 "quantiles, interpolated in the buckets). ratio = CPU/msg delivering over "
+                 "accept-only at the same offered rate, taken inside each repetition.")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ main
 
 def main():
@@ -456,6 +535,8 @@ def main():
                     help="bound on each load's sending time, s (default 120; --quick 30)")
     ap.add_argument("--drain", type=float, default=None,
                     help="bound on the wait for an empty queue, s (default 180; --quick 60)")
+    ap.add_argument("--half-seconds", type=float, default=None,
+                    help="length of each half-of-peak run, s (default 20; --quick 10; 0: none)")
     ap.add_argument("--out", default=None,
                     help="raw results and logs (default /var/tmp/ringmx-delivery.*)")
     ap.add_argument("--json", default=None, help="write the results as JSON to FILE")
@@ -466,6 +547,8 @@ def main():
     a.messages = a.messages or (3000 if a.quick else 20000)
     a.duration = a.duration or (30 if a.quick else 120)
     a.drain = a.drain or (60 if a.quick else 180)
+    if a.half_seconds is None:
+        a.half_seconds = 10 if a.quick else 20
     if os.geteuid() != 0:
         sys.exit("delivery_compare.py: run as root (Postfix master, smtp-sink -u nobody, Dovecot)")
     for p in (a.bench, a.ringmx):
@@ -495,6 +578,7 @@ def main():
     sink = dc = None
     started_servers = []
     rows = []
+    half_rows, half_loads = [], {}
     versions = {}
     postfix_settings = []
     try:
@@ -541,6 +625,7 @@ def main():
                     r["rep"] = rep
                     rows.append(r)
                     time.sleep(1)
+        half_phase(a, servers, rows, loads, half_rows, half_loads, sink, dc)
         for s in servers:
             if isinstance(s, RingmxServer) and not ringmx_alive(s):
                 notes.append("%s exited during the run (%s)" % (s.name, s.proc.returncode))
@@ -604,12 +689,14 @@ def main():
              "Queue polls: every %.0f ms once ringmx-bench has exited (ringmx: GET /metrics, "
              "~0.1 ms of ringmx CPU each)." % (POLL * 1e3)]
     text = report(a, rows, loads, names, summary, notes, started, setup)
+    text += half_report(half_rows, half_loads)
     print(text)
     with open(os.path.join(a.out, "report.md"), "w") as f:
         f.write(text)
     result = dict(generated=datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
                   .isoformat(), argv=sys.argv[1:], machine=compare.machine(), versions=versions,
-                  runs=a.runs, loads=loads, summary=summary, rows=rows, notes=notes)
+                  runs=a.runs, loads=loads, summary=summary, rows=rows, notes=notes,
+                  half_loads=half_loads, half_rows=half_rows)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     if a.json:
