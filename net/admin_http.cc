@@ -124,7 +124,7 @@ Response route(std::string_view request, const AdminHttp::Handlers& h, bool& hea
   head_only = method == "HEAD";
   try {
     if (queue_path && h.queue) {
-      auto [status, body] = h.queue(method == "HEAD" ? "GET" : method, path);
+      auto [status, body] = h.queue(method == "HEAD" ? "GET" : method, target);
       Response r;
       r.status = status;
       r.content_type = "application/json";

@@ -25,8 +25,9 @@ class AdminHttp {
     std::function<std::string()> metrics;  // Prometheus text
     std::function<bool()> healthy;         // /healthz: 200 "ok\n" or 503 "unhealthy\n"
     std::function<bool()> ready;           // /readyz: 200 "ready\n" or 503 "not ready\n"
-    // /queue and below (GET, and POST for the operations): status and a JSON body.
-    std::function<std::pair<int, std::string>(std::string_view method, std::string_view path)>
+    // /queue and below (GET, and POST for the operations): status and a JSON
+    // body. `target` is the request target, its query included.
+    std::function<std::pair<int, std::string>(std::string_view method, std::string_view target)>
         queue;
   };
 

@@ -994,7 +994,7 @@ void message_json(std::string& out, const QueuedMessage& m) {
 
 }  // namespace
 
-uint64_t Relays::queue_request(const QueueRequest& r, std::string& out) {
+uint64_t Relays::queue_request(const QueueRequest& r, std::string& out, std::string& stopped_at) {
   // Tasks waiting for their next attempt (all, or one message's), sent now.
   const auto retry_now = [this](const QueuedMessage* only) {
     std::vector<RelayTask*> due;
@@ -1009,8 +1009,24 @@ uint64_t Relays::queue_request(const QueueRequest& r, std::string& out) {
     return due.size();
   };
   if (r.op == QueueOp::list) {
-    for (const auto& [id, m] : by_id_) message_json(out, *m);
-    return by_id_.size();
+    // The first `limit` queue ids after `after`, in order (a partial sort:
+    // the whole queue is never sorted for one page).
+    std::vector<const QueuedMessage*> page;
+    for (const auto& [id, m] : by_id_) {
+      if (id > r.after) page.push_back(m.get());
+    }
+    const auto by_id = [](const QueuedMessage* a, const QueuedMessage* b) {
+      return a->queue_id < b->queue_id;
+    };
+    const size_t n = std::min<size_t>(page.size(), r.limit);
+    std::partial_sort(page.begin(), page.begin() + static_cast<std::ptrdiff_t>(n), page.end(),
+                      by_id);
+    size_t listed = 0;
+    while (listed < n && out.size() < QueueRequest::kMaxShardBytes) {
+      message_json(out, *page[listed++]);
+    }
+    if (listed < page.size()) stopped_at = page[listed - 1]->queue_id;
+    return listed;
   }
   if (r.op == QueueOp::flush) return retry_now(nullptr);
   const auto it = by_id_.find(r.id);

@@ -88,8 +88,9 @@ class Relays {
   void stop();
 
   // An operator's queue request (net/queue_request.h): appends this shard's
-  // answer to `out`; returns how many messages it found or changed.
-  uint64_t queue_request(const QueueRequest& r, std::string& out);
+  // answer to `out`; returns how many messages it found or changed. A list
+  // that stops with more to come sets `stopped_at` to its last queue id.
+  uint64_t queue_request(const QueueRequest& r, std::string& out, std::string& stopped_at);
   uint64_t held_bytes() const { return held_bytes_; }
 
   // ---- used by connections and tasks ----

@@ -11,12 +11,14 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "core/config_load.h"
 #include "net/listener.h"
@@ -213,8 +215,8 @@ void Server::start() {
     h.metrics = [this] { return render_metrics(); };
     h.healthy = [this] { return !shard_failed(); };
     h.ready = [this] { return !draining_ && !shard_failed(); };
-    h.queue = [this](std::string_view method, std::string_view path) {
-      return queue_http(method, path);
+    h.queue = [this](std::string_view method, std::string_view target) {
+      return queue_http(method, target);
     };
     AdminHttp::Limits limits;
     limits.max_connections = sc.admin_max_connections;
@@ -233,9 +235,82 @@ void Server::start() {
   if (admin_) admin_->start();
 }
 
-std::pair<int, std::string> Server::queue_http(std::string_view method, std::string_view path) {
-  // GET /queue, GET /queue/ID, POST /queue/flush, POST /queue/ID/OP.
+namespace {
+
+// GET /queue's query: limit=N (1..QueueRequest::kMaxLimit) and after=ID, in
+// any order; returns why it is refused, or "".
+std::string parse_list_query(std::string_view query, QueueRequest& r) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view kv = query.substr(0, amp);
+    query = amp == std::string_view::npos ? "" : query.substr(amp + 1);
+    const size_t eq = kv.find('=');
+    const std::string_view key = kv.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? "" : kv.substr(eq + 1);
+    if (key == "limit") {
+      uint32_t n = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size() || n == 0 ||
+          n > QueueRequest::kMaxLimit) {
+        return "limit must be 1 to " + std::to_string(QueueRequest::kMaxLimit);
+      }
+      r.limit = n;
+    } else if (key == "after") {
+      const bool ok = value.size() <= 64 && std::all_of(value.begin(), value.end(), [](char c) {
+                        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+                      });
+      if (!ok) return "after must be a queue id";
+      r.after = std::string(value);
+    } else {
+      return "unknown query parameter";
+    }
+  }
+  return {};
+}
+
+// The shards' lists merged into one page: in queue-id order (every line
+// starts {"queue_id":"ID", so the lines sort as their ids do), no further
+// than the lowest id a shard stopped at, at most `limit` lines; then, when
+// more may follow, a last line {"next":"ID"} to ask for with after=ID.
+std::string list_page(const QueueRequest& r) {
+  std::vector<std::string_view> lines;
+  std::string_view all = r.out;
+  while (!all.empty()) {
+    const size_t nl = all.find('\n');
+    lines.push_back(all.substr(0, nl == std::string_view::npos ? all.size() : nl + 1));
+    all.remove_prefix(lines.back().size());
+  }
+  std::sort(lines.begin(), lines.end());
+  const auto id_of = [](std::string_view line) {
+    constexpr std::string_view kHead = "{\"queue_id\":\"";
+    line.remove_prefix(std::min(line.size(), kHead.size()));
+    return line.substr(0, line.find('"'));
+  };
+  std::string page;
+  std::string_view last;
+  size_t n = 0;
+  bool more = !r.cutoff.empty();
+  for (const std::string_view line : lines) {
+    if ((!r.cutoff.empty() && id_of(line) > r.cutoff) || n == r.limit) {
+      more = true;
+      break;
+    }
+    page += line;
+    last = id_of(line);
+    ++n;
+  }
+  if (more && !last.empty()) page += "{\"next\":\"" + std::string(last) + "\"}\n";
+  return page;
+}
+
+}  // namespace
+
+std::pair<int, std::string> Server::queue_http(std::string_view method, std::string_view target) {
+  // GET /queue[?limit=N&after=ID], GET /queue/ID, POST /queue/flush, POST /queue/ID/OP.
   auto req = std::make_shared<QueueRequest>();
+  const size_t q = target.find('?');
+  const std::string_view path = target.substr(0, q);
+  const std::string_view query = q == std::string_view::npos ? "" : target.substr(q + 1);
   std::string_view rest = path.substr(std::min(path.size(), std::string_view("/queue").size()));
   if (!rest.empty()) rest.remove_prefix(1);  // the "/"
   const size_t slash = rest.find('/');
@@ -248,9 +323,11 @@ std::pair<int, std::string> Server::queue_http(std::string_view method, std::str
   const auto error = [](int status, std::string_view why) {
     return std::pair<int, std::string>(status, "{\"error\":\"" + std::string(why) + "\"}\n");
   };
+  if (!query.empty() && !(method == "GET" && rest.empty())) return error(400, "no query here");
   if (method == "GET") {
     if (rest.empty()) {
       req->op = QueueOp::list;
+      if (std::string why = parse_list_query(query, *req); !why.empty()) return error(400, why);
     } else if (id_ok && op.empty()) {
       req->op = QueueOp::show;
       req->id = std::string(id);
@@ -279,7 +356,7 @@ std::pair<int, std::string> Server::queue_http(std::string_view method, std::str
   if (!req->cv.wait_for(lk, std::chrono::seconds(5), [&req] { return req->remaining == 0; })) {
     return error(503, "shards did not answer in time");
   }
-  if (req->op == QueueOp::list) return {200, std::move(req->out)};
+  if (req->op == QueueOp::list) return {200, list_page(*req)};
   if (req->matched == 0 && req->op != QueueOp::flush) return error(404, "no such message");
   if (req->op == QueueOp::show) return {200, std::move(req->out)};
   return {200, "{\"ok\":true,\"matched\":" + std::to_string(req->matched) + "}\n"};

@@ -39,7 +39,7 @@ class Server {
 
   std::string render_metrics() const;
   // The admin endpoint's /queue requests: asks every shard and merges.
-  std::pair<int, std::string> queue_http(std::string_view method, std::string_view path);
+  std::pair<int, std::string> queue_http(std::string_view method, std::string_view target);
   // "127.0.0.1:2525" for each listener, with the real port when 0 was asked.
   std::vector<std::string> listen_addresses() const { return listen_addresses_; }
   uint16_t admin_port() const { return admin_ ? admin_->port() : 0; }

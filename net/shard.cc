@@ -440,8 +440,9 @@ void Shard::on_control(int /*res*/) {
 void Shard::apply_control() {
   while (auto r = queue_requests_.pop()) {
     std::string out;
-    const uint64_t n = relays_ ? relays_->queue_request(**r, out) : 0;
-    (*r)->answer(out, n);
+    std::string stopped_at;
+    const uint64_t n = relays_ ? relays_->queue_request(**r, out, stopped_at) : 0;
+    (*r)->answer(out, n, stopped_at);
   }
   bool drain = false;
   int64_t deadline = 0;

@@ -12,7 +12,7 @@ import sys
 import time
 import unittest
 
-from harness import free_port, main
+from harness import free_port, http_get, main
 from test_delivery_recovery import SMTP_SINK, Sink, queue_depth, send_tagged, server, wait_for
 
 CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "ringmxctl")
@@ -49,6 +49,36 @@ class RingmxCtl(unittest.TestCase):
             print("SKIP: needs root and smtp-sink (Debian's postfix package)", file=sys.stderr)
             sys.exit(77)
 
+    def check_pages(self, srv, want):
+        """GET /queue in pages: queue-id order across the shards, a {"next"} line while more
+        follow, every message once; ringmxctl pages through the same; bad queries get 400."""
+        got, after, pages = [], None, 0
+        while pages <= len(want):  # one message a page, and a last one without "next"
+            status, body = http_get(srv.admin_port, "/queue?limit=1" + (
+                "&after=" + after if after else ""))
+            self.assertEqual(status, 200, body)
+            lines = [json.loads(x) for x in body.decode().splitlines()]
+            pages += 1
+            msgs = [m for m in lines if "next" not in m]
+            nxt = [m["next"] for m in lines if "next" in m]
+            self.assertLessEqual(len(msgs), 1)
+            got += [m["queue_id"] for m in msgs]
+            if not nxt:
+                break
+            self.assertEqual(lines[-1], {"next": msgs[-1]["queue_id"]})  # last, the last id
+            after = nxt[0]
+        self.assertEqual(got, want)
+        status, body = http_get(srv.admin_port, "/queue?after=" + want[0] + "&limit=10000")
+        self.assertEqual([json.loads(x)["queue_id"] for x in body.decode().splitlines()], want[1:])
+        _, out, _ = ctl(srv, "queue", "list", "--json", "--page", "1")
+        self.assertEqual([json.loads(x)["queue_id"] for x in out.splitlines()], want)
+        for bad in ("limit=0", "limit=10001", "limit=x", "limit=", "after=a/b", "after=%2e",
+                    "color=red", "limit=5&sort=size"):
+            status, body = http_get(srv.admin_port, "/queue?" + bad)
+            self.assertEqual(status, 400, bad)
+            self.assertIn(b"error", body)
+        self.assertEqual(http_get(srv.admin_port, "/queue/" + want[0] + "?limit=1")[0], 400)
+
     def test_live_queue(self):
         sink = Sink()  # down for now
         srv = server(free_port(), sink.port, shards=2, segment_bytes=1 << 20).start()
@@ -74,6 +104,7 @@ class RingmxCtl(unittest.TestCase):
             self.assertIn("-- 3 message(s)", text)
             _, out, _ = ctl(srv, "queue", "show", ids["ctl-b@t"], "--json")
             self.assertEqual(json.loads(out)["queue_id"], ids["ctl-b@t"])
+            self.check_pages(srv, sorted(ids.values()))
             self.assertEqual(ctl(srv, "queue", "show", "NOSUCHMESSAGE0001", check=False)[0], 1)
 
             ctl(srv, "queue", "hold", ids["ctl-a@t"])

@@ -13,10 +13,12 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace ringmx {
@@ -161,6 +163,24 @@ TEST_F(AdminHttpTest, QueryStringIsIgnoredAndHttp10Works) {
   // Bare LF line endings are tolerated.
   r = roundtrip(port(), "GET /healthz HTTP/1.1\nHost: x\n\n");
   EXPECT_EQ(r.status_line, "HTTP/1.1 200 OK");
+}
+
+TEST(AdminHttp, QueueRequestsGetTheirTargetWithItsQuery) {
+  std::mutex mu;
+  std::vector<std::string> seen;
+  AdminHttp::Handlers h;
+  h.queue = [&](std::string_view method, std::string_view target) {
+    std::lock_guard<std::mutex> g(mu);
+    seen.push_back(std::string(method) + " " + std::string(target));
+    return std::pair<int, std::string>(200, "{}\n");
+  };
+  AdminHttp server("127.0.0.1", 0, std::move(h));
+  server.start();
+  EXPECT_EQ(get(server.port(), "/queue?limit=2&after=AB.1").status_line, "HTTP/1.1 200 OK");
+  EXPECT_EQ(roundtrip(server.port(), "POST /queue/flush HTTP/1.1\r\nHost: x\r\n\r\n").body, "{}\n");
+  EXPECT_EQ(get(server.port(), "/queuex").status_line, "HTTP/1.1 404 Not Found");
+  std::lock_guard<std::mutex> g(mu);
+  EXPECT_EQ(seen, (std::vector<std::string>{"GET /queue?limit=2&after=AB.1", "POST /queue/flush"}));
 }
 
 TEST_F(AdminHttpTest, RequestSplitAcrossWrites) {
