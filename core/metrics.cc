@@ -169,6 +169,7 @@ struct Totals {
   uint64_t latency_sum_ns = 0;
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
+  int64_t queue_oldest_unix = 0;  // the oldest of every shard's; 0: none
   int64_t relay_open = 0;
   uint64_t relay_connections = 0;
   uint64_t relay_reused = 0;
@@ -224,6 +225,9 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.latency_sum_ns += m.delivery_latency_seconds.sum_ns();
   t.queue_messages += m.queue_messages.get();
   t.queue_bytes += m.queue_bytes.get();
+  if (const int64_t o = m.queue_oldest_unix.get(); o > 0) {
+    t.queue_oldest_unix = t.queue_oldest_unix == 0 ? o : std::min(t.queue_oldest_unix, o);
+  }
   t.relay_open += m.relay_connections_open.get();
   t.relay_connections += m.relay_connections.get();
   t.relay_reused += m.relay_connections_reused.get();
@@ -468,6 +472,10 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                t.queue_messages);
   append_gauge(out, "ringmx_queue_bytes", "Size of the messages in ringmx_queue_depth.",
                t.queue_bytes);
+  append_gauge(
+      out, "ringmx_queue_oldest_message_age_seconds",
+      "Time since the oldest message in ringmx_queue_depth arrived; 0 when none.",
+      t.queue_oldest_unix == 0 ? 0 : std::max<int64_t>(0, view.now_unix - t.queue_oldest_unix));
   append_gauge(out, "ringmx_relay_connections_open", "Outbound connections to destinations.",
                t.relay_open);
   append_counter(out, "ringmx_relay_connections_total", "Outbound connections opened.",

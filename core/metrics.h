@@ -124,6 +124,7 @@ struct alignas(64) ShardMetrics {
   Histogram delivery_latency_seconds;  // accepted (on disk, 250) to delivered, per recipient
   Gauge queue_messages;                // accepted messages not yet done
   Gauge queue_bytes;                   // their size
+  Gauge queue_oldest_unix;             // arrival (unix s) of the oldest of them; 0: none
   Gauge relay_connections_open;
   Counter relay_connections;         // opened
   Counter relay_connections_reused;  // a transaction on a connection that already had one
@@ -167,6 +168,7 @@ struct MetricsView {
   int64_t spool_messages = 0;
   uint64_t spool_recovery_bad_records = 0;  // set aside in corrupt/ by the last start-up
   int64_t start_time_unix = 0;
+  int64_t now_unix = 0;  // the scrape's time (the queue's oldest message's age)
   std::string version;
   uint64_t log_lines_dropped = 0;  // log lines lost to a full log ring
   ProcessStats process;

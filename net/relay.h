@@ -25,6 +25,7 @@
 #include <deque>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -140,6 +141,8 @@ class Relays {
   // Every message not yet done, by queue id (the operator's view), and the
   // tasks of held messages, parked until released.
   std::unordered_map<std::string, std::shared_ptr<QueuedMessage>> by_id_;
+  // The same, oldest first (ringmx_queue_oldest_message_age_seconds).
+  std::set<std::pair<int64_t, std::string>> by_age_;
   std::vector<RelayTask*> parked_;
   bool stopping_ = false;
   std::mt19937_64 rng_;

@@ -435,6 +435,7 @@ std::string Server::render_metrics() const {
   v.spool_messages = shared_.spool_messages.load(std::memory_order_relaxed);
   v.spool_recovery_bad_records = spool_recovery_bad_;
   v.start_time_unix = start_time_;
+  v.now_unix = static_cast<int64_t>(std::time(nullptr));
   v.version = kVersion;
   v.log_lines_dropped = logger_.dropped();
   v.process = process_stats();

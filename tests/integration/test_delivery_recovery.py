@@ -94,6 +94,11 @@ class Sink:
         return out
 
 
+def oldest_age(srv):
+    status, body = http_get(srv.admin_port, "/metrics")
+    return metric(body.decode(), "ringmx_queue_oldest_message_age_seconds")
+
+
 def queue_depth(srv):
     status, body = http_get(srv.admin_port, "/metrics")
     return metric(body.decode(), "ringmx_queue_depth")
@@ -217,6 +222,10 @@ class DeliveryRecovery(unittest.TestCase):
             srv2 = server(srv.port, sink.port, spool=srv.spool, shards=1,
                           delivery="max_queue_messages = 2").start()
             wait_for(lambda: queue_depth(srv2) == 5, what="the queue reloaded")
+            # The oldest message's age comes from its arrival, across the restart.
+            age = wait_for(lambda: (lambda a: a if a and a >= 1 else None)(oldest_age(srv2)),
+                           what="the oldest message a second old")
+            self.assertLess(age, 60)
             c = Client(srv2.port)
             code, lines = c.reply()
             self.assertEqual(code, 421)
@@ -225,6 +234,7 @@ class DeliveryRecovery(unittest.TestCase):
             # The relay comes back: the queue drains and acceptance resumes by itself.
             sink.start()
             wait_for(lambda: queue_depth(srv2) == 0, what="the queue drained")
+            self.assertEqual(oldest_age(srv2), 0)
             send_tagged(srv2.port, ["bp-after@recovery.test"])
             wait_for(lambda: sink.message_ids()["bp-after@recovery.test"], what="the new one")
             ids = sink.message_ids()

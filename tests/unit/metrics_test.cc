@@ -127,6 +127,7 @@ TEST(Metrics, ExactTextForASmallView) {
   m->delivery_seconds.observe_ns(700'000);  // <= 0.001
   m->queue_messages.add(1);
   m->queue_bytes.add(2048);
+  m->queue_oldest_unix.set(1700000900);
   m->relay_connections_open.add(1);
   m->relay_connections.inc(2);
   m->relay_connections_reused.inc(3);
@@ -140,6 +141,7 @@ TEST(Metrics, ExactTextForASmallView) {
   v.spool_bytes = 8192;
   v.spool_messages = 2;
   v.start_time_unix = 1700000000;
+  v.now_unix = 1700001000;
   v.version = "0.1.0";
   v.log_lines_dropped = 4;
   v.process = {1.25, 1048576, 4194304, 12, 1024};
@@ -270,6 +272,10 @@ TEST(Metrics, ExactTextForASmallView) {
       "# HELP ringmx_queue_bytes Size of the messages in ringmx_queue_depth.\n"
       "# TYPE ringmx_queue_bytes gauge\n"
       "ringmx_queue_bytes 2048\n"
+      "# HELP ringmx_queue_oldest_message_age_seconds Time since the oldest message in "
+      "ringmx_queue_depth arrived; 0 when none.\n"
+      "# TYPE ringmx_queue_oldest_message_age_seconds gauge\n"
+      "ringmx_queue_oldest_message_age_seconds 100\n"
       "# HELP ringmx_relay_connections_open Outbound connections to destinations.\n"
       "# TYPE ringmx_relay_connections_open gauge\n"
       "ringmx_relay_connections_open 1\n"
@@ -408,6 +414,33 @@ TEST(Metrics, ExactTextForASmallView) {
       "# TYPE process_start_time_seconds gauge\n"
       "process_start_time_seconds 1700000000\n";
   EXPECT_EQ(render(v), expected);
+}
+
+TEST(Metrics, TheQueuesOldestMessageIsTheOldestOfAnyShard) {
+  ShardMetrics a;
+  ShardMetrics b;
+  ShardMetrics none;
+  a.queue_oldest_unix.set(1700000500);
+  b.queue_oldest_unix.set(1700000100);
+  MetricsView v;
+  v.now_unix = 1700001000;
+  const auto age = [&v] {
+    const std::string out = render(v);
+    const std::string key = "\nringmx_queue_oldest_message_age_seconds ";
+    const size_t at = out.find(key);
+    return at == std::string::npos
+               ? std::string("missing")
+               : out.substr(at + key.size(), out.find('\n', at + 1) - at - key.size());
+  };
+  v.shards = {&none, &a, &b};
+  EXPECT_EQ(age(), "900");
+  v.shards = {&a, &none};
+  EXPECT_EQ(age(), "500");
+  v.shards = {&none};
+  EXPECT_EQ(age(), "0");    // an empty queue: 0, not the time since 1970
+  v.now_unix = 1700000000;  // a clock stepped back: never negative
+  v.shards = {&a};
+  EXPECT_EQ(age(), "0");
 }
 
 TEST(Metrics, RenderAppends) {
