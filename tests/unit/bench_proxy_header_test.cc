@@ -12,26 +12,13 @@
 
 #include <string>
 
+#include "tests/unit/sockaddrs.h"
+
 namespace ringmx::bench {
 namespace {
 
-sockaddr_storage v4(const char* addr, uint16_t port) {
-  sockaddr_storage ss{};
-  auto* sa = reinterpret_cast<sockaddr_in*>(&ss);
-  sa->sin_family = AF_INET;
-  sa->sin_port = htons(port);
-  EXPECT_EQ(inet_pton(AF_INET, addr, &sa->sin_addr), 1);
-  return ss;
-}
-
-sockaddr_storage v6(const char* addr, uint16_t port) {
-  sockaddr_storage ss{};
-  auto* sa = reinterpret_cast<sockaddr_in6*>(&ss);
-  sa->sin6_family = AF_INET6;
-  sa->sin6_port = htons(port);
-  EXPECT_EQ(inet_pton(AF_INET6, addr, &sa->sin6_addr), 1);
-  return ss;
-}
+using test::v4;
+using test::v6;
 
 std::string bytes(std::initializer_list<int> list) {
   std::string out;
