@@ -221,7 +221,8 @@ void RelayConn::pump() {
       none.error = smtp.setup_error() == ErrorKind::none ? ErrorKind::closed : smtp.setup_error();
       why = decisive_reply(none, 0);
     }
-    stream.hold();  // conn_closed must not see this connection freed
+    stream.hold();           // conn_closed must not see this connection freed,
+    stage = Stage::closing;  // nor start a waiting task on it (dispatch)
     relays.conn_closed(*this, never_ready, why);
     close();
     stream.release();
@@ -292,6 +293,7 @@ void RelayConn::lost(ErrorKind kind) {
 
 void RelayConn::close() {
   if (gone()) return;
+  stage = Stage::closing;  // dispatch passes it by from here
   shard().wheel().cancel(timer);
   stream.hold();
   while (!tasks.empty()) {  // no result came for them (cannot happen after connection_lost)
