@@ -167,6 +167,26 @@ class PowerCut(unittest.TestCase):
         only = os.environ.get("RINGMX_POWERCUT_CASES", "")
         cls.only = set(only.split(",")) if only else None
 
+    def load_then_kill(self, srv, port, tag, rng, sizes):
+        """Acknowledged load from THREADS clients, then kill -9 at a random moment (the
+        power cut is the caller's). Returns the load and how long it ran."""
+        load = AckedLoad(port, tag, self.seed, MAX_MESSAGES_PER_THREAD_CYCLE, MAX_CYCLE_SECONDS,
+                         sizes, (1, 5))
+        threads = [threading.Thread(target=load.run, args=(t,), daemon=True)
+                   for t in range(THREADS)]
+        for th in threads:
+            th.start()
+        delay = rng.uniform(*LOAD_SECONDS)
+        time.sleep(delay)
+        alive = srv.proc.poll() is None
+        srv.kill9()
+        load.stop.set()
+        for th in threads:
+            th.join(20)
+        self.assertFalse(any(th.is_alive() for th in threads), "load threads hung")
+        self.assertTrue(alive, "ringmx died before the kill\n%s" % srv.log()[-3000:])
+        return load, delay
+
     def run_cycles(self, name, flags, cycles, create_spool, extra_toml=""):
         """Runs the cycles; returns (total acknowledged, [per-cycle (missing, mismatched)],
         final (present, missing, mismatched))."""
@@ -199,22 +219,8 @@ class PowerCut(unittest.TestCase):
                 srv = Server(shards=2, spool=spool, port=port, extra_toml=extra_toml)
                 servers.append(srv)
                 srv.start()
-                load = AckedLoad(port, "%s-c%d" % (name, cycle), self.seed,
-                                 MAX_MESSAGES_PER_THREAD_CYCLE, MAX_CYCLE_SECONDS, (1024, 12 * 1024),
-                                 (1, 5))
-                threads = [threading.Thread(target=load.run, args=(t,), daemon=True)
-                           for t in range(THREADS)]
-                for th in threads:
-                    th.start()
-                delay = rng.uniform(*LOAD_SECONDS)
-                time.sleep(delay)
-                alive = srv.proc.poll() is None
-                srv.kill9()
-                load.stop.set()
-                for th in threads:
-                    th.join(20)
-                self.assertFalse(any(th.is_alive() for th in threads), "load threads hung")
-                self.assertTrue(alive, "ringmx died before the kill\n%s" % srv.log()[-3000:])
+                load, delay = self.load_then_kill(srv, port, "%s-c%d" % (name, cycle), rng,
+                                                  (1024, 12 * 1024))
                 self.assertEqual(load.errors, [], "protocol errors in cycle %d" % cycle)
                 fs.cut()
                 acked.extend(load.acked)
@@ -340,19 +346,8 @@ class PowerCut(unittest.TestCase):
                              spool_toml="segment_bytes = 65536\n")
                 servers.append(srv)
                 srv.start()
-                load = AckedLoad(port, "%s-c%d" % (name, cycle), self.seed,
-                                 MAX_MESSAGES_PER_THREAD_CYCLE, MAX_CYCLE_SECONDS,
-                                 (1024, 8 * 1024), (1, 5))
-                threads = [threading.Thread(target=load.run, args=(t,), daemon=True)
-                           for t in range(THREADS)]
-                for th in threads:
-                    th.start()
-                delay = rng.uniform(*LOAD_SECONDS)
-                time.sleep(delay)
-                srv.kill9()
-                load.stop.set()
-                for th in threads:
-                    th.join(20)
+                load, delay = self.load_then_kill(srv, port, "%s-c%d" % (name, cycle), rng,
+                                                  (1024, 8 * 1024))
                 self.assertEqual(load.errors, [], "protocol errors in cycle %d" % cycle)
                 fs.cut()
                 acked.extend(load.acked)
