@@ -124,12 +124,6 @@ TEST(Dsn, NoLineEndsInsideFields) {
   EXPECT_EQ(d.find("\r\nInjected: yes"), std::string::npos);
 }
 
-}  // namespace
-}  // namespace ringmx
-
-namespace ringmx {
-namespace {
-
 TEST(Dsn, DelayReport) {
   DsnReport r = report();
   r.rcpts = {{"u@example.org", {notify_delay, "", ""}, "delayed", {0, "4.4.1 connection refused"}}};

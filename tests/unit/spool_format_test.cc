@@ -18,6 +18,7 @@
 #include "pipeline/crc32c.h"
 
 #include "tests/unit/scratch_dir.h"
+#include "tests/unit/spool_records.h"
 
 namespace ringmx {
 namespace {
@@ -25,6 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using test_support::read_whole;
 using test_support::ScratchDir;
+using test_support::spool_bytes;
 using test_support::write_file;
 
 constexpr std::string_view kReceived =
@@ -78,18 +80,6 @@ SpoolClient tls_client() {
   c.tls_version = "TLS1_3";
   c.tls_cipher = "TLS_AES_256_GCM_SHA384";
   return c;
-}
-
-// The bytes the runtime writes: envelope, our Received header and body, then
-// the trailer with the CRC32C of all of it.
-std::string spool_bytes(const Message& msg, const SpoolClient& client) {
-  std::string out;
-  append_spool_envelope(out, msg, client, msg.received.size() + msg.body.size());
-  out += msg.received;
-  out.append(msg.body.view());
-  const SpoolTrailer trailer = spool_trailer(crc32c(out));
-  out.append(trailer.data(), trailer.size());
-  return out;
 }
 
 std::string good_file() {

@@ -11,6 +11,18 @@
 
 namespace ringmx::test_support {
 
+// The bytes the runtime writes: envelope, our Received header and body, then
+// the trailer with the CRC32C of all of it.
+inline std::string spool_bytes(const Message& msg, const SpoolClient& client) {
+  std::string out;
+  append_spool_envelope(out, msg, client, msg.received.size() + msg.body.size());
+  out += msg.received;
+  out.append(msg.body.view());
+  const SpoolTrailer trailer = spool_trailer(crc32c(out));
+  out.append(trailer.data(), trailer.size());
+  return out;
+}
+
 // `msg`'s record; queue id, sender and recipients as the caller set them,
 // the received time and client fixed.
 inline std::string spool_record(Message& msg) {
@@ -23,13 +35,7 @@ inline std::string spool_record(Message& msg) {
   client.port = 40000;
   client.helo = "c.example";
   client.protocol = "ESMTP";
-  std::string out;
-  append_spool_envelope(out, msg, client, msg.received.size() + msg.body.size());
-  out += msg.received;
-  out.append(msg.body.view());
-  const SpoolTrailer t = spool_trailer(crc32c(out));
-  out.append(t.data(), t.size());
-  return out;
+  return spool_bytes(msg, client);
 }
 
 }  // namespace ringmx::test_support
