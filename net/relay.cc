@@ -387,7 +387,7 @@ void Relays::configure(const RuntimeConfig& cfg) {
 
 void Relays::submit(const std::shared_ptr<QueuedMessage>& m) {
   by_id_[m->queue_id] = m;
-  by_age_.emplace(m->received_at_unix, m->queue_id);
+  by_age_.emplace(m->received_at_unix, m.get());
   shard_.metrics().queue_oldest_unix.set(by_age_.begin()->first);
   held_bytes_ += m->data.size();
   shard_.metrics().queue_messages.add(1);
@@ -799,7 +799,7 @@ void Relays::message_done(QueuedMessage& m) {
   if (m.finished) return;
   m.finished = true;
   by_id_.erase(m.queue_id);
-  by_age_.erase({m.received_at_unix, m.queue_id});
+  by_age_.erase({m.received_at_unix, &m});
   shard_.metrics().queue_oldest_unix.set(by_age_.empty() ? 0 : by_age_.begin()->first);
   shard_.journal_message_done(m);
   held_bytes_ -= m.data.size();

@@ -142,7 +142,7 @@ class Relays {
   // tasks of held messages, parked until released.
   std::unordered_map<std::string, std::shared_ptr<QueuedMessage>> by_id_;
   // The same, oldest first (ringmx_queue_oldest_message_age_seconds).
-  std::set<std::pair<int64_t, std::string>> by_age_;
+  std::set<std::pair<int64_t, const QueuedMessage*>> by_age_;
   std::vector<RelayTask*> parked_;
   bool stopping_ = false;
   std::mt19937_64 rng_;
