@@ -18,6 +18,10 @@ enum class LogLevel : uint8_t { debug, info, warn, error };
 // it names a certificate, plain SMTP otherwise.
 enum class ListenerTls : uint8_t { unset, none, starttls, implicit };
 
+// Whether a listener expects a PROXY protocol header (HAProxy's v1 text or
+// v2 binary form, or either) before anything else on each connection.
+enum class ListenerProxy : uint8_t { none, v1, v2, any };
+
 struct ListenerConfig {
   std::string name;     // label in logs and metrics; defaults to the address
   std::string address;  // "127.0.0.1:2525", "[::1]:2525", "0.0.0.0:25"
@@ -27,6 +31,14 @@ struct ListenerConfig {
   // This listener's own certificate; empty: the [tls] one.
   std::string cert_file{};
   std::string key_file{};
+  // PROXY protocol: every connection must start with a header, and must come
+  // from one of `trusted_proxies` (CIDR networks or addresses); the client it
+  // names is the one every limit, log line, metric and Received header uses.
+  ListenerProxy proxy_protocol = ListenerProxy::none;
+  std::vector<std::string> trusted_proxies{};
+  // XCLIENT (Postfix's extension) is offered to and honoured from clients in
+  // these networks only; empty: never.
+  std::vector<std::string> xclient_hosts{};
 };
 
 // An extra certificate served when the client asks for `name` (SNI): exact,
@@ -124,6 +136,8 @@ struct ServerConfig {
   // Wait this long before the greeting; a client that talks first is refused
   // (554 5.5.1). 0 greets at once.
   uint32_t greeting_delay_ms = 0;
+  // A PROXY listener's header must be complete this long after the connect.
+  uint32_t proxy_timeout_ms = 5000;
   // Submission queue entries of each shard's io_uring. A burst that needs
   // more waits (in order) for the next submit; nothing fails.
   uint32_t ring_entries = 4096;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/address.h"
+#include "core/ip_network.h"
 #include "core/limits.h"
 
 namespace ringmx {
@@ -54,6 +55,7 @@ constexpr ServerUint kServerUints[] = {
     {"max_connections_per_ip", &ServerConfig::max_connections_per_ip, 1, 1'000'000},
     {"drain_timeout_ms", &ServerConfig::drain_timeout_ms, 0, 3'600'000},
     {"greeting_delay_ms", &ServerConfig::greeting_delay_ms, 0, 60'000},
+    {"proxy_timeout_ms", &ServerConfig::proxy_timeout_ms, 100, 300'000},
     {"ring_entries", &ServerConfig::ring_entries, 8, 32'768},
 };
 
@@ -174,6 +176,17 @@ constexpr EnumName<ListenerTls> kListenerTlsModes[] = {
     {"starttls", ListenerTls::starttls},
     {"implicit", ListenerTls::implicit},
 };
+
+constexpr EnumName<ListenerProxy> kListenerProxyModes[] = {
+    {"none", ListenerProxy::none},
+    {"v1", ListenerProxy::v1},
+    {"v2", ListenerProxy::v2},
+    {"any", ListenerProxy::any},
+};
+
+// Networks a listener trusts: enough for any real set-up, small enough that
+// a linear match per connection stays cheap.
+constexpr size_t kMaxNetworksPerList = 256;
 
 constexpr EnumName<TlsMinVersion> kTlsMinVersions[] = {
     {"TLS1_2", TlsMinVersion::tls1_2},
@@ -430,6 +443,32 @@ class Loader {
       return;
     }
     out = v->get();
+  }
+
+  // An array of strings, each passing `check`; `out` is replaced only when all do.
+  template <typename Check>
+  void read_checked_list(const toml::node& n, const std::string& key, Check check, size_t max,
+                         std::vector<std::string>& out) {
+    const toml::array* arr = n.as_array();
+    if (arr == nullptr) {
+      wrong_type(n, key, "an array of strings");
+      return;
+    }
+    if (arr->size() > max) {
+      add(n.source(), key, "at most " + std::to_string(max) + " entries are allowed");
+      return;
+    }
+    std::vector<std::string> got;
+    bool ok = true;
+    for (size_t j = 0; j < arr->size(); ++j) {
+      std::string v;
+      if (read_checked((*arr)[j], key + "[" + std::to_string(j) + "]", check, v)) {
+        got.push_back(std::move(v));
+      } else {
+        ok = false;
+      }
+    }
+    if (ok) out = std::move(got);
   }
 
   template <typename E, size_t N>
@@ -742,6 +781,14 @@ class Loader {
         read_checked(v, listener_key(index, "cert"), check_file_path, l.cert_file);
       } else if (k.str() == "key") {
         read_checked(v, listener_key(index, "key"), check_file_path, l.key_file);
+      } else if (k.str() == "proxy_protocol") {
+        read_enum(v, listener_key(index, "proxy_protocol"), kListenerProxyModes, l.proxy_protocol);
+      } else if (k.str() == "trusted_proxies") {
+        read_checked_list(v, listener_key(index, "trusted_proxies"), check_network,
+                          kMaxNetworksPerList, l.trusted_proxies);
+      } else if (k.str() == "xclient_hosts") {
+        read_checked_list(v, listener_key(index, "xclient_hosts"), check_network,
+                          kMaxNetworksPerList, l.xclient_hosts);
       } else {
         unknown(k, v, listener_key(index, k.str()));
       }
@@ -925,6 +972,22 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     const ListenerConfig& l = cfg.listeners[i];
     check(listener_key(i, "address"), check_address(l.address));
     check(listener_key(i, "name"), check_listener_name(l.name, l.address));
+    if (l.proxy_protocol != ListenerProxy::none && l.trusted_proxies.empty()) {
+      // Every connection would be refused: a header is believed from no one.
+      check(listener_key(i, "trusted_proxies"),
+            "is required with proxy_protocol: the load balancers' networks");
+    }
+    if (l.proxy_protocol == ListenerProxy::none && !l.trusted_proxies.empty()) {
+      check(listener_key(i, "trusted_proxies"), "needs proxy_protocol = \"v1\", \"v2\" or \"any\"");
+    }
+    for (const auto& [list, field] : {std::pair{&l.trusted_proxies, "trusted_proxies"},
+                                      std::pair{&l.xclient_hosts, "xclient_hosts"}}) {
+      if (list->size() > kMaxNetworksPerList) {
+        check(listener_key(i, field),
+              "at most " + std::to_string(kMaxNetworksPerList) + " entries are allowed");
+      }
+      for (const std::string& net : *list) check(listener_key(i, field), check_network(net));
+    }
     for (size_t j = 0; j < i; ++j) {
       if (cfg.listeners[j].name == l.name && !l.name.empty()) {
         check(listener_key(i, "name"), "duplicate listener name \"" + l.name + "\"");

@@ -12,7 +12,8 @@ namespace ringmx {
 namespace {
 
 constexpr std::array<std::string_view, static_cast<size_t>(ConnResult::count_)> kConnResultNames = {
-    "accepted", "limit_total", "limit_per_ip", "pregreet", "error", "queue_full"};
+    "accepted",   "limit_total",     "limit_per_ip", "pregreet",     "error",
+    "queue_full", "proxy_untrusted", "proxy_error",  "proxy_timeout"};
 constexpr std::array<std::string_view, static_cast<size_t>(TxnResult::count_)> kTxnResultNames = {
     "accepted", "rejected", "tempfail", "aborted"};
 

@@ -180,6 +180,11 @@ void Session::end_of_input() {
 
 // ---- lifecycle --------------------------------------------------------------
 
+void Session::set_client(std::string ip, uint16_t port) {
+  info_.client_ip = std::move(ip);
+  info_.client_port = port;
+}
+
 void Session::start(Now now) {
   touch(now);
   Verdict v = handler_.on_connect(*this);

@@ -159,6 +159,10 @@ class Session {
   // Runs the connect check and queues the greeting (or the rejection).
   void start(Now now);
 
+  // The client a trusted PROXY header named, set before start(): every
+  // check, log line and Received header uses it instead of the peer's.
+  void set_client(std::string ip, uint16_t port);
+
   // Feeds received bytes. Returns how many were used: all of them, unless the
   // session is waiting for a verdict or closing; the owner keeps the rest and
   // feeds it again after resume(). Bytes after STARTTLS are used and dropped.

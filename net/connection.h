@@ -17,6 +17,7 @@
 #include "core/received_header.h"
 #include "core/reply.h"
 #include "core/session.h"
+#include "net/proxy_protocol.h"
 #include "net/shard.h"
 #include "net/timer_wheel.h"
 #include "pipeline/spool_format.h"
@@ -106,7 +107,8 @@ struct alignas(16) Spill {
 struct alignas(16) Connection final : SessionHandler {
   // handshake: TLS (implicit, or after STARTTLS's 220) before the session
   // goes on; no SMTP input is read meanwhile.
-  enum class Stage : uint8_t { greeting_delay, handshake, open, closing };
+  // proxy_header: a PROXY listener's connection before its header is read.
+  enum class Stage : uint8_t { proxy_header, greeting_delay, handshake, open, closing };
 
   Connection(Shard& s, int sock, uint32_t listener_index, ConnInfo info, Now now)
       : shard(s),
@@ -122,7 +124,8 @@ struct alignas(16) Connection final : SessionHandler {
   uint32_t listener;
   int64_t started_ms;
   Stage stage = Stage::open;
-  bool counted = false;  // holds a slot in the connection limits
+  bool counted = false;     // holds a slot in the connection limit
+  bool ip_counted = false;  // ... and in its client address's (ip_slot)
   size_t ip_slot = 0;
   bool recv_armed = false;
   bool recv_paused = false;
@@ -150,6 +153,8 @@ struct alignas(16) Connection final : SessionHandler {
   std::shared_ptr<const TlsServerContext> tls_context;  // the listener's, at accept
   std::shared_ptr<const RouteTable> routes;             // the config's, at accept
   std::unique_ptr<TlsSession> tls;
+  std::unique_ptr<ProxyParser> proxy;  // while the PROXY header is read
+  std::string proxy_peer;              // the proxy's address, when a header named the client
   int64_t tls_started_ns = 0;
   TlsVersionLabel tls_version = TlsVersionLabel::none;  // counted in the active gauge
   bool implicit_tls = false;

@@ -1,4 +1,5 @@
-// Listening socket set-up (start-up only; blocking calls are fine here).
+// Listening socket set-up (start-up only; blocking calls are fine here), and
+// the text form of socket addresses.
 #include "net/listener.h"
 
 #include <arpa/inet.h>
@@ -96,6 +97,28 @@ uint16_t bound_port(int fd) {
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return 0;
   if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
   return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+std::string ip_text(const sockaddr_storage& ss, uint16_t& port) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  port = 0;
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    port = ntohs(a->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf, sizeof buf);
+    } else {
+      inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    }
+    return buf;
+  }
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    port = ntohs(a->sin_port);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    return buf;
+  }
+  return "unknown";
 }
 
 }  // namespace ringmx

@@ -2,6 +2,8 @@
 // listener, so the kernel spreads connections over the shards.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 
@@ -18,6 +20,11 @@ int open_listener(const std::string& host, uint16_t port, int backlog = 4096);
 // the port. Retries for up to `wait_ms` (a just-killed predecessor's socket
 // can linger for a moment).
 void ensure_port_free(const std::string& host, uint16_t port, int wait_ms = 2000);
+
+// An address as logs, limits and Received headers spell it: IPv4 dotted
+// (an IPv4-mapped IPv6 address too), IPv6 in RFC 5952 form; "unknown" for
+// any other family. Sets `port` (0 for other families).
+std::string ip_text(const sockaddr_storage& ss, uint16_t& port);
 
 // The port a socket is bound to (for "port 0" in tests).
 uint16_t bound_port(int fd);

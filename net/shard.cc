@@ -28,6 +28,7 @@
 #include <stdexcept>
 
 #include "net/connection.h"
+#include "net/listener.h"
 #include "net/uring_probe.h"
 
 namespace ringmx {
@@ -55,21 +56,7 @@ std::string peer_ip(int fd, uint16_t& port) {
   socklen_t len = sizeof ss;
   port = 0;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) return "unknown";
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    port = ntohs(a->sin6_port);
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-      inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf, sizeof buf);
-    } else {
-      inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
-    }
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    port = ntohs(a->sin_port);
-    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
-  }
-  return buf;
+  return ip_text(ss, port);
 }
 
 size_t ip_bucket(std::string_view ip) {
@@ -113,6 +100,9 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
     ListenerRuntime lr;
     lr.mode = effective_tls(cfg, l);
     lr.require_tls = l.require_tls && lr.mode == ListenerTls::starttls;
+    lr.proxy = l.proxy_protocol;
+    lr.trusted_proxies = NetworkSet(l.trusted_proxies);
+    lr.xclient_hosts = NetworkSet(l.xclient_hosts);
     if (lr.mode != ListenerTls::none) {
       const TlsServerConfig sc = tls_server_config(cfg.tls, l);
       std::shared_ptr<const TlsServerContext>& ctx =
@@ -471,7 +461,8 @@ void Shard::apply_control() {
         c->session.drain(now_);
         flush(*c);
       } else if (c->stage == Connection::Stage::greeting_delay ||
-                 c->stage == Connection::Stage::handshake) {
+                 c->stage == Connection::Stage::handshake ||
+                 c->stage == Connection::Stage::proxy_header) {
         begin_close(*c);
       }
     }
@@ -546,7 +537,6 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
   ConnInfo info;
   info.session_id = next_session_id();
   info.client_ip = peer_ip(fd, info.client_port);
-  const ServerConfig& sc = cfg_->server;
   const ListenerRuntime& lr = cfg_->listeners[l.index];
   info.tls_available = lr.mode == ListenerTls::starttls;
   info.tls_required = lr.require_tls;
@@ -560,11 +550,24 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
   ++live_;
   metrics_.sessions_active.add(1);
 
-  // Limits: total first, then per client address.
+  // Limits: the total now; per client address once the client is known
+  // (on a PROXY listener, after its header).
   const uint32_t total = shared_.connections.fetch_add(1, std::memory_order_relaxed) + 1;
-  c->ip_slot = ip_bucket(c->session.conn().client_ip);
-  const uint32_t from_ip = shared_.per_ip[c->ip_slot].fetch_add(1, std::memory_order_relaxed) + 1u;
   c->counted = true;
+  if (lr.proxy != ListenerProxy::none) {
+    start_proxy(*c, lr);
+    return;
+  }
+  admit(*c, total);
+}
+
+// The client is known: the per-address limit and the back-pressure gate,
+// then the TLS handshake or the greeting.
+void Shard::admit(Connection& c, uint32_t total) {
+  const ServerConfig& sc = cfg_->server;
+  c.ip_slot = ip_bucket(c.session.conn().client_ip);
+  const uint32_t from_ip = shared_.per_ip[c.ip_slot].fetch_add(1, std::memory_order_relaxed) + 1u;
+  c.ip_counted = true;
   ConnResult verdict = ConnResult::accepted;
   if (total > sc.max_connections) {
     verdict = ConnResult::limit_total;
@@ -574,19 +577,20 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
              2 * int64_t{sc.delivery.max_queue_messages}) {
     verdict = ConnResult::queue_full;  // far over: not even a MAIL to refuse
   }
-  metrics_.connections[l.index][static_cast<size_t>(verdict)].inc();
+  metrics_.connections[c.listener][static_cast<size_t>(verdict)].inc();
   if (log_enabled(LogLevel::info)) {
     LogLine line(LogLevel::info, "connect", unix_ms_);
-    line.kv("sid", format_session_id(c->session.conn().session_id))
-        .kv("client", c->session.conn().client_ip);
-    line.kv("port", uint64_t{c->session.conn().client_port});
-    line.kv("listener", sc.listeners[l.index].name).kv("result", conn_result_name(verdict));
+    line.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip);
+    line.kv("port", uint64_t{c.session.conn().client_port});
+    if (!c.proxy_peer.empty()) line.kv("proxy", c.proxy_peer);
+    line.kv("listener", sc.listeners[c.listener].name).kv("result", conn_result_name(verdict));
     log(line);
   }
-  if (verdict != ConnResult::accepted && c->implicit_tls) {
+  if (verdict != ConnResult::accepted && c.implicit_tls) {
     // No handshake for a connection we will not serve: a plaintext reply
     // would only be garbage to a TLS client.
-    begin_close(*c);
+    begin_close(c);
     return;
   }
   if (verdict != ConnResult::accepted) {
@@ -601,17 +605,17 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
                    sc.smtp.hostname + " Too many connections from your address");
     }
     metrics_.replies[421].inc();
-    c->stage = Connection::Stage::closing;
-    c->send_queued = std::move(reply);
-    start_send(*c);
+    c.stage = Connection::Stage::closing;
+    c.send_queued = std::move(reply);
+    start_send(c);
     return;
   }
-  arm_recv(*c);
-  if (c->implicit_tls) {
-    start_tls(*c);  // handshake first, then the greeting
+  arm_recv(c);
+  if (c.implicit_tls) {
+    start_tls(c);  // handshake first, then the greeting
     return;
   }
-  start_session(*c);
+  start_session(c);
 }
 
 // The greeting, now or after the configured delay.
@@ -655,7 +659,9 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
   if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
     const uint16_t bid = ProvidedBufferRing::buffer_id(flags);
     metrics_.bytes_in.inc(static_cast<uint64_t>(res));
-    if (c.stage != Connection::Stage::closing) {
+    if (c.stage == Connection::Stage::proxy_header) {
+      on_proxy_input(c, bufs_.data(bid, static_cast<size_t>(res)));
+    } else if (c.stage != Connection::Stage::closing) {
       if (c.tls) {
         on_tls_input(c, bufs_.data(bid, static_cast<size_t>(res)));
       } else {
@@ -678,6 +684,11 @@ void Shard::on_recv(Connection& c, int res, uint32_t flags) {
       return;
     }
     if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
+      if (c.stage == Connection::Stage::proxy_header) {
+        proxy_refused(c, ConnResult::proxy_error,
+                      res == 0 ? "closed before the PROXY header" : std::strerror(-res));
+        return;
+      }
       if (c.stage == Connection::Stage::handshake) {
         tls_failed(c, TlsResult::failed,
                    res == 0 ? "client closed during the handshake" : std::strerror(-res));
@@ -942,6 +953,10 @@ void Shard::on_timer(TimerNode& n) {
     tls_failed(c, TlsResult::timeout, "handshake timeout");
     return;
   }
+  if (c.stage == Connection::Stage::proxy_header) {
+    proxy_refused(c, ConnResult::proxy_timeout, "no complete PROXY header in time");
+    return;
+  }
   if (c.stage == Connection::Stage::greeting_delay) {
     c.stage = Connection::Stage::open;
     c.session.start(now_);
@@ -985,7 +1000,8 @@ void Shard::release_slot(Connection& c) {
   if (!c.counted) return;
   c.counted = false;
   shared_.connections.fetch_sub(1, std::memory_order_relaxed);
-  shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
+  if (c.ip_counted) shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
+  c.ip_counted = false;
 }
 
 // Closing is lingering: our FIN goes out at once (SHUT_WR) but reading goes

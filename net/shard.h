@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/ip_network.h"
 #include "core/metrics.h"
 #include "core/session.h"
 #include "net/buffer_ring.h"
@@ -31,11 +32,14 @@
 
 namespace ringmx {
 
-// A listener's TLS as the shards use it.
+// A listener's TLS and front-end trust as the shards use it.
 struct ListenerRuntime {
   ListenerTls mode = ListenerTls::none;  // never `unset` here
   bool require_tls = false;
   std::shared_ptr<const TlsServerContext> tls;  // null when mode is none
+  ListenerProxy proxy = ListenerProxy::none;
+  NetworkSet trusted_proxies;
+  NetworkSet xclient_hosts;
 };
 
 // A config snapshot as the shards use it. Immutable once built.
@@ -181,6 +185,11 @@ class Shard {
   void tls_end(Connection& c);
   void queue_ciphertext(Connection& c);
   void start_session(Connection& c);
+  void admit(Connection& c, uint32_t total);
+  // PROXY listeners (net/shard_proxy.cc): the header comes first.
+  void start_proxy(Connection& c, const ListenerRuntime& lr);
+  void on_proxy_input(Connection& c, std::string_view data);
+  void proxy_refused(Connection& c, ConnResult why, std::string_view reason);
   int64_t wait_budget_ms() const;
   void end_linger(Connection& c);
   void release_slot(Connection& c);

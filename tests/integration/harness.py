@@ -43,10 +43,11 @@ def free_port():
 class Server:
     """ringmx on 127.0.0.1 with a temp spool; `extra_toml` is appended to the config
     (after the [server] keys); `listener_toml` right after the "smtp" listener's keys, so it
-    can add keys to that listener and further [[listener]] tables."""
+    can add keys to that listener and further [[listener]] tables. The "smtp" listener is on
+    `host` (another 127.x address lets several servers share a port number)."""
 
     def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True,
-                 spool_toml="", listener_toml=""):
+                 spool_toml="", listener_toml="", host="127.0.0.1"):
         self.dir = tempfile.mkdtemp(prefix="ringmx-it-")
         self.spool = spool or os.path.join(self.dir, "spool")
         self.port = port or free_port()
@@ -58,7 +59,7 @@ class Server:
             f.write('\n[spool]\ndir = "%s"\n%s' % (self.spool, spool_toml))
             f.write('[admin]\nlisten = "%s"\n' %
                     ("127.0.0.1:%d" % self.admin_port if admin else ""))
-            f.write('[[listener]]\nname = "smtp"\naddress = "127.0.0.1:%d"\n' % self.port)
+            f.write('[[listener]]\nname = "smtp"\naddress = "%s:%d"\n' % (host, self.port))
             f.write(listener_toml)
         self.args = list(args)
         self.wrapper = []   # a command to run the binary under (strace ...), if any

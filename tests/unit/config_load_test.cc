@@ -60,7 +60,11 @@ std::string dump(const ServerConfig& c) {
   for (const ListenerConfig& l : c.listeners) {
     o << "listener=" << l.name << "@" << l.address << " tls=" << static_cast<int>(l.tls)
       << " require_tls=" << l.require_tls << " cert=" << l.cert_file << " key=" << l.key_file
-      << "\n";
+      << " proxy=" << static_cast<int>(l.proxy_protocol) << " trusted=";
+    for (const std::string& n : l.trusted_proxies) o << n << ",";
+    o << " xclient=";
+    for (const std::string& n : l.xclient_hosts) o << n << ",";
+    o << "\n";
   }
   const TlsConfig& t = c.tls;
   o << "tls.cert=" << t.cert_file << "\ntls.key=" << t.key_file
@@ -84,7 +88,7 @@ std::string dump(const ServerConfig& c) {
     << "\nlog_level=" << static_cast<int>(c.log_level) << "\nmax_connections=" << c.max_connections
     << "\nmax_connections_per_ip=" << c.max_connections_per_ip
     << "\ndrain_timeout_ms=" << c.drain_timeout_ms << "\ngreeting_delay_ms=" << c.greeting_delay_ms
-    << "\nring_entries=" << c.ring_entries << "\n";
+    << "\nring_entries=" << c.ring_entries << "\nproxy_timeout_ms=" << c.proxy_timeout_ms << "\n";
   const DeliveryConfig& d = c.delivery;
   o << "delivery=" << d.connect_timeout_ms << " " << d.command_timeout_ms << " "
     << d.data_timeout_ms << " " << d.idle_timeout_ms << " " << d.max_connections_per_destination
@@ -145,6 +149,7 @@ ServerConfig everything_changed() {
   c.max_connections_per_ip = 7;
   c.drain_timeout_ms = 7;
   c.greeting_delay_ms = 7;
+  c.proxy_timeout_ms = 777;
   c.ring_entries = 9;
   c.tls.min_version = TlsMinVersion::tls1_3;
   c.tls.session_tickets = false;
@@ -303,6 +308,18 @@ const SetCase kSetCases[] = {
      [](ServerConfig& c) {
        c.listeners = {
            {"0.0.0.0:465", "0.0.0.0:465", ListenerTls::implicit, true, "/c.pem", "/k.pem"}};
+     }},
+    {"listener_proxy",
+     "[[listener]]\naddress = \"0.0.0.0:25\"\nproxy_protocol = \"v2\"\n"
+     "trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::5\"]\nxclient_hosts = [\"192.0.2.0/24\"]\n"
+     "[server]\nproxy_timeout_ms = 1500",
+     [](ServerConfig& c) {
+       ListenerConfig l{"0.0.0.0:25", "0.0.0.0:25"};
+       l.proxy_protocol = ListenerProxy::v2;
+       l.trusted_proxies = {"10.0.0.0/8", "2001:db8::5"};
+       l.xclient_hosts = {"192.0.2.0/24"};
+       c.listeners = {l};
+       c.proxy_timeout_ms = 1500;
      }},
     {"tls_cert_key", "[tls]\ncert = \"/etc/c.pem\"\nkey = \"/etc/k.pem\"",
      [](ServerConfig& c) {
@@ -500,6 +517,19 @@ const ErrorCase kErrorCases[] = {
      "expected an array of tables"},
     {"listener_bad_tls_mode", "[[listener]]\naddress = \"0.0.0.0:25\"\ntls = \"yes\"", 3,
      "listener[0].tls", "must be one of: none, starttls, implicit"},
+    {"listener_bad_proxy_mode", "[[listener]]\naddress = \"0.0.0.0:25\"\nproxy_protocol = \"v3\"",
+     3, "listener[0].proxy_protocol", "must be one of: none, v1, v2, any"},
+    {"listener_trusted_host_bits",
+     "[[listener]]\naddress = \"0.0.0.0:25\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\"]",
+     3, "listener[0].trusted_proxies[1]", "host bits"},
+    {"listener_trusted_not_array",
+     "[[listener]]\naddress = \"0.0.0.0:25\"\ntrusted_proxies = \"10.0.0.0/8\"", 3,
+     "listener[0].trusted_proxies", "expected an array of strings"},
+    {"listener_xclient_name",
+     "[[listener]]\naddress = \"0.0.0.0:25\"\nxclient_hosts = [\"relay.example\"]", 3,
+     "listener[0].xclient_hosts[0]", "not an IPv4 or IPv6 address"},
+    {"proxy_timeout_too_small", "[server]\nproxy_timeout_ms = 99", 2, "server.proxy_timeout_ms",
+     "must be between 100 and 300000"},
     {"tls_bad_min_version", "[tls]\nmin_version = \"TLS1_1\"", 2, "tls.min_version",
      "must be one of: TLS1_2, TLS1_3"},
     {"tls_handshake_timeout_too_small", "[tls]\nhandshake_timeout_ms = 99", 2,
@@ -777,6 +807,19 @@ const ValidateCase kValidateCases[] = {
      "listener[0].cert", "go together"},
     {"require_tls_without_tls", [](ServerConfig& c) { c.listeners[0].require_tls = true; },
      "listener[0].require_tls", "needs tls"},
+    {"proxy_without_trusted",
+     [](ServerConfig& c) { c.listeners[0].proxy_protocol = ListenerProxy::any; },
+     "listener[0].trusted_proxies", "is required with proxy_protocol"},
+    {"trusted_without_proxy", [](ServerConfig& c) { c.listeners[0].trusted_proxies = {"::1"}; },
+     "listener[0].trusted_proxies", "needs proxy_protocol"},
+    {"xclient_not_a_network", [](ServerConfig& c) { c.listeners[0].xclient_hosts = {"10.1/8"}; },
+     "listener[0].xclient_hosts", "not an IPv4 or IPv6 address"},
+    {"too_many_trusted",
+     [](ServerConfig& c) {
+       c.listeners[0].proxy_protocol = ListenerProxy::v1;
+       c.listeners[0].trusted_proxies.assign(257, "10.0.0.0/8");
+     },
+     "listener[0].trusted_proxies", "at most 256"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Fields, ValidateConfigCase, ::testing::ValuesIn(kValidateCases),

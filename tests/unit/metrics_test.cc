@@ -75,6 +75,9 @@ TEST(Metrics, ResultNames) {
   EXPECT_EQ(conn_result_name(ConnResult::limit_per_ip), "limit_per_ip");
   EXPECT_EQ(conn_result_name(ConnResult::pregreet), "pregreet");
   EXPECT_EQ(conn_result_name(ConnResult::error), "error");
+  EXPECT_EQ(conn_result_name(ConnResult::proxy_untrusted), "proxy_untrusted");
+  EXPECT_EQ(conn_result_name(ConnResult::proxy_error), "proxy_error");
+  EXPECT_EQ(conn_result_name(ConnResult::proxy_timeout), "proxy_timeout");
   EXPECT_EQ(txn_result_name(TxnResult::accepted), "accepted");
   EXPECT_EQ(txn_result_name(TxnResult::rejected), "rejected");
   EXPECT_EQ(txn_result_name(TxnResult::tempfail), "tempfail");
@@ -157,6 +160,9 @@ TEST(Metrics, ExactTextForASmallView) {
       "ringmx_connections_total{listener=\"smtp\",result=\"pregreet\"} 1\n"
       "ringmx_connections_total{listener=\"smtp\",result=\"error\"} 0\n"
       "ringmx_connections_total{listener=\"smtp\",result=\"queue_full\"} 0\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"proxy_untrusted\"} 0\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"proxy_error\"} 0\n"
+      "ringmx_connections_total{listener=\"smtp\",result=\"proxy_timeout\"} 0\n"
       "# HELP ringmx_sessions_active SMTP sessions currently open.\n"
       "# TYPE ringmx_sessions_active gauge\n"
       "ringmx_sessions_active 2\n"
