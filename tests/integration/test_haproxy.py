@@ -307,6 +307,33 @@ class HAProxyEdge(unittest.TestCase):
         self.assertRegex(log, r"proxy_refused .*result=proxy_error .*reason=\"?bad PROXY header")
         self.assertRegex(log, r"proxy_refused .*result=proxy_timeout")
 
+    def test_6_header_split_over_reads_with_smtp_behind_it(self):
+        """A v2 header in three pieces (read separately), its last piece followed by a
+        command in the same segment: the header is assembled, the command is the session's."""
+        import struct
+        header = (b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11" + struct.pack("!H", 12) +
+                  socket.inet_aton("192.0.2.77") + socket.inet_aton("192.0.2.1") +
+                  struct.pack("!HH", 40000, 25))
+        s = socket.create_connection((NODE_A, self.ports["smtp"]), timeout=5)
+        c = Client.__new__(Client)
+        c.sock, c.buf = s, b""
+        try:
+            s.sendall(header[:5])
+            time.sleep(0.1)
+            s.sendall(header[5:17])
+            time.sleep(0.1)
+            s.sendall(header[17:] + b"EHLO split.test\r\n")
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.reply()[0], 250)
+            code, text = transaction(c, "a@example.net", ["b@example.org"],
+                                     b"Subject: tag-split\r\n\r\nbody\r\n")
+            self.assertEqual(code, 250, text)
+        finally:
+            s.close()
+        name, message = self.stored("tag-split")
+        self.assertEqual(name, "a")
+        self.assertIn(b"[192.0.2.77]", message.split(b"\r\n\r\n")[0])
+
     def test_9_draining_a_node_loses_nothing(self):
         stop = threading.Event()
         lock = threading.Lock()
