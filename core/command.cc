@@ -66,6 +66,8 @@ Command parse_command(std::string_view line) {
     }
   } else if (equals_nocase(verb, "starttls")) {
     cmd.verb = Verb::starttls;
+  } else if (equals_nocase(verb, "xclient")) {
+    cmd.verb = Verb::xclient;
   }
   if (vlen < line.size()) {
     cmd.had_space = true;
@@ -94,6 +96,7 @@ std::string_view verb_name(Verb v) {
     case Verb::help: return "HELP";
     case Verb::starttls: return "STARTTLS";
     case Verb::auth: return "AUTH";
+    case Verb::xclient: return "XCLIENT";
     case Verb::unknown: break;
   }
   return "unknown";

@@ -23,6 +23,7 @@ enum class Verb : uint8_t {
   help,
   starttls,
   auth,
+  xclient,  // Postfix's XCLIENT (core/xclient.h)
 };
 
 struct Command {

@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/esmtp_params.h"
 #include "core/received_header.h"
+#include "core/xclient.h"
 
 namespace ringmx {
 
@@ -101,16 +102,18 @@ SessionSettings::SessionSettings(SessionConfig cfg) : cfg_(std::move(cfg)) {
   }
   if (e.dsn) kw.emplace_back("DSN");
   // RFC 2034 3: no enhanced codes in the EHLO reply.
-  auto build = [&](bool tls) {
+  auto build = [&](bool tls, bool xclient) {
     std::string lines = cfg_.hostname;
     for (const auto& k : kw) lines += "\n" + k;
     if (tls) lines += "\nSTARTTLS";
+    if (xclient) lines += "\nXCLIENT " + std::string(kXclientAttributes);
     std::string out;
     append_reply(out, 250, {}, lines);
     return out;
   };
-  ehlo_plain_ = build(false);
-  ehlo_tls_ = build(true);
+  for (int tls = 0; tls < 2; ++tls) {
+    for (int xclient = 0; xclient < 2; ++xclient) ehlo_[tls][xclient] = build(tls, xclient);
+  }
 }
 
 Session::Session(std::shared_ptr<const SessionSettings> settings, SessionHandler& handler,
@@ -373,6 +376,7 @@ void Session::handle_line(std::string_view line, Now now) {
     case Verb::data: cmd_data(c); return;
     case Verb::bdat: cmd_bdat(c, now); return;
     case Verb::starttls: cmd_starttls(c); return;
+    case Verb::xclient: cmd_xclient(c); return;
     case Verb::rset:
       if (!no_args) return error_reply(501, "5.5.4", "Syntax: RSET");
       reset_transaction();
@@ -394,6 +398,7 @@ void Session::handle_line(std::string_view line, Now now) {
       if (ext.vrfy) scratch_ += " VRFY";
       scratch_ += " HELP";
       if (info_.tls_available && !info_.tls_active) scratch_ += " STARTTLS";
+      if (info_.xclient_allowed) scratch_ += " XCLIENT";
       scratch_ += "\nSee RFC 5321";
       return reply(214, "2.0.0", scratch_);
     }
@@ -437,7 +442,7 @@ void Session::finish_helo(const Verdict& v) {
   helo_seen_ = true;
   esmtp_ = ehlo_candidate_;
   if (esmtp_) {
-    out_ += settings_->ehlo_reply(info_.tls_available && !info_.tls_active);
+    out_ += settings_->ehlo_reply(info_.tls_available && !info_.tls_active, info_.xclient_allowed);
     handler_.on_reply(*this, current_verb_, 250);
   } else {
     std::string_view host = config().hostname;
@@ -667,12 +672,13 @@ void Session::stamp_received(Now now) {
   const Envelope& env = msg_.envelope;
   const bool utf8 = env.mail.smtputf8;
   ReceivedFields f;
-  f.helo = helo_;
+  f.helo = info_.xclient_helo.empty() ? helo_ : info_.xclient_helo;
   f.client_ip = info_.client_ip;
   f.client_ptr = info_.client_ptr;
   f.by_host = config().hostname;
   f.software = config().software;
-  f.protocol = protocol_name(esmtp_, info_.tls_active, false, utf8);
+  const bool esmtp = info_.xclient_esmtp < 0 ? esmtp_ : info_.xclient_esmtp == 1;
+  f.protocol = protocol_name(esmtp, info_.tls_active, !info_.login.empty(), utf8);
   f.queue_id = env.queue_id;
   if (info_.tls_active) {
     f.tls_version = info_.tls_version;
@@ -844,6 +850,38 @@ void Session::cmd_starttls(const Command& c) {
   reply(220, "2.0.0", "Ready to start TLS");
   phase_ = Phase::starttls;
   handler_.on_starttls(*this);
+}
+
+// XCLIENT (core/xclient.h): a trusted front end names the client it serves.
+// The session goes back to the greeting stage with that identity: the
+// connect check runs again and the client must say EHLO again. TLS stays as
+// it is (XCLIENT_README: it cannot be undone).
+void Session::cmd_xclient(const Command& c) {
+  if (!info_.xclient_allowed) return error_reply(550, "5.7.0", "Error: insufficient authorization");
+  if (in_txn_) return error_reply(503, "5.5.1", "Error: MAIL transaction in progress");
+  XclientUpdate u;
+  const std::string problem = parse_xclient(c.arg, u);
+  if (!problem.empty()) return error_reply(501, "5.5.4", problem);
+  const std::string previous = info_.client_ip;
+  if (u.addr) info_.client_ip = u.addr->empty() ? "unknown" : *u.addr;
+  if (u.port) info_.client_port = *u.port;
+  if (u.name) info_.client_ptr = *u.name;
+  if (u.helo) info_.xclient_helo = *u.helo;
+  if (u.esmtp) info_.xclient_esmtp = *u.esmtp ? 1 : 0;
+  if (u.login) info_.login = *u.login;
+  if (u.destaddr) info_.server_ip = *u.destaddr;
+  if (u.destport) info_.server_port = *u.destport;
+  reset_transaction();
+  helo_.clear();
+  helo_seen_ = false;
+  esmtp_ = false;
+  handler_.on_xclient(*this, previous);
+  Verdict v = handler_.on_connect(*this);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::connect;
+    return;
+  }
+  finish_connect(v);
 }
 
 void Session::release_body() {

@@ -41,6 +41,15 @@ struct ConnInfo {
   bool tls_required = false;   // MAIL before STARTTLS gets 530 5.7.0 (RFC 3207 4)
   std::string tls_version;     // e.g. "TLS1_3", set when tls_active
   std::string tls_cipher;
+  // XCLIENT is offered and honoured (the peer is in the listener's xclient_hosts).
+  bool xclient_allowed = false;
+  // Set by XCLIENT, kept until the next one (Postfix's XCLIENT_README: HELO
+  // and PROTO survive the reset and the client's own EHLO).
+  std::string login;          // the front end's authenticated user: Received says ESMTPA
+  std::string xclient_helo;   // the real client's HELO name, over the one sent here
+  int8_t xclient_esmtp = -1;  // PROTO: 1 ESMTP, 0 SMTP, -1 as the client spoke here
+  std::string server_ip;      // DESTADDR: the address the real client reached
+  uint16_t server_port = 0;   // DESTPORT
 };
 
 // A handler's answer to a check.
@@ -102,6 +111,9 @@ class SessionHandler {
   virtual void on_starttls(Session&) {}
   // Every reply, for logs and metrics (verb is unknown for the greeting).
   virtual void on_reply(Session&, Verb, uint16_t /*code*/) {}
+  // XCLIENT replaced the client's identity (conn() has the new one); the
+  // connect check runs again next, as for a new connection.
+  virtual void on_xclient(Session&, std::string_view /*previous_client_ip*/) {}
   // The final reply to a message (end of DATA or BDAT LAST), whatever it was:
   // 250 after on_message accepted it, or the refusal (size, loop, bare line
   // ending, handler). `size` is the body size in octets as received.
@@ -138,15 +150,14 @@ class SessionSettings {
   const SessionConfig& config() const { return cfg_; }
   std::string_view greeting() const { return greeting_; }
   // The EHLO reply for the given TLS situation.
-  std::string_view ehlo_reply(bool offer_starttls) const {
-    return offer_starttls ? ehlo_tls_ : ehlo_plain_;
+  std::string_view ehlo_reply(bool offer_starttls, bool offer_xclient = false) const {
+    return ehlo_[offer_starttls ? 1 : 0][offer_xclient ? 1 : 0];
   }
 
  private:
   SessionConfig cfg_;
   std::string greeting_;
-  std::string ehlo_plain_;
-  std::string ehlo_tls_;
+  std::string ehlo_[2][2];  // [STARTTLS offered][XCLIENT offered]
 };
 
 class Session {
@@ -162,6 +173,8 @@ class Session {
   // The client a trusted PROXY header named, set before start(): every
   // check, log line and Received header uses it instead of the peer's.
   void set_client(std::string ip, uint16_t port);
+  // Whether XCLIENT is offered and honoured; set before start().
+  void allow_xclient(bool allowed) { info_.xclient_allowed = allowed; }
 
   // Feeds received bytes. Returns how many were used: all of them, unless the
   // session is waiting for a verdict or closing; the owner keeps the rest and
@@ -220,6 +233,7 @@ class Session {
   void cmd_data(const Command& c);
   void cmd_bdat(const Command& c, Now now);
   void cmd_starttls(const Command& c);
+  void cmd_xclient(const Command& c);
   void finish_connect(const Verdict& v);
   void finish_helo(const Verdict& v);
   void finish_mail(const Verdict& v);

@@ -229,6 +229,16 @@ struct alignas(16) Connection final : SessionHandler {
     }
   }
 
+  void on_xclient(Session& s, std::string_view previous) override {
+    if (!shard.log_enabled(LogLevel::info)) return;
+    const ConnInfo& ci = s.conn();
+    LogLine l(LogLevel::info, "xclient", shard.unix_ms());
+    l.kv("sid", format_session_id(ci.session_id)).kv("from", previous).kv("client", ci.client_ip);
+    l.kv("port", uint64_t{ci.client_port}).kv("name", ci.client_ptr).kv("helo", ci.xclient_helo);
+    l.kv("login", ci.login);
+    shard.log(l);
+  }
+
   void on_transaction_abort(Session&, const Envelope&) override {
     shard.metrics().transactions[static_cast<size_t>(TxnResult::aborted)].inc();
   }

@@ -565,6 +565,8 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
 // then the TLS handshake or the greeting.
 void Shard::admit(Connection& c, uint32_t total) {
   const ServerConfig& sc = cfg_->server;
+  c.session.allow_xclient(
+      cfg_->listeners[c.listener].xclient_hosts.contains(c.session.conn().client_ip));
   c.ip_slot = ip_bucket(c.session.conn().client_ip);
   const uint32_t from_ip = shared_.per_ip[c.ip_slot].fetch_add(1, std::memory_order_relaxed) + 1u;
   c.ip_counted = true;

@@ -78,6 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ConnInfo info;
   info.client_ip = "192.0.2.9";
   info.tls_available = data[1] & 32;
+  info.xclient_allowed = data[1] & 64;  // XCLIENT may rewrite the identity mid-session
   FuzzHandler h;
   h.knobs = data + 2;
   h.nknobs = 2;
