@@ -13,6 +13,8 @@
 namespace ringmx {
 
 enum class LogLevel : uint8_t { debug, info, warn, error };
+// How log lines are written: logfmt (key=value) or one JSON object per line.
+enum class LogFormat : uint8_t { logfmt, json };
 
 // How a listener uses TLS. `unset` follows the [tls] section: STARTTLS when
 // it names a certificate, plain SMTP otherwise.
@@ -128,6 +130,7 @@ struct ServerConfig {
   DeliveryConfig delivery;
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
+  LogFormat log_format = LogFormat::logfmt;
   // Connections over all shards, and from one client address.
   uint32_t max_connections = 20000;
   uint32_t max_connections_per_ip = 50;

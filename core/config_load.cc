@@ -166,6 +166,11 @@ constexpr EnumName<LogLevel> kLogLevels[] = {
     {"error", LogLevel::error},
 };
 
+constexpr EnumName<LogFormat> kLogFormats[] = {
+    {"logfmt", LogFormat::logfmt},
+    {"json", LogFormat::json},
+};
+
 constexpr EnumName<BareLinePolicy> kBareLinePolicies[] = {
     {"reject", BareLinePolicy::reject},
     {"normalise", BareLinePolicy::normalise},
@@ -495,6 +500,8 @@ class Loader {
         read_checked(v, key, check_banner, cfg.smtp.banner);
       } else if (name == "log_level") {
         read_enum(v, key, kLogLevels, cfg.log_level);
+      } else if (name == "log_format") {
+        read_enum(v, key, kLogFormats, cfg.log_format);
       } else if (!load_uint_field(kServerUints, name, v, key, cfg)) {
         unknown(k, v, key);
       }

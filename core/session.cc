@@ -53,6 +53,8 @@ bool is_acceptable_helo(std::string_view s) {
 }  // namespace
 
 namespace {
+// How much of a command's argument a handler sees for its logs.
+constexpr size_t kLoggedArgMax = 256;
 constexpr char kBase32Hex[] = "0123456789ABCDEFGHIJKLMNOPQRSTUV";
 }  // namespace
 
@@ -135,7 +137,7 @@ void Session::consume_output(size_t n) {
 void Session::reply(uint16_t code, std::string_view enhanced, std::string_view text) {
   if (!config().ext.enhanced_status_codes) enhanced = {};
   append_reply(out_, code, enhanced, text);
-  handler_.on_reply(*this, current_verb_, code);
+  handler_.on_reply(*this, current_verb_, code, enhanced, text);
   if (code == 421) phase_ = Phase::closed;
 }
 
@@ -202,7 +204,7 @@ void Session::finish_connect(const Verdict& v) {
   if (v.kind == Verdict::Kind::accept) {
     // RFC 2034 3: the greeting carries no enhanced code.
     out_ += settings_->greeting();
-    handler_.on_reply(*this, Verb::unknown, 220);
+    handler_.on_reply(*this, Verb::unknown, 220, {}, {});
     phase_ = Phase::command;
     return;
   }
@@ -355,6 +357,7 @@ size_t Session::feed(std::string_view in, Now now) {
 void Session::handle_line(std::string_view line, Now now) {
   const Command c = parse_command(line);
   current_verb_ = c.verb;
+  current_arg_.assign(c.arg.substr(0, kLoggedArgMax));
   if (c.verb == Verb::quit) {
     close_with(221, "2.0.0", "Bye");
     return;
@@ -443,11 +446,11 @@ void Session::finish_helo(const Verdict& v) {
   esmtp_ = ehlo_candidate_;
   if (esmtp_) {
     out_ += settings_->ehlo_reply(info_.tls_available && !info_.tls_active, info_.xclient_allowed);
-    handler_.on_reply(*this, current_verb_, 250);
+    handler_.on_reply(*this, current_verb_, 250, {}, {});
   } else {
     std::string_view host = config().hostname;
     append_reply(out_, 250, {}, host);  // RFC 2034 3: no enhanced code here
-    handler_.on_reply(*this, current_verb_, 250);
+    handler_.on_reply(*this, current_verb_, 250, {}, host);
   }
 }
 

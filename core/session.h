@@ -109,8 +109,11 @@ class SessionHandler {
   // "220 Ready to start TLS" is in output(): send it, then run the handshake
   // and call Session::tls_started(). Input after STARTTLS is discarded.
   virtual void on_starttls(Session&) {}
-  // Every reply, for logs and metrics (verb is unknown for the greeting).
-  virtual void on_reply(Session&, Verb, uint16_t /*code*/) {}
+  // Every reply, for logs and metrics (verb is unknown for the greeting):
+  // its code, enhanced code (may be empty) and text (lines joined by '\n';
+  // empty for the greeting and the EHLO reply).
+  virtual void on_reply(Session&, Verb, uint16_t /*code*/, std::string_view /*enhanced*/,
+                        std::string_view /*text*/) {}
   // XCLIENT replaced the client's identity (conn() has the new one); the
   // connect check runs again next, as for a new connection.
   virtual void on_xclient(Session&, std::string_view /*previous_client_ip*/) {}
@@ -216,6 +219,8 @@ class Session {
   const ConnInfo& conn() const { return info_; }
   const SessionConfig& config() const { return settings_->config(); }
   std::string_view helo() const { return helo_; }
+  // The argument of the command being answered (its first 256 octets), for logs.
+  std::string_view current_arg() const { return current_arg_; }
   bool esmtp() const { return esmtp_; }
   uint32_t transactions() const { return txn_count_; }
   uint32_t bad_commands() const { return bad_commands_; }
@@ -280,6 +285,7 @@ class Session {
   Phase phase_ = Phase::greeting;
   Pending pending_ = Pending::none;
   Verb current_verb_ = Verb::unknown;
+  std::string current_arg_;
   bool esmtp_ = false;
   bool helo_seen_ = false;
   bool draining_ = false;

@@ -62,6 +62,9 @@ inline int64_t mono_ns() {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
+// A transaction log line names at most this many recipients (and counts all).
+inline constexpr size_t kLoggedRcpts = 20;
+
 // A spilled body is written in pieces of this size; reading from its client
 // pauses while twice this waits for the disk.
 inline constexpr size_t kSpillChunk = size_t{64} * 1024;
@@ -211,14 +214,17 @@ struct alignas(16) Connection final : SessionHandler {
 
   void on_starttls(Session&) override { shard.start_tls(*this); }
 
-  void on_reply(Session& s, Verb verb, uint16_t code) override {
+  void on_reply(Session& s, Verb verb, uint16_t code, std::string_view enhanced,
+                std::string_view text) override {
     if (code < 600) shard.metrics().replies[code].inc();
     if (code >= 400 && shard.log_enabled(LogLevel::info)) {
+      // A refusal: what was refused (the command's argument) and what we said.
       LogLine l(LogLevel::info, "reply", shard.unix_ms());
       l.kv("sid", format_session_id(s.conn().session_id))
           .kv("client", s.conn().client_ip)
           .kv("verb", verb_name(verb));
-      l.kv("code", uint64_t{code});
+      l.kv("code", uint64_t{code}).kv("enhanced", enhanced).kv("text", text);
+      if (verb != Verb::unknown) l.kv("arg", s.current_arg());
       shard.log(l);
     } else if (shard.log_enabled(LogLevel::debug)) {
       LogLine l(LogLevel::debug, "reply", shard.unix_ms());
@@ -255,11 +261,22 @@ struct alignas(16) Connection final : SessionHandler {
     }
     ++txns;
     if (shard.log_enabled(LogLevel::info)) {
+      const ConnInfo& ci = s.conn();
       LogLine l(LogLevel::info, "transaction", shard.unix_ms());
-      l.kv("sid", format_session_id(s.conn().session_id))
+      l.kv("sid", format_session_id(ci.session_id))
           .kv("qid", env.queue_id)
+          .kv("client", ci.client_ip)
+          .kv("helo", ci.xclient_helo.empty() ? s.helo() : std::string_view(ci.xclient_helo))
+          .kv("tls", ci.tls_active ? std::string_view(ci.tls_version) : "none")
           .kv("from", env.sender);
-      l.kv("rcpts", uint64_t{env.recipients.size()}).kv("size", size).kv("code", uint64_t{code});
+      // The recipients, the first kLoggedRcpts of them (a line stays bounded).
+      std::string to;
+      for (size_t i = 0; i < env.recipients.size() && i < kLoggedRcpts; ++i) {
+        if (i) to.push_back(',');
+        to.append(env.recipients[i].address);
+      }
+      l.kv("to", to).kv("rcpts", uint64_t{env.recipients.size()});
+      l.kv("size", size).kv("code", uint64_t{code});
       shard.log(l);
     }
   }

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -117,23 +118,168 @@ int64_t wall_ms() {
   return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
 }
 
-LogLine::LogLine(LogLevel level, std::string_view event, int64_t unix_ms) : level_(level) {
+namespace {
+
+std::atomic<LogFormat> g_format{LogFormat::logfmt};
+
+void append_2(std::string& s, unsigned v) {
+  s.push_back(static_cast<char>('0' + v / 10 % 10));
+  s.push_back(static_cast<char>('0' + v % 10));
+}
+
+// The UTF-8 sequence at s[i] is well-formed: its length, else 0.
+size_t utf8_length(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  size_t n = 0;
+  uint32_t cp = 0;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+    cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (b & 0x3f);
+  }
+  // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff)) {
+    return 0;
+  }
+  return n;
+}
+
+void append_json_string(std::string& s, std::string_view v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  s.push_back('"');
+  for (size_t i = 0; i < v.size();) {
+    const char c = v[i];
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      s.push_back('\\');
+      s.push_back(c);
+    } else if (c == '\n') {
+      s.append("\\n");
+    } else if (c == '\r') {
+      s.append("\\r");
+    } else if (c == '\t') {
+      s.append("\\t");
+    } else if (u < 0x20 || u == 0x7f) {
+      s.append("\\u00");
+      s.push_back(kHex[u >> 4]);
+      s.push_back(kHex[u & 15]);
+    } else if (u >= 0x80) {
+      const size_t n = utf8_length(v, i);
+      if (n == 0) {  // not UTF-8: the octet as the code point of the same value
+        s.append("\\u00");
+        s.push_back(kHex[u >> 4]);
+        s.push_back(kHex[u & 15]);
+        ++i;
+        continue;
+      }
+      s.append(v.substr(i, n));
+      i += n;
+      continue;
+    } else {
+      s.push_back(c);
+    }
+    ++i;
+  }
+  s.push_back('"');
+}
+
+}  // namespace
+
+void set_log_format(LogFormat f) {
+  g_format.store(f, std::memory_order_relaxed);
+}
+
+LogFormat log_format() {
+  return g_format.load(std::memory_order_relaxed);
+}
+
+void append_rfc3339_ms(std::string& out, int64_t unix_ms) {
+  int64_t secs = unix_ms / 1000;
+  auto ms = static_cast<unsigned>(unix_ms % 1000);
+  if (unix_ms < 0 && ms != 0) {  // before 1970: floor, not truncate
+    secs -= 1;
+    ms = static_cast<unsigned>(unix_ms % 1000 + 1000);
+  }
+  int64_t days = secs / 86400;
+  int64_t rem = secs % 86400;
+  if (rem < 0) {
+    rem += 86400;
+    days -= 1;
+  }
+  // Days since 1970-01-01 to a civil date, in 400-year eras that start on
+  // 0000-03-01 (so the leap day is the last day of an era's year).
+  days += 719468;
+  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(days - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned day = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
+  const int64_t year = int64_t{yoe} + era * 400 + (month <= 2 ? 1 : 0);
+  const auto y = static_cast<unsigned>(year);
+  out.push_back(static_cast<char>('0' + y / 1000 % 10));
+  out.push_back(static_cast<char>('0' + y / 100 % 10));
+  append_2(out, y);
+  out.push_back('-');
+  append_2(out, month);
+  out.push_back('-');
+  append_2(out, day);
+  out.push_back('T');
+  const auto r = static_cast<unsigned>(rem);
+  append_2(out, r / 3600);
+  out.push_back(':');
+  append_2(out, r / 60 % 60);
+  out.push_back(':');
+  append_2(out, r % 60);
+  out.push_back('.');
+  out.push_back(static_cast<char>('0' + ms / 100));
+  append_2(out, ms);
+  out.push_back('Z');
+}
+
+LogLine::LogLine(LogLevel level, std::string_view event, int64_t unix_ms)
+    : level_(level), json_(log_format() == LogFormat::json) {
   s_.reserve(256);
-  // ts as seconds with milliseconds, UTC epoch: cheap and sortable.
+  if (json_) {
+    s_.append("{\"ts\":\"");
+    append_rfc3339_ms(s_, unix_ms);
+    s_.append("\",\"level\":\"");
+    s_.append(log_level_name(level));
+    s_.append("\",\"event\":");
+    append_json_string(s_, event);
+    return;
+  }
   s_.append("ts=");
-  s_.append(std::to_string(unix_ms / 1000));
-  s_.push_back('.');
-  const auto ms = static_cast<int>(unix_ms % 1000);
-  s_.push_back(static_cast<char>('0' + ms / 100));
-  s_.push_back(static_cast<char>('0' + ms / 10 % 10));
-  s_.push_back(static_cast<char>('0' + ms % 10));
+  append_rfc3339_ms(s_, unix_ms);
   s_.append(" level=");
   s_.append(log_level_name(level));
   s_.append(" event=");
-  s_.append(event);
+  append_value(s_, event);
 }
 
 void LogLine::key(std::string_view k) {
+  if (json_) {
+    s_.push_back(',');
+    append_json_string(s_, k);
+    s_.push_back(':');
+    return;
+  }
   s_.push_back(' ');
   s_.append(k);
   s_.push_back('=');
@@ -141,7 +287,11 @@ void LogLine::key(std::string_view k) {
 
 LogLine& LogLine::kv(std::string_view k, std::string_view value) {
   key(k);
-  append_value(s_, value);
+  if (json_) {
+    append_json_string(s_, value);
+  } else {
+    append_value(s_, value);
+  }
   return *this;
 }
 
@@ -158,7 +308,11 @@ LogLine& LogLine::kv(std::string_view k, uint64_t value) {
 }
 
 std::string_view LogLine::finish() {
-  s_.push_back('\n');
+  if (!finished_) {
+    finished_ = true;
+    if (json_) s_.push_back('}');
+    s_.push_back('\n');
+  }
   return s_;
 }
 
@@ -212,9 +366,9 @@ bool Logger::drain_all(uint64_t& reported_drops) {
     drops += r->dropped();
   }
   if (drops > reported_drops) {
-    batch.append("level=warn event=log_lines_dropped count=");
-    batch.append(std::to_string(drops - reported_drops));
-    batch.push_back('\n');
+    LogLine l(LogLevel::warn, "log_lines_dropped", wall_ms());
+    l.kv("count", drops - reported_drops);
+    batch.append(l.finish());
     reported_drops = drops;
   }
   write_all(fd_, batch);

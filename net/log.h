@@ -1,5 +1,6 @@
-// Structured logs that never block a shard: each shard appends logfmt lines
-// to its own single-producer ring; one logger thread drains every ring to
+// Structured logs that never block a shard: each shard appends lines (logfmt
+// or JSON, one per line, with an RFC 3339 UTC timestamp in milliseconds) to
+// its own single-producer ring; one logger thread drains every ring to
 // stderr. A full ring drops lines and counts them, it never waits.
 #pragma once
 
@@ -37,7 +38,20 @@ class LogRing {
   std::atomic<uint64_t> dropped_{0};
 };
 
-// A log line under construction: logfmt key=value pairs, values quoted when needed.
+// The format every LogLine is built in, process-wide (server.log_format;
+// set at start-up and on reload, from the main thread).
+void set_log_format(LogFormat f);
+LogFormat log_format();
+
+// "2026-12-05T07:09:51.123Z" for a Unix time in milliseconds.
+void append_rfc3339_ms(std::string& out, int64_t unix_ms);
+
+// A log line under construction, in the process's format:
+//   logfmt: ts=2026-12-05T07:09:51.123Z level=info event=connect client=192.0.2.1 port=4711
+//           (a value with spaces, quotes, '=' or control characters is quoted and escaped)
+//   json:   {"ts":"2026-12-05T07:09:51.123Z","level":"info","event":"connect",
+//            "client":"192.0.2.1","port":4711}
+//           (numbers as numbers; an octet that is not UTF-8 becomes the code point of its value)
 class LogLine {
  public:
   LogLine(LogLevel level, std::string_view event, int64_t unix_ms);
@@ -46,11 +60,13 @@ class LogLine {
   LogLine& kv(std::string_view key, uint64_t value);
   LogLine& kv(std::string_view key, uint32_t value) { return kv(key, uint64_t{value}); }
   LogLine& kv(std::string_view key, int value) { return kv(key, int64_t{value}); }
-  std::string_view finish();  // adds the newline
+  std::string_view finish();  // closes the line (and the JSON object); once only
   LogLevel level() const { return level_; }
 
  private:
   LogLevel level_;
+  bool json_;
+  bool finished_ = false;
   void key(std::string_view k);
   std::string s_;
 };

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/config_diff.h"
 #include "core/config_load.h"
 #include "net/log.h"
 #include "net/server.h"
@@ -33,6 +34,7 @@ struct Overrides {
   int64_t shards = -1;
   int64_t max_message_size = -1;
   std::string log_level;
+  std::string log_format;
   std::string tls_cert;
   std::string tls_key;
   std::vector<std::string> listen_implicit_tls;
@@ -40,13 +42,12 @@ struct Overrides {
   std::vector<std::string> relay_domains;  // --relay-domain DOMAIN (repeatable)
 };
 
-// One line on stdout (after the listening line) saying which mail is taken.
+// Which mail is taken, for the start-up log line.
 std::string describe_routes(const ServerConfig& cfg) {
   if (cfg.routes.empty()) {
-    return "ringmx: no [[route]] configured: mail for any recipient domain is kept in the "
-           "local spool";
+    return "no [[route]] configured: mail for any recipient domain is kept in the local spool";
   }
-  std::string out = "ringmx: routes:";
+  std::string out = "routes:";
   for (const RouteConfig& r : cfg.routes) {
     out += " " + r.name + " (";
     for (size_t i = 0; i < r.domains.size(); ++i) out += (i ? " " : "") + r.domains[i];
@@ -54,6 +55,22 @@ std::string describe_routes(const ServerConfig& cfg) {
   }
   out += "; other recipient domains are refused (550 5.7.1)";
   return out;
+}
+
+// Where build_config reports: plain lines for --check-config (a command's
+// output), log lines (the configured format) for the daemon.
+bool g_report_as_log = false;
+bool g_running = false;  // the server runs: a config is a reload's
+
+void report(std::string_view problem) {
+  if (!g_report_as_log) {
+    std::cerr << problem << "\n";
+    return;
+  }
+  LogLine l(LogLevel::error, "config_error", wall_ms());
+  l.kv("error", problem);
+  const std::string_view line = l.finish();
+  std::cerr << line;
 }
 
 bool read_file(const std::string& path, std::string& out, std::string& err) {
@@ -70,21 +87,41 @@ bool read_file(const std::string& path, std::string& out, std::string& err) {
 
 // File (if any) over the embedded defaults, then command-line flags, then
 // validation. Errors go to stderr; returns false if there were any.
-bool build_config(const std::string& path, const Overrides& o, ServerConfig& out) {
+bool build_config(const std::string& path, const Overrides& o, ServerConfig& out,
+                  std::string* text_out = nullptr) {
   ServerConfig cfg;
   if (!path.empty()) {
     std::string text, err;
     if (!read_file(path, text, err)) {
-      std::cerr << "ringmx: cannot read config " << err << "\n";
+      report("ringmx: cannot read config " + err);
       return false;
     }
     ConfigLoadResult r = load_config(text, path, cfg);
     if (!r.ok()) {
-      for (const auto& e : r.errors) std::cerr << e.to_string() << "\n";
+      // The file's other keys still say how to write these errors (unless
+      // --log-format does, or the file is not TOML at all).
+      if (g_report_as_log && !g_running && o.log_format.empty()) {
+        set_log_format(r.config.log_format);
+      }
+      for (const auto& e : r.errors) report(e.to_string());
       return false;
     }
     cfg = std::move(r.config);
+    if (text_out != nullptr) *text_out = std::move(text);
   }
+  if (!o.log_format.empty()) {
+    if (o.log_format == "json") {
+      cfg.log_format = LogFormat::json;
+    } else if (o.log_format == "logfmt") {
+      cfg.log_format = LogFormat::logfmt;
+    } else {
+      report("--log-format: must be logfmt or json");
+      return false;
+    }
+  }
+  // At start-up, what the file (or the flag) chose is the format from here on
+  // (a reload switches only once it has succeeded).
+  if (g_report_as_log && !g_running) set_log_format(cfg.log_format);
   if (!o.listen.empty()) {
     cfg.listeners.clear();
     for (const auto& a : o.listen) cfg.listeners.push_back({a, a});
@@ -98,7 +135,7 @@ bool build_config(const std::string& path, const Overrides& o, ServerConfig& out
   }
   if (!o.relay.empty() || !o.relay_domains.empty()) {
     if (o.relay.empty() || o.relay_domains.empty()) {
-      std::cerr << "ringmx: --relay DEST and --relay-domain DOMAIN go together\n";
+      report("ringmx: --relay DEST and --relay-domain DOMAIN go together");
       return false;
     }
     // Like --listen, the flags replace the file's routes.
@@ -111,11 +148,11 @@ bool build_config(const std::string& path, const Overrides& o, ServerConfig& out
   if (o.max_message_size >= 0)
     cfg.smtp.limits.max_message_size = static_cast<uint64_t>(o.max_message_size);
   if (!o.log_level.empty() && !parse_log_level(o.log_level, cfg.log_level)) {
-    std::cerr << "--log-level: must be one of debug, info, warn, error\n";
+    report("--log-level: must be one of debug, info, warn, error");
     return false;
   }
   auto errors = validate_config(cfg);
-  for (const auto& e : errors) std::cerr << "ringmx: " << e.to_string() << "\n";
+  for (const auto& e : errors) report("ringmx: " + e.to_string());
   if (!errors.empty()) return false;
   out = std::move(cfg);
   return true;
@@ -193,6 +230,7 @@ int main(int argc, char** argv) {
   app.add_option("--shards", o.shards, "shard threads (0: one per CPU)");
   app.add_option("--max-message-size", o.max_message_size, "largest message in bytes");
   app.add_option("--log-level", o.log_level, "debug, info, warn or error");
+  app.add_option("--log-format", o.log_format, "logfmt or json (log lines on stderr)");
   app.add_option("--tls-cert", o.tls_cert,
                  "PEM certificate chain; listeners without a tls mode then offer STARTTLS");
   app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
@@ -218,12 +256,16 @@ int main(int argc, char** argv) {
     std::cout << check_path << ": ok\n";
     return 0;
   }
+  // From here on every line the daemon writes is a log line.
+  g_report_as_log = true;
+  if (o.log_format == "json") set_log_format(LogFormat::json);
   ServerConfig cfg;
+  std::string config_text;  // the file as loaded: a reload logs the keys it changes
   cfg.smtp.hostname = default_hostname();
   {
     // The embedded default hostname is this machine's name, unless set.
     ServerConfig loaded;
-    if (!build_config(config_path, o, loaded)) return 2;
+    if (!build_config(config_path, o, loaded, &config_text)) return 2;
     if (loaded.smtp.hostname == ServerConfig{}.smtp.hostname && o.hostname.empty()) {
       loaded.smtp.hostname = cfg.smtp.hostname;
     }
@@ -247,11 +289,14 @@ int main(int argc, char** argv) {
     owned = std::make_unique<Server>(cfg, logger);
     owned->start();
   } catch (const std::exception& e) {
+    LogLine l(LogLevel::error, "start_failed", wall_ms());
+    l.kv("reason", e.what());
+    logger.write_now(l.finish());
     logger.stop();
-    std::cerr << "ringmx: cannot start: " << e.what() << "\n";
     return 1;
   }
   Server& server = *owned;
+  g_running = true;
   {
     std::string where;
     for (const auto& a : server.listen_addresses()) where += (where.empty() ? "" : ", ") + a;
@@ -260,10 +305,11 @@ int main(int argc, char** argv) {
       std::string host = cfg.admin_listen.substr(0, cfg.admin_listen.rfind(':'));
       admin = "http://" + host + ":" + std::to_string(server.admin_port()) + "/metrics";
     }
-    std::printf("ringmx %s: SMTP on %s as %s; mail goes to spool %s; admin %s\n", kVersion,
-                where.c_str(), cfg.smtp.hostname.c_str(), cfg.spool.dir.c_str(), admin.c_str());
-    std::printf("%s\n", describe_routes(cfg).c_str());
-    std::fflush(stdout);
+    // Always written (whatever log_level says): where it listens and where mail goes.
+    LogLine l(LogLevel::info, "started", wall_ms());
+    l.kv("version", kVersion).kv("smtp", where).kv("hostname", cfg.smtp.hostname);
+    l.kv("spool", cfg.spool.dir).kv("admin", admin).kv("mail", describe_routes(cfg));
+    logger.write_now(l.finish());
   }
 
   int exit_code = 0;
@@ -272,7 +318,9 @@ int main(int argc, char** argv) {
     int sig = sigtimedwait(&sigs, nullptr, &ts);
     if (sig < 0) {
       if (server.shard_failed()) {
-        std::cerr << "ringmx: a shard stopped unexpectedly; shutting down\n";
+        LogLine l(LogLevel::error, "shard_failed", wall_ms());
+        l.kv("reason", "a shard stopped unexpectedly; shutting down");
+        logger.write_now(l.finish());
         exit_code = 1;
         break;
       }
@@ -280,7 +328,8 @@ int main(int argc, char** argv) {
     }
     if (sig == SIGHUP) {
       ServerConfig next;
-      if (!build_config(config_path, o, next)) {
+      std::string next_text;
+      if (!build_config(config_path, o, next, &next_text)) {
         LogLine l(LogLevel::error, "reload_failed", wall_ms());
         l.kv("reason", "invalid config, keeping the old one");
         logger.emit(l);
@@ -290,6 +339,7 @@ int main(int argc, char** argv) {
         next.smtp.hostname = cfg.smtp.hostname;
       }
       std::string notes;
+      const LogFormat next_format = next.log_format;
       try {
         notes = server.reload(std::move(next));
       } catch (const std::exception& e) {
@@ -298,9 +348,26 @@ int main(int argc, char** argv) {
         logger.emit(f);
         continue;
       }
+      std::string changed;
+      for (const std::string& k : changed_config_keys(config_text, next_text)) {
+        changed += (changed.empty() ? "" : ",") + k;
+      }
+      config_text = std::move(next_text);
+      set_log_format(next_format);
       LogLine l(LogLevel::info, "reload_done", wall_ms());
+      l.kv("changed", changed.empty() ? "none" : changed);
       logger.emit(l);
-      if (!notes.empty()) std::cerr << "ringmx: reload: " << notes;
+      // Each note (a key that cannot change without a restart, ...) as its own line.
+      for (size_t at = 0; at < notes.size();) {
+        size_t end = notes.find('\n', at);
+        if (end == std::string::npos) end = notes.size();
+        if (end > at) {
+          LogLine n(LogLevel::warn, "reload_note", wall_ms());
+          n.kv("note", std::string_view(notes).substr(at, end - at));
+          logger.emit(n);
+        }
+        at = end + 1;
+      }
       continue;
     }
     LogLine l(LogLevel::info, "draining", wall_ms());

@@ -134,8 +134,8 @@ class RingmxServer(compare.Ringmx):
     def wait_ready(self, seconds=20):
         super().wait_ready(seconds)
         with open(os.path.join(self.base, "server.log"), "rb") as f:
-            if b"SMTP on" not in f.read():
-                raise RuntimeError("%s greets but printed no 'SMTP on'" % self.name)
+            if b"event=started" not in f.read():
+                raise RuntimeError("%s greets but logged no event=started" % self.name)
 
     def metrics(self):
         return http_get(self.admin, "/metrics")[1].decode()

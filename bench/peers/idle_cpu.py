@@ -63,10 +63,11 @@ class Ringmx:
                     '[spool]\ndir = "%s/spool"\n[admin]\nlisten = ""\n'
                     '[[listener]]\naddress = "127.0.0.1:%d"\n' %
                     (max_conns, max_conns, greeting_delay_ms, self.dir, self.port))
-        self.proc = subprocess.Popen([binary, "--config", cfg], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
-        line = self.proc.stdout.readline().decode()
-        if "SMTP on" not in line:
+        self.proc = subprocess.Popen([binary, "--config", cfg], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=raise_nofile)
+        # The start-up log line (always written); at log_level warn little else follows.
+        line = self.proc.stderr.readline().decode()
+        if "event=started" not in line:
             raise RuntimeError("ringmx did not start: %r" % line)
         self.version = line.strip()
 

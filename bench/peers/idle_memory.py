@@ -83,12 +83,12 @@ def main():
                 "max_connections = %d\nmax_connections_per_ip = %d\n"
                 '[spool]\ndir = "%s/spool"\n[admin]\nlisten = ""\n'
                 '[[listener]]\naddress = "127.0.0.1:%d"\n' % (n + 100, n + 100, tmp, port))
-    proc = subprocess.Popen([binary, "--config", cfg], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    proc = subprocess.Popen([binary, "--config", cfg], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, preexec_fn=raise_nofile)
     workers = []
     done = mp.Event()
     try:
-        proc.stdout.readline()
+        proc.stderr.readline()  # the start-up log line
         time.sleep(0.5)
         base = rss_kib(proc.pid)
         report = mp.Queue()

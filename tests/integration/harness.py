@@ -68,18 +68,27 @@ class Server:
 
     def start(self, wait=True):
         self.stderr = open(self.stderr_path, "ab")
+        self.log_offset = self.stderr.tell()  # this run's lines start here
         self.proc = subprocess.Popen(self.wrapper + [BINARY, "--config", self.config] + self.args,
                                      stdout=subprocess.PIPE, stderr=self.stderr,
                                      preexec_fn=raise_nofile)
         if wait:
-            line = self.proc.stdout.readline().decode()
-            if "SMTP on" not in line:
-                raise RuntimeError("ringmx did not start: %r\n%s" % (line, self.log()))
-            self.banner_line = line
+            deadline = time.monotonic() + 60
+            while True:
+                line = started_line(self.log(since=self.log_offset))
+                if line:
+                    break
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("ringmx did not start (exit %s)\n%s"
+                                       % (self.proc.poll(), self.log()))
+                time.sleep(0.01)
+            self.banner_line = line  # where it listens and where mail goes
         return self
 
-    def log(self):
+    def log(self, since=0):
+        """The daemon's stderr (its log), from byte offset `since`."""
         with open(self.stderr_path, "rb") as f:
+            f.seek(since)
             return f.read().decode(errors="replace")
 
     def send_signal(self, sig):
@@ -147,6 +156,14 @@ class Server:
         if not rec:
             raise AssertionError("no spool record for %s" % qid)
         return rec
+
+
+def started_line(log):
+    """The daemon's start-up log line (event=started, logfmt or JSON), or None."""
+    for line in log.splitlines():
+        if "event=started " in line or '"event":"started"' in line:
+            return line
+    return None
 
 
 def raise_nofile():

@@ -41,7 +41,7 @@ class Routes(unittest.TestCase):
     def test_routes_from_the_config(self):
         srv = Server(extra_toml=ROUTES).start()
         try:
-            second = srv.proc.stdout.readline().decode()
+            second = srv.banner_line
             self.assertIn("routes: store (Example.org *.example.net [192.0.2.1] -> "
                           "lmtp://127.0.0.1:24)", second)
             self.assertIn("other recipient domains are refused (550 5.7.1)", second)
@@ -90,7 +90,7 @@ class Routes(unittest.TestCase):
                            "--relay-domain", "*.flag.test"]).start()
         try:
             self.assertIn("routes: relay (flag.test *.flag.test -> smtp://127.0.0.1:2525)",
-                          srv.proc.stdout.readline().decode())
+                          srv.banner_line)
             got = rcpt_codes(srv.port, ["a@flag.test", "b@mx.flag.test", "c@other.test"])
             self.assertEqual({r: code for r, (code, _) in got.items()},
                              {"a@flag.test": 250, "b@mx.flag.test": 250, "c@other.test": 550})
@@ -115,7 +115,7 @@ class Routes(unittest.TestCase):
         srv = Server().start()
         try:
             self.assertIn("no [[route]] configured: mail for any recipient domain is kept in "
-                          "the local spool", srv.proc.stdout.readline().decode())
+                          "the local spool", srv.banner_line)
             c = Client(srv.port)
             c.reply()
             c.cmd("EHLO routes.test")

@@ -85,7 +85,9 @@ std::string dump(const ServerConfig& c) {
     << "\nspool.max_bytes=" << c.spool.max_bytes
     << "\nspool.min_free_bytes=" << c.spool.min_free_bytes
     << "\nspool.segment_bytes=" << c.spool.segment_bytes << "\nshards=" << c.shards
-    << "\nlog_level=" << static_cast<int>(c.log_level) << "\nmax_connections=" << c.max_connections
+    << "\nlog_level=" << static_cast<int>(c.log_level)
+    << "\nlog_format=" << static_cast<int>(c.log_format)
+    << "\nmax_connections=" << c.max_connections
     << "\nmax_connections_per_ip=" << c.max_connections_per_ip
     << "\ndrain_timeout_ms=" << c.drain_timeout_ms << "\ngreeting_delay_ms=" << c.greeting_delay_ms
     << "\nring_entries=" << c.ring_entries << "\nproxy_timeout_ms=" << c.proxy_timeout_ms << "\n";
@@ -145,6 +147,7 @@ ServerConfig everything_changed() {
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
+  c.log_format = LogFormat::json;
   c.max_connections = 7;
   c.max_connections_per_ip = 7;
   c.drain_timeout_ms = 7;
@@ -217,6 +220,8 @@ const SetCase kSetCases[] = {
     {"shards", "[server]\nshards = 256", [](ServerConfig& c) { c.shards = 256; }},
     {"log_level", "[server]\nlog_level = \"debug\"",
      [](ServerConfig& c) { c.log_level = LogLevel::debug; }},
+    {"log_format", "[server]\nlog_format = \"json\"",
+     [](ServerConfig& c) { c.log_format = LogFormat::json; }},
     {"max_connections", "[server]\nmax_connections = 1_000_000",
      [](ServerConfig& c) { c.max_connections = 1'000'000; }},
     {"max_connections_per_ip", "[server]\nmax_connections_per_ip = 1",
@@ -471,6 +476,8 @@ const ErrorCase kErrorCases[] = {
      "admin.request_timeout_ms", "must be between 100 and 60000"},
     {"spool_bytes_negative", "[spool]\nmax_bytes = -1", 2, "spool.max_bytes",
      "must not be negative"},
+    {"bad_log_format", "[server]\nlog_format = \"xml\"", 2, "server.log_format",
+     "must be one of: logfmt, json"},
     {"bad_log_level", "[server]\nlog_level = \"verbose\"", 2, "server.log_level",
      "must be one of: debug, info, warn, error"},
     {"bad_bare_line", "[smtp]\nbare_line = \"normalize\"", 2, "smtp.bare_line",

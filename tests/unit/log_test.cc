@@ -79,5 +79,57 @@ TEST(Logger, NoLineIsLeftBehindByARacingSleep) {
   logger.stop();
 }
 
+std::string rfc3339(int64_t unix_ms) {
+  std::string s;
+  append_rfc3339_ms(s, unix_ms);
+  return s;
+}
+
+TEST(LogTime, Rfc3339WithMilliseconds) {
+  EXPECT_EQ(rfc3339(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(rfc3339(1), "1970-01-01T00:00:00.001Z");
+  EXPECT_EQ(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(rfc3339(951782400000), "2000-02-29T00:00:00.000Z");  // a 400-year leap day
+  EXPECT_EQ(rfc3339(1709251199999), "2024-02-29T23:59:59.999Z");
+  EXPECT_EQ(rfc3339(1709251200000), "2024-03-01T00:00:00.000Z");
+  EXPECT_EQ(rfc3339(4107542400000), "2100-03-01T00:00:00.000Z");  // 2100 is no leap year
+  EXPECT_EQ(rfc3339(1796454591123), "2026-12-05T07:09:51.123Z");
+  EXPECT_EQ(rfc3339(253402300799999), "9999-12-31T23:59:59.999Z");
+}
+
+// Restores the process-wide format after a test.
+struct FormatScope {
+  explicit FormatScope(LogFormat f) { set_log_format(f); }
+  ~FormatScope() { set_log_format(LogFormat::logfmt); }
+};
+
+TEST(LogLineFormat, Logfmt) {
+  FormatScope scope(LogFormat::logfmt);
+  LogLine l(LogLevel::warn, "reply", 1796454591123);
+  l.kv("client", "192.0.2.1").kv("code", uint64_t{550}).kv("text", "Error: no \"such\" user");
+  l.kv("arg", "TO:<a=b@x>").kv("empty", "").kv("ctl", std::string_view("a\r\nb\x01", 5));
+  EXPECT_EQ(l.finish(),
+            "ts=2026-12-05T07:09:51.123Z level=warn event=reply client=192.0.2.1 code=550 "
+            "text=\"Error: no \\\"such\\\" user\" arg=\"TO:<a=b@x>\" empty=\"\" "
+            "ctl=\"a\\r\\nb\\x01\"\n");
+  EXPECT_EQ(l.finish(), l.finish());  // closed once
+}
+
+TEST(LogLineFormat, JsonOneObjectPerLine) {
+  FormatScope scope(LogFormat::json);
+  LogLine l(LogLevel::info, "transaction", 1796454591123);
+  l.kv("qid", "38I515SMG0BL30001").kv("size", uint64_t{1234}).kv("delta", int64_t{-5});
+  l.kv("text", "quote \" backslash \\ tab \t nl \n cr \r bell \x07 del \x7f");
+  l.kv("utf8", "gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x93\xa7");
+  l.kv("bad", std::string_view("\xff\xc3(\xe2\x82 \xed\xa0\x80 \xc0\xaf", 12));
+  EXPECT_EQ(l.finish(),
+            "{\"ts\":\"2026-12-05T07:09:51.123Z\",\"level\":\"info\",\"event\":\"transaction\","
+            "\"qid\":\"38I515SMG0BL30001\",\"size\":1234,\"delta\":-5,"
+            "\"text\":\"quote \\\" backslash \\\\ tab \\t nl \\n cr \\r bell \\u0007 del "
+            "\\u007f\","
+            "\"utf8\":\"gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x93\xa7\","
+            "\"bad\":\"\\u00ff\\u00c3(\\u00e2\\u0082 \\u00ed\\u00a0\\u0080 \\u00c0\\u00af\"}\n");
+}
+
 }  // namespace
 }  // namespace ringmx

@@ -70,7 +70,9 @@ struct Recorder : SessionHandler {
     return pend_message ? Verdict::pending() : Verdict::accept();
   }
   void on_starttls(Session&) override { ++starttls_calls; }
-  void on_reply(Session&, Verb, uint16_t code) override { replies.push_back(code); }
+  void on_reply(Session&, Verb, uint16_t code, std::string_view, std::string_view) override {
+    replies.push_back(code);
+  }
   // Body memory: every size reported, and a budget (0: none).
   std::vector<uint64_t> body_sizes;
   uint64_t body_budget = 0;
