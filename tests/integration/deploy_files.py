@@ -114,7 +114,8 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 # An identifier that is not part of a longer one, a number with unit (5m) or a $variable.
 _IDENT = re.compile(r"(?<![A-Za-z0-9_:$.])[A-Za-z_:][A-Za-z0-9_:]*")
 _MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")')
-_SELECTOR = re.compile(r'(?<![A-Za-z0-9_:$])([A-Za-z_:][A-Za-z0-9_:]*)\s*\{((?:[^}"]|"(?:[^"\\]|\\.)*")*)\}')
+_SELECTOR = re.compile(r'(?<![A-Za-z0-9_:$])([A-Za-z_:][A-Za-z0-9_:]*)\s*'
+                       r'\{((?:[^}"]|"(?:[^"\\]|\\.)*")*)\}')
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 PREFIXES = ("ringmx_", "process_")
 

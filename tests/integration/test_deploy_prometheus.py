@@ -131,7 +131,8 @@ class Dashboard(unittest.TestCase):
                 # Every query follows the job and instance pickers.
                 for name, matchers in D.selectors(t["expr"]):
                     self.assertIn(("job", "=", "$job"), matchers, (p["title"], t["expr"]))
-                    self.assertIn(("instance", "=~", "$instance"), matchers, (p["title"], t["expr"]))
+                    self.assertIn(("instance", "=~", "$instance"), matchers,
+                                  (p["title"], t["expr"]))
 
     def test_has_the_panels_an_operator_needs(self):
         exprs = "\n".join(e for _, e, _ in D.dashboard_exprs())
