@@ -44,10 +44,12 @@ class Server:
     """ringmx on 127.0.0.1 with a temp spool; `extra_toml` is appended to the config
     (after the [server] keys); `listener_toml` right after the "smtp" listener's keys, so it
     can add keys to that listener and further [[listener]] tables. The "smtp" listener is on
-    `host` (another 127.x address lets several servers share a port number)."""
+    `host` (another 127.x address lets several servers share a port number).
+    `config_text(server)`, when given, makes the whole config instead (a shipped file with
+    the server's spool, port and admin port put in)."""
 
     def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True,
-                 spool_toml="", listener_toml="", host="127.0.0.1"):
+                 spool_toml="", listener_toml="", host="127.0.0.1", config_text=None):
         self.dir = tempfile.mkdtemp(prefix="ringmx-it-")
         self.spool = spool or os.path.join(self.dir, "spool")
         self.port = port or free_port()
@@ -61,6 +63,9 @@ class Server:
                     ("127.0.0.1:%d" % self.admin_port if admin else ""))
             f.write('[[listener]]\nname = "smtp"\naddress = "%s:%d"\n' % (host, self.port))
             f.write(listener_toml)
+        if config_text is not None:
+            with open(self.config, "w") as f:
+                f.write(config_text(self))
         self.args = list(args)
         self.wrapper = []   # a command to run the binary under (strace ...), if any
         self.proc = None

@@ -72,8 +72,8 @@ def make_cert(d):
     return crt, key
 
 
-def haproxy_config(ports, stats_sock):
-    """deploy/haproxy.cfg with loopback addresses, and a v1 frontend for node A."""
+def haproxy_config(ports, stats_sock, v1_frontend=True):
+    """deploy/haproxy.cfg with loopback addresses (and a v1 frontend for node A)."""
     with open(DEPLOY_CFG) as f:
         text = f.read()
     subs = [
@@ -96,10 +96,65 @@ def haproxy_config(ports, stats_sock):
     text = text.replace("inter 2s", "inter 300ms")
     # The test machine's descriptor limit may be below what 100k connections need.
     text = text.replace("maxconn 100000", "maxconn 2000")
+    if not v1_frontend:
+        return text
     text += ("\nfrontend test_v1\n    bind 127.0.0.1:%d\n    default_backend test_v1\n"
              "backend test_v1\n    default-server send-proxy\n    server a1 %s:%d\n"
              % (ports["front_v1"], NODE_A, ports["v1"]))
     return text
+
+
+class HAProxy:
+    """The real haproxy in the foreground (-db) with a config text, stopped by its PID; its
+    runtime API (a stats socket in its directory) tells the servers' states."""
+
+    def __init__(self, directory, config_for):
+        self.dir = directory
+        self.stats_sock = os.path.join(directory, "admin.sock")
+        self.cfg = os.path.join(directory, "haproxy.cfg")
+        with open(self.cfg, "w") as f:
+            f.write(config_for(self.stats_sock))
+        check = subprocess.run([HAPROXY, "-c", "-f", self.cfg], capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+        self.log_file = open(os.path.join(directory, "haproxy.log"), "wb")
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", self.cfg], stdout=self.log_file,
+                                     stderr=subprocess.STDOUT)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+    def stats(self):
+        """`show stat` rows."""
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(self.stats_sock)
+                s.sendall(b"show stat\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return []
+        text = data.decode().lstrip("# ")
+        return list(csv.DictReader(io.StringIO(text)))
+
+    def states(self, backend="ringmx_smtp"):
+        return {r["svname"]: r["status"].split()[0] for r in self.stats()
+                if r.get("pxname") == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def wait_up(self, *servers):
+        wait_for(lambda: all(self.states().get(sv) == "UP" for sv in servers), timeout=20,
+                 what="HAProxy to see %s up" % ", ".join(servers))
 
 
 class HAProxyEdge(unittest.TestCase):
@@ -138,57 +193,16 @@ class HAProxyEdge(unittest.TestCase):
                               % (host, cls.ports["v1"]))
             cls.nodes[name] = Server(extra_toml=extra, listener_toml=listeners, host=host,
                                      port=cls.ports["smtp"], shards=2).start()
-        cls.stats_sock = os.path.join(cls.dir, "admin.sock")
-        cfg = os.path.join(cls.dir, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write(haproxy_config(cls.ports, cls.stats_sock))
-        check = subprocess.run([HAPROXY, "-c", "-f", cfg], capture_output=True, timeout=30)
-        assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
-        cls.haproxy_log = open(os.path.join(cls.dir, "haproxy.log"), "wb")
-        cls.haproxy = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdout=cls.haproxy_log,
-                                       stderr=subprocess.STDOUT)
-        wait_for(lambda: cls.server_states().get("mx1") == "UP" and
-                 cls.server_states().get("mx2") == "UP", timeout=20,
-                 what="HAProxy to see both nodes up")
+        cls.haproxy = HAProxy(cls.dir, lambda sock: haproxy_config(cls.ports, sock))
+        cls.haproxy.wait_up("mx1", "mx2")
 
     @classmethod
     def tearDownClass(cls):
-        if cls.haproxy is not None and cls.haproxy.poll() is None:
-            cls.haproxy.terminate()
-            try:
-                cls.haproxy.wait(10)
-            except subprocess.TimeoutExpired:
-                cls.haproxy.kill()
-                cls.haproxy.wait()
         if cls.haproxy is not None:
-            cls.haproxy_log.close()
+            cls.haproxy.stop()
         for node in cls.nodes.values():
             rc = node.stop()
             assert rc == 0, "exit code %s\n%s" % (rc, node.log())
-
-    @classmethod
-    def stats(cls):
-        """HAProxy's `show stat` rows (runtime API on its stats socket)."""
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(5)
-                s.connect(cls.stats_sock)
-                s.sendall(b"show stat\n")
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-        except OSError:
-            return []
-        text = data.decode().lstrip("# ")
-        return list(csv.DictReader(io.StringIO(text)))
-
-    @classmethod
-    def server_states(cls, backend="ringmx_smtp"):
-        return {r["svname"]: r["status"].split()[0] for r in cls.stats()
-                if r.get("pxname") == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
 
     def stored(self, tag):
         """(node name, message) of the message carrying `tag`, from whichever spool has it."""
@@ -386,7 +400,7 @@ class HAProxyEdge(unittest.TestCase):
             b.send_signal(signal.SIGTERM)
             sigterm_at = len(acked)
             self.assertEqual(b.proc.wait(30), 0, b.log())
-            wait_for(lambda: self.server_states().get("mx2") == "DOWN", timeout=10,
+            wait_for(lambda: self.haproxy.states().get("mx2") == "DOWN", timeout=10,
                      what="HAProxy to mark the drained node down")
             after_down = len(acked)
             wait_for(lambda: len(acked) >= after_down + 40, timeout=20,

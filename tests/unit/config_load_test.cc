@@ -664,6 +664,22 @@ TEST(ConfigLoad, DeployExampleLoadsCleanAndEqualsTheDefaults) {
   EXPECT_EQ(all_errors(validate_config(r.config)), "");
 }
 
+// The edge node example (behind HAProxy, docs/deploy.md) loads and validates as shipped.
+TEST(ConfigLoad, DeployEdgeExampleLoadsClean) {
+  const std::string text = read_source_file("deploy/ringmx-edge.toml");
+  ASSERT_FALSE(text.empty());
+  const ConfigLoadResult r = load_config(text, "deploy/ringmx-edge.toml");
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(all_errors(validate_config(r.config)), "");
+  ASSERT_EQ(r.config.listeners.size(), 2u);
+  for (const ListenerConfig& l : r.config.listeners) {
+    EXPECT_EQ(l.proxy_protocol, ListenerProxy::v2) << l.name;
+    EXPECT_FALSE(l.trusted_proxies.empty()) << l.name;
+  }
+  EXPECT_EQ(r.config.log_format, LogFormat::json);
+  ASSERT_EQ(r.config.routes.size(), 1u);
+}
+
 // Loaded over a base in which every field differs, the example still yields the defaults: so
 // the example spells out every key, not just the ones that happen to be left at the default.
 TEST(ConfigLoad, DeployExampleSetsEveryKey) {
