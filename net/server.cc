@@ -393,11 +393,38 @@ std::string Server::reload(ServerConfig cfg) {
 }
 
 void Server::drain_and_wait() {
+  begin_drain();
+  finish_drain();
+}
+
+void Server::begin_drain() {
   draining_ = true;
-  const int64_t deadline = mono_now_ms() + cfg_->server.drain_timeout_ms;
-  for (auto& s : shards_) s->request_drain(deadline);
+  drain_deadline_ms_ = mono_now_ms() + cfg_->server.drain_timeout_ms;
+  for (auto& s : shards_) s->request_drain(drain_deadline_ms_);
+}
+
+bool Server::drained() const {
+  return std::all_of(shards_.begin(), shards_.end(), [](const auto& s) { return s->finished(); });
+}
+
+void Server::finish_drain() {
   for (auto& s : shards_) s->join();
   if (admin_) admin_->stop();
+}
+
+std::vector<ShardPulse> Server::shard_pulses() const {
+  std::vector<ShardPulse> out;
+  out.reserve(shards_.size());
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    out.push_back({metrics_[i]->loop_iterations.get(), shards_[i]->finished()});
+  }
+  return out;
+}
+
+int64_t Server::sessions_active() const {
+  int64_t n = 0;
+  for (const auto& m : metrics_) n += m->sessions_active.get();
+  return n;
 }
 
 // MX TLS is opportunistic: an expired certificate still beats plaintext, so

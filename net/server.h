@@ -13,6 +13,7 @@
 #include "core/metrics.h"
 #include "net/admin_http.h"
 #include "net/log.h"
+#include "net/service_notify.h"
 #include "net/shard.h"
 #include "net/version.h"
 
@@ -34,8 +35,21 @@ class Server {
   // Stops accepting, lets transactions finish up to the drain deadline, waits
   // for every shard; returns when all are done.
   void drain_and_wait();
+  // The same in steps, for a caller that reports progress while it waits:
+  // begin_drain() asks every shard to drain; drained() is true once every
+  // shard thread has ended; finish_drain() joins them (blocks until then).
+  void begin_drain();
+  bool drained() const;
+  void finish_drain();
+  // When the drain deadline passes (CLOCK_MONOTONIC ms); 0 before begin_drain().
+  int64_t drain_deadline_ms() const { return drain_deadline_ms_; }
   // True if a shard thread ended on its own (it logged why).
   bool shard_failed() const;
+
+  // Each shard's loop counter and whether its thread ended (the watchdog's
+  // view of shard health), and the SMTP sessions open over all shards.
+  std::vector<ShardPulse> shard_pulses() const;
+  int64_t sessions_active() const;
 
   std::string render_metrics() const;
   // The admin endpoint's /queue requests: asks every shard and merges.
@@ -61,6 +75,7 @@ class Server {
   int lock_fd_ = -1;                 // flock on SPOOL/.lock
   uint64_t spool_recovery_bad_ = 0;  // set at start-up, read at scrape time
   std::atomic<bool> draining_{false};
+  int64_t drain_deadline_ms_ = 0;
 };
 
 }  // namespace ringmx

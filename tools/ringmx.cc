@@ -1,10 +1,13 @@
 // ringmx: the SMTP ingress daemon. Command line and config file, start-up,
 // then signals: SIGHUP reloads the config, SIGTERM/SIGINT drain and exit 0.
+// Under systemd (Type=notify) it reports each step and feeds the watchdog
+// while every shard's loop is alive (net/service_notify.h).
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,6 +24,7 @@
 #include "core/config_load.h"
 #include "net/log.h"
 #include "net/server.h"
+#include "net/service_notify.h"
 
 namespace {
 
@@ -201,6 +206,58 @@ bool check_tls(const std::string& where, const ServerConfig& cfg) {
   return true;
 }
 
+int64_t mono_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+timespec ms_to_timespec(int64_t ms) {
+  timespec ts{};
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1'000'000;
+  return ts;
+}
+
+// Feeds the service manager's watchdog while every shard's loop moves, and
+// says in the service status when one stands still (and when it moves again).
+class WatchdogFeeder {
+ public:
+  WatchdogFeeder(ServiceNotify& notify, Logger& logger) : notify_(notify), logger_(logger) {
+    if (notify.watchdog_interval_ms() > 0) dog_.emplace(notify.watchdog_interval_ms(), mono_ms());
+  }
+  // Samples the shards, pings if due; returns how long the caller may wait
+  // before calling again (at most max_wait_ms).
+  int64_t tick(const Server& server, int64_t max_wait_ms, const std::string& healthy_status) {
+    if (!dog_) return max_wait_ms;
+    const int64_t now = mono_ms();
+    const std::vector<ShardPulse> pulses = server.shard_pulses();
+    if (dog_->sample(now, pulses)) notify_.watchdog();
+    const int stalled = dog_->stalled_shard();
+    if (stalled != reported_) {
+      LogLine l(stalled >= 0 ? LogLevel::error : LogLevel::info,
+                stalled >= 0 ? "shard_stalled" : "shard_moving", wall_ms());
+      l.kv("shard", stalled >= 0 ? stalled : reported_).kv("stall_ms", dog_->stall_ms());
+      logger_.emit(l);
+      if (stalled >= 0) {
+        notify_.status("shard " + std::to_string(stalled) + "'s event loop has not moved for " +
+                       std::to_string(dog_->stall_ms() / 1000) + " s: watchdog no longer fed; " +
+                       healthy_status);
+      } else {
+        notify_.status(healthy_status);
+      }
+      reported_ = stalled;
+    }
+    return std::clamp<int64_t>(dog_->next_ms() - now, 1, max_wait_ms);
+  }
+
+ private:
+  ServiceNotify& notify_;
+  Logger& logger_;
+  std::optional<ShardWatchdog> dog_;
+  int reported_ = -1;
+};
+
 std::string default_hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0]) return buf;
@@ -282,6 +339,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  ServiceNotify notify;
   Logger logger(cfg.log_level);
   logger.start();
   std::unique_ptr<Server> owned;
@@ -292,11 +350,13 @@ int main(int argc, char** argv) {
     LogLine l(LogLevel::error, "start_failed", wall_ms());
     l.kv("reason", e.what());
     logger.write_now(l.finish());
+    notify.status(std::string("cannot start: ") + e.what());
     logger.stop();
     return 1;
   }
   Server& server = *owned;
   g_running = true;
+  std::string running;  // the service status while all is well
   {
     std::string where;
     for (const auto& a : server.listen_addresses()) where += (where.empty() ? "" : ", ") + a;
@@ -310,11 +370,18 @@ int main(int argc, char** argv) {
     l.kv("version", kVersion).kv("smtp", where).kv("hostname", cfg.smtp.hostname);
     l.kv("spool", cfg.spool.dir).kv("admin", admin).kv("mail", describe_routes(cfg));
     logger.write_now(l.finish());
+    running = "SMTP on " + where + " (" + std::to_string(server.shard_pulses().size()) +
+              " shards); spool " + cfg.spool.dir + "; admin " + admin;
   }
+  // Listeners are open (the kernel queues connections from here on) and the
+  // shards run: the service is up.
+  notify.ready(running);
+  WatchdogFeeder feeder(notify, logger);
 
   int exit_code = 0;
+  int stop_sig = 0;
   for (;;) {
-    timespec ts{1, 0};
+    const timespec ts = ms_to_timespec(feeder.tick(server, 1000, running));
     int sig = sigtimedwait(&sigs, nullptr, &ts);
     if (sig < 0) {
       if (server.shard_failed()) {
@@ -327,12 +394,16 @@ int main(int argc, char** argv) {
       continue;
     }
     if (sig == SIGHUP) {
+      notify.reloading("reloading " +
+                       (config_path.empty() ? "the embedded defaults" : config_path));
       ServerConfig next;
       std::string next_text;
       if (!build_config(config_path, o, next, &next_text)) {
         LogLine l(LogLevel::error, "reload_failed", wall_ms());
         l.kv("reason", "invalid config, keeping the old one");
         logger.emit(l);
+        notify.reloaded("reload failed: invalid config (see the log), running the previous one; " +
+                        running);
         continue;
       }
       if (next.smtp.hostname == ServerConfig{}.smtp.hostname && o.hostname.empty()) {
@@ -346,6 +417,8 @@ int main(int argc, char** argv) {
         LogLine f(LogLevel::error, "reload_failed", wall_ms());
         f.kv("reason", e.what());
         logger.emit(f);
+        notify.reloaded(std::string("reload failed: ") + e.what() + ", running the previous one; " +
+                        running);
         continue;
       }
       std::string changed;
@@ -368,14 +441,42 @@ int main(int argc, char** argv) {
         }
         at = end + 1;
       }
+      notify.reloaded(running + "; reloaded" + (notes.empty() ? "" : ": " + notes));
       continue;
     }
     LogLine l(LogLevel::info, "draining", wall_ms());
     l.kv("signal", sig == SIGINT ? "SIGINT" : "SIGTERM");
     logger.emit(l);
+    stop_sig = sig;
     break;
   }
-  server.drain_and_wait();
+  if (!notify.enabled()) {
+    server.drain_and_wait();
+  } else {
+    // The same drain, with the service status saying what is left each second.
+    const std::string why = stop_sig == SIGINT    ? "SIGINT"
+                            : stop_sig == SIGTERM ? "SIGTERM"
+                                                  : "a shard stopped unexpectedly";
+    const int64_t drain_ms = static_cast<int64_t>(server.config().drain_timeout_ms);
+    const auto left = [&] {
+      const int64_t to_go = std::max<int64_t>(server.drain_deadline_ms() - mono_ms(), 0);
+      return "draining (" + why + "): " + std::to_string(server.sessions_active()) +
+             " SMTP sessions left, " + std::to_string((to_go + 999) / 1000) + " s to the deadline";
+    };
+    server.begin_drain();
+    // Past the deadline the shards close what is left; messages being written finish first.
+    notify.stopping(left(), drain_ms + 15'000);
+    int64_t next_status = mono_ms() + 1000;
+    while (!server.drained()) {
+      const timespec ts = ms_to_timespec(feeder.tick(server, 50, left()));
+      nanosleep(&ts, nullptr);
+      if (mono_ms() >= next_status) {
+        notify.status(left());
+        next_status += 1000;
+      }
+    }
+    server.finish_drain();
+  }
   LogLine stopped(LogLevel::info, "stopped", wall_ms());
   stopped.kv("exit", exit_code);
   logger.emit(stopped);
