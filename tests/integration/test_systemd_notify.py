@@ -254,6 +254,7 @@ class SystemdNotify(unittest.TestCase):
         self.assertEqual(code, 250, lines)
         c.close()
         self.assertEqual(srv.proc.wait(30), 0, srv.log())
+        srv.check_sanitizer_report()
         self.assertEqual(len(srv.spool_records()), 1)
         self.assertEqual(len(m.since(0, "STOPPING")), 1)
 
