@@ -163,6 +163,19 @@ class Server:
         return rec
 
 
+def make_cert(d, name="mx", cn="mx.test", kind="ec"):
+    """A self-signed certificate d/name.crt (ECDSA P-256, or RSA-2048 with kind="rsa") for
+    `cn`, valid 30 days, with its key d/name.key: (crt, key)."""
+    key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
+    newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if kind == "ec"
+              else ["-newkey", "rsa:2048"])
+    out = subprocess.run(["openssl", "req", "-x509"] + newkey +
+                         ["-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj",
+                          "/CN=" + cn], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    return crt, key
+
+
 def started_line(log):
     """The daemon's start-up log line (event=started, logfmt or JSON), or None."""
     for line in log.splitlines():

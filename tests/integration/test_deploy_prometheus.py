@@ -22,7 +22,7 @@ import time
 import unittest
 
 import deploy_files as D
-from harness import Client, Server, free_port, http_get, main, metric, transaction
+from harness import Client, Server, free_port, http_get, main, make_cert, metric, transaction
 
 PROMTOOL = shutil.which("promtool")
 OPENSSL = shutil.which("openssl")
@@ -165,15 +165,6 @@ class Dashboard(unittest.TestCase):
             self.assertEqual(rc, 0, out)
         finally:
             shutil.rmtree(d)
-
-
-def make_cert(d):
-    key, crt = os.path.join(d, "mx.key"), os.path.join(d, "mx.crt")
-    out = subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-                          "-days", "30", "-subj", "/CN=mx.test"], capture_output=True, timeout=30)
-    assert out.returncode == 0, out.stderr.decode()
-    return crt, key
 
 
 class LiveScrape(unittest.TestCase):

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import unittest
 
-from harness import SKIP, Client, Server, main, wait_for
+from harness import SKIP, Client, Server, main, make_cert, wait_for
 from test_bench_lmtp import DOMAIN, Dovecot, install_dovecot
-from test_haproxy import HAPROXY, NODE_A, NODE_B, HAProxy, free_port_on, haproxy_config, make_cert
+from test_haproxy import HAPROXY, NODE_A, NODE_B, HAProxy, free_port_on, haproxy_config
 from test_prometheus_scrape import PROMETHEUS, Prometheus
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -21,7 +21,7 @@ import tempfile
 import time
 import unittest
 
-from harness import SKIP, Server, main
+from harness import SKIP, Server, main, make_cert
 
 CACHE = "/var/cache/ringmx-test/exim"
 EXIM_USER = "Debian-exim"
@@ -66,14 +66,6 @@ def fetch_exim():
         if made.returncode != 0:
             return None, "cannot create the %s user: %s" % (EXIM_USER, made.stderr)
     return (exim, libdir), ""
-
-
-def make_cert(d):
-    key, crt = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
-    out = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-               "-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=mx.test"])
-    assert out.returncode == 0, out.stderr
-    return crt, key
 
 
 class Exim:

@@ -23,22 +23,12 @@ import tempfile
 import time
 import unittest
 
-from harness import Server, main, metric, http_get, queue_id, SKIP
+from harness import Server, main, make_cert, metric, http_get, queue_id, SKIP
 
 OPENSSL = shutil.which("openssl")
 
 BODY = (b"From: exim@example.net\r\nTo: rcpt@example.org\r\nSubject: half close\r\n\r\n"
         b"the last message of a connection\r\n")
-
-
-def make_cert(d):
-    import subprocess
-    key, crt = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
-    out = subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-                          "-days", "30", "-subj", "/CN=mx.test"], capture_output=True, timeout=30)
-    assert out.returncode == 0, out.stderr.decode()
-    return crt, key
 
 
 def replies(data):

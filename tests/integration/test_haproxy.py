@@ -33,7 +33,8 @@ import threading
 import time
 import unittest
 
-from harness import (Client, Server, SKIP, http_get, main, metric, queue_id, transaction,
+from harness import (Client, Server, SKIP, http_get, main, make_cert, metric, queue_id,
+                     transaction,
                      wait_for)
 
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy")
@@ -61,15 +62,6 @@ def free_port_on(*hosts):
         if ok:
             return port
     raise AssertionError("no free port on %s" % (hosts,))
-
-
-def make_cert(d):
-    key, crt = os.path.join(d, "mx.key"), os.path.join(d, "mx.crt")
-    out = subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-                          "-days", "30", "-subj", "/CN=mx.test"], capture_output=True, timeout=30)
-    assert out.returncode == 0, out.stderr.decode()
-    return crt, key
 
 
 def haproxy_config(ports, stats_sock, v1_frontend=True):

@@ -21,7 +21,8 @@ import tempfile
 import time
 import unittest
 
-from harness import (BINARY, Client, Server, free_port, http_get, main, metric, queue_id,
+from harness import (BINARY, Client, Server, free_port, http_get, main, make_cert, metric,
+                     queue_id,
                      transaction)
 
 OPENSSL = shutil.which("openssl")
@@ -35,17 +36,6 @@ CERTS = None  # the directory make_certs() fills, once per run
 
 def run(cmd, timeout=20, **kw):
     return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
-
-
-def make_cert(d, name, cn, kind="ec"):
-    """A self-signed certificate d/name.crt with key d/name.key."""
-    key, crt = os.path.join(d, name + ".key"), os.path.join(d, name + ".crt")
-    newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if kind == "ec"
-              else ["-newkey", "rsa:2048"])
-    out = run([OPENSSL, "req", "-x509"] + newkey +
-              ["-nodes", "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=" + cn])
-    assert out.returncode == 0, out.stderr.decode()
-    return crt, key
 
 
 def make_expired(d, name, cn):
