@@ -340,6 +340,41 @@ class HAProxyEdge(unittest.TestCase):
         self.assertEqual(name, "a")
         self.assertIn(b"[192.0.2.77]", message.split(b"\r\n\r\n")[0])
 
+    def test_7_connections_waiting_for_a_header_count_against_the_limit(self):
+        """Header-less connections hold a slot of max_connections until proxy_timeout_ms:
+        at the limit a client with a header is refused (421 4.3.2); once they time out,
+        it is served."""
+        srv = Server(extra_toml="max_connections = 2\nproxy_timeout_ms = 1500\n",
+                     listener_toml='proxy_protocol = "v1"\ntrusted_proxies = ["127.0.0.1"]\n')
+        srv.start()
+        held = []
+        try:
+            for _ in range(2):
+                held.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+
+            def sessions():
+                return metric(http_get(srv.admin_port, "/metrics")[1], "ringmx_sessions_active")
+
+            wait_for(lambda: sessions() == 2, timeout=5, what="both connections accepted")
+            c = Client(srv.port)
+            c.send(b"PROXY TCP4 192.0.2.40 192.0.2.1 4000 25\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 421, lines)
+            self.assertIn("4.3.2", lines[0])
+            c.close()
+            for s in held:  # the server closes them unserved at the header deadline
+                s.settimeout(5)
+                self.assertEqual(s.recv(100), b"")
+            c = Client(srv.port)
+            c.send(b"PROXY TCP4 192.0.2.41 192.0.2.1 4001 25\r\n")
+            self.assertEqual(c.reply()[0], 220)
+            c.cmd("QUIT")
+            c.close()
+        finally:
+            for s in held:
+                s.close()
+            self.assertEqual(srv.stop(), 0, srv.log())
+
     def test_9_draining_a_node_loses_nothing(self):
         stop = threading.Event()
         lock = threading.Lock()
