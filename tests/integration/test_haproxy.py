@@ -93,6 +93,9 @@ def haproxy_config(ports, stats_sock, v1_frontend=True):
     text += ("\nfrontend test_v1\n    bind 127.0.0.1:%d\n    default_backend test_v1\n"
              "backend test_v1\n    default-server send-proxy\n    server a1 %s:%d\n"
              % (ports["front_v1"], NODE_A, ports["v1"]))
+    # An IPv6 client: HAProxy sends it in a v2 header over IPv4 to the nodes.
+    text += ("\nfrontend test_v6\n    bind [::1]:%d\n    default_backend ringmx_smtp\n"
+             % ports["front_v6"])
     return text
 
 
@@ -171,6 +174,7 @@ class HAProxyEdge(unittest.TestCase):
             "front": free_port_on("127.0.0.1"),
             "front_tls": free_port_on("127.0.0.1"),
             "front_v1": free_port_on("127.0.0.1"),
+            "front_v6": free_port_on("127.0.0.1"),
         }
         for name, host in (("a", NODE_A), ("b", NODE_B)):
             extra = ('max_connections_per_ip = 3\nproxy_timeout_ms = 500\n'
@@ -244,6 +248,18 @@ class HAProxyEdge(unittest.TestCase):
         head = message.split(b"\r\n\r\n")[0]
         self.assertIn(b"[127.0.0.9]", head)
         self.assertIn(b"ESMTPS", head)
+
+    def test_3b_ipv6_client(self):
+        c = Client(self.ports["front_v6"], host="::1")
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client6.test")[0], 250)
+        code, text = transaction(c, "a@example.net", ["b@example.org"],
+                                 b"Subject: tag-v6\r\n\r\nbody\r\n")
+        self.assertEqual(code, 250, text)
+        c.cmd("QUIT")
+        c.close()
+        _, message = self.stored("tag-v6")
+        self.assertIn(b"(unknown [IPv6:::1])", message.split(b"\r\n\r\n")[0])
 
     def test_4_per_address_limit_counts_the_client(self):
         held = []
