@@ -1,6 +1,7 @@
 // Received header and RFC 5322 date formatting (civil-from-days, no libc time zone).
 #include "core/received_header.h"
 
+#include "core/civil_date.h"
 #include "core/command.h"
 
 namespace ringmx {
@@ -47,16 +48,7 @@ void append_rfc5322_date(std::string& out, int64_t unix_time) {
     secs += 86400;
     --days;
   }
-  // Howard Hinnant's civil_from_days.
-  int64_t z = days + 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const auto doe = static_cast<unsigned>(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  const unsigned day = doy - (153 * mp + 2) / 5 + 1;
-  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
-  const int64_t year = static_cast<int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0);
+  const auto [year, month, day] = civil_from_days(days);
   int64_t wd = days % 7;
   if (wd < 0) wd += 7;
   out.append(kDays[wd]);

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/civil_date.h"
+
 namespace ringmx {
 
 LogRing::LogRing(size_t capacity, Logger* owner)
@@ -221,17 +223,7 @@ void append_rfc3339_ms(std::string& out, int64_t unix_ms) {
     rem += 86400;
     days -= 1;
   }
-  // Days since 1970-01-01 to a civil date, in 400-year eras that start on
-  // 0000-03-01 (so the leap day is the last day of an era's year).
-  days += 719468;
-  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-  const auto doe = static_cast<unsigned>(days - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  const unsigned day = doy - (153 * mp + 2) / 5 + 1;
-  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
-  const int64_t year = int64_t{yoe} + era * 400 + (month <= 2 ? 1 : 0);
+  const auto [year, month, day] = civil_from_days(days);
   const auto y = static_cast<unsigned>(year);
   out.push_back(static_cast<char>('0' + y / 1000 % 10));
   out.push_back(static_cast<char>('0' + y / 100 % 10));
