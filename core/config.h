@@ -114,6 +114,18 @@ struct DeliveryConfig {
 // the 8 bits session and queue ids give it (core/session.h).
 inline constexpr uint32_t kMaxShards = 256;
 
+// [dns]: the resolver each shard runs on its ring (net/resolver.h).
+struct DnsConfig {
+  // "IP" or "IP:PORT" ("[IPv6]:PORT"); empty: the nameservers of /etc/resolv.conf.
+  std::vector<std::string> servers;
+  uint32_t timeout_ms = 2000;  // per try
+  uint32_t tries = 2;
+  uint32_t cache_entries = 100'000;  // per shard; the least recently used go first
+  uint32_t max_ttl_s = 3600;         // an answer is kept at most this long
+  uint32_t negative_ttl_s = 300;     // NXDOMAIN / no data: at most this long (RFC 2308)
+  uint32_t max_in_flight = 2000;     // per shard; beyond, a lookup is a temporary failure
+};
+
 struct ServerConfig {
   SessionConfig smtp;  // hostname, banner, limits, extensions, bare_line
   std::vector<ListenerConfig> listeners{{"default", "127.0.0.1:2525"}};
@@ -128,6 +140,7 @@ struct ServerConfig {
   // None: any domain, kept in the local spool (the embedded default).
   std::vector<RouteConfig> routes;
   DeliveryConfig delivery;
+  DnsConfig dns;
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   LogFormat log_format = LogFormat::logfmt;

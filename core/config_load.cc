@@ -64,6 +64,24 @@ constexpr ServerUint kAdminUints[] = {
     {"request_timeout_ms", &ServerConfig::admin_request_timeout_ms, 100, 60'000},
 };
 
+constexpr UintField<DnsConfig> kDnsUints[] = {
+    {"timeout_ms", &DnsConfig::timeout_ms, 100, 60'000},
+    {"tries", &DnsConfig::tries, 1, 10},
+    {"cache_entries", &DnsConfig::cache_entries, 1, 10'000'000},
+    {"max_ttl_s", &DnsConfig::max_ttl_s, 0, 604'800},
+    {"negative_ttl_s", &DnsConfig::negative_ttl_s, 0, 86'400},
+    {"max_in_flight", &DnsConfig::max_in_flight, 1, 1'000'000},
+};
+
+// A DNS server: "IP", "IP:PORT" or "[IPv6]:PORT" (what c-ares's server list takes).
+std::string check_dns_server(std::string_view s) {
+  std::string host;
+  uint16_t port = 0;
+  if (split_host_port(s, host, port)) return {};
+  if (parse_ip(s)) return {};
+  return "must be an IP address, IP:PORT or [IPv6]:PORT";
+}
+
 constexpr UintField<DeliveryConfig> kDeliveryUints[] = {
     {"connect_timeout_ms", &DeliveryConfig::connect_timeout_ms, 100, 3'600'000},
     {"command_timeout_ms", &DeliveryConfig::command_timeout_ms, 100, 3'600'000},
@@ -354,6 +372,8 @@ class Loader {
         if (const toml::table* t = section(v, "admin")) load_admin(*t, cfg);
       } else if (name == "delivery") {
         if (const toml::table* t = section(v, "delivery")) load_delivery(*t, cfg.delivery);
+      } else if (name == "dns") {
+        if (const toml::table* t = section(v, "dns")) load_dns(*t, cfg.dns);
       } else if (name == "listener") {
         load_listeners(v, cfg);
       } else if (name == "route") {
@@ -590,6 +610,17 @@ class Loader {
           "must not be less than delivery.retry_min_ms");
       d.retry_min_ms = before.retry_min_ms;  // an error changes nothing
       d.retry_max_ms = before.retry_max_ms;
+    }
+  }
+
+  void load_dns(const toml::table& t, DnsConfig& d) {
+    for (const auto& [k, v] : t) {
+      const std::string key = dotted("dns", k);
+      if (k.str() == "servers") {
+        read_checked_list(v, key, check_dns_server, 16, d.servers);
+        continue;
+      }
+      if (!load_uint_field(kDnsUints, k.str(), v, key, d)) unknown(k, v, key);
     }
   }
 
@@ -960,6 +991,10 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     check("delivery." + std::string(f.name), in_range(cfg.delivery.*f.field, f.min, f.max));
   }
   check("delivery.memory_per_shard", in_range(cfg.delivery.memory_per_shard, 0, kTomlIntMax));
+  for (const UintField<DnsConfig>& f : kDnsUints) {
+    check("dns." + std::string(f.name), in_range(cfg.dns.*f.field, f.min, f.max));
+  }
+  for (const std::string& s : cfg.dns.servers) check("dns.servers", check_dns_server(s));
   if (cfg.delivery.retry_max_ms < cfg.delivery.retry_min_ms) {
     check("delivery.retry_max_ms", "must not be less than delivery.retry_min_ms");
   }

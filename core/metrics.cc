@@ -168,6 +168,12 @@ struct Totals {
   uint64_t delivery_sum_ns = 0;
   std::array<uint64_t, Histogram::kBounds.size() + 1> latency_buckets{};
   uint64_t latency_sum_ns = 0;
+  std::array<std::array<uint64_t, kDnsResults>, kDnsTypes> dns_queries{};
+  std::array<uint64_t, Histogram::kBounds.size() + 1> dns_buckets{};
+  uint64_t dns_sum_ns = 0;
+  uint64_t dns_hits = 0;
+  uint64_t dns_misses = 0;
+  int64_t dns_in_flight = 0;
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
   int64_t queue_oldest_unix = 0;  // the oldest of every shard's; 0: none
@@ -224,6 +230,14 @@ void add_shard(Totals& t, const ShardMetrics& m) {
     t.latency_buckets[i] += m.delivery_latency_seconds.bucket(i);
   }
   t.latency_sum_ns += m.delivery_latency_seconds.sum_ns();
+  for (size_t ty = 0; ty < kDnsTypes; ++ty) {
+    for (size_t r = 0; r < kDnsResults; ++r) t.dns_queries[ty][r] += m.dns.queries[ty][r].get();
+  }
+  for (size_t i = 0; i < t.dns_buckets.size(); ++i) t.dns_buckets[i] += m.dns.seconds.bucket(i);
+  t.dns_sum_ns += m.dns.seconds.sum_ns();
+  t.dns_hits += m.dns.cache_hits.get();
+  t.dns_misses += m.dns.cache_misses.get();
+  t.dns_in_flight += m.dns.in_flight.get();
   t.queue_messages += m.queue_messages.get();
   t.queue_bytes += m.queue_bytes.get();
   if (const int64_t o = m.queue_oldest_unix.get(); o > 0) {
@@ -469,6 +483,35 @@ void render_prometheus(std::string& out, const MetricsView& view) {
       out, "ringmx_delivery_latency_seconds",
       "From a message's acceptance (on disk, 250 sent) to its delivery, per recipient.",
       t.latency_buckets, t.latency_sum_ns);
+  append_family(out, "ringmx_dns_queries_total", "counter",
+                "DNS queries sent by the shards' resolvers, by record type and outcome "
+                "(found, not_found: NXDOMAIN or no data, timeout, error: SERVFAIL, refused, "
+                "malformed, too many in flight).");
+  static constexpr std::string_view kDnsTypeNames[kDnsTypes] = {"a",   "aaaa", "mx",
+                                                                "txt", "ptr",  "other"};
+  static constexpr std::string_view kDnsResultNames[kDnsResults] = {"found", "not_found", "timeout",
+                                                                    "error"};
+  for (size_t ty = 0; ty < kDnsTypes; ++ty) {
+    for (size_t r = 0; r < kDnsResults; ++r) {
+      out += "ringmx_dns_queries_total{type=\"";
+      out += kDnsTypeNames[ty];
+      out += "\",result=\"";
+      out += kDnsResultNames[r];
+      out += "\"} ";
+      out += std::to_string(t.dns_queries[ty][r]);
+      out += '\n';
+    }
+  }
+  append_histogram(out, "ringmx_dns_duration_seconds",
+                   "Time from a DNS query's sending to its answer or failure.", t.dns_buckets,
+                   t.dns_sum_ns);
+  append_counter(out, "ringmx_dns_cache_hits_total",
+                 "DNS lookups answered from a shard's cache or joined to a query in flight.",
+                 t.dns_hits);
+  append_counter(out, "ringmx_dns_cache_misses_total", "DNS lookups that needed a query.",
+                 t.dns_misses);
+  append_gauge(out, "ringmx_dns_queries_in_flight", "DNS queries waiting for an answer.",
+               t.dns_in_flight);
   append_gauge(out, "ringmx_queue_depth", "Accepted messages not yet delivered or bounced.",
                t.queue_messages);
   append_gauge(out, "ringmx_queue_bytes", "Size of the messages in ringmx_queue_depth.",

@@ -98,6 +98,17 @@ std::string_view tls_version_label(TlsVersionLabel v);
 inline constexpr size_t kTlsResults = static_cast<size_t>(TlsResult::count_);
 inline constexpr size_t kTlsVersions = static_cast<size_t>(TlsVersionLabel::count_);
 
+// DNS on the shard's ring (net/resolver.h), by query type and outcome.
+inline constexpr size_t kDnsTypes = 6;    // a, aaaa, mx, txt, ptr, other
+inline constexpr size_t kDnsResults = 4;  // found, not_found, timeout, error
+struct DnsMetrics {
+  std::array<std::array<Counter, kDnsResults>, kDnsTypes> queries;  // DnsOutcome order
+  Histogram seconds;   // a query sent until its answer (or failure)
+  Counter cache_hits;  // answered from the cache, or joined a query in flight
+  Counter cache_misses;
+  Gauge in_flight;
+};
+
 struct alignas(64) ShardMetrics {
   std::array<std::array<Counter, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
       connections;
@@ -141,6 +152,7 @@ struct alignas(64) ShardMetrics {
   Histogram tls_handshake_seconds;  // successful handshakes, first byte to finished
   std::array<Gauge, kTlsVersions> tls_sessions_active;  // by version
   Counter tls_resumed;
+  DnsMetrics dns;
 };
 
 // A loaded certificate, for its expiry gauge.

@@ -16,12 +16,12 @@ BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccach
 # Real peers of the integration tests: swaks (with Net::SSLeay for its TLS),
 # openssl s_client, Postfix and Dovecot LMTP (private instances each test
 # starts itself), promtool and the Prometheus server, HAProxy (in front of two
-# test nodes); fuse3 for the power-cut test's file system (tests/powercut);
+# test nodes), dnsmasq (the resolver's DNS server); fuse3 for the power-cut test's file system (tests/powercut);
 # groff and man for the man pages (test_man_pages, test_install);
 # systemd-analyze (systemd) for the unit and strace for the system calls the
 # daemon makes (test_systemd_unit, test_durability).
 TEST_PKGS=(swaks libnet-ssleay-perl python3 prometheus openssl postfix dovecot-core dovecot-lmtpd
-  haproxy fuse3 groff-base man-db systemd strace)
+  haproxy dnsmasq-base fuse3 groff-base man-db systemd strace)
 
 deps() {
   local want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") missing=()

@@ -97,6 +97,11 @@ std::string dump(const ServerConfig& c) {
     << " " << d.max_messages_per_connection << " " << d.retry_min_ms << " " << d.retry_max_ms << " "
     << d.max_age_s << " " << d.delay_notice_s << " " << d.max_queue_messages << " "
     << d.memory_per_shard << "\n";
+  const DnsConfig& n = c.dns;
+  o << "dns=";
+  for (const std::string& server : n.servers) o << server << ",";
+  o << " " << n.timeout_ms << " " << n.tries << " " << n.cache_entries << " " << n.max_ttl_s << " "
+    << n.negative_ttl_s << " " << n.max_in_flight << "\n";
   return o.str();
 }
 
@@ -144,6 +149,7 @@ ServerConfig everything_changed() {
       {"base", {"base.example"}, "smtp://base.example", RouteTls::required, "/base/ca.pem"}};
   c.admin_request_timeout_ms = 777;
   c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
+  c.dns = DnsConfig{{"192.0.2.53"}, 7, 7, 7, 7, 7, 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
@@ -220,6 +226,14 @@ const SetCase kSetCases[] = {
     {"shards", "[server]\nshards = 256", [](ServerConfig& c) { c.shards = 256; }},
     {"log_level", "[server]\nlog_level = \"debug\"",
      [](ServerConfig& c) { c.log_level = LogLevel::debug; }},
+    {"dns",
+     "[dns]\nservers = [\"192.0.2.53\", \"192.0.2.54:5353\", \"[2001:db8::53]:53\"]\n"
+     "timeout_ms = 500\ntries = 3",
+     [](ServerConfig& c) {
+       c.dns.servers = {"192.0.2.53", "192.0.2.54:5353", "[2001:db8::53]:53"};
+       c.dns.timeout_ms = 500;
+       c.dns.tries = 3;
+     }},
     {"log_format", "[server]\nlog_format = \"json\"",
      [](ServerConfig& c) { c.log_format = LogFormat::json; }},
     {"max_connections", "[server]\nmax_connections = 1_000_000",
@@ -476,6 +490,9 @@ const ErrorCase kErrorCases[] = {
      "admin.request_timeout_ms", "must be between 100 and 60000"},
     {"spool_bytes_negative", "[spool]\nmax_bytes = -1", 2, "spool.max_bytes",
      "must not be negative"},
+    {"dns_bad_server", "[dns]\nservers = [\"dns.example\"]", 2, "dns.servers[0]",
+     "must be an IP address"},
+    {"dns_tries_zero", "[dns]\ntries = 0", 2, "dns.tries", "must be between 1 and 10"},
     {"bad_log_format", "[server]\nlog_format = \"xml\"", 2, "server.log_format",
      "must be one of: logfmt, json"},
     {"bad_log_level", "[server]\nlog_level = \"verbose\"", 2, "server.log_level",
