@@ -16,6 +16,8 @@
 #include <functional>
 #include <string>
 
+#include "tests/unit/ring_loop.h"
+
 namespace ringmx {
 namespace {
 
@@ -53,22 +55,7 @@ class ClientStreamTest : public ::testing::Test {
 
   // Submits, waits up to 10 ms for a completion, and hands every completion
   // that is there to its Completion.
-  void pass() {
-    ring_.run_deferred();
-    io_uring_cqe* cqe = nullptr;
-    __kernel_timespec ts{0, 10'000'000};
-    io_uring_submit_and_wait_timeout(&ring_.raw(), &cqe, 1, &ts, nullptr);
-    unsigned head = 0;
-    unsigned n = 0;
-    io_uring_for_each_cqe(&ring_.raw(), head, cqe) {
-      const uint64_t data = cqe->user_data;
-      ++n;
-      if ((data & 15U) != 15U) continue;
-      // NOLINTNEXTLINE(performance-no-int-to-ptr): the completion tag.
-      reinterpret_cast<Completion*>(data & ~uint64_t{15})->complete(cqe->res, cqe->flags);
-    }
-    io_uring_cq_advance(&ring_.raw(), n);
-  }
+  void pass() { test::pass_completions(ring_, 10'000'000); }
   // Runs the ring until `done`, at most 5 s.
   bool run_until(const std::function<bool()>& done) {
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);

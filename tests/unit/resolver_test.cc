@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/ring_loop.h"
+
 extern char** environ;
 
 namespace ringmx {
@@ -32,20 +34,40 @@ int64_t now_ms() {
       .count();
 }
 
-// A UDP port nobody else holds right now (bound and released).
-uint16_t free_udp_port(int* keep = nullptr) {
-  const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+// Binds a loopback socket of `type` to `port` (0: any); its fd, or -1.
+int bound(int type, uint16_t port) {
+  const int s = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  if (keep != nullptr) {
-    *keep = s;  // the caller holds it: a server that never answers
-  } else {
+  a.sin_port = htons(port);
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     ::close(s);
+    return -1;
   }
+  return s;
+}
+
+// A port free for both UDP and TCP (dnsmasq takes both) below the kernel's
+// ephemeral range, so no client socket takes it before dnsmasq binds it.
+uint16_t free_dns_port() {
+  for (uint32_t i = 0; i < 500; ++i) {
+    const auto port = static_cast<uint16_t>(20000 + (::getpid() * 7919 + i * 104729) % 12000);
+    const int u = bound(SOCK_DGRAM, port);
+    const int t = bound(SOCK_STREAM, port);
+    if (u >= 0) ::close(u);
+    if (t >= 0) ::close(t);
+    if (u >= 0 && t >= 0) return port;
+  }
+  return 0;
+}
+
+// A UDP socket that never answers: its port.
+uint16_t silent_udp_port(int& keep) {
+  keep = bound(SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  ::getsockname(keep, reinterpret_cast<sockaddr*>(&a), &len);
   return ntohs(a.sin_port);
 }
 
@@ -59,7 +81,8 @@ class ResolverTest : public ::testing::Test {
                       "installs it)";
     }
     ring_.init(256, 512, 0);
-    port_ = free_udp_port();
+    port_ = free_dns_port();
+    ASSERT_NE(port_, 0) << "no free port for dnsmasq";
     const std::string port = "--port=" + std::to_string(port_);
     std::vector<std::string> args = {
         kDnsmasq,
@@ -98,25 +121,14 @@ class ResolverTest : public ::testing::Test {
     resolver_ = std::make_unique<Resolver>(ring_, wheel_, cfg, &metrics_.dns);
     std::string error;
     ASSERT_TRUE(resolver_->init(error)) << error;
+    const int64_t t = now_ms();
+    resolver_->set_now(t, t * 1'000'000);
   }
 
   void pass() {
     const int64_t t = now_ms();
     resolver_->set_now(t, t * 1'000'000);
-    ring_.run_deferred();
-    io_uring_cqe* cqe = nullptr;
-    __kernel_timespec ts{0, 5'000'000};
-    io_uring_submit_and_wait_timeout(&ring_.raw(), &cqe, 1, &ts, nullptr);
-    unsigned head = 0;
-    unsigned n = 0;
-    io_uring_for_each_cqe(&ring_.raw(), head, cqe) {
-      const uint64_t data = cqe->user_data;
-      ++n;
-      if ((data & 15U) != 15U) continue;
-      // NOLINTNEXTLINE(performance-no-int-to-ptr): the completion tag.
-      reinterpret_cast<Completion*>(data & ~uint64_t{15})->complete(cqe->res, cqe->flags);
-    }
-    io_uring_cq_advance(&ring_.raw(), n);
+    test::pass_completions(ring_, 5'000'000);
     wheel_.advance(now_ms(), [](TimerNode& node) { node.fire(node); });
   }
 
@@ -145,6 +157,11 @@ class ResolverTest : public ::testing::Test {
   void wait_for_server() {
     const int64_t end = now_ms() + 5000;
     while (now_ms() < end) {
+      int st = 0;
+      if (::waitpid(dnsmasq_, &st, WNOHANG) != 0) {
+        dnsmasq_ = -1;  // reaped: its pid is no longer ours to signal
+        FAIL() << "dnsmasq exited (port " << port_ << ")";
+      }
       if (ask(dns_type::kA, "mail.test.zone").result == DnsResult::found) return;
       ::usleep(50'000);
     }
@@ -251,7 +268,7 @@ TEST_F(ResolverTest, CancelAndTheInFlightBound) {
 
 TEST_F(ResolverTest, AServerThatNeverAnswersIsATemporaryFailure) {
   int silent = -1;
-  const uint16_t port = free_udp_port(&silent);
+  const uint16_t port = silent_udp_port(silent);
   DnsConfig cfg;
   cfg.servers = {"127.0.0.1:" + std::to_string(port)};
   cfg.timeout_ms = 200;
