@@ -151,10 +151,15 @@ class DeployStack(unittest.TestCase):
             ours = [l for l in data.split(b"\r\n") if b"(ringmx)" in l or b"[127." in l]
             self.assertIn(b"[%s])" % source.encode(), data, ours)
             self.assertIn(b"with ESMTPS", data)
-        per_node = [len([l for l in srv.log().splitlines()
+        def per_node():
+            return [len([l for l in srv.log().splitlines()
                          if '"event":"transaction"' in l and '"code":250' in l])
                     for srv in self.nodes]
-        self.assertEqual(sum(per_node), len(sent), per_node)
+
+        # The log is written by a thread of its own, a moment after the 250.
+        wait_for(lambda: sum(per_node()) == len(sent), timeout=10,
+                 what="a transaction line per message")
+        per_node = per_node()
         self.assertTrue(all(n > 0 for n in per_node), per_node)  # HAProxy spread the load
         for srv in self.nodes:  # node logs are JSON, as ringmx-edge.toml says
             for line in srv.log().splitlines():
