@@ -104,6 +104,7 @@ bool NetworkSet::contains(const IpBytes& ip) const {
 }
 
 bool NetworkSet::contains(std::string_view ip) const {
+  if (nets_.empty()) return false;  // most listeners trust no one: no parse per connection
   const auto b = parse_ip(ip);
   return b && contains(*b);
 }
