@@ -266,6 +266,25 @@ TEST_F(ResolverTest, CancelAndTheInFlightBound) {
   EXPECT_TRUE(cached);
 }
 
+// At dns.cache_entries the least recently used answer goes: asking for it
+// again is a query, while the one used since is still an answer from the cache.
+TEST_F(ResolverTest, TheCacheKeepsAtMostItsEntries) {
+  DnsConfig cfg;
+  cfg.cache_entries = 2;
+  make(cfg);
+  wait_for_server();  // caches mail.test.zone A
+  ASSERT_EQ(ask(dns_type::kMx, "test.zone").result, DnsResult::found);
+  ASSERT_EQ(ask(dns_type::kA, "mail.test.zone").result, DnsResult::found);  // used again
+  ASSERT_EQ(ask(dns_type::kTxt, "t.test.zone").result, DnsResult::found);   // MX goes
+  EXPECT_EQ(resolver_->cached(), 2u);
+  const uint64_t misses = metrics_.dns.cache_misses.get();
+  ASSERT_EQ(ask(dns_type::kA, "mail.test.zone").result, DnsResult::found);
+  EXPECT_EQ(metrics_.dns.cache_misses.get(), misses);
+  ASSERT_EQ(ask(dns_type::kMx, "test.zone").result, DnsResult::found);
+  EXPECT_EQ(metrics_.dns.cache_misses.get(), misses + 1);
+  EXPECT_EQ(resolver_->cached(), 2u);
+}
+
 TEST_F(ResolverTest, AServerThatNeverAnswersIsATemporaryFailure) {
   int silent = -1;
   const uint16_t port = silent_udp_port(silent);
