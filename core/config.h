@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check_config.h"
 #include "core/routes.h"
 #include "core/session_config.h"
 
@@ -141,6 +142,7 @@ struct ServerConfig {
   std::vector<RouteConfig> routes;
   DeliveryConfig delivery;
   DnsConfig dns;
+  ChecksConfig checks;  // the built-in policy checks (pipeline/checks/)
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   LogFormat log_format = LogFormat::logfmt;

@@ -4,6 +4,8 @@
 // Each field's rule (range, charset, enum names) is written once and serves both entry points,
 // so a value the loader accepts is never refused by validate_config and the other way round.
 #include "core/config_load.h"
+#include "core/config_load_checks.h"
+#include "core/config_reader.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -34,8 +36,6 @@ namespace {
 constexpr size_t kMaxListenerCount = 16;
 constexpr size_t kMaxHostname = 255;  // RFC 1035 domain length
 constexpr size_t kMaxBanner = 200;    // keeps the greeting well under the 512-octet reply line
-// TOML integers are int64, so no file can express more than this for a uint64 field.
-constexpr uint64_t kTomlIntMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 constexpr uint64_t kMinSegmentBytes = 4096;
 constexpr uint64_t kMaxSegmentBytes = uint64_t{1} << 30;
 
@@ -165,12 +165,6 @@ void set_limit(Limits& l, const LimitField& f, uint64_t v) {
   }
 }
 
-template <typename E>
-struct EnumName {
-  std::string_view name;
-  E value;
-};
-
 constexpr EnumName<RouteTls> kRouteTls[] = {
     {"none", RouteTls::none},
     {"opportunistic", RouteTls::opportunistic},
@@ -220,24 +214,6 @@ constexpr EnumName<TlsMinVersion> kTlsMinVersions[] = {
 // enough that a silent socket does not hold a slot for minutes.
 constexpr uint64_t kMinHandshakeTimeoutMs = 100;
 constexpr uint64_t kMaxHandshakeTimeoutMs = 300000;
-
-template <typename E, size_t N>
-std::string one_of_message(const EnumName<E> (&names)[N]) {
-  std::string msg = "must be one of: ";
-  for (size_t i = 0; i < N; ++i) {
-    if (i > 0) msg += ", ";
-    msg += names[i].name;
-  }
-  return msg;
-}
-
-std::string range_message(uint64_t min, uint64_t max) {
-  // An upper bound no TOML integer can pass is not worth printing.
-  if (max >= kTomlIntMax) {
-    return min == 0 ? "must not be negative" : "must be at least " + std::to_string(min);
-  }
-  return "must be between " + std::to_string(min) + " and " + std::to_string(max);
-}
 
 // The field rules below return an empty string for an acceptable value, else the message.
 
@@ -335,27 +311,11 @@ std::string listener_key(size_t i, std::string_view field) {
   return key;
 }
 
-std::string_view type_phrase(toml::node_type t) {
-  switch (t) {
-    case toml::node_type::none: return "nothing";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-  }
-  return "an unknown value";
-}
-
 // Walks the parsed tree, writes accepted values into the config and records every problem.
 // A rejected value leaves the field as it was in `base`.
-class Loader {
+class Loader : TomlReader {
  public:
-  Loader(std::string_view file, std::vector<ConfigError>& errors) : file_(file), errors_(errors) {}
+  using TomlReader::TomlReader;
 
   void load_root(const toml::table& root, ServerConfig& cfg) {
     for (const auto& [k, v] : root) {
@@ -378,6 +338,11 @@ class Loader {
         load_listeners(v, cfg);
       } else if (name == "route") {
         load_routes(v, cfg);
+      } else if (name == "checks") {
+        ChecksLoader(file_, errors_).load_checks(v, cfg.checks);
+      } else if (name == "dnsbl" || name == "dnswl") {
+        ChecksLoader(file_, errors_)
+            .load_lists(v, name, name == "dnsbl" ? cfg.checks.dnsbl : cfg.checks.dnswl);
       } else if (name == "tls") {
         if (const toml::table* t = section(v, "tls")) load_tls(*t, cfg.tls);
       } else {
@@ -387,129 +352,6 @@ class Loader {
   }
 
  private:
-  void add(const toml::source_region& where, std::string key, std::string message) {
-    ConfigError e;
-    e.file = file_;
-    e.line = where.begin.line;
-    e.column = where.begin.column;
-    e.key = std::move(key);
-    e.message = std::move(message);
-    errors_.push_back(std::move(e));
-  }
-
-  void wrong_type(const toml::node& n, std::string key, std::string_view expected) {
-    add(n.source(), std::move(key),
-        "expected " + std::string(expected) + ", not " + std::string(type_phrase(n.type())));
-  }
-
-  void unknown(const toml::key& k, const toml::node& v, std::string key) {
-    // Keys of implicitly created tables may carry no position; the value's is the next best.
-    const toml::source_region& where = k.source().begin.line != 0 ? k.source() : v.source();
-    add(where, std::move(key), v.is_table() ? "unknown table" : "unknown key");
-  }
-
-  static std::string dotted(std::string_view section, const toml::key& k) {
-    std::string key(section);
-    key += '.';
-    key += k.str();
-    return key;
-  }
-
-  const toml::table* section(const toml::node& n, std::string_view key) {
-    const toml::table* t = n.as_table();
-    if (t == nullptr) wrong_type(n, std::string(key), "a table");
-    return t;
-  }
-
-  bool read_uint(const toml::node& n, const std::string& key, uint64_t min, uint64_t max,
-                 uint64_t& out) {
-    const auto* v = n.as_integer();
-    if (v == nullptr) {
-      wrong_type(n, key, "an integer");
-      return false;
-    }
-    // Compared as signed first: a negative value must be refused, not wrapped into range.
-    const int64_t x = v->get();
-    if (x < 0 || static_cast<uint64_t>(x) < min || static_cast<uint64_t>(x) > max) {
-      add(n.source(), key, range_message(min, max));
-      return false;
-    }
-    out = static_cast<uint64_t>(x);
-    return true;
-  }
-
-  const std::string* read_string(const toml::node& n, const std::string& key) {
-    const auto* v = n.as_string();
-    if (v == nullptr) {
-      wrong_type(n, key, "a string");
-      return nullptr;
-    }
-    return &v->get();
-  }
-
-  // Reads a string and applies `check`; `out` changes only when both pass.
-  template <typename Check>
-  bool read_checked(const toml::node& n, const std::string& key, Check check, std::string& out) {
-    const std::string* s = read_string(n, key);
-    if (s == nullptr) return false;
-    std::string problem = check(*s);
-    if (!problem.empty()) {
-      add(n.source(), key, std::move(problem));
-      return false;
-    }
-    out = *s;
-    return true;
-  }
-
-  void read_bool(const toml::node& n, const std::string& key, bool& out) {
-    const auto* v = n.as_boolean();
-    if (v == nullptr) {
-      wrong_type(n, key, "a boolean");
-      return;
-    }
-    out = v->get();
-  }
-
-  // An array of strings, each passing `check`; `out` is replaced only when all do.
-  template <typename Check>
-  void read_checked_list(const toml::node& n, const std::string& key, Check check, size_t max,
-                         std::vector<std::string>& out) {
-    const toml::array* arr = n.as_array();
-    if (arr == nullptr) {
-      wrong_type(n, key, "an array of strings");
-      return;
-    }
-    if (arr->size() > max) {
-      add(n.source(), key, "at most " + std::to_string(max) + " entries are allowed");
-      return;
-    }
-    std::vector<std::string> got;
-    bool ok = true;
-    for (size_t j = 0; j < arr->size(); ++j) {
-      std::string v;
-      if (read_checked((*arr)[j], key + "[" + std::to_string(j) + "]", check, v)) {
-        got.push_back(std::move(v));
-      } else {
-        ok = false;
-      }
-    }
-    if (ok) out = std::move(got);
-  }
-
-  template <typename E, size_t N>
-  void read_enum(const toml::node& n, const std::string& key, const EnumName<E> (&names)[N],
-                 E& out) {
-    const std::string* s = read_string(n, key);
-    if (s == nullptr) return;
-    for (const EnumName<E>& e : names) {
-      if (e.name == *s) {
-        out = e.value;
-        return;
-      }
-    }
-    add(n.source(), key, one_of_message(names));
-  }
-
   void load_server(const toml::table& t, ServerConfig& cfg) {
     for (const auto& [k, v] : t) {
       const std::string_view name = k.str();
@@ -850,9 +692,6 @@ class Loader {
     }
     out.push_back(std::move(l));
   }
-
-  std::string file_;
-  std::vector<ConfigError>& errors_;
 };
 
 // inet_pton wants a NUL-terminated string; anything but these characters (a NUL, a '%' zone,
@@ -1007,6 +846,7 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
   if (!cfg.admin_listen.empty()) check("admin.listen", check_address(cfg.admin_listen));
 
   for (const std::string& problem : check_routes(cfg.routes)) check("route", problem);
+  for (auto& [key, problem] : check_checks_config(cfg.checks)) check(key, problem);
   if (cfg.listeners.empty()) check("listener", "at least one listener is required");
   if (cfg.listeners.size() > kMaxListenerCount)
     check("listener", "at most 16 listeners are allowed");

@@ -1,5 +1,7 @@
 #include "core/dns_message.h"
 
+#include "core/dns_lookup.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -158,6 +160,15 @@ std::string reverse_name(const IpBytes& ip, std::string_view zone) {
   }
   out += zone.empty() ? std::string_view("ip6.arpa") : zone;
   return out;
+}
+
+std::string_view dns_result_name(DnsResult r) {
+  switch (r) {
+    case DnsResult::found: return "found";
+    case DnsResult::not_found: return "not_found";
+    case DnsResult::temp_fail: return "temp_fail";
+  }
+  return "temp_fail";
 }
 
 }  // namespace ringmx

@@ -26,8 +26,10 @@ struct Envelope {
 
 struct Message {
   Envelope envelope;
-  // The Received header this server prepends (folded, ending in CRLF). Kept
-  // apart from the body so the spool can write both with one writev.
+  // The header fields this server prepends: trace fields from the checks
+  // (Authentication-Results), then its Received header (folded, each ending
+  // in CRLF). Kept apart from the body so the spool can write both with one
+  // writev.
   std::string received;
   ByteBuffer body;               // message as received, dot-unstuffed
   uint64_t size = 0;             // body octets (kept when the handler moves the body out)

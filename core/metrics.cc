@@ -11,6 +11,27 @@ namespace ringmx {
 
 namespace {
 
+// The (stage, check) pairs ringmx_rejects_total always shows, zero or not,
+// so a dashboard's rate() has a series from the start.
+bool reject_pair_expected(size_t stage, size_t check) {
+  constexpr size_t kConnect = 0, kHelo = 1, kMail = 2, kRcpt = 3, kMessage = 5, kCommand = 6;
+  switch (static_cast<RejectCheck>(check)) {
+    case RejectCheck::score: return stage <= kRcpt;
+    case RejectCheck::dnsbl:
+    case RejectCheck::dnswl:
+    case RejectCheck::ptr:
+    case RejectCheck::pregreet: return stage == kConnect;
+    case RejectCheck::helo: return stage == kHelo;
+    case RejectCheck::sender: return stage == kMail;
+    case RejectCheck::recipients: return stage == kRcpt;
+    case RejectCheck::headers: return stage == kMessage;
+    case RejectCheck::http_probe:
+    case RejectCheck::unoffered_pipelining:
+    case RejectCheck::slow_command: return stage == kCommand;
+    default: return false;
+  }
+}
+
 constexpr std::array<std::string_view, static_cast<size_t>(ConnResult::count_)> kConnResultNames = {
     "accepted",   "limit_total",     "limit_per_ip", "pregreet",     "error",
     "queue_full", "proxy_untrusted", "proxy_error",  "proxy_timeout"};
@@ -174,6 +195,7 @@ struct Totals {
   uint64_t dns_hits = 0;
   uint64_t dns_misses = 0;
   int64_t dns_in_flight = 0;
+  std::array<std::array<uint64_t, kRejectChecks>, kRejectStages> rejects{};
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
   int64_t queue_oldest_unix = 0;  // the oldest of every shard's; 0: none
@@ -219,6 +241,9 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.body_spills += m.body_spills.get();
   t.accept_pauses += m.accept_pauses.get();
   t.relay_denied += m.relay_denied.get();
+  for (size_t st = 0; st < kRejectStages; ++st) {
+    for (size_t c = 0; c < kRejectChecks; ++c) t.rejects[st][c] += m.rejects[st][c].get();
+  }
   for (size_t r = 0; r < kMaxRoutes; ++r) {
     for (size_t k = 0; k < kDeliveryResults; ++k) t.deliveries[r][k] += m.deliveries[r][k].get();
   }
@@ -502,6 +527,24 @@ void render_prometheus(std::string& out, const MetricsView& view) {
       out += '\n';
     }
   }
+  append_family(out, "ringmx_rejects_total", "counter",
+                "Clients, commands and messages refused by a policy check, by stage and check "
+                "(score: the connection's score reached checks.reject_score).");
+  static constexpr std::string_view kRejectStageNames[kRejectStages] = {
+      "connect", "helo", "mail", "rcpt", "data", "message", "command"};
+  for (size_t st = 0; st < kRejectStages; ++st) {
+    for (size_t c = 0; c < kRejectChecks; ++c) {
+      // Only the pairs that can happen: a check at the stages it runs at.
+      if (t.rejects[st][c] == 0 && !reject_pair_expected(st, c)) continue;
+      out += "ringmx_rejects_total{stage=\"";
+      out += kRejectStageNames[st];
+      out += "\",check=\"";
+      out += reject_check_name(static_cast<RejectCheck>(c));
+      out += "\"} ";
+      out += std::to_string(t.rejects[st][c]);
+      out += '\n';
+    }
+  }
   append_histogram(out, "ringmx_dns_duration_seconds",
                    "Time from a DNS query's sending to its answer or failure.", t.dns_buckets,
                    t.dns_sum_ns);
@@ -610,6 +653,31 @@ std::string_view delivery_result_name(DeliveryResult r) {
     case DeliveryResult::count_: break;
   }
   return "unknown";
+}
+
+std::string_view reject_check_name(RejectCheck c) {
+  static constexpr std::string_view kNames[kRejectChecks] = {"score",
+                                                             "dnsbl",
+                                                             "dnswl",
+                                                             "ptr",
+                                                             "helo",
+                                                             "sender",
+                                                             "recipients",
+                                                             "headers",
+                                                             "pregreet",
+                                                             "http_probe",
+                                                             "unoffered_pipelining",
+                                                             "slow_command",
+                                                             "other"};
+  const auto i = static_cast<size_t>(c);
+  return i < kRejectChecks ? kNames[i] : "other";
+}
+
+RejectCheck reject_check_of(std::string_view name) {
+  for (size_t i = 0; i < kRejectChecks; ++i) {
+    if (reject_check_name(static_cast<RejectCheck>(i)) == name) return static_cast<RejectCheck>(i);
+  }
+  return RejectCheck::other;
 }
 
 }  // namespace ringmx

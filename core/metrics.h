@@ -109,6 +109,32 @@ struct DnsMetrics {
   Gauge in_flight;
 };
 
+// What refused a client, for ringmx_rejects_total{stage,check}: the
+// built-in checks by name, "score" when the connection's score did, "other"
+// for a check added in code. Stages: the check stages, then "command" for
+// the protocol discipline of the command phase.
+enum class RejectCheck : uint8_t {
+  score,
+  dnsbl,
+  dnswl,
+  ptr,
+  helo,
+  sender,
+  recipients,
+  headers,
+  pregreet,
+  http_probe,
+  unoffered_pipelining,
+  slow_command,
+  other,
+  count_,
+};
+inline constexpr size_t kRejectChecks = static_cast<size_t>(RejectCheck::count_);
+inline constexpr size_t kRejectStages = 7;  // connect helo mail rcpt data message command
+std::string_view reject_check_name(RejectCheck c);
+// The RejectCheck of a check's name ("other" if none).
+RejectCheck reject_check_of(std::string_view name);
+
 struct alignas(64) ShardMetrics {
   std::array<std::array<Counter, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
       connections;
@@ -153,6 +179,7 @@ struct alignas(64) ShardMetrics {
   std::array<Gauge, kTlsVersions> tls_sessions_active;  // by version
   Counter tls_resumed;
   DnsMetrics dns;
+  std::array<std::array<Counter, kRejectChecks>, kRejectStages> rejects;  // [stage][check]
 };
 
 // A loaded certificate, for its expiry gauge.

@@ -689,7 +689,7 @@ void Session::stamp_received(Now now) {
   }
   if (env.recipients.size() == 1) f.for_mailbox = env.recipients.front().address;
   f.unix_time = now.unix_s;
-  msg_.received.clear();
+  msg_.received.assign(trace_headers_);
   append_received(msg_.received, f);
   msg_.received_at_unix = now.unix_s;
 }
@@ -954,6 +954,7 @@ void Session::reset_transaction() {
   env.mail = {};
   env.recipients.clear();
   msg_.received.clear();
+  trace_headers_.clear();
   msg_.received_count = 0;
   msg_.via_bdat = false;
   if (msg_.body.capacity() > kKeepBodyCapacity) {

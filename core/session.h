@@ -176,6 +176,18 @@ class Session {
   // The client a trusted PROXY header named, set before start(): every
   // check, log line and Received header uses it instead of the peer's.
   void set_client(std::string ip, uint16_t port);
+  // The client's forward-confirmed reverse name (the checks found it): the
+  // Received header names it.
+  void set_client_ptr(std::string name) { info_.client_ptr = std::move(name); }
+  // Trace header fields (each a whole field, folded, ending in CRLF) put
+  // above the Received header of the transaction's message; set before the
+  // body starts (at on_data), cleared with the transaction.
+  void set_trace_headers(std::string fields) { trace_headers_ = std::move(fields); }
+  // The address and port the client reached (the checks' "our address").
+  void set_server(std::string ip, uint16_t port) {
+    info_.server_ip = std::move(ip);
+    info_.server_port = port;
+  }
   // Whether XCLIENT is offered and honoured; set before start().
   void allow_xclient(bool allowed) { info_.xclient_allowed = allowed; }
 
@@ -293,7 +305,8 @@ class Session {
   std::string helo_;
   std::string helo_candidate_;  // waiting for on_helo
   bool ehlo_candidate_ = false;
-  std::string scratch_;  // reply text built at run time
+  std::string scratch_;        // reply text built at run time
+  std::string trace_headers_;  // set_trace_headers()
 
   // Transaction.
   bool in_txn_ = false;

@@ -20,6 +20,7 @@
 #include "net/proxy_protocol.h"
 #include "net/shard.h"
 #include "net/timer_wheel.h"
+#include "pipeline/policy.h"
 #include "pipeline/spool_format.h"
 #include "tls/tls_session.h"
 
@@ -157,7 +158,9 @@ struct alignas(16) Connection final : SessionHandler {
   std::shared_ptr<const RouteTable> routes;             // the config's, at accept
   std::unique_ptr<TlsSession> tls;
   std::unique_ptr<ProxyParser> proxy;  // while the PROXY header is read
-  std::string proxy_peer;              // the proxy's address, when a header named the client
+  // The policy checks (pipeline/policy.h); null when the config has none.
+  std::unique_ptr<Policy> policy;
+  std::string proxy_peer;  // the proxy's address, when a header named the client
   int64_t tls_started_ns = 0;
   TlsVersionLabel tls_version = TlsVersionLabel::none;  // counted in the active gauge
   bool implicit_tls = false;
@@ -170,17 +173,38 @@ struct alignas(16) Connection final : SessionHandler {
   // The client owes us reads: take no more of its input for now.
   bool output_full() const { return unsent() > session.config().limits.max_output_buffer; }
 
-  Verdict on_mail(Session&, const Envelope&) override { return shard.check_mail(*this); }
+  // The policy's stages (net/shard_policy.cc): the shard's own limits
+  // first, then the checks.
+  Verdict on_connect(Session&) override { return shard.run_checks(*this, CheckStage::connect); }
 
-  Verdict on_rcpt(Session&, const Envelope&, const Recipient& r) override {
-    return shard.check_route(*this, r);
+  Verdict on_helo(Session&, std::string_view name) override {
+    if (policy) policy->context().helo = name;
+    return shard.run_checks(*this, CheckStage::helo);
   }
 
-  Verdict on_data(Session&, const Envelope&) override {
+  Verdict on_mail(Session&, const Envelope& env) override {
+    Verdict v = shard.check_mail(*this);
+    if (v.kind != Verdict::Kind::accept) return v;
+    if (policy) policy->context().envelope = &env;
+    return shard.run_checks(*this, CheckStage::mail);
+  }
+
+  Verdict on_rcpt(Session&, const Envelope& env, const Recipient& r) override {
+    Verdict v = shard.check_route(*this, r);
+    if (v.kind != Verdict::Kind::accept) return v;
+    if (policy) {
+      policy->context().envelope = &env;
+      policy->context().rcpt = &r;
+    }
+    return shard.run_checks(*this, CheckStage::rcpt);
+  }
+
+  Verdict on_data(Session&, const Envelope& env) override {
     if (shard.spool_full()) {
       return Verdict::reject(452, "4.3.1", "Error: insufficient system storage, try again later");
     }
-    return Verdict::accept();
+    if (policy) policy->context().envelope = &env;
+    return shard.run_checks(*this, CheckStage::data);
   }
 
   BodyRoom on_body_bytes(Session&, uint64_t bytes) override {
@@ -236,6 +260,7 @@ struct alignas(16) Connection final : SessionHandler {
   }
 
   void on_xclient(Session& s, std::string_view previous) override {
+    if (policy) policy->reset_client();  // a new client: its own facts and score
     if (!shard.log_enabled(LogLevel::info)) return;
     const ConnInfo& ci = s.conn();
     LogLine l(LogLevel::info, "xclient", shard.unix_ms());

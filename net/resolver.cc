@@ -49,15 +49,6 @@ struct QueryArg {
 
 }  // namespace
 
-std::string_view dns_result_name(DnsResult r) {
-  switch (r) {
-    case DnsResult::found: return "found";
-    case DnsResult::not_found: return "not_found";
-    case DnsResult::temp_fail: return "temp_fail";
-  }
-  return "temp_fail";
-}
-
 Resolver::Resolver(Ring& ring, TimerWheel& wheel, const DnsConfig& cfg, DnsMetrics* metrics)
     : ring_(ring), wheel_(wheel), cfg_(cfg), metrics_(metrics) {
   timer_.owner = this;
@@ -198,7 +189,6 @@ void Resolver::answered(const std::string& key, int status, const unsigned char*
   }
   std::vector<Waiter> waiters = std::move(e.waiters);
   e.waiters.clear();
-  for (const Waiter& w : waiters) tickets_.erase(w.ticket);
   if (answer.result == DnsResult::temp_fail || ttl == 0) {
     lru_.erase(e.lru);
     cache_.erase(it);
@@ -207,7 +197,12 @@ void Resolver::answered(const std::string& key, int status, const unsigned char*
     e.answer = answer;
     e.expires_ms = now_ms_ + int64_t{ttl} * 1000;
   }
-  for (Waiter& w : waiters) w.done(answer);
+  for (Waiter& w : waiters) {
+    // One waiter's done may cancel another's (its caller went away): that
+    // one's ticket is gone by the time its turn comes.
+    if (tickets_.erase(w.ticket) == 0) continue;
+    w.done(answer);
+  }
 }
 
 void Resolver::touch(Entry& e, const std::string& key) {

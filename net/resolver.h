@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/dns_lookup.h"
 #include "core/dns_message.h"
 #include "core/metrics.h"
 #include "net/ring.h"
@@ -31,23 +32,14 @@
 
 namespace ringmx {
 
-enum class DnsResult : uint8_t { found, not_found, temp_fail };
 // What the metrics count: a temporary failure split into timeout and the rest.
 enum class DnsOutcome : uint8_t { found, not_found, timeout, error };
-std::string_view dns_result_name(DnsResult r);
 
-struct DnsAnswer {
-  DnsResult result = DnsResult::temp_fail;
-  std::vector<DnsRecord> records;  // found: the records of the type asked for
-};
-
-class Resolver {
+class Resolver final : public DnsLookup {
  public:
-  using Done = std::function<void(const DnsAnswer&)>;
-
   // `metrics` may be null (tests).
   Resolver(Ring& ring, TimerWheel& wheel, const DnsConfig& cfg, DnsMetrics* metrics);
-  ~Resolver();
+  ~Resolver() override;
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
@@ -64,10 +56,10 @@ class Resolver {
   // Looks up `name` (no trailing dot) for records of `type` (dns_type::*).
   // `done` runs once: now (a cached answer, or a refusal) or when the answer
   // comes; it may call lookup() again. Returns a ticket for cancel().
-  uint64_t lookup(uint16_t type, std::string_view name, Done done);
+  uint64_t lookup(uint16_t type, std::string_view name, Done done) override;
   // The caller went away: its `done` will not run (the query, shared with
   // others, goes on and its answer is still cached).
-  void cancel(uint64_t ticket);
+  void cancel(uint64_t ticket) override;
 
   size_t cached() const { return cache_.size(); }
   size_t in_flight() const { return in_flight_; }

@@ -117,6 +117,7 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
     rc->listeners.push_back(std::move(lr));
   }
   rc->routes = std::make_shared<const RouteTable>(cfg.routes);
+  rc->checks = CheckSet::build(cfg);
   rc->destinations = resolve_destinations(cfg.routes);
   rc->server = std::move(cfg);
   return rc;
@@ -147,6 +148,7 @@ Shard::~Shard() {
     if (c->fd >= 0) ::close(c->fd);
     delete c;
   }
+  resolver_.reset();  // after the connections (their checks cancel lookups), before the ring
   for (auto& l : listeners_)
     if (l.fd >= 0) ::close(l.fd);
   ring_.exit();
@@ -227,11 +229,13 @@ void Shard::request_reload(std::shared_ptr<const RuntimeConfig> cfg) {
 }
 
 void Shard::update_clock() {
-  now_.mono_ms = mono_ms();
+  const int64_t ns = mono_ns();
+  now_.mono_ms = ns / 1'000'000;
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   unix_ms_ = int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
   now_.unix_s = ts.tv_sec;
+  if (resolver_) resolver_->set_now(now_.mono_ms, ns);
 }
 
 uint64_t Shard::next_session_id() {
@@ -254,6 +258,7 @@ void Shard::run() {
   arm_control();
   journal_timer_.shard = this;
   journal_timer_.fire = [](TimerNode& n) { static_cast<JournalTimer&>(n).shard->flush_journals(); };
+  start_resolver();
   relays_ = std::make_unique<Relays>(*this);
   relays_->configure(*cfg_);
   if (!preload_.pending.empty()) {
@@ -613,6 +618,7 @@ void Shard::admit(Connection& c, uint32_t total) {
     return;
   }
   arm_recv(c);
+  start_policy(c);
   if (c.implicit_tls) {
     start_tls(c);  // handshake first, then the greeting
     return;
@@ -751,6 +757,7 @@ void Shard::feed(Connection& c, std::string_view data) {
     // Talked before the greeting: a robot that does not wait for the server.
     wheel_.cancel(c.timer);
     metrics_.connections[c.listener][static_cast<size_t>(ConnResult::pregreet)].inc();
+    metrics_.rejects[0][static_cast<size_t>(RejectCheck::pregreet)].inc();
     std::string reply;
     append_reply(reply, 554, "5.5.1", "Error: talked before the greeting");
     metrics_.replies[554].inc();

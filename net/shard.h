@@ -25,9 +25,12 @@
 #include "net/mpsc_queue.h"
 #include "net/queue_request.h"
 #include "net/relay.h"
+#include "net/resolver.h"
 #include "net/ring.h"
 #include "net/timer_wheel.h"
+#include "pipeline/check_set.h"
 #include "pipeline/delivery_journal.h"
+#include "pipeline/policy.h"
 #include "tls/tls_context.h"
 
 namespace ringmx {
@@ -49,6 +52,7 @@ struct RuntimeConfig {
   std::vector<ListenerRuntime> listeners;  // same order as server.listeners
   std::vector<CertificateMetric> certificates;
   std::shared_ptr<const RouteTable> routes;       // server.routes, ready for lookups
+  std::shared_ptr<const CheckSet> checks;         // the policy checks ([checks], [[dnsbl]], ...)
   std::vector<ResolvedDestination> destinations;  // server.routes' destinations, same order
   // Loads every certificate the listeners need (one context per distinct
   // certificate and key). Throws std::runtime_error naming the file on any
@@ -125,6 +129,13 @@ class Shard {
   Verdict check_route(Connection& c, const Recipient& r);
   // MAIL: refused (452 4.3.1) while the delivery queue or the spool is full.
   Verdict check_mail(Connection& c);
+  // The policy checks of `stage` (net/shard_policy.cc): their verdict now,
+  // or pending (the session waits; policy_decided() resumes it).
+  Verdict run_checks(Connection& c, CheckStage stage);
+  void policy_decided(Connection& c, const PolicyDecision& d);
+  // The shard's resolver; null when it could not start (checks then see
+  // every lookup fail for now).
+  DnsLookup* dns();
   // A body past the budget streams to a file of its own (net/shard_spill.cc).
   void spill_start(Connection& c, Message& msg);
   // A spill's buffers count in the body memory until they are on disk.
@@ -186,6 +197,11 @@ class Shard {
   void queue_ciphertext(Connection& c);
   void start_session(Connection& c);
   void admit(Connection& c, uint32_t total);
+  // net/shard_policy.cc: the resolver, and each connection's checks (the
+  // connect stage starts at once: its lookups overlap the handshake and the
+  // greeting delay).
+  void start_resolver();
+  void start_policy(Connection& c);
   // PROXY listeners (net/shard_proxy.cc): the header comes first.
   void start_proxy(Connection& c, const ListenerRuntime& lr);
   void on_proxy_input(Connection& c, std::string_view data);
@@ -275,6 +291,11 @@ class Shard {
   // Delivery of routed mail (net/relay.h). Freed with the shard, after the
   // ring: no operation can complete into it any more.
   std::unique_ptr<Relays> relays_;
+  // DNS for the checks: created by run(), freed after the connections (whose
+  // checks may still wait for it) and before the ring exits (closing its
+  // sockets removes their polls).
+  std::unique_ptr<Resolver> resolver_;
+  Verdict policy_verdict(Connection& c, const PolicyDecision& d);
   std::unordered_map<std::string, std::unique_ptr<SegmentJournal>> journals_;  // by segment
   std::vector<std::string> journal_due_;  // segments whose journal lines wait for the flush
   struct JournalTimer : TimerNode {

@@ -180,6 +180,46 @@ def make_cert(d, name="mx", cn="mx.test", kind="ec"):
     return crt, key
 
 
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+
+class Dnsmasq:
+    """A real DNS server for the checks: dnsmasq in the foreground on 127.0.0.1 and
+    a free port, answering only from its command line (`records`: dnsmasq options
+    such as "--host-record=name,addr"), NXDOMAIN for anything else under `zones`.
+    Stopped by its PID."""
+
+    def __init__(self, records, zones=("test", "127.in-addr.arpa")):
+        self.port = free_port()
+        args = [DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                "--conf-file=/dev/null", "--pid-file=", "--user=root",
+                "--listen-address=127.0.0.1", "--bind-interfaces", "--port=%d" % self.port,
+                "--local-ttl=300", "--log-facility=/dev/null"]
+        args += ["--local=/%s/" % z for z in zones]
+        self.proc = subprocess.Popen(args + list(records), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # up once it answers on its port
+            if self.proc.poll() is not None:
+                raise RuntimeError("dnsmasq exited: %s" % self.proc.stderr.read().decode())
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(0.2)
+                # A query for "test" type SOA.
+                s.sendto(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                         b"\x04test\x00\x00\x06\x00\x01", ("127.0.0.1", self.port))
+                try:
+                    s.recvfrom(512)
+                    return
+                except socket.timeout:
+                    continue
+        raise RuntimeError("dnsmasq did not answer")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()  # our child, by its PID
+            self.proc.wait(10)
+
+
 def started_line(log):
     """The daemon's start-up log line (event=started, logfmt or JSON), or None."""
     for line in log.splitlines():

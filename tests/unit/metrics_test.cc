@@ -109,6 +109,8 @@ TEST(Metrics, ExactTextForASmallView) {
   m->replies[354].inc(2);
   m->messages_accepted.inc(2);
   m->message_bytes.inc(4096);
+  m->rejects[0][static_cast<size_t>(RejectCheck::dnsbl)].inc(2);
+  m->rejects[3][static_cast<size_t>(RejectCheck::other)].inc();  // shown once it happened
   m->bytes_in.inc(5000);
   m->spool_writes.inc(2);
   m->spool_write_errors.inc(0);
@@ -300,6 +302,25 @@ TEST(Metrics, ExactTextForASmallView) {
       "ringmx_dns_queries_total{type=\"other\",result=\"not_found\"} 0\n"
       "ringmx_dns_queries_total{type=\"other\",result=\"timeout\"} 0\n"
       "ringmx_dns_queries_total{type=\"other\",result=\"error\"} 0\n"
+      "# HELP ringmx_rejects_total Clients, commands and messages refused by a policy check, by "
+      "stage and check (score: the connection's score reached checks.reject_score).\n"
+      "# TYPE ringmx_rejects_total counter\n"
+      "ringmx_rejects_total{stage=\"connect\",check=\"score\"} 0\n"
+      "ringmx_rejects_total{stage=\"connect\",check=\"dnsbl\"} 2\n"
+      "ringmx_rejects_total{stage=\"connect\",check=\"dnswl\"} 0\n"
+      "ringmx_rejects_total{stage=\"connect\",check=\"ptr\"} 0\n"
+      "ringmx_rejects_total{stage=\"connect\",check=\"pregreet\"} 0\n"
+      "ringmx_rejects_total{stage=\"helo\",check=\"score\"} 0\n"
+      "ringmx_rejects_total{stage=\"helo\",check=\"helo\"} 0\n"
+      "ringmx_rejects_total{stage=\"mail\",check=\"score\"} 0\n"
+      "ringmx_rejects_total{stage=\"mail\",check=\"sender\"} 0\n"
+      "ringmx_rejects_total{stage=\"rcpt\",check=\"score\"} 0\n"
+      "ringmx_rejects_total{stage=\"rcpt\",check=\"recipients\"} 0\n"
+      "ringmx_rejects_total{stage=\"rcpt\",check=\"other\"} 1\n"
+      "ringmx_rejects_total{stage=\"message\",check=\"headers\"} 0\n"
+      "ringmx_rejects_total{stage=\"command\",check=\"http_probe\"} 0\n"
+      "ringmx_rejects_total{stage=\"command\",check=\"unoffered_pipelining\"} 0\n"
+      "ringmx_rejects_total{stage=\"command\",check=\"slow_command\"} 0\n"
       "# HELP ringmx_dns_duration_seconds Time from a DNS query's sending to its answer or "
       "failure.\n"
       "# TYPE ringmx_dns_duration_seconds histogram\n"

@@ -266,6 +266,25 @@ TEST_F(ResolverTest, CancelAndTheInFlightBound) {
   EXPECT_TRUE(cached);
 }
 
+// Two lookups wait for one query; the first one's callback cancels the
+// second (its connection went away as a result): the second never runs.
+TEST_F(ResolverTest, ACallbackMayCancelAnotherWaiterOfTheSameAnswer) {
+  make(DnsConfig{});
+  wait_for_server();
+  int first = 0;
+  int second = 0;
+  uint64_t second_ticket = 0;
+  resolver_->lookup(dns_type::kMx, "test.zone", [&](const DnsAnswer&) {
+    ++first;
+    resolver_->cancel(second_ticket);
+  });
+  second_ticket =
+      resolver_->lookup(dns_type::kMx, "test.zone", [&](const DnsAnswer&) { ++second; });
+  ASSERT_TRUE(run_until([&] { return first == 1; }));
+  pass();
+  EXPECT_EQ(second, 0);
+}
+
 // At dns.cache_entries the least recently used answer goes: asking for it
 // again is a query, while the one used since is still an answer from the cache.
 TEST_F(ResolverTest, TheCacheKeepsAtMostItsEntries) {

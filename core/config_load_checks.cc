@@ -1,0 +1,253 @@
+#include "core/config_load_checks.h"
+
+#include <arpa/inet.h>
+
+#include <regex>
+
+#include "core/address.h"
+
+namespace ringmx {
+namespace {
+
+constexpr EnumName<CheckAction> kCheckActions[] = {
+    {"off", CheckAction::off},
+    {"score", CheckAction::score},
+    {"reject", CheckAction::reject},
+};
+
+constexpr EnumName<DnsFailure> kDnsFailures[] = {
+    {"tempfail", DnsFailure::tempfail},
+    {"skip", DnsFailure::skip},
+};
+
+// Scores stay far from int32 overflow however many checks add up.
+constexpr int64_t kMaxScore = 1'000'000;
+constexpr size_t kMaxPatterns = 64;
+constexpr size_t kMaxPatternLength = 512;
+constexpr size_t kMaxCodes = 64;
+// DNS lists consulted at each connect, all at once.
+constexpr size_t kMaxLists = 16;
+
+struct ActionField {
+  std::string_view name;
+  CheckAction PtrCheckConfig::*ptr = nullptr;
+  CheckAction HeloCheckConfig::*helo = nullptr;
+  CheckAction SenderCheckConfig::*sender = nullptr;
+};
+
+bool parse_v4(std::string_view s, uint32_t& out) {
+  if (s.empty() || s.size() > 15) return false;
+  char buf[16] = {};
+  s.copy(buf, s.size());
+  in_addr a{};
+  if (inet_pton(AF_INET, buf, &a) != 1) return false;
+  out = ntohl(a.s_addr);
+  return true;
+}
+
+}  // namespace
+
+bool parse_dns_list_code(std::string_view code, uint32_t& first, uint32_t& last) {
+  const size_t dash = code.find('-');
+  if (dash == std::string_view::npos) {
+    if (!parse_v4(code, first)) return false;
+    last = first;
+    return true;
+  }
+  return parse_v4(code.substr(0, dash), first) && parse_v4(code.substr(dash + 1), last) &&
+         first <= last;
+}
+
+std::string check_dns_list_code(std::string_view code) {
+  uint32_t a = 0;
+  uint32_t b = 0;
+  if (parse_dns_list_code(code, a, b)) return {};
+  return "must be an IPv4 address or a range first-last (127.0.0.2-127.0.0.11)";
+}
+
+std::string check_regex(std::string_view pattern) {
+  if (pattern.empty()) return "must not be empty";
+  if (pattern.size() > kMaxPatternLength) return "must be at most 512 characters";
+  try {
+    std::regex re(pattern.begin(), pattern.end(), std::regex::ECMAScript | std::regex::icase);
+  } catch (const std::regex_error& e) {
+    return std::string("is not a valid regular expression: ") + e.what();
+  }
+  return {};
+}
+
+std::string check_dns_zone(std::string_view zone) {
+  if (zone.empty() || zone.size() > 200 || !is_valid_domain(zone, false) || zone.front() == '[') {
+    return "must be a domain name (at most 200 characters: the reversed address goes in front)";
+  }
+  return {};
+}
+
+void ChecksLoader::load_checks(const toml::node& n, ChecksConfig& out) {
+  const toml::table* t = section(n, "checks");
+  if (t == nullptr) return;
+  for (const auto& [k, v] : *t) {
+    const std::string key = dotted("checks", k);
+    const std::string_view name = k.str();
+    if (name == "reject_score") {
+      int64_t x = 0;
+      if (read_int(v, key, 0, kMaxScore, x)) out.reject_score = static_cast<int32_t>(x);
+    } else if (name == "trace_header") {
+      read_bool(v, key, out.trace_header);
+    } else if (name == "dnsbl_failure") {
+      read_enum(v, key, kDnsFailures, out.dnsbl_failure);
+    } else if (name == "ptr") {
+      if (const toml::table* s = section(v, key)) load_ptr(*s, out.ptr);
+    } else if (name == "helo") {
+      if (const toml::table* s = section(v, key)) load_helo(*s, out.helo);
+    } else if (name == "sender") {
+      if (const toml::table* s = section(v, key)) load_sender(*s, out.sender);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
+void ChecksLoader::load_ptr(const toml::table& t, PtrCheckConfig& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key = dotted("checks.ptr", k);
+    const std::string_view name = k.str();
+    if (name == "missing") {
+      read_enum(v, key, kCheckActions, out.missing);
+    } else if (name == "unconfirmed") {
+      read_enum(v, key, kCheckActions, out.unconfirmed);
+    } else if (name == "dynamic") {
+      read_enum(v, key, kCheckActions, out.dynamic);
+    } else if (name == "dynamic_patterns") {
+      read_checked_list(v, key, check_regex, kMaxPatterns, out.dynamic_patterns);
+    } else if (name == "score") {
+      int64_t x = 0;
+      if (read_int(v, key, 0, kMaxScore, x)) out.score = static_cast<int32_t>(x);
+    } else if (name == "dns_failure") {
+      read_enum(v, key, kDnsFailures, out.dns_failure);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
+void ChecksLoader::load_helo(const toml::table& t, HeloCheckConfig& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key = dotted("checks.helo", k);
+    const std::string_view name = k.str();
+    if (name == "bare_ip") {
+      read_enum(v, key, kCheckActions, out.bare_ip);
+    } else if (name == "not_fqdn") {
+      read_enum(v, key, kCheckActions, out.not_fqdn);
+    } else if (name == "ours") {
+      read_enum(v, key, kCheckActions, out.ours);
+    } else if (name == "literal_mismatch") {
+      read_enum(v, key, kCheckActions, out.literal_mismatch);
+    } else if (name == "unresolvable") {
+      read_enum(v, key, kCheckActions, out.unresolvable);
+    } else if (name == "score") {
+      int64_t x = 0;
+      if (read_int(v, key, 0, kMaxScore, x)) out.score = static_cast<int32_t>(x);
+    } else if (name == "dns_failure") {
+      read_enum(v, key, kDnsFailures, out.dns_failure);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
+void ChecksLoader::load_sender(const toml::table& t, SenderCheckConfig& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key = dotted("checks.sender", k);
+    const std::string_view name = k.str();
+    if (name == "unresolvable") {
+      read_enum(v, key, kCheckActions, out.unresolvable);
+    } else if (name == "null_mx") {
+      read_enum(v, key, kCheckActions, out.null_mx);
+    } else if (name == "score") {
+      int64_t x = 0;
+      if (read_int(v, key, 0, kMaxScore, x)) out.score = static_cast<int32_t>(x);
+    } else if (name == "dns_failure") {
+      read_enum(v, key, kDnsFailures, out.dns_failure);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
+void ChecksLoader::load_lists(const toml::node& n, std::string_view list_key,
+                              std::vector<DnsListConfig>& out) {
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr) {
+    wrong_type(n, std::string(list_key), "an array of tables ([[" + std::string(list_key) + "]])");
+    return;
+  }
+  if (arr->size() > kMaxLists) {
+    add(n.source(), std::string(list_key), "at most 16 lists are allowed");
+    return;
+  }
+  const size_t errors_before = errors_.size();
+  std::vector<DnsListConfig> got;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const std::string base = std::string(list_key) + "[" + std::to_string(i) + "]";
+    const toml::table* t = (*arr)[i].as_table();
+    if (t == nullptr) {
+      wrong_type((*arr)[i], base, "a table");
+      continue;
+    }
+    DnsListConfig l;
+    for (const auto& [k, v] : *t) {
+      const std::string key = base + "." + std::string(k.str());
+      if (k.str() == "zone") {
+        read_checked(v, key, check_dns_zone, l.zone);
+      } else if (k.str() == "name") {
+        read_checked(
+            v, key,
+            [](std::string_view s) {
+              if (s.empty() || s.size() > 64) return std::string("must be 1-64 characters");
+              for (char c : s) {
+                const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+                if (!ok) return std::string("may hold only A-Z a-z 0-9 _ . -");
+              }
+              return std::string();
+            },
+            l.name);
+      } else if (k.str() == "weight") {
+        int64_t x = 0;
+        if (read_int(v, key, 0, kMaxScore, x)) l.weight = static_cast<int32_t>(x);
+      } else if (k.str() == "codes") {
+        read_checked_list(v, key, check_dns_list_code, kMaxCodes, l.codes);
+      } else {
+        unknown(k, v, key);
+      }
+    }
+    if (l.zone.empty()) add(t->source(), base + ".zone", "is required");
+    if (l.name.empty()) l.name = l.zone;
+    got.push_back(std::move(l));
+  }
+  if (errors_.size() == errors_before) out = std::move(got);
+}
+
+std::vector<std::pair<std::string, std::string>> check_checks_config(const ChecksConfig& c) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const std::string& p : c.ptr.dynamic_patterns) {
+    std::string why = check_regex(p);
+    if (!why.empty()) out.emplace_back("checks.ptr.dynamic_patterns", std::move(why));
+  }
+  for (const auto* lists : {&c.dnsbl, &c.dnswl}) {
+    const char* key = lists == &c.dnsbl ? "dnsbl" : "dnswl";
+    if (lists->size() > kMaxLists) out.emplace_back(key, "at most 16 lists are allowed");
+    for (const DnsListConfig& l : *lists) {
+      std::string why = check_dns_zone(l.zone);
+      if (!why.empty()) out.emplace_back(std::string(key) + ".zone", std::move(why));
+      for (const std::string& code : l.codes) {
+        why = check_dns_list_code(code);
+        if (!why.empty()) out.emplace_back(std::string(key) + ".codes", std::move(why));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace ringmx

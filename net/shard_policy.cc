@@ -1,0 +1,120 @@
+// The shard's side of the policy checks (pipeline/policy.h): its resolver,
+// each connection's Policy, and what a decision does to the session — the
+// verdict, the reject metric and log line, the verified client name for the
+// Received header, the trace header on accepted mail.
+#include <sys/socket.h>
+
+#include "net/connection.h"
+#include "net/listener.h"
+
+namespace ringmx {
+
+namespace {
+
+// Authentication-Results (RFC 8601) from what the checks found: one field,
+// each result on a folded line of its own.
+std::string trace_fields(const CheckSet& set, const CheckContext& ctx) {
+  std::string out = "Authentication-Results: ";
+  out += set.hostname;
+  out += ';';
+  if (ctx.trace.empty()) {
+    out += " none\r\n";
+    return out;
+  }
+  for (size_t i = 0; i < ctx.trace.size(); ++i) {
+    out += "\r\n\t";
+    out += ctx.trace[i];
+    if (i + 1 < ctx.trace.size()) out += ';';
+  }
+  out += "\r\n";
+  return out;
+}
+
+}  // namespace
+
+void Shard::start_resolver() {
+  resolver_ = std::make_unique<Resolver>(ring_, wheel_, cfg_->server.dns, &metrics_.dns);
+  std::string error;
+  if (!resolver_->init(error)) {
+    LogLine l(LogLevel::warn, "dns_unavailable", unix_ms_);
+    l.kv("shard", id_).kv("error", error);
+    log(l);
+    resolver_.reset();
+    return;
+  }
+  resolver_->set_now(now_.mono_ms, mono_ns());
+}
+
+DnsLookup* Shard::dns() {
+  return resolver_.get();
+}
+
+void Shard::start_policy(Connection& c) {
+  const std::shared_ptr<const CheckSet>& set = cfg_->checks;
+  if (!set || set->size() == 0) return;
+  if (cfg_->server.checks.helo.ours != CheckAction::off && c.session.conn().server_ip.empty()) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(c.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      uint16_t port = 0;
+      std::string ip = ip_text(ss, port);
+      c.session.set_server(std::move(ip), port);
+    }
+  }
+  Connection* conn = &c;
+  c.policy = std::make_unique<Policy>(
+      set, c.session.conn(), dns(),
+      [conn](const PolicyDecision& d) { conn->shard.policy_decided(*conn, d); });
+  c.policy->prefetch_connect();
+}
+
+Verdict Shard::run_checks(Connection& c, CheckStage stage) {
+  if (!c.policy) return Verdict::accept();
+  PolicyDecision d;
+  if (!c.policy->run(stage, d)) return Verdict::pending();
+  return policy_verdict(c, d);
+}
+
+Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d) {
+  CheckContext& ctx = c.policy->context();
+  if (d.stage == CheckStage::connect && !ctx.iprev.verified_name.empty()) {
+    c.session.set_client_ptr(ctx.iprev.verified_name);
+  }
+  if (d.verdict.kind == Verdict::Kind::accept) {
+    if (d.stage == CheckStage::data && c.policy->checks().trace_header) {
+      c.session.set_trace_headers(trace_fields(c.policy->checks(), ctx));
+    }
+    return d.verdict;
+  }
+  const auto stage = static_cast<size_t>(d.stage);
+  metrics_.rejects[stage][static_cast<size_t>(reject_check_of(d.check))].inc();
+  if (log_enabled(LogLevel::info)) {
+    const ConnInfo& ci = c.session.conn();
+    LogLine l(LogLevel::info, "reject", unix_ms_);
+    l.kv("sid", format_session_id(ci.session_id)).kv("client", ci.client_ip);
+    l.kv("stage", check_stage_name(d.stage)).kv("check", d.check);
+    l.kv("code", uint64_t{d.verdict.code}).kv("reason", d.reason);
+    l.kv("score", int64_t{d.score});
+    log(l);
+  }
+  return d.verdict;
+}
+
+// A stage that waited for DNS is decided: the session takes the verdict and
+// the input held meanwhile.
+void Shard::policy_decided(Connection& c, const PolicyDecision& d) {
+  const Verdict v = policy_verdict(c, d);
+  c.session.resume(v, now_);
+  if (c.stage == Connection::Stage::closing) {
+    // The client is gone; nobody is left to answer.
+    c.session.consume_output(c.session.output().size());
+    c.send_queued.clear();
+    if (!c.send_busy) begin_close(c);
+    return;
+  }
+  if (c.stage != Connection::Stage::open) return;  // the greeting waits for its delay
+  feed_pending(c);
+  flush(c);
+}
+
+}  // namespace ringmx

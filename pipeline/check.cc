@@ -1,0 +1,52 @@
+#include "pipeline/check.h"
+
+#include <utility>
+
+namespace ringmx {
+
+std::string_view check_stage_name(CheckStage s) {
+  switch (s) {
+    case CheckStage::connect: return "connect";
+    case CheckStage::helo: return "helo";
+    case CheckStage::mail: return "mail";
+    case CheckStage::rcpt: return "rcpt";
+    case CheckStage::data: return "data";
+    case CheckStage::message: return "message";
+    case CheckStage::count_: break;
+  }
+  return "unknown";
+}
+
+void CheckContext::reset_client() {
+  cancel_lookups();
+  client_addr_ = parse_ip(conn_->client_ip);
+  iprev = {};
+  notes.clear();
+  trace.clear();
+}
+
+void CheckContext::lookup(uint16_t type, std::string_view name, DnsLookup::Done done) {
+  if (dns_ == nullptr) {
+    done(DnsAnswer{});
+    return;
+  }
+  const uint64_t key = next_key_++;
+  tickets_.emplace(key, 0);
+  // The answer may come at once, inside this call: the key is gone then.
+  const uint64_t ticket =
+      dns_->lookup(type, name, [this, key, done = std::move(done)](const DnsAnswer& a) {
+        tickets_.erase(key);
+        done(a);  // may destroy this context: nothing after it
+      });
+  auto it = tickets_.find(key);
+  if (it != tickets_.end()) it->second = ticket;
+}
+
+void CheckContext::cancel_lookups() {
+  if (dns_ != nullptr) {
+    for (const auto& [key, ticket] : tickets_) dns_->cancel(ticket);
+  }
+  tickets_.clear();
+}
+
+}  // namespace ringmx

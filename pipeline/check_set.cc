@@ -1,0 +1,45 @@
+#include "pipeline/check_set.h"
+
+#include <stdexcept>
+#include <utility>
+
+#include "pipeline/checks/builtin.h"
+
+namespace ringmx {
+
+std::shared_ptr<CheckSet> CheckSet::build(const ServerConfig& cfg) {
+  auto set = std::make_shared<CheckSet>();
+  set->reject_score = cfg.checks.reject_score;
+  set->trace_header = cfg.checks.trace_header;
+  set->hostname = cfg.smtp.hostname;
+  // Allow lists first: their verdict is known when the rest is combined.
+  std::unique_ptr<Check> made[] = {make_dns_list_check(cfg.checks, true),
+                                   make_dns_list_check(cfg.checks, false),
+                                   make_ptr_check(cfg.checks.ptr), make_helo_check(cfg.checks.helo),
+                                   make_sender_check(cfg.checks.sender)};
+  for (auto& c : made) {
+    if (c) set->add(std::move(c));
+  }
+  return set;
+}
+
+void CheckSet::add(std::unique_ptr<Check> c) {
+  for (const auto& have : checks_) {
+    if (have->name() == c->name()) {
+      throw std::invalid_argument("two checks named " + std::string(c->name()));
+    }
+  }
+  for (size_t s = 0; s < kCheckStages; ++s) {
+    if (c->stages() & stage_bit(static_cast<CheckStage>(s))) by_stage_[s].push_back(c.get());
+  }
+  checks_.push_back(std::move(c));
+}
+
+size_t CheckSet::index_of(const Check* c) const {
+  for (size_t i = 0; i < checks_.size(); ++i) {
+    if (checks_[i].get() == c) return i;
+  }
+  return static_cast<size_t>(-1);
+}
+
+}  // namespace ringmx

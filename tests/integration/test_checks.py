@@ -1,0 +1,250 @@
+"""The front-door checks against a real DNS server: dnsmasq on a loopback port
+with a generated zone (PTR and A records for chosen 127.0.0.x clients, DNS list
+zones, MX / null MX / missing sender domains), ringmx pointed at it, and
+clients connecting from distinct 127.0.0.x source addresses. Each check
+refuses what it should with its own reply and lets legitimate senders
+through; a DNS server that never answers gives a temporary refusal, never a
+permanent one, and the shard keeps serving other clients meanwhile.
+
+Needs dnsmasq (Debian dnsmasq-base); exits 77 without it."""
+
+import os
+import socket
+import sys
+import time
+import unittest
+
+from harness import (DNSMASQ, Client, Dnsmasq, SKIP, Server, http_get, main, metric,
+                     transaction, wait_for)
+
+MESSAGE = b"From: a@good.test\r\nDate: Fri, 4 Dec 2026 10:00:00 +0000\r\nSubject: checks\r\n\r\nhi\r\n"
+
+
+def records(silent_port):
+    return [
+        # A good client: PTR and A agree (forward-confirmed).
+        "--host-record=good.test,127.0.0.30",
+        # 127.0.0.31 has no PTR at all.
+        # A PTR whose name points elsewhere: not confirmed.
+        "--ptr-record=32.0.0.127.in-addr.arpa,forged.test",
+        "--host-record=forged.test,10.9.9.9",
+        # A dynamic-looking, unconfirmed name.
+        "--ptr-record=33.0.0.127.in-addr.arpa,pool-127-0-0-33.dyn.test",
+        # Listed by the block list (a counted code), with a good PTR.
+        "--host-record=listed.test,127.0.0.34",
+        "--address=/34.0.0.127.bl.test/127.0.0.2",
+        # Listed with a code the config does not count.
+        "--host-record=othercode.test,127.0.0.35",
+        "--address=/35.0.0.127.bl.test/127.0.0.10",
+        # On both lists: the allow list outweighs the block list and an odd HELO.
+        "--host-record=allowed.test,127.0.0.36",
+        "--address=/36.0.0.127.bl.test/127.0.0.2",
+        "--address=/36.0.0.127.wl.test/127.0.0.2",
+        # Sender domains.
+        "--mx-host=mx.test,mail.mx.test,10",
+        "--host-record=mail.mx.test,192.0.2.25",
+        "--host-record=aonly.test,192.0.2.26",
+        "--dns-rr=nullmx.test,15,000000",  # RFC 7505: preference 0, the root
+        # Names under slow.test go to a server that never answers.
+        "--server=/slow.test/127.0.0.1#%d" % silent_port,
+    ]
+
+
+CONFIG = """
+[dns]
+servers = ["127.0.0.1:%(port)d"]
+timeout_ms = %(timeout)d
+tries = 1
+
+[checks]
+reject_score = 10
+
+[checks.ptr]
+missing = "reject"
+unconfirmed = "score"
+dynamic = "score"
+dynamic_patterns = ['(^|[.-])(dyn|dynamic|dhcp|pool|dsl|cable)[.-]']
+score = 4
+
+[checks.helo]
+bare_ip = "reject"
+not_fqdn = "score"
+ours = "reject"
+literal_mismatch = "score"
+score = 4
+
+[checks.sender]
+unresolvable = "reject"
+null_mx = "reject"
+
+[[dnsbl]]
+zone = "bl.test"
+weight = 10
+codes = ["127.0.0.2-127.0.0.3"]
+
+[[dnswl]]
+zone = "wl.test"
+weight = 20
+"""
+
+
+def connect(srv, last_octet):
+    return Client(srv.port, source=("127.0.0.%d" % last_octet, 0))
+
+
+class Checks(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cls.silent.bind(("127.0.0.1", 0))  # takes queries, never answers
+        cls.dns = Dnsmasq(records(cls.silent.getsockname()[1]))
+        # Two seconds per query: the slow lookup below is still waiting while
+        # another client's whole transaction goes through.
+        cls.srv = Server(CONFIG % {"port": cls.dns.port, "timeout": 2000}, shards=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.dns.stop()
+        cls.silent.close()
+        assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
+
+    def greet(self, octet, helo="client.good.test"):
+        c = connect(self.srv, octet)
+        code, lines = c.reply()
+        self.assertEqual(code, 220, lines)
+        self.assertEqual(c.cmd("EHLO " + helo)[0], 250)
+        return c
+
+    def test_good_client_passes_with_trace_header(self):
+        c = self.greet(30)
+        code, text = transaction(c, "alice@mx.test", ["bob@example.org"], MESSAGE)
+        self.assertEqual(code, 250, text)
+        c.cmd("QUIT")
+        qid = text.split()[-1]
+        wait_for(lambda: any(qid.encode() in m for _, m in self.srv.spool_records().values()),
+                 what="the message in the spool")
+        msg = next(m for _, m in self.srv.spool_records().values() if qid.encode() in m)
+        head = msg.split(b"\r\n\r\n")[0]
+        self.assertIn(b"Authentication-Results: mx.test;\r\n\tx-dnswl=none;\r\n\tx-dnsbl=none;"
+                      b"\r\n\tiprev=pass policy.iprev=127.0.0.30 (good.test)\r\n", head)
+        # The Received header names the verified client name.
+        self.assertIn(b"Received: from client.good.test (good.test [127.0.0.30])", head)
+
+    def test_no_ptr_is_refused_at_connect(self):
+        c = connect(self.srv, 31)
+        code, lines = c.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("5.7.25", lines[0])
+        self.assertIn("no reverse DNS", lines[0])
+        # A refused greeting serves only QUIT (RFC 5321 3.1).
+        self.assertEqual(c.cmd("EHLO client.test")[0], 503)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_unconfirmed_and_dynamic_ptr_add_up_with_helo(self):
+        # A forged PTR alone scores 4: still served.
+        c = self.greet(32)
+        self.assertEqual(c.cmd("MAIL FROM:<a@mx.test>")[0], 250)
+        c.cmd("QUIT")
+        # Unconfirmed + dynamic (8) and a HELO that is no FQDN (4): refused at HELO.
+        c = connect(self.srv, 33)
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.cmd("EHLO bot")
+        self.assertEqual(code, 550, lines)
+        self.assertIn("5.7.1", lines[0])
+        self.assertIn("refused by policy", lines[0])
+        self.assertIn("dynamic PTR", lines[0])
+        wait_for(lambda: "event=reject" in self.srv.log() and "check=score" in self.srv.log(),
+                 what="the score refusal's log line")
+
+    def test_dnsbl_listed_client_refused(self):
+        c = connect(self.srv, 34)
+        code, lines = c.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("listed by bl.test", lines[0])
+        c.close()
+
+    def test_dnsbl_answer_outside_codes_ignored(self):
+        c = self.greet(35)
+        self.assertEqual(c.cmd("MAIL FROM:<a@mx.test>")[0], 250)
+        c.cmd("QUIT")
+
+    def test_dnswl_outweighs_dnsbl_and_odd_helo(self):
+        c = self.greet(36, helo="odd")
+        code, text = transaction(c, "a@aonly.test", ["b@example.org"], MESSAGE)
+        self.assertEqual(code, 250, text)
+        c.cmd("QUIT")
+
+    def test_helo_rules(self):
+        c = connect(self.srv, 30)
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.cmd("EHLO 192.0.2.1")
+        self.assertEqual(code, 550, lines)
+        self.assertIn("must be written as a literal", lines[0])
+        code, lines = c.cmd("EHLO mx.test")
+        self.assertEqual(code, 550, lines)
+        self.assertIn("is my name", lines[0])
+        # A literal that is not the client's address only scores (4 < 10).
+        self.assertEqual(c.cmd("EHLO [127.0.0.99]")[0], 250)
+        self.assertEqual(c.cmd("EHLO [127.0.0.30]")[0], 250)
+        c.cmd("QUIT")
+
+    def test_sender_domains(self):
+        c = self.greet(30)
+        code, lines = c.cmd("MAIL FROM:<a@nx.test>")
+        self.assertEqual(code, 550, lines)
+        self.assertIn("5.1.8", lines[0])
+        code, lines = c.cmd("MAIL FROM:<a@nullmx.test>")
+        self.assertEqual(code, 550, lines)
+        self.assertIn("5.7.27", lines[0])
+        self.assertEqual(c.cmd("MAIL FROM:<a@aonly.test>")[0], 250)  # implicit MX
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@mx.test>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<>")[0], 250)  # bounces are never checked
+        c.cmd("QUIT")
+
+    def test_dns_timeout_is_temporary_and_shard_keeps_serving(self):
+        slow = self.greet(30)
+        slow.send("MAIL FROM:<a@x.slow.test>\r\n")
+        started = time.monotonic()
+        # Meanwhile another client on the same (only) shard: a whole transaction.
+        other = self.greet(30)
+        code, text = transaction(other, "b@mx.test", ["c@example.org"], MESSAGE)
+        other_done = time.monotonic() - started
+        self.assertEqual(code, 250, text)
+        other.cmd("QUIT")
+        slow.sock.setblocking(False)
+        try:
+            early = slow.sock.recv(100)
+        except BlockingIOError:
+            early = b""
+        slow.sock.setblocking(True)
+        self.assertEqual(early, b"", "the slow lookup answered before the other transaction "
+                         "finished (%.3f s)" % other_done)
+        code, lines = slow.reply()
+        waited = time.monotonic() - started
+        self.assertEqual(code, 451, lines)
+        self.assertIn("4.4.3", lines[0])
+        print("other transaction: %.1f ms; the slow lookup's tempfail after %.1f ms"
+              % (other_done * 1000, waited * 1000), file=sys.stderr)
+        slow.cmd("QUIT")
+
+    def test_metrics(self):
+        c = connect(self.srv, 34)
+        c.reply()
+        c.close()
+        text = http_get(self.srv.admin_port, "/metrics")[1]
+        wait_for(lambda: metric(http_get(self.srv.admin_port, "/metrics")[1], "ringmx_rejects_total",
+                                stage="connect", check="score") >= 1,
+                 what="the connect refusal counted")
+        self.assertGreaterEqual(metric(text, "ringmx_dns_queries_total", type="ptr",
+                                       result="found"), 1)
+
+
+if __name__ == "__main__":
+    if not os.access(DNSMASQ, os.X_OK):
+        print("SKIP: dnsmasq is not installed (Debian dnsmasq-base; tools/dev.sh installs it)",
+              file=sys.stderr)
+        sys.exit(SKIP)
+    main()
