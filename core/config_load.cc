@@ -130,6 +130,7 @@ constexpr LimitField kLimitFields[] = {
     {"max_received_headers", &Limits::max_received_headers},
     {"max_line_length", &Limits::max_line_length},
     {"command_timeout_ms", &Limits::command_timeout_ms},
+    {"command_line_timeout_ms", &Limits::command_line_timeout_ms},
     {"data_timeout_ms", &Limits::data_timeout_ms},
     {"session_timeout_ms", &Limits::session_timeout_ms},
     {"max_output_buffer", &Limits::max_output_buffer},
@@ -186,6 +187,11 @@ constexpr EnumName<LogFormat> kLogFormats[] = {
 constexpr EnumName<BareLinePolicy> kBareLinePolicies[] = {
     {"reject", BareLinePolicy::reject},
     {"normalise", BareLinePolicy::normalise},
+};
+
+constexpr EnumName<UnofferedPipelining> kUnofferedPipelining[] = {
+    {"reject", UnofferedPipelining::reject},
+    {"ignore", UnofferedPipelining::ignore},
 };
 
 constexpr EnumName<ListenerTls> kListenerTlsModes[] = {
@@ -405,6 +411,14 @@ class Loader : TomlReader {
       const std::string key = dotted("smtp", k);
       if (k.str() == "bare_line") {
         read_enum(v, key, kBareLinePolicies, smtp.bare_line);
+        continue;
+      }
+      if (k.str() == "unoffered_pipelining") {
+        read_enum(v, key, kUnofferedPipelining, smtp.unoffered_pipelining);
+        continue;
+      }
+      if (k.str() == "reject_http") {
+        read_bool(v, key, smtp.reject_http);
         continue;
       }
       bool known = false;

@@ -45,6 +45,11 @@ struct Limits {
   uint32_t max_line_length = 998;
   // RFC 5321 4.5.3.2.7: the server should wait at least 5 minutes for a command.
   uint32_t command_timeout_ms = 300'000;
+  // From the first octet of a command line to its CRLF (slowloris: a client
+  // that trickles a byte at a time keeps the idle timeout from ever firing).
+  // Real clients write a command in one go; a client idle between commands
+  // (nothing of the next one sent yet) is governed by command_timeout_ms only.
+  uint32_t command_line_timeout_ms = 10'000;
   // RFC 5321 4.5.3.2.5: at least 3 minutes between data blocks.
   uint32_t data_timeout_ms = 180'000;
   // Whole session, however busy: one connection cannot hold a slot forever.
@@ -82,6 +87,8 @@ inline constexpr LimitSpec kLimitSpecs[] = {
     {"max_line_length", 998, 0, 1000000, "550 5.6.0",
      "RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6, octets before CRLF; 0 = no check"},
     {"command_timeout_ms", 300000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.7"},
+    {"command_line_timeout_ms", 10000, 100, 300000, "421 4.4.2",
+     "first octet to CRLF of one command line (slowloris)"},
     {"data_timeout_ms", 180000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.5"},
     {"session_timeout_ms", 1800000, 1, 86400000, "421 4.4.2", "whole session"},
     {"max_output_buffer", 65536, 4096, 16777216, "input paused",

@@ -8,6 +8,7 @@
 #include "core/address.h"
 #include "core/config.h"
 #include "core/esmtp_params.h"
+#include "core/protocol_discipline.h"
 #include "core/received_header.h"
 #include "core/xclient.h"
 
@@ -249,6 +250,7 @@ void Session::tls_started(std::string tls_version, std::string tls_cipher, Now n
   reset_transaction();
   line_buf_.clear();
   line_overflow_ = false;
+  line_started_ms_ = -1;
   phase_ = Phase::command;
   touch(now);
 }
@@ -261,14 +263,44 @@ int64_t Session::deadline_ms() const {
   }
   const bool in_body = phase_ == Phase::data || phase_ == Phase::bdat;
   const int64_t idle_end = last_activity_ms_ + (in_body ? l.data_timeout_ms : l.command_timeout_ms);
-  return std::min(idle_end, session_end);
+  int64_t end = std::min(idle_end, session_end);
+  if (phase_ == Phase::command && line_started_ms_ >= 0) {
+    end = std::min(end, line_started_ms_ + int64_t{l.command_line_timeout_ms});
+  }
+  return end;
+}
+
+bool Session::line_timed_out(Now now) const {
+  return phase_ == Phase::command && pending_ == Pending::none && line_started_ms_ >= 0 &&
+         now.mono_ms >= line_started_ms_ + int64_t{config().limits.command_line_timeout_ms};
 }
 
 bool Session::on_timer(Now now) {
   if (closed() || now.mono_ms < deadline_ms()) return false;
   current_verb_ = Verb::unknown;
+  if (line_timed_out(now)) {
+    protocol_reject(kCheckSlowCommand, 421, "4.4.2",
+                    config().hostname + " Error: command line not completed in time");
+    return true;
+  }
   close_with(421, "4.4.2", config().hostname + " Error: timeout exceeded");
   return true;
+}
+
+std::string_view Session::stage() const {
+  if (phase_ == Phase::data || phase_ == Phase::bdat) return "data";
+  if (in_txn_) return msg_.envelope.recipients.empty() ? "mail" : "rcpt";
+  return helo_seen_ ? "helo" : "connect";
+}
+
+bool Session::pipelining_offered() const {
+  return helo_seen_ && esmtp_ && config().ext.pipelining;
+}
+
+void Session::protocol_reject(std::string_view check, uint16_t code, std::string_view enhanced,
+                              std::string_view text) {
+  handler_.on_protocol_reject(*this, check);
+  close_with(code, enhanced, text);
 }
 
 void Session::drain(Now /*now*/) {
@@ -282,11 +314,27 @@ void Session::drain(Now /*now*/) {
 // ---- input ----------------------------------------------------------------
 
 size_t Session::feed(std::string_view in, Now now) {
-  if (!in.empty()) touch(now);
+  if (in.empty()) return 0;
+  touch(now);
+  if (line_timed_out(now)) {
+    // The rest of a line that is already too late (the owner's timer has
+    // not run yet): the same end as on_timer's.
+    current_verb_ = Verb::unknown;
+    protocol_reject(kCheckSlowCommand, 421, "4.4.2",
+                    config().hostname + " Error: command line not completed in time");
+    return in.size();
+  }
+  // What a command read in an earlier call says about this input: nothing,
+  // unless that call stopped for a verdict with this input left over.
+  if (!unoffered_carry_) unoffered_follow_ = false;
+  unoffered_carry_ = false;
   const size_t max_line = config().limits.max_command_line;
   size_t pos = 0;
   while (pos < in.size()) {
-    if (pending_ != Pending::none) return pos;
+    if (pending_ != Pending::none) {
+      unoffered_carry_ = unoffered_follow_;
+      return pos;
+    }
     switch (phase_) {
       case Phase::greeting: return pos;  // nothing is read before the greeting is decided
       case Phase::closed:
@@ -295,6 +343,8 @@ size_t Session::feed(std::string_view in, Now now) {
         // never executed (CVE-2011-0411).
         return in.size();
       case Phase::data: {
+        // The next command follows the end of data, not a command.
+        unoffered_follow_ = false;
         auto r = decoder_.decode(in.substr(pos), msg_.body);
         pos += r.consumed;
         if (spilling_) {
@@ -309,9 +359,19 @@ size_t Session::feed(std::string_view in, Now now) {
         if (r.done) end_of_data(now);
         break;
       }
-      case Phase::bdat: pos += feed_bdat(in.substr(pos), now); break;
+      case Phase::bdat:
+        unoffered_follow_ = false;
+        pos += feed_bdat(in.substr(pos), now);
+        break;
       case Phase::command: {
         const char* start = in.data() + pos;
+        if (line_started_ms_ < 0) {
+          // The first octet of a command line: its deadline starts, and it
+          // was sent ahead of time if a command read while PIPELINING was
+          // not offered came before it in this input.
+          line_started_ms_ = now.mono_ms;
+          line_unoffered_ = unoffered_follow_;
+        }
         const void* nl = std::memchr(start, '\n', in.size() - pos);
         if (nl == nullptr) {
           // A line that straddles reads: assembled once, capped.
@@ -340,12 +400,16 @@ size_t Session::feed(std::string_view in, Now now) {
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         const bool overlong = line_overflow_ || line.size() + 2 > max_line;
         line_overflow_ = false;
+        line_started_ms_ = -1;
+        const bool offered = pipelining_offered();  // when this command was read
         if (overlong) {
           current_verb_ = Verb::unknown;
           error_reply(500, "5.5.2", "Error: line too long");
         } else {
           handle_line(line, now);
         }
+        line_unoffered_ = false;
+        unoffered_follow_ = !offered;
         line_buf_.clear();
         break;
       }
@@ -358,6 +422,20 @@ void Session::handle_line(std::string_view line, Now now) {
   const Command c = parse_command(line);
   current_verb_ = c.verb;
   current_arg_.assign(c.arg.substr(0, kLoggedArgMax));
+  if (config().reject_http && is_http_line(line)) {
+    current_arg_.assign(line.substr(0, kLoggedArgMax));  // the request, for the logs
+    return protocol_reject(kCheckHttpProbe, 554, "5.7.0",
+                           "Error: HTTP (or proxy) requests are not SMTP, closing connection");
+  }
+  // Sent ahead of time with PIPELINING not offered. QUIT is let through: it
+  // ends the session anyway, and clients that say goodbye that way (scripts,
+  // openssl s_client after STARTTLS) are not spam engines.
+  if (line_unoffered_ && c.verb != Verb::quit &&
+      config().unoffered_pipelining == UnofferedPipelining::reject) {
+    return protocol_reject(kCheckUnofferedPipelining, 554, "5.5.0",
+                           "Error: command sent before the previous reply was read; "
+                           "PIPELINING was not offered, closing connection");
+  }
   if (c.verb == Verb::quit) {
     close_with(221, "2.0.0", "Bye");
     return;

@@ -114,6 +114,11 @@ class SessionHandler {
   // empty for the greeting and the EHLO reply).
   virtual void on_reply(Session&, Verb, uint16_t /*code*/, std::string_view /*enhanced*/,
                         std::string_view /*text*/) {}
+  // A protocol discipline check (core/protocol_discipline.h) fired: `check`
+  // is "http_probe", "unoffered_pipelining" or "slow_command". Called before
+  // the reply that ends the session (554, or 421 for slow_command) is queued,
+  // while stage() still says where the client was.
+  virtual void on_protocol_reject(Session&, std::string_view /*check*/) {}
   // XCLIENT replaced the client's identity (conn() has the new one); the
   // connect check runs again next, as for a new connection.
   virtual void on_xclient(Session&, std::string_view /*previous_client_ip*/) {}
@@ -219,7 +224,9 @@ class Session {
   // Implicit TLS: the handshake finished before start(); nothing to forget.
   void set_tls(std::string tls_version, std::string tls_cipher);
 
-  // Monotonic time at which on_timer() must be called.
+  // Monotonic time at which on_timer() must be called: the idle timeout
+  // (command or data), the session timeout, and while a command line is
+  // partly received, its own deadline (limits.command_line_timeout_ms).
   int64_t deadline_ms() const;
   // Closes with 421 4.4.2 if a timeout expired; returns true if it did.
   bool on_timer(Now now);
@@ -234,6 +241,10 @@ class Session {
   // The argument of the command being answered (its first 256 octets), for logs.
   std::string_view current_arg() const { return current_arg_; }
   bool esmtp() const { return esmtp_; }
+  // Where the client is in the dialogue, for logs and reject counters:
+  // "connect" (no HELO/EHLO yet), "helo", "mail" (MAIL accepted, no
+  // recipient yet), "rcpt", "data" (receiving a body).
+  std::string_view stage() const;
   uint32_t transactions() const { return txn_count_; }
   uint32_t bad_commands() const { return bad_commands_; }
   // Queue id of the transaction in progress (empty between transactions).
@@ -244,6 +255,13 @@ class Session {
   enum class Pending : uint8_t { none, connect, helo, mail, rcpt, data, bdat_start, message };
 
   void handle_line(std::string_view line, Now now);
+  // PIPELINING is in the EHLO reply this client has (RFC 2920 applies).
+  bool pipelining_offered() const;
+  // The partial command line has been arriving for too long.
+  bool line_timed_out(Now now) const;
+  // A discipline check fired: the handler hears which, then the reply, then close.
+  void protocol_reject(std::string_view check, uint16_t code, std::string_view enhanced,
+                       std::string_view text);
   void cmd_helo(const Command& c, bool extended);
   void cmd_mail(const Command& c, Now now);
   void cmd_rcpt(const Command& c);
@@ -293,6 +311,16 @@ class Session {
   std::string out_;
   std::string line_buf_;  // a command line that straddles feeds
   bool line_overflow_ = false;
+  // When the first octet of the command line being received came; -1 when
+  // no line is partly received (between commands, the idle timeout rules).
+  int64_t line_started_ms_ = -1;
+  // Unoffered pipelining: the command just read came while PIPELINING was
+  // not offered, so a line that starts in the same feed() was written
+  // before its reply could have been read. Carried into the next feed()
+  // only when this one stopped for a verdict with input left over.
+  bool unoffered_follow_ = false;
+  bool unoffered_carry_ = false;
+  bool line_unoffered_ = false;  // the line being received is such a line
 
   Phase phase_ = Phase::greeting;
   Pending pending_ = Pending::none;

@@ -16,6 +16,15 @@ enum class BareLinePolicy : uint8_t {
   normalise,  // store the bare CR or LF as CRLF
 };
 
+// A client that sends a command before it could have read the reply to the
+// previous one, when PIPELINING (RFC 2920) was not offered to it: postscreen's
+// "pipelining" test. Spam engines blast the whole dialogue at once; a real MTA
+// waits for each reply until the EHLO reply says it need not.
+enum class UnofferedPipelining : uint8_t {
+  reject,  // 554 5.5.0 to the command sent ahead of time, then close (default)
+  ignore,  // serve it as if PIPELINING had been offered
+};
+
 struct Extensions {
   bool pipelining = true;
   bool size = true;
@@ -36,6 +45,11 @@ struct SessionConfig {
   Limits limits;
   Extensions ext;
   BareLinePolicy bare_line = BareLinePolicy::reject;
+  // A command line that is an HTTP request ("GET / HTTP/1.1") or header
+  // ("Host:", "User-Agent:"): a web client or an open-proxy probe, never a
+  // mail client. 554 5.7.0 and close at once.
+  bool reject_http = true;
+  UnofferedPipelining unoffered_pipelining = UnofferedPipelining::reject;
 };
 
 }  // namespace ringmx

@@ -35,6 +35,7 @@ uint64_t limit_by_name(const Limits& l, std::string_view name) {
   if (name == "max_received_headers") return l.max_received_headers;
   if (name == "max_line_length") return l.max_line_length;
   if (name == "command_timeout_ms") return l.command_timeout_ms;
+  if (name == "command_line_timeout_ms") return l.command_line_timeout_ms;
   if (name == "data_timeout_ms") return l.data_timeout_ms;
   if (name == "session_timeout_ms") return l.session_timeout_ms;
   if (name == "max_output_buffer") return l.max_output_buffer;
@@ -50,7 +51,8 @@ std::string dump(const ServerConfig& c) {
   std::ostringstream o;
   const SessionConfig& s = c.smtp;
   o << "hostname=" << s.hostname << "\nbanner=" << s.banner << "\nsoftware=" << s.software
-    << "\nbare_line=" << static_cast<int>(s.bare_line) << "\n";
+    << "\nbare_line=" << static_cast<int>(s.bare_line) << "\nreject_http=" << s.reject_http
+    << "\nunoffered_pipelining=" << static_cast<int>(s.unoffered_pipelining) << "\n";
   for (const LimitSpec& spec : kLimitSpecs) {
     o << "limits." << spec.name << "=" << limit_by_name(s.limits, spec.name) << "\n";
   }
@@ -126,6 +128,8 @@ ServerConfig everything_changed() {
   c.smtp.hostname = "base.example";
   c.smtp.banner = "base banner";
   c.smtp.bare_line = BareLinePolicy::normalise;
+  c.smtp.reject_http = false;
+  c.smtp.unoffered_pipelining = UnofferedPipelining::ignore;
   Limits& l = c.smtp.limits;
   l.max_command_line = 1000;
   l.max_message_size = 2048;
@@ -136,6 +140,7 @@ ServerConfig everything_changed() {
   l.max_received_headers = 7;
   l.max_line_length = 7;
   l.command_timeout_ms = 7;
+  l.command_line_timeout_ms = 777;
   l.data_timeout_ms = 7;
   l.session_timeout_ms = 7;
   l.max_output_buffer = 4097;
@@ -261,6 +266,12 @@ const SetCase kSetCases[] = {
     {"ext_vrfy", "[smtp]\nvrfy = false", [](ServerConfig& c) { c.smtp.ext.vrfy = false; }},
     {"bare_line", "[smtp]\nbare_line = \"normalise\"",
      [](ServerConfig& c) { c.smtp.bare_line = BareLinePolicy::normalise; }},
+    {"reject_http", "[smtp]\nreject_http = false",
+     [](ServerConfig& c) { c.smtp.reject_http = false; }},
+    {"unoffered_pipelining", "[smtp]\nunoffered_pipelining = \"ignore\"",
+     [](ServerConfig& c) { c.smtp.unoffered_pipelining = UnofferedPipelining::ignore; }},
+    {"command_line_timeout_ms", "[limits]\ncommand_line_timeout_ms = 100",
+     [](ServerConfig& c) { c.smtp.limits.command_line_timeout_ms = 100; }},
     {"spool_dir", "[spool]\ndir = \"/var/spool/ringmx\"",
      [](ServerConfig& c) { c.spool.dir = "/var/spool/ringmx"; }},
     {"spool_max_bytes", "[spool]\nmax_bytes = 9223372036854775807",
@@ -499,6 +510,11 @@ const ErrorCase kErrorCases[] = {
      "must be one of: debug, info, warn, error"},
     {"bad_bare_line", "[smtp]\nbare_line = \"normalize\"", 2, "smtp.bare_line",
      "must be one of: reject, normalise"},
+    {"bad_unoffered_pipelining", "[smtp]\nunoffered_pipelining = \"allow\"", 2,
+     "smtp.unoffered_pipelining", "must be one of: reject, ignore"},
+    {"reject_http_not_bool", "[smtp]\nreject_http = 1", 2, "smtp.reject_http", "boolean"},
+    {"command_line_timeout_short", "[limits]\ncommand_line_timeout_ms = 99", 2,
+     "limits.command_line_timeout_ms", "must be between 100 and 300000"},
     {"hostname_empty", "[server]\nhostname = \"\"", 2, "server.hostname", "must not be empty"},
     {"hostname_space", "[server]\nhostname = \"mx example\"", 2, "server.hostname",
      "must be a domain name"},

@@ -73,6 +73,11 @@ struct Recorder : SessionHandler {
   void on_reply(Session&, Verb, uint16_t code, std::string_view, std::string_view) override {
     replies.push_back(code);
   }
+  // Discipline checks that fired: "check@stage".
+  std::vector<std::string> protocol_rejects;
+  void on_protocol_reject(Session& s, std::string_view check) override {
+    protocol_rejects.push_back(std::string(check) + "@" + std::string(s.stage()));
+  }
   // Body memory: every size reported, and a budget (0: none).
   std::vector<uint64_t> body_sizes;
   uint64_t body_budget = 0;
@@ -93,11 +98,25 @@ struct Recorder : SessionHandler {
   void on_spill_end(Session&) override { ++spill_ends; }
 };
 
+// Harness(kStrict, cfg): the config exactly as given.
+struct Strict {};
+inline constexpr Strict kStrict{};
+
 struct Harness {
+  // Transcripts feed many commands at once, EHLO and what follows it
+  // included, which only a client that ignores PIPELINING would do: this
+  // harness serves them (unoffered_pipelining = ignore). The discipline
+  // tests use the strict form.
   explicit Harness(SessionConfig cfg = {}, ConnInfo info = default_info(), bool start = true)
+      : Harness(kStrict, relaxed(std::move(cfg)), std::move(info), start) {}
+  Harness(Strict, SessionConfig cfg, ConnInfo info = default_info(), bool start = true)
       : settings(std::make_shared<SessionSettings>(std::move(cfg))),
         session(settings, rec, std::move(info), now) {
     if (start) session.start(now);
+  }
+  static SessionConfig relaxed(SessionConfig cfg) {
+    cfg.unoffered_pipelining = UnofferedPipelining::ignore;
+    return cfg;
   }
   static ConnInfo default_info() {
     ConnInfo i;

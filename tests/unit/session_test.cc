@@ -534,7 +534,7 @@ TEST(Session, MessageRejectedByHandler) {
     }
   };
   Refuser r;
-  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  auto settings = std::make_shared<SessionSettings>(Harness::relaxed(SessionConfig{}));
   Session s(settings, r, Harness::default_info(), {});
   s.start({});
   std::string in = "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\nDATA\r\nx\r\n.\r\n";
@@ -604,7 +604,7 @@ TEST(Session, ConnectRejected) {
       return Verdict::reject(code, code == 421 ? "4.7.0" : "5.7.1", "go away");
     }
   };
-  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  auto settings = std::make_shared<SessionSettings>(Harness::relaxed(SessionConfig{}));
   Deny d554(554);
   Session s(settings, d554, Harness::default_info(), {});
   s.start({});
@@ -662,7 +662,7 @@ TEST(Session, TransactionEndReportsEveryFinalReply) {
   };
   SessionConfig cfg;
   cfg.limits.max_message_size = 50;
-  auto settings = std::make_shared<SessionSettings>(cfg);
+  auto settings = std::make_shared<SessionSettings>(Harness::relaxed(cfg));
   Ends e;
   Session s(settings, e, Harness::default_info(), {});
   s.start({});
@@ -692,7 +692,7 @@ TEST(Session, AbandonedTransactionsAreReportedOnce) {
       EXPECT_FALSE(env.queue_id.empty());  // the envelope is still there to log
     }
   };
-  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  auto settings = std::make_shared<SessionSettings>(Harness::relaxed(SessionConfig{}));
   const std::string start = "MAIL FROM:<a@b.c>\r\nRCPT TO:<x@y.z>\r\n";
   struct Case {
     std::string input;

@@ -163,7 +163,8 @@ TEST(XclientSession, TheConnectCheckRunsAgain) {
   XclientRecorder rec;
   ConnInfo info = Harness::default_info();
   info.xclient_allowed = true;
-  auto settings = std::make_shared<SessionSettings>(SessionConfig{});
+  // A transcript in one read, as Harness sends them (see Harness::relaxed).
+  auto settings = std::make_shared<SessionSettings>(Harness::relaxed(SessionConfig{}));
   const Now now{1000, 1795241997};
   Session s(settings, rec, info, now);
   s.start(now);
