@@ -259,6 +259,17 @@ struct alignas(16) Connection final : SessionHandler {
     }
   }
 
+  // A protocol discipline check dropped the client (its reply follows in a
+  // `reply` line). No metric here yet: ringmx_rejects_total{stage,check}
+  // comes with the policy checks and counts this hook too.
+  void on_protocol_reject(Session& s, std::string_view check) override {
+    if (!shard.log_enabled(LogLevel::info)) return;
+    LogLine l(LogLevel::info, "reject", shard.unix_ms());
+    l.kv("stage", s.stage()).kv("check", check);
+    l.kv("client", s.conn().client_ip).kv("sid", format_session_id(s.conn().session_id));
+    shard.log(l);
+  }
+
   void on_xclient(Session& s, std::string_view previous) override {
     if (policy) policy->reset_client();  // a new client: its own facts and score
     if (!shard.log_enabled(LogLevel::info)) return;
