@@ -1,7 +1,8 @@
 // libFuzzer target for the SMTP session: random bytes, random split points,
-// random verdicts. Checks that the session never crashes, never reads past
-// its input, always answers with well-formed reply lines, and never runs a
-// command that arrived behind STARTTLS.
+// random verdicts, the discipline checks on or off. Checks that the session
+// never crashes, never reads past its input, always answers with well-formed
+// reply lines, never runs a command that arrived behind STARTTLS, and always
+// closes when its deadline has passed.
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -69,6 +70,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   cfg.limits.max_message_size = 4096;
   cfg.limits.max_recipients = 5;
   cfg.limits.max_bad_commands = 1 + data[0] % 30;
+  // Both ways of each discipline check; the line deadline short enough that
+  // the clock below (10 ms a piece) crosses it.
+  cfg.reject_http = data[0] & 0x40;
+  cfg.unoffered_pipelining =
+      data[0] & 0x80 ? UnofferedPipelining::reject : UnofferedPipelining::ignore;
+  cfg.limits.command_line_timeout_ms = 100 + data[2] % 8 * 100;
   cfg.limits.max_transactions = 3;
   cfg.bare_line = data[1] & 1 ? BareLinePolicy::normalise : BareLinePolicy::reject;
   cfg.ext.chunking = !(data[1] & 2);
@@ -94,6 +101,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int64_t t = 0;
   int stalls = 0;
   while (pos < in.size() && !s.closed() && stalls < 4) {
+    if (s.deadline_ms() <= t) {
+      check(s.on_timer(Now{t, t / 1000}));  // a deadline that passed always fires
+      check_replies(s.output());
+      break;
+    }
     std::string_view piece = in.substr(pos, chunk);
     size_t used = s.feed(piece, Now{t, t / 1000});
     check(used <= piece.size());
