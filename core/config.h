@@ -127,6 +127,17 @@ struct DnsConfig {
   uint32_t max_in_flight = 2000;     // per shard; beyond, a lookup is a temporary failure
 };
 
+// [recipients]: the valid-recipient table (core/recipient_table.h). With a
+// file, a recipient it does not list gets 550 5.1.1 at RCPT; a connection
+// that names more than `unknown_limit` unknown ones gets 421 4.7.0 and is
+// closed (a directory-harvest probe).
+struct RecipientsConfig {
+  std::string file;  // empty: no recipient check
+  bool case_sensitive = false;
+  std::string subaddress_separator = "+";  // each character separates; empty: off
+  uint32_t unknown_limit = 20;
+};
+
 struct ServerConfig {
   SessionConfig smtp;  // hostname, banner, limits, extensions, bare_line
   std::vector<ListenerConfig> listeners{{"default", "127.0.0.1:2525"}};
@@ -143,6 +154,7 @@ struct ServerConfig {
   DeliveryConfig delivery;
   DnsConfig dns;
   ChecksConfig checks;  // the built-in policy checks (pipeline/checks/)
+  RecipientsConfig recipients;
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   LogFormat log_format = LogFormat::logfmt;

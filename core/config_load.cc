@@ -27,6 +27,7 @@
 #include "core/address.h"
 #include "core/ip_network.h"
 #include "core/limits.h"
+#include "core/recipient_table.h"
 
 namespace ringmx {
 namespace {
@@ -72,6 +73,17 @@ constexpr UintField<DnsConfig> kDnsUints[] = {
     {"negative_ttl_s", &DnsConfig::negative_ttl_s, 0, 86'400},
     {"max_in_flight", &DnsConfig::max_in_flight, 1, 1'000'000},
 };
+
+constexpr UintField<RecipientsConfig> kRecipientsUints[] = {
+    {"unknown_limit", &RecipientsConfig::unknown_limit, 1, 10'000},
+};
+
+// A recipients file path: empty turns the check off; the file itself is read
+// when the config is put to use (start-up, --check-config, reload).
+std::string check_recipients_file(std::string_view f) {
+  if (f.find('\0') != std::string_view::npos) return "must not contain NUL";
+  return {};
+}
 
 // A DNS server: "IP", "IP:PORT" or "[IPv6]:PORT" (what c-ares's server list takes).
 std::string check_dns_server(std::string_view s) {
@@ -340,6 +352,8 @@ class Loader : TomlReader {
         if (const toml::table* t = section(v, "delivery")) load_delivery(*t, cfg.delivery);
       } else if (name == "dns") {
         if (const toml::table* t = section(v, "dns")) load_dns(*t, cfg.dns);
+      } else if (name == "recipients") {
+        if (const toml::table* t = section(v, "recipients")) load_recipients(*t, cfg.recipients);
       } else if (name == "listener") {
         load_listeners(v, cfg);
       } else if (name == "route") {
@@ -477,6 +491,21 @@ class Loader : TomlReader {
         continue;
       }
       if (!load_uint_field(kDnsUints, k.str(), v, key, d)) unknown(k, v, key);
+    }
+  }
+
+  void load_recipients(const toml::table& t, RecipientsConfig& r) {
+    for (const auto& [k, v] : t) {
+      const std::string key = dotted("recipients", k);
+      if (k.str() == "file") {
+        read_checked(v, key, check_recipients_file, r.file);
+      } else if (k.str() == "case_sensitive") {
+        read_bool(v, key, r.case_sensitive);
+      } else if (k.str() == "subaddress_separator") {
+        read_checked(v, key, check_subaddress_separator, r.subaddress_separator);
+      } else if (!load_uint_field(kRecipientsUints, k.str(), v, key, r)) {
+        unknown(k, v, key);
+      }
     }
   }
 
@@ -848,6 +877,12 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
     check("dns." + std::string(f.name), in_range(cfg.dns.*f.field, f.min, f.max));
   }
   for (const std::string& s : cfg.dns.servers) check("dns.servers", check_dns_server(s));
+  for (const UintField<RecipientsConfig>& f : kRecipientsUints) {
+    check("recipients." + std::string(f.name), in_range(cfg.recipients.*f.field, f.min, f.max));
+  }
+  check("recipients.file", check_recipients_file(cfg.recipients.file));
+  check("recipients.subaddress_separator",
+        check_subaddress_separator(cfg.recipients.subaddress_separator));
   if (cfg.delivery.retry_max_ms < cfg.delivery.retry_min_ms) {
     check("delivery.retry_max_ms", "must not be less than delivery.retry_min_ms");
   }

@@ -104,6 +104,9 @@ std::string dump(const ServerConfig& c) {
   for (const std::string& server : n.servers) o << server << ",";
   o << " " << n.timeout_ms << " " << n.tries << " " << n.cache_entries << " " << n.max_ttl_s << " "
     << n.negative_ttl_s << " " << n.max_in_flight << "\n";
+  const RecipientsConfig& r = c.recipients;
+  o << "recipients=" << r.file << " " << r.case_sensitive << " [" << r.subaddress_separator << "] "
+    << r.unknown_limit << "\n";
   return o.str();
 }
 
@@ -155,6 +158,7 @@ ServerConfig everything_changed() {
   c.admin_request_timeout_ms = 777;
   c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
   c.dns = DnsConfig{{"192.0.2.53"}, 7, 7, 7, 7, 7, 7};
+  c.recipients = RecipientsConfig{"/base/recipients", true, "-", 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
   c.log_level = LogLevel::error;
@@ -238,6 +242,18 @@ const SetCase kSetCases[] = {
        c.dns.servers = {"192.0.2.53", "192.0.2.54:5353", "[2001:db8::53]:53"};
        c.dns.timeout_ms = 500;
        c.dns.tries = 3;
+     }},
+    {"recipients",
+     "[recipients]\nfile = \"/etc/ringmx/recipients\"\ncase_sensitive = true\n"
+     "subaddress_separator = \"+-\"\nunknown_limit = 10000",
+     [](ServerConfig& c) {
+       c.recipients = RecipientsConfig{"/etc/ringmx/recipients", true, "+-", 10'000};
+     }},
+    {"recipients_off", "[recipients]\nfile = \"\"\nsubaddress_separator = \"\"\nunknown_limit = 1",
+     [](ServerConfig& c) {
+       c.recipients.file = "";
+       c.recipients.subaddress_separator = "";
+       c.recipients.unknown_limit = 1;
      }},
     {"log_format", "[server]\nlog_format = \"json\"",
      [](ServerConfig& c) { c.log_format = LogFormat::json; }},
@@ -504,6 +520,16 @@ const ErrorCase kErrorCases[] = {
     {"dns_bad_server", "[dns]\nservers = [\"dns.example\"]", 2, "dns.servers[0]",
      "must be an IP address"},
     {"dns_tries_zero", "[dns]\ntries = 0", 2, "dns.tries", "must be between 1 and 10"},
+    {"recipients_limit_zero", "[recipients]\nunknown_limit = 0", 2, "recipients.unknown_limit",
+     "must be between 1 and 10000"},
+    {"recipients_limit_high", "[recipients]\nunknown_limit = 10001", 2, "recipients.unknown_limit",
+     "must be between 1 and 10000"},
+    {"recipients_separator_letter", "[recipients]\nsubaddress_separator = \"x\"", 2,
+     "recipients.subaddress_separator", "may hold only"},
+    {"recipients_file_type", "[recipients]\nfile = 1", 2, "recipients.file", "a string"},
+    {"recipients_case_type", "[recipients]\ncase_sensitive = \"no\"", 2,
+     "recipients.case_sensitive", "a boolean"},
+    {"recipients_unknown", "[recipients]\nfiles = \"x\"", 2, "recipients.files", "unknown"},
     {"bad_log_format", "[server]\nlog_format = \"xml\"", 2, "server.log_format",
      "must be one of: logfmt, json"},
     {"bad_log_level", "[server]\nlog_level = \"verbose\"", 2, "server.log_level",
@@ -776,6 +802,10 @@ TEST_P(ValidateConfigCase, OneError) {
 }
 
 const ValidateCase kValidateCases[] = {
+    {"recipients_limit_zero", [](ServerConfig& c) { c.recipients.unknown_limit = 0; },
+     "recipients.unknown_limit", "between 1 and 10000"},
+    {"recipients_separator", [](ServerConfig& c) { c.recipients.subaddress_separator = "a"; },
+     "recipients.subaddress_separator", "may hold only"},
     {"hostname_empty", [](ServerConfig& c) { c.smtp.hostname.clear(); }, "server.hostname",
      "must not be empty"},
     {"hostname_too_long", [](ServerConfig& c) { c.smtp.hostname = std::string(256, 'a'); },
