@@ -156,6 +156,9 @@ struct alignas(16) Connection final : SessionHandler {
   // TLS: set from the first handshake byte on; plaintext before it (STARTTLS).
   std::shared_ptr<const TlsServerContext> tls_context;  // the listener's, at accept
   std::shared_ptr<const RouteTable> routes;             // the config's, at accept
+  std::shared_ptr<const RecipientTable> recipients;     // likewise; null: no check
+  uint32_t unknown_limit = 0;                           // recipients.unknown_limit, at accept
+  uint32_t unknown_rcpts = 0;  // recipients the table refused, over the whole connection
   std::unique_ptr<TlsSession> tls;
   std::unique_ptr<ProxyParser> proxy;  // while the PROXY header is read
   // The policy checks (pipeline/policy.h); null when the config has none.
@@ -191,6 +194,8 @@ struct alignas(16) Connection final : SessionHandler {
 
   Verdict on_rcpt(Session&, const Envelope& env, const Recipient& r) override {
     Verdict v = shard.check_route(*this, r);
+    if (v.kind != Verdict::Kind::accept) return v;
+    v = shard.check_recipient(*this, r);
     if (v.kind != Verdict::Kind::accept) return v;
     if (policy) {
       policy->context().envelope = &env;

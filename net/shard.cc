@@ -29,6 +29,7 @@
 
 #include "net/connection.h"
 #include "net/listener.h"
+#include "net/recipient_file.h"
 #include "net/uring_probe.h"
 
 namespace ringmx {
@@ -118,6 +119,7 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
   }
   rc->routes = std::make_shared<const RouteTable>(cfg.routes);
   rc->checks = CheckSet::build(cfg);
+  rc->recipients = load_recipient_file(cfg.recipients);
   rc->destinations = resolve_destinations(cfg.routes);
   rc->server = std::move(cfg);
   return rc;
@@ -377,6 +379,27 @@ Verdict Shard::check_route(Connection& c, const Recipient& r) {
   return Verdict::reject(550, "5.7.1", "Error: relay access denied");
 }
 
+Verdict Shard::check_recipient(Connection& c, const Recipient& r) {
+  if (!c.recipients || c.recipients->accepts(r.address)) return Verdict::accept();
+  // Counted over the connection, not the transaction: a harvester gains
+  // nothing by RSET or a new MAIL.
+  ++c.unknown_rcpts;
+  const bool over = c.unknown_rcpts > c.unknown_limit;
+  if (log_enabled(LogLevel::info)) {
+    LogLine l(LogLevel::info, "reject", unix_ms_);
+    l.kv("stage", "rcpt").kv("check", "recipients");
+    l.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip)
+        .kv("rcpt", r.address)
+        .kv("unknown", c.unknown_rcpts)
+        .kv("action", over ? "close" : "refuse");
+    log(l);
+  }
+  if (over) return Verdict::reject(421, "4.7.0", "Error: too many unknown recipients");
+  return Verdict::reject(550, "5.1.1",
+                         "<" + r.address + ">: Recipient address rejected: user unknown");
+}
+
 // How long the loop may sleep: until the next deadline of any kind (a
 // session timer, the disk check, resuming accepts, the drain deadline), so a
 // shard with nothing to do does not wake at all in between.
@@ -548,6 +571,8 @@ void Shard::on_accept(Listener& l, int res, uint32_t flags) {
   auto* c = new Connection(*this, fd, l.index, std::move(info), now_);
   c->tls_context = lr.tls;
   c->routes = cfg_->routes;
+  c->recipients = cfg_->recipients;
+  c->unknown_limit = cfg_->server.recipients.unknown_limit;
   c->implicit_tls = lr.mode == ListenerTls::implicit;
   c->next = conns_;
   if (conns_) conns_->prev = c;

@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/ip_network.h"
 #include "core/metrics.h"
+#include "core/recipient_table.h"
 #include "core/session.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
@@ -54,9 +55,12 @@ struct RuntimeConfig {
   std::shared_ptr<const RouteTable> routes;       // server.routes, ready for lookups
   std::shared_ptr<const CheckSet> checks;         // the policy checks ([checks], [[dnsbl]], ...)
   std::vector<ResolvedDestination> destinations;  // server.routes' destinations, same order
+  // server.recipients.file, read when this snapshot was made; null: no check.
+  std::shared_ptr<const RecipientTable> recipients;
   // Loads every certificate the listeners need (one context per distinct
   // certificate and key). Throws std::runtime_error naming the file on any
-  // TLS loading error; expired certificates load (see `certificates`).
+  // TLS loading error; expired certificates load (see `certificates`), and
+  // RecipientFileLoadError (net/recipient_file.h) naming file and line.
   static std::shared_ptr<const RuntimeConfig> make(ServerConfig cfg);
 };
 
@@ -127,6 +131,10 @@ class Shard {
   BodyRoom hold_body(Connection& c, uint64_t bytes);
   // RCPT: refused (550 5.7.1) when routes are configured and none takes its domain.
   Verdict check_route(Connection& c, const Recipient& r);
+  // RCPT, after the route check: with a recipients file, a recipient it does
+  // not list gets 550 5.1.1, and the one past recipients.unknown_limit on a
+  // connection gets 421 4.7.0 (which closes it).
+  Verdict check_recipient(Connection& c, const Recipient& r);
   // MAIL: refused (452 4.3.1) while the delivery queue or the spool is full.
   Verdict check_mail(Connection& c);
   // The policy checks of `stage` (net/shard_policy.cc): their verdict now,

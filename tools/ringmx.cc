@@ -23,6 +23,7 @@
 #include "core/config_diff.h"
 #include "core/config_load.h"
 #include "net/log.h"
+#include "net/recipient_file.h"
 #include "net/server.h"
 #include "net/service_notify.h"
 
@@ -188,8 +189,9 @@ bool check_paths(const std::string& file, const ServerConfig& cfg) {
   return true;
 }
 
-// Loads every certificate the config names (as start-up would). False, with
-// the reason on stderr, when one cannot be used; expired ones only warn.
+// Loads every certificate and the recipients file the config names (as
+// start-up would). False, with the reason on stderr, when one cannot be used;
+// expired certificates only warn.
 bool check_tls(const std::string& where, const ServerConfig& cfg) {
   try {
     // Held in a local: a range-for over make(cfg)->certificates would outlive the temporary.
@@ -199,6 +201,9 @@ bool check_tls(const std::string& where, const ServerConfig& cfg) {
       std::cerr << where << ": warning: listener " << c.listener << ": certificate " << c.name
                 << " (" << c.subject << ") expired\n";
     }
+  } catch (const RecipientFileLoadError& e) {
+    std::cerr << where << ": " << e.what() << "\n";
+    return false;
   } catch (const std::exception& e) {
     std::cerr << where << ": tls: " << e.what() << "\n";
     return false;
