@@ -7,6 +7,7 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <functional>
 
 #include "core/address.h"
 
@@ -28,6 +29,29 @@ char ascii_lower(char c) {
   return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
+// Eight octets at once: each of A-Z gets its 0x20 bit; every other octet
+// (UTF-8 ones included) is left as it is.
+uint64_t lower_word(uint64_t w) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHigh = 0x8080808080808080ull;
+  const uint64_t low7 = w & ~kHigh;
+  const uint64_t ge_a = low7 + kOnes * (0x80 - 'A');      // high bit: octet >= 'A'
+  const uint64_t gt_z = low7 + kOnes * (0x80 - 'Z' - 1);  // high bit: octet > 'Z'
+  const uint64_t upper = (ge_a ^ gt_z) & ~w & kHigh;      // and the octet is ASCII
+  return w | (upper >> 2);
+}
+
+void copy_lower(std::string_view in, char* out) {
+  size_t i = 0;
+  for (; i + 8 <= in.size(); i += 8) {
+    uint64_t w = 0;
+    std::memcpy(&w, in.data() + i, sizeof w);
+    w = lower_word(w);
+    std::memcpy(out + i, &w, sizeof w);
+  }
+  for (; i < in.size(); ++i) out[i] = ascii_lower(in[i]);
+}
+
 bool equals_nocase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -41,17 +65,14 @@ bool equals_nocase(std::string_view a, std::string_view b) {
 size_t make_key(std::string_view local, std::string_view domain, bool fold_local, char* out) {
   const size_t n = local.size() + 1 + domain.size();
   if (n > kMaxKey) return 0;
-  char* p = out;
-  for (const char c : local) *p++ = fold_local ? ascii_lower(c) : c;
-  *p++ = '@';
-  for (const char c : domain) *p++ = ascii_lower(c);
+  if (fold_local) {
+    copy_lower(local, out);
+  } else {
+    std::memcpy(out, local.data(), local.size());
+  }
+  out[local.size()] = '@';
+  copy_lower(domain, out + local.size() + 1);
   return n;
-}
-
-uint64_t load_word(const char* p) {
-  uint64_t v = 0;
-  std::memcpy(&v, p, sizeof v);
-  return v;
 }
 
 }  // namespace
@@ -79,30 +100,12 @@ std::string check_subaddress_separator(std::string_view separators) {
   return {};
 }
 
-// A multiply-rotate hash over 8-octet words with a final avalanche: fast on
-// short keys, and every octet reaches every bit of the result.
+// The standard library's string hash (MurmurHash2-64 in libstdc++): fast on
+// short keys, and its low bits (the slot) and high bits (the tag) both mix
+// every octet.
 uint64_t RecipientTable::hash(std::string_view key) {
-  constexpr uint64_t kMul1 = 0x9e3779b97f4a7c15ull;
-  constexpr uint64_t kMul2 = 0xc2b2ae3d27d4eb4full;
-  uint64_t h = 0x27d4eb2f165667c5ull ^ (key.size() * kMul1);
-  const char* p = key.data();
-  size_t n = key.size();
-  while (n >= 8) {
-    h = std::rotl(h ^ (load_word(p) * kMul2), 29) * kMul1;
-    p += 8;
-    n -= 8;
-  }
-  if (n > 0) {
-    uint64_t tail = 0;
-    std::memcpy(&tail, p, n);
-    h = std::rotl(h ^ (tail * kMul2), 29) * kMul1;
-  }
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ull;
-  h ^= h >> 33;
-  return h;
+  static_assert(sizeof(size_t) == sizeof(uint64_t));
+  return std::hash<std::string_view>{}(key);
 }
 
 std::string_view RecipientTable::key_at(uint32_t offset) const {
@@ -243,7 +246,7 @@ std::shared_ptr<const RecipientTable> RecipientTable::parse(std::string_view tex
                 "has no entries: it would refuse every recipient (to turn the check off, set "
                 "recipients.file = \"\")");
   }
-  if (t->arena_.capacity() > t->arena_.size() + t->arena_.size() / 4) t->arena_.shrink_to_fit();
+  t->arena_.shrink_to_fit();  // the reserve was an estimate: give back what it over-shot
   return t;
 }
 
@@ -257,7 +260,7 @@ RecipientMatch RecipientTable::find(std::string_view mailbox) const {
   const std::string_view domain = mailbox.substr(at + 1);
   if (local.empty() || domain.empty()) return RecipientMatch::unknown;
   const bool fold = !options_.case_sensitive;
-  std::array<char, kMaxKey> buf{};
+  std::array<char, kMaxKey> buf;  // NOLINT: written before it is read, not worth zeroing
   size_t n = make_key(local, domain, fold, buf.data());
   if (n == 0) return RecipientMatch::unknown;  // longer than any entry
   if (contains(std::string_view(buf.data(), n))) return RecipientMatch::address;

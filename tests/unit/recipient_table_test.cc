@@ -100,6 +100,25 @@ TEST(RecipientTable, Utf8OctetsCompareAsTheyAre) {
   EXPECT_EQ(t->find("J\xc3\x96rg@\xc3\xa9xample.org"), RecipientMatch::unknown);  // not O-umlaut
 }
 
+// Folding works eight octets at a time: only A-Z fold, at any position of
+// a long key, and the neighbours of the letters ('@' '[' '`' '{') and
+// non-ASCII octets whose low seven bits spell a letter stay as they are.
+TEST(RecipientTable, FoldingTouchesOnlyAsciiLetters) {
+  const auto t = parse_ok(
+      "abcdefghijklmnopqrstuvwxyz0123456789@example.org\n"
+      "zzzzzzzz{@example.org\n"
+      "aaaaaaaa`@example.org\n"
+      "aaaaaaa\xc3\xa1@example.org\n");
+  EXPECT_EQ(t->find("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@EXAMPLE.ORG"), RecipientMatch::address);
+  EXPECT_EQ(t->find("aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789@ExAmPlE.oRg"), RecipientMatch::address);
+  EXPECT_EQ(t->find("ZZZZZZZZ{@example.org"), RecipientMatch::address);
+  EXPECT_EQ(t->find("ZZZZZZZZ[@example.org"), RecipientMatch::unknown);
+  EXPECT_EQ(t->find("AAAAAAAA`@example.org"), RecipientMatch::address);
+  EXPECT_EQ(t->find("AAAAAAAA@@example.org"), RecipientMatch::unknown);
+  EXPECT_EQ(t->find("AAAAAAA\xc3\xa1@example.org"), RecipientMatch::address);
+  EXPECT_EQ(t->find("AAAAAAA\xc3\x81@example.org"), RecipientMatch::unknown);  // not a-acute
+}
+
 TEST(RecipientTable, SubaddressesMatchTheirBaseAddress) {
   const auto t = parse_ok("user@example.org\nlist+owner@example.org\n");
   EXPECT_EQ(t->find("user+tag@example.org"), RecipientMatch::subaddress);
