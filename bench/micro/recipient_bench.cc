@@ -43,7 +43,7 @@ std::string make_address(std::mt19937_64& rng, uint64_t serial) {
 }
 
 const Corpus& corpus() {
-  static const Corpus c = [] {
+  static const Corpus kCorpus = [] {
     Corpus out;
     std::mt19937_64 rng(42);
     out.listed.reserve(kEntries);
@@ -56,7 +56,7 @@ const Corpus& corpus() {
     for (uint64_t i = 0; i < 100'000; ++i) out.unlisted.push_back(make_address(rng, kEntries + i));
     return out;
   }();
-  return c;
+  return kCorpus;
 }
 
 std::shared_ptr<const RecipientTable> load(const std::string& text) {
@@ -84,7 +84,7 @@ BENCHMARK(bm_recipient_load_1m)->Unit(benchmark::kMillisecond)->Iterations(5);
 // addresses are laid out one after another in that order, so reading them
 // is sequential and the cache misses measured are the table's own.
 void lookups(benchmark::State& state, const std::vector<std::string>& keys, bool want) {
-  static const std::shared_ptr<const RecipientTable> table = load(corpus().text);
+  static const std::shared_ptr<const RecipientTable> kTable = load(corpus().text);
   std::vector<size_t> order(keys.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
@@ -98,7 +98,7 @@ void lookups(benchmark::State& state, const std::vector<std::string>& keys, bool
   size_t wrong = 0;
   for (auto _ : state) {
     const std::string_view key(flat.data() + spans[i].first, spans[i].second);
-    const bool found = table->accepts(key);
+    const bool found = kTable->accepts(key);
     wrong += found != want ? 1 : 0;
     if (++i == spans.size()) i = 0;
   }
@@ -120,7 +120,7 @@ BENCHMARK(bm_recipient_lookup_miss);
 
 // A subaddressed hit: the address misses, its base hits.
 void bm_recipient_lookup_subaddress(benchmark::State& state) {
-  static const std::vector<std::string> tagged = [] {
+  static const std::vector<std::string> kTagged = [] {
     std::vector<std::string> out;
     const auto& listed = corpus().listed;
     for (size_t i = 0; i < 100'000; ++i) {
@@ -130,14 +130,14 @@ void bm_recipient_lookup_subaddress(benchmark::State& state) {
     }
     return out;
   }();
-  lookups(state, tagged, true);
+  lookups(state, kTagged, true);
 }
 BENCHMARK(bm_recipient_lookup_subaddress);
 
 // For comparison only: the node-based set the table's layout avoids (one
 // heap node and string per entry), looked up the same way.
 void bm_recipient_lookup_hit_unordered_set_baseline(benchmark::State& state) {
-  static const std::unordered_set<std::string> set(corpus().listed.begin(), corpus().listed.end());
+  static const std::unordered_set<std::string> kSet(corpus().listed.begin(), corpus().listed.end());
   const std::vector<std::string>& keys = corpus().listed;
   std::vector<size_t> order(keys.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -147,7 +147,7 @@ void bm_recipient_lookup_hit_unordered_set_baseline(benchmark::State& state) {
   for (const size_t k : order) probes.push_back(keys[k]);
   size_t i = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(set.count(probes[i]));
+    benchmark::DoNotOptimize(kSet.count(probes[i]));
     if (++i == probes.size()) i = 0;
   }
   state.SetItemsProcessed(state.iterations());
