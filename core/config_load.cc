@@ -358,6 +358,8 @@ class Loader : TomlReader {
         load_listeners(v, cfg);
       } else if (name == "route") {
         load_routes(v, cfg);
+      } else if (name == "headers") {
+        ChecksLoader(file_, errors_).load_headers(v, cfg.smtp.headers);
       } else if (name == "checks") {
         ChecksLoader(file_, errors_).load_checks(v, cfg.checks);
       } else if (name == "dnsbl" || name == "dnswl") {

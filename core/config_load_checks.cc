@@ -108,6 +108,23 @@ void ChecksLoader::load_checks(const toml::node& n, ChecksConfig& out) {
   }
 }
 
+void ChecksLoader::load_headers(const toml::node& n, HeaderRules& out) {
+  const toml::table* t = section(n, "headers");
+  if (t == nullptr) return;
+  for (const auto& [k, v] : *t) {
+    const std::string key = dotted("headers", k);
+    if (k.str() == "require_from") {
+      read_bool(v, key, out.require_from);
+    } else if (k.str() == "require_date") {
+      read_bool(v, key, out.require_date);
+    } else if (k.str() == "reject_duplicates") {
+      read_bool(v, key, out.reject_duplicates);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
 void ChecksLoader::load_ptr(const toml::table& t, PtrCheckConfig& out) {
   for (const auto& [k, v] : t) {
     const std::string key = dotted("checks.ptr", k);

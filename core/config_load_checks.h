@@ -10,6 +10,7 @@
 
 #include "core/check_config.h"
 #include "core/config_reader.h"
+#include "core/session_config.h"
 
 namespace ringmx {
 
@@ -17,6 +18,7 @@ class ChecksLoader : TomlReader {
  public:
   using TomlReader::TomlReader;
   void load_checks(const toml::node& n, ChecksConfig& out);
+  void load_headers(const toml::node& n, HeaderRules& out);
   // `key` is "dnsbl" or "dnswl".
   void load_lists(const toml::node& n, std::string_view key, std::vector<DnsListConfig>& out);
 

@@ -16,6 +16,16 @@ enum class BareLinePolicy : uint8_t {
   normalise,  // store the bare CR or LF as CRLF
 };
 
+// [headers]: the header section of each message (core/header_check.h),
+// checked at the end of its data; a message that breaks a rule gets 550
+// 5.6.0. The Received count is always checked (limits.max_received_headers).
+struct HeaderRules {
+  bool require_from = false;       // RFC 5322 3.6: From is required
+  bool require_date = false;       // ... and so is Date
+  bool reject_duplicates = false;  // a field allowed once appears twice (RFC 5322 3.6)
+  bool any() const { return require_from || require_date || reject_duplicates; }
+};
+
 // A client that sends a command before it could have read the reply to the
 // previous one, when PIPELINING (RFC 2920) was not offered to it: postscreen's
 // "pipelining" test. Spam engines blast the whole dialogue at once; a real MTA
@@ -50,6 +60,7 @@ struct SessionConfig {
   // mail client. 554 5.7.0 and close at once.
   bool reject_http = true;
   UnofferedPipelining unoffered_pipelining = UnofferedPipelining::reject;
+  HeaderRules headers;
 };
 
 }  // namespace ringmx

@@ -268,9 +268,14 @@ struct alignas(16) Connection final : SessionHandler {
   // `reply` line). No metric here yet: ringmx_rejects_total{stage,check}
   // comes with the policy checks and counts this hook too.
   void on_protocol_reject(Session& s, std::string_view check) override {
+    // The discipline of the command phase counts as stage "command"; the
+    // header rules at the end of a message as "message".
+    const size_t at =
+        check == "headers" ? static_cast<size_t>(CheckStage::message) : kRejectStages - 1;
+    shard.metrics().rejects[at][static_cast<size_t>(reject_check_of(check))].inc();
     if (!shard.log_enabled(LogLevel::info)) return;
     LogLine l(LogLevel::info, "reject", shard.unix_ms());
-    l.kv("stage", s.stage()).kv("check", check);
+    l.kv("stage", check == "headers" ? std::string_view("message") : s.stage()).kv("check", check);
     l.kv("client", s.conn().client_ip).kv("sid", format_session_id(s.conn().session_id));
     shard.log(l);
   }

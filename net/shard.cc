@@ -385,6 +385,9 @@ Verdict Shard::check_recipient(Connection& c, const Recipient& r) {
   // nothing by RSET or a new MAIL.
   ++c.unknown_rcpts;
   const bool over = c.unknown_rcpts > c.unknown_limit;
+  metrics_
+      .rejects[static_cast<size_t>(CheckStage::rcpt)][static_cast<size_t>(RejectCheck::recipients)]
+      .inc();
   if (log_enabled(LogLevel::info)) {
     LogLine l(LogLevel::info, "reject", unix_ms_);
     l.kv("stage", "rcpt").kv("check", "recipients");

@@ -5,8 +5,10 @@ sockets, read back what landed in the spool, and stop it by PID.
 Each test file is one ctest test; it exits 0 on success, 77 to skip (only when
 a peer program cannot be installed), anything else on failure."""
 
+import atexit
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +53,10 @@ class Server:
     def __init__(self, extra_toml="", shards=2, args=(), spool=None, port=None, admin=True,
                  spool_toml="", listener_toml="", host="127.0.0.1", config_text=None):
         self.dir = tempfile.mkdtemp(prefix="ringmx-it-")
+        # Removed when the test process ends (spools of load tests are large:
+        # left behind, they fill the disk); RINGMX_KEEP_TMP=1 keeps them.
+        if not os.environ.get("RINGMX_KEEP_TMP"):
+            atexit.register(shutil.rmtree, self.dir, True)
         self.spool = spool or os.path.join(self.dir, "spool")
         self.port = port or free_port()
         self.admin_port = free_port() if admin else 0

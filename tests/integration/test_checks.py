@@ -77,6 +77,10 @@ score = 4
 unresolvable = "reject"
 null_mx = "reject"
 
+[headers]
+require_from = true
+reject_duplicates = true
+
 [[dnsbl]]
 zone = "bl.test"
 weight = 10
@@ -229,6 +233,26 @@ class Checks(unittest.TestCase):
         print("other transaction: %.1f ms; the slow lookup's tempfail after %.1f ms"
               % (other_done * 1000, waited * 1000), file=sys.stderr)
         slow.cmd("QUIT")
+
+    def test_header_rules(self):
+        c = self.greet(30)
+        for message, want in ((b"Subject: none from\r\n\r\nhi\r\n", "no From header"),
+                              (MESSAGE.replace(b"Subject: checks", b"Subject: a\r\nSubject: b"),
+                               "more than one Subject")):
+            self.assertEqual(c.cmd("MAIL FROM:<a@mx.test>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@example.org>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(message + b".\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 550, lines)
+            self.assertIn("5.6.0", lines[0])
+            self.assertIn(want, lines[0])
+        c.cmd("QUIT")
+        wait_for(lambda: metric(http_get(self.srv.admin_port, "/metrics")[1],
+                                "ringmx_rejects_total", stage="message", check="headers") >= 2,
+                 what="the header refusals counted")
+        wait_for(lambda: "event=reject stage=message check=headers" in self.srv.log(),
+                 what="the header refusal's log line")
 
     def test_metrics(self):
         c = connect(self.srv, 34)
