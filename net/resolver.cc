@@ -99,9 +99,10 @@ uint64_t Resolver::lookup(uint16_t type, std::string_view name, Done done) {
   auto it = cache_.find(key);
   if (it != cache_.end() && !it->second.pending && it->second.expires_ms > now_ms_) {
     if (metrics_) metrics_->cache_hits.inc();
-    touch(it->second, key);
-    const DnsAnswer answer = it->second.answer;  // a copy: done may change the cache
-    done(answer);
+    touch(it->second);
+    // Held: done may change the cache (and evict this entry).
+    const std::shared_ptr<const DnsAnswer> answer = it->second.answer;
+    done(*answer);
     return ticket;
   }
   if (it != cache_.end() && it->second.pending) {
@@ -194,7 +195,7 @@ void Resolver::answered(const std::string& key, int status, const unsigned char*
     cache_.erase(it);
   } else {
     e.pending = false;
-    e.answer = answer;
+    e.answer = std::make_shared<const DnsAnswer>(answer);
     e.expires_ms = now_ms_ + int64_t{ttl} * 1000;
   }
   for (Waiter& w : waiters) {
@@ -205,10 +206,8 @@ void Resolver::answered(const std::string& key, int status, const unsigned char*
   }
 }
 
-void Resolver::touch(Entry& e, const std::string& key) {
-  lru_.erase(e.lru);
-  lru_.push_front(key);
-  e.lru = lru_.begin();
+void Resolver::touch(Entry& e) {
+  lru_.splice(lru_.begin(), lru_, e.lru);  // to the front, no allocation
 }
 
 // Room for one more entry: the least recently used answers go first; a

@@ -73,7 +73,7 @@ class Resolver final : public DnsLookup {
     uint16_t type = 0;
     std::string name;
     bool pending = false;
-    DnsAnswer answer;
+    std::shared_ptr<const DnsAnswer> answer;  // shared: a hit costs no copy
     int64_t expires_ms = 0;
     int64_t started_ns = 0;
     std::vector<Waiter> waiters;
@@ -90,7 +90,7 @@ class Resolver final : public DnsLookup {
   void arm(Watch& w);
   void process(int read_fd, int write_fd);
   void reschedule();
-  void touch(Entry& e, const std::string& key);
+  void touch(Entry& e);
   void evict();
   void count(uint16_t type, DnsOutcome o);
 
