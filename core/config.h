@@ -19,6 +19,8 @@ enum class LogFormat : uint8_t { logfmt, json };
 
 // How a listener uses TLS. `unset` follows the [tls] section: STARTTLS when
 // it names a certificate, plain SMTP otherwise.
+enum class PregreetAction : uint8_t { reject, score };
+
 enum class ListenerTls : uint8_t { unset, none, starttls, implicit };
 
 // Whether a listener expects a PROXY protocol header (HAProxy's v1 text or
@@ -166,6 +168,15 @@ struct ServerConfig {
   // Wait this long before the greeting; a client that talks first is refused
   // (554 5.5.1). 0 greets at once.
   uint32_t greeting_delay_ms = 0;
+  // With a greeting delay: send a "220-" line at once and the rest of the
+  // greeting after the delay (postscreen's teaser): a robot that answers the
+  // first line without waiting for the last is caught too.
+  bool greeting_teaser = false;
+  // A client that talks before the greeting: refused (554 5.5.1, the
+  // default), or only scored (`pregreet_score` added to its connection's
+  // score, its input kept for after the greeting).
+  PregreetAction pregreet_action = PregreetAction::reject;
+  uint32_t pregreet_score = 5;
   // A PROXY listener's header must be complete this long after the connect.
   uint32_t proxy_timeout_ms = 5000;
   // Submission queue entries of each shard's io_uring. A burst that needs

@@ -57,6 +57,7 @@ constexpr ServerUint kServerUints[] = {
     {"drain_timeout_ms", &ServerConfig::drain_timeout_ms, 0, 3'600'000},
     {"greeting_delay_ms", &ServerConfig::greeting_delay_ms, 0, 60'000},
     {"proxy_timeout_ms", &ServerConfig::proxy_timeout_ms, 100, 300'000},
+    {"pregreet_score", &ServerConfig::pregreet_score, 0, 1'000'000},
     {"ring_entries", &ServerConfig::ring_entries, 8, 32'768},
 };
 
@@ -189,6 +190,11 @@ constexpr EnumName<LogLevel> kLogLevels[] = {
     {"info", LogLevel::info},
     {"warn", LogLevel::warn},
     {"error", LogLevel::error},
+};
+
+constexpr EnumName<PregreetAction> kPregreetActions[] = {
+    {"reject", PregreetAction::reject},
+    {"score", PregreetAction::score},
 };
 
 constexpr EnumName<LogFormat> kLogFormats[] = {
@@ -386,6 +392,10 @@ class Loader : TomlReader {
         read_enum(v, key, kLogLevels, cfg.log_level);
       } else if (name == "log_format") {
         read_enum(v, key, kLogFormats, cfg.log_format);
+      } else if (name == "greeting_teaser") {
+        read_bool(v, key, cfg.greeting_teaser);
+      } else if (name == "pregreet_action") {
+        read_enum(v, key, kPregreetActions, cfg.pregreet_action);
       } else if (!load_uint_field(kServerUints, name, v, key, cfg)) {
         unknown(k, v, key);
       }

@@ -211,6 +211,18 @@ void Session::finish_connect(const Verdict& v) {
     return;
   }
   phase_ = Phase::command;
+  if (teaser_sent_) {
+    // A multi-line reply keeps one code (RFC 5321 4.2.1): the "220-" line
+    // is completed, and the refusal answers the commands instead.
+    append_reply(out_, 220, {}, config().hostname + " ESMTP");
+    handler_.on_reply(*this, Verb::unknown, 220, {}, {});
+    connect_refusal_ = v;
+    if (connect_refusal_.code == 0) {
+      connect_refusal_ = Verdict::reject(554, "5.7.1", "Error: connection rejected");
+    }
+    connect_rejected_ = true;
+    return;
+  }
   reply_verdict(v, 554, "5.7.1", "Error: connection rejected");
   // A 554 greeting: the client may only QUIT (RFC 5321 3.1); 421 closed already.
   if (!closed()) connect_rejected_ = true;
@@ -442,6 +454,13 @@ void Session::handle_line(std::string_view line, Now now) {
     return;
   }
   if (connect_rejected_) {
+    if (teaser_sent_) {
+      // Refused after a 220: each command gets the refusal (a 421 closes).
+      if (connect_refusal_.code < 500) {
+        return close_with(connect_refusal_.code, connect_refusal_.enhanced, connect_refusal_.text);
+      }
+      return error_reply(connect_refusal_.code, connect_refusal_.enhanced, connect_refusal_.text);
+    }
     error_reply(503, "5.7.0", "Error: connection rejected, send QUIT");
     return;
   }

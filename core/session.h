@@ -193,6 +193,11 @@ class Session {
     info_.server_ip = std::move(ip);
     info_.server_port = port;
   }
+  // A "220-" teaser line already went out (the greeting delay's, as
+  // postscreen does): the greeting must complete that reply. A connection the
+  // connect check refuses then gets a plain "220 <host>" and the refusal as
+  // the answer to each of its commands (QUIT excepted). Set before start().
+  void set_teaser_sent() { teaser_sent_ = true; }
   // Whether XCLIENT is offered and honoured; set before start().
   void allow_xclient(bool allowed) { info_.xclient_allowed = allowed; }
 
@@ -330,6 +335,8 @@ class Session {
   bool helo_seen_ = false;
   bool draining_ = false;
   bool connect_rejected_ = false;  // 5xx greeting: only QUIT is served (RFC 5321 3.1)
+  bool teaser_sent_ = false;       // set_teaser_sent()
+  Verdict connect_refusal_;        // after a teaser: what every command is answered
   std::string helo_;
   std::string helo_candidate_;  // waiting for on_helo
   bool ehlo_candidate_ = false;

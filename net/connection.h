@@ -132,6 +132,7 @@ struct alignas(16) Connection final : SessionHandler {
   bool ip_counted = false;  // ... and in its client address's (ip_slot)
   size_t ip_slot = 0;
   bool recv_armed = false;
+  bool pregreeted = false;  // talked before the greeting (pregreet_action = "score")
   bool recv_paused = false;
   bool send_busy = false;
   bool shut = false;

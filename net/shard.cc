@@ -660,6 +660,11 @@ void Shard::start_session(Connection& c) {
   if (delay > 0) {
     c.stage = Connection::Stage::greeting_delay;
     wheel_.schedule(c.timer, now_.mono_ms + delay);
+    if (cfg_->server.greeting_teaser) {
+      queue_output(c, "220-" + cfg_->server.smtp.hostname + " ESMTP\r\n");
+      c.session.set_teaser_sent();
+      start_send(c);
+    }
     return;
   }
   c.stage = Connection::Stage::open;
@@ -781,6 +786,27 @@ void Shard::client_gone(Connection& c, bool clean_eof) {
 }
 
 void Shard::feed(Connection& c, std::string_view data) {
+  if (c.stage == Connection::Stage::greeting_delay &&
+      cfg_->server.pregreet_action == PregreetAction::score) {
+    // Scored, not refused: the input waits for the greeting (and the session
+    // then judges it: commands sent ahead are still not pipelining it was offered).
+    if (!c.pregreeted) {
+      c.pregreeted = true;
+      if (c.policy)
+        c.policy->add_score(static_cast<int32_t>(cfg_->server.pregreet_score),
+                            "talked before the greeting");
+      if (log_enabled(LogLevel::info)) {
+        LogLine l(LogLevel::info, "pregreet", unix_ms_);
+        l.kv("sid", format_session_id(c.session.conn().session_id))
+            .kv("client", c.session.conn().client_ip)
+            .kv("action", "score");
+        log(l);
+      }
+    }
+    c.pending_in.append(data);
+    if (c.pending_in.size() > kMaxPendingInput && c.recv_armed && !c.recv_paused) pause_recv(c);
+    return;
+  }
   if (c.stage == Connection::Stage::greeting_delay) {
     // Talked before the greeting: a robot that does not wait for the server.
     wheel_.cancel(c.timer);
@@ -997,6 +1023,7 @@ void Shard::on_timer(TimerNode& n) {
   if (c.stage == Connection::Stage::greeting_delay) {
     c.stage = Connection::Stage::open;
     c.session.start(now_);
+    if (!c.pending_in.empty()) feed_pending(c);  // a scored early talker's input
     flush(c);
     return;
   }

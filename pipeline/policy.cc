@@ -27,8 +27,17 @@ void Policy::reset_client() {
   prefetched_ = false;
   have_prefetch_ = false;
   score_ = 0;
+  extra_score_ = 0;
+  extra_findings_.clear();
   stage_score_ = {};
   for (auto& f : findings_) f.clear();
+}
+
+void Policy::add_score(int32_t score, std::string reason) {
+  extra_score_ += score;
+  if (score > 0 && extra_findings_.size() < kKeptFindings) {
+    extra_findings_.push_back(std::move(reason));
+  }
 }
 
 void Policy::prefetch_connect() {
@@ -130,7 +139,7 @@ PolicyDecision Policy::conclude() {
       refuser = running_checks_[i];
     }
   }
-  score_ = 0;
+  score_ = extra_score_;
   for (int32_t x : stage_score_) score_ += x;
   d.score = score_;
   if (refusal != nullptr) {
@@ -145,6 +154,11 @@ PolicyDecision Policy::conclude() {
     std::string text = "Error: refused by policy (";
     d.reason = "score " + std::to_string(score_) + ":";
     size_t n = 0;
+    for (const std::string& f : extra_findings_) {
+      if (n < kNamedFindings) text += (n ? ", " : "") + f;
+      d.reason += (n ? ", " : " ") + f;
+      ++n;
+    }
     for (const auto& stage_findings : findings_) {
       for (const std::string& f : stage_findings) {
         if (n < kNamedFindings) text += (n ? ", " : "") + f;

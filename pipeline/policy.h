@@ -52,6 +52,10 @@ class Policy {
   // The client changed (XCLIENT): score, facts and lookups start over.
   void reset_client();
 
+  // A finding made outside the checks (a client that talked before the
+  // greeting): counts from the next stage decided on.
+  void add_score(int32_t score, std::string reason);
+
   CheckContext& context() { return ctx_; }
   int32_t score() const { return score_; }
   const CheckSet& checks() const { return *checks_; }
@@ -66,6 +70,8 @@ class Policy {
   Resume resume_;
   int32_t score_ = 0;
   std::array<int32_t, kCheckStages> stage_score_{};
+  int32_t extra_score_ = 0;  // add_score()
+  std::vector<std::string> extra_findings_;
   // Findings that added to the score, for the refusal text, by stage.
   std::array<std::vector<std::string>, kCheckStages> findings_;
 

@@ -266,6 +266,89 @@ class Checks(unittest.TestCase):
                                        result="found"), 1)
 
 
+TEASER = """
+greeting_delay_ms = 400
+greeting_teaser = true
+pregreet_action = "score"
+pregreet_score = 6
+
+[dns]
+servers = ["127.0.0.1:%(port)d"]
+
+[checks]
+reject_score = 10
+
+[checks.ptr]
+missing = "reject"
+
+[checks.helo]
+not_fqdn = "score"
+score = 4
+"""
+
+
+class TeaserAndPregreetScore(unittest.TestCase):
+    """postscreen's teaser: "220-" at once, the rest of the greeting after the
+    delay; an early talker only scored (pregreet_action = "score")."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = Dnsmasq(records(1))
+        cls.srv = Server(TEASER % {"port": cls.dns.port}, shards=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.dns.stop()
+        assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
+
+    def test_patient_client_gets_the_whole_greeting_after_the_delay(self):
+        c = connect(self.srv, 30)
+        t0 = time.monotonic()
+        while b"\r\n" not in c.buf:
+            c.buf += c.sock.recv(4096)
+        self.assertTrue(c.buf.startswith(b"220-mx.test ESMTP\r\n"), c.buf)
+        self.assertLess(time.monotonic() - t0, 0.3)  # the teaser came at once
+        code, lines = c.reply()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.35)
+        self.assertEqual(code, 220)
+        self.assertEqual(lines[0], "220-mx.test ESMTP")
+        self.assertTrue(lines[-1].startswith("220 mx.test"), lines)
+        self.assertEqual(c.cmd("EHLO client.good.test")[0], 250)
+        c.cmd("QUIT")
+
+    def test_refused_connection_after_a_teaser_is_refused_per_command(self):
+        c = connect(self.srv, 31)  # no PTR
+        code, lines = c.reply()
+        self.assertEqual(code, 220)  # one code per reply: the teaser is completed
+        self.assertEqual(lines[-1], "220 mx.test ESMTP")
+        code, lines = c.cmd("EHLO client.test")
+        self.assertEqual(code, 554, lines)
+        self.assertIn("5.7.25", lines[0])
+        code, lines = c.cmd("MAIL FROM:<a@mx.test>")
+        self.assertEqual(code, 554, lines)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_early_talker_is_scored_not_refused(self):
+        c = connect(self.srv, 30)
+        c.send("EHLO client.good.test\r\n")  # before the greeting: +6
+        code, lines = c.reply()
+        self.assertEqual(code, 220, lines)
+        code, lines = c.reply()  # the EHLO it sent early is answered after the greeting
+        self.assertEqual(code, 250, lines)
+        # Another early talker whose HELO is no FQDN (+4): the score refuses it.
+        c2 = connect(self.srv, 30)
+        c2.send("EHLO bot\r\n")
+        self.assertEqual(c2.reply()[0], 220)
+        code, lines = c2.reply()
+        self.assertEqual(code, 550, lines)
+        self.assertIn("talked before the greeting", lines[0])
+        c.cmd("QUIT")
+        c2.cmd("QUIT")
+        wait_for(lambda: "event=pregreet" in self.srv.log() and "action=score" in self.srv.log(),
+                 what="the pregreet log line")
+
+
 if __name__ == "__main__":
     if not os.access(DNSMASQ, os.X_OK):
         print("SKIP: dnsmasq is not installed (Debian dnsmasq-base; tools/dev.sh installs it)",

@@ -528,6 +528,18 @@ TEST_F(PolicyTest, NewClientStartsOver) {
   EXPECT_EQ(now(*p, CheckStage::connect).score, 4);
 }
 
+TEST_F(PolicyTest, ScoreFromOutsideTheChecksCountsAndIsNamed) {
+  auto set = std::make_shared<CheckSet>();
+  set->reject_score = 10;
+  set->add(std::make_unique<Fixed>("h", stage_bit(CheckStage::helo), CheckResult::add(4, "h")));
+  auto p = make(set);
+  p->add_score(6, "talked before the greeting");
+  EXPECT_EQ(now(*p, CheckStage::connect).score, 6);
+  const PolicyDecision d = now(*p, CheckStage::helo);
+  EXPECT_EQ(d.check, "score");
+  EXPECT_NE(d.verdict.text.find("talked before the greeting"), std::string::npos);
+}
+
 TEST_F(PolicyTest, WithoutResolverDnsChecksSeeTemporaryFailure) {
   auto set = set_of(sender_config());
   Policy p(set, conn_, nullptr, [](const PolicyDecision&) {});

@@ -376,3 +376,42 @@ TEST(SessionHeaders, OffByDefault) {
 
 }  // namespace
 }  // namespace ringmx
+
+namespace ringmx {
+namespace {
+
+// ---- the greeting teaser ("220-" sent by the owner before the delay) --------------
+
+TEST(SessionTeaser, AcceptedConnectionCompletesTheReply) {
+  test::Harness h(test::kStrict, SessionConfig{}, test::Harness::default_info(), false);
+  h.session.set_teaser_sent();
+  h.session.start(h.now);
+  EXPECT_EQ(h.take().substr(0, 4), "220 ");  // the last line of the teaser's reply
+}
+
+TEST(SessionTeaser, RefusedConnectionAnswersEachCommandButQuit) {
+  test::Harness h(test::kStrict, SessionConfig{}, test::Harness::default_info(), false);
+  h.rec.pend_connect = true;
+  h.session.set_teaser_sent();
+  h.session.start(h.now);
+  h.session.resume(Verdict::reject(554, "5.7.25", "Error: no PTR"), h.now);
+  EXPECT_EQ(h.take(), "220 localhost ESMTP\r\n");  // one code per reply
+  EXPECT_EQ(h.send("EHLO c\r\n"), "554 5.7.25 Error: no PTR\r\n");
+  EXPECT_EQ(h.send("MAIL FROM:<a@example.com>\r\n"), "554 5.7.25 Error: no PTR\r\n");
+  EXPECT_EQ(h.send("QUIT\r\n").substr(0, 3), "221");
+}
+
+TEST(SessionTeaser, TemporaryRefusalClosesAtTheFirstCommand) {
+  test::Harness h(test::kStrict, SessionConfig{}, test::Harness::default_info(), false);
+  h.rec.pend_connect = true;
+  h.session.set_teaser_sent();
+  h.session.start(h.now);
+  h.session.resume(Verdict::reject(421, "4.7.25", "Error: try later"), h.now);
+  h.take();
+  EXPECT_FALSE(h.session.closed());
+  EXPECT_EQ(h.send("EHLO c\r\n"), "421 4.7.25 Error: try later\r\n");
+  EXPECT_TRUE(h.session.closed());
+}
+
+}  // namespace
+}  // namespace ringmx
