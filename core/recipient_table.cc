@@ -67,7 +67,7 @@ size_t make_key(std::string_view local, std::string_view domain, bool fold_local
   if (n > kMaxKey) return 0;
   if (fold_local) {
     copy_lower(local, out);
-  } else {
+  } else if (!local.empty()) {  // a catch-all's local part is empty (and may be null)
     std::memcpy(out, local.data(), local.size());
   }
   out[local.size()] = '@';
