@@ -19,7 +19,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import SKIP, Client, Server, main, make_cert, wait_for
+from harness import SKIP, Client, Dnsmasq, Server, main, make_cert, wait_for
 from test_bench_lmtp import DOMAIN, Dovecot, install_dovecot
 from test_haproxy import HAPROXY, NODE_A, NODE_B, HAProxy, free_port_on, haproxy_config
 from test_prometheus_scrape import PROMETHEUS, Prometheus
@@ -49,6 +49,7 @@ def edge_toml(srv, node, host, ports, cert, dovecot_port):
         ('"/etc/ringmx/tls/mx.example.org.key"', '"%s"' % cert[1]),
         ('domains = ["example.org"]', 'domains = ["%s"]' % DOMAIN),
         ('"lmtp://10.0.0.30:24"', '"lmtp://127.0.0.1:%d"' % dovecot_port),
+        ('servers = ["127.0.0.1"]', 'servers = ["127.0.0.1:%d"]' % ports["dns"]),
     ], "deploy/ringmx-edge.toml")
 
 
@@ -72,6 +73,16 @@ class DeployStack(unittest.TestCase):
         self.nodes = []
         self.haproxy = self.prometheus = None
         self.dovecot = Dovecot().start()
+        # The nodes' DNS: the clients below have forward-confirmed names, the
+        # sender's domain an MX, and one client is on the block list.
+        records = ["--host-record=c3-%d.clients.test,127.0.3.%d" % (i, i) for i in range(1, 17)]
+        records += ["--host-record=c4-%d.clients.test,127.0.4.%d" % (i, i) for i in range(1, 5)]
+        records += ["--host-record=listed.clients.test,127.0.5.1",
+                    "--address=/1.5.0.127.zen.spamhaus.org/127.0.0.2",
+                    "--mx-host=example.net,mx.example.net,10",
+                    "--host-record=mx.example.net,192.0.2.25"]
+        self.dns = Dnsmasq(records, zones=("test", "127.in-addr.arpa", "example.net",
+                                           "zen.spamhaus.org", "list.dnswl.org"))
 
     def tearDown(self):
         if self.prometheus:
@@ -83,6 +94,7 @@ class DeployStack(unittest.TestCase):
             self.assertEqual(rc, 0, srv.log())
         self.dovecot.stop()
         self.dovecot.cleanup()
+        self.dns.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def send(self, port, source, local, tag, implicit_tls=False):
@@ -103,7 +115,8 @@ class DeployStack(unittest.TestCase):
         self.assertEqual(c.cmd("MAIL FROM:<sender@example.net>")[0], 250)
         self.assertEqual(c.cmd("RCPT TO:<%s@%s>" % (local, DOMAIN))[0], 250)
         self.assertEqual(c.cmd("DATA")[0], 354)
-        c.send(b"Subject: stack\r\nMessage-ID: <%s@stack.test>\r\n\r\nbody\r\n.\r\n"
+        c.send(b"From: sender@example.net\r\nDate: Sat, 5 Dec 2026 10:00:00 +0000\r\n"
+               b"Subject: stack\r\nMessage-ID: <%s@stack.test>\r\n\r\nbody\r\n.\r\n"
                % tag.encode())
         code, lines = c.reply()
         self.assertEqual(code, 250, lines)
@@ -120,7 +133,7 @@ class DeployStack(unittest.TestCase):
         cert = make_cert(self.dir)
         ports = {"smtp": free_port_on(NODE_A, NODE_B), "tls": free_port_on(NODE_A, NODE_B),
                  "admin": free_port_on(NODE_A, NODE_B), "front": free_port_on("127.0.0.1"),
-                 "front_tls": free_port_on("127.0.0.1")}
+                 "front_tls": free_port_on("127.0.0.1"), "dns": self.dns.port}
         for node, host in ((1, NODE_A), (2, NODE_B)):
             srv = Server(host=host, port=ports["smtp"],
                          config_text=lambda s, node=node, host=host: edge_toml(
@@ -151,6 +164,14 @@ class DeployStack(unittest.TestCase):
             ours = [l for l in data.split(b"\r\n") if b"(ringmx)" in l or b"[127." in l]
             self.assertIn(b"[%s])" % source.encode(), data, ours)
             self.assertIn(b"with ESMTPS", data)
+            # The checks saw the client the PROXY header named.
+            self.assertIn(b"iprev=pass policy.iprev=%s (" % source.encode(), data)
+        # A client on the block list, through HAProxy: refused at connect.
+        c = Client(ports["front"], source=("127.0.5.1", 0), timeout=20)
+        code, lines = c.reply()
+        self.assertEqual(code, 554, lines)
+        self.assertIn("listed by zen.spamhaus.org", lines[0])
+        c.close()
         def per_node():
             return [len([l for l in srv.log().splitlines()
                          if '"event":"transaction"' in l and '"code":250' in l])
