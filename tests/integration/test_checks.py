@@ -254,6 +254,29 @@ class Checks(unittest.TestCase):
         wait_for(lambda: "event=reject stage=message check=headers" in self.srv.log(),
                  what="the header refusal's log line")
 
+    def test_slow_network_and_a_long_pause_are_served(self):
+        # Every command in pieces 200 ms apart (well inside
+        # limits.command_line_timeout_ms), and 40 s of silence between two
+        # commands (only limits.command_timeout_ms, 300 s, applies there).
+        c = connect(self.srv, 30)
+        self.assertEqual(c.reply()[0], 220)
+
+        def slowly(line):
+            data = (line + "\r\n").encode()
+            for i in range(0, len(data), 4):
+                c.send(data[i:i + 4])
+                time.sleep(0.2)
+            return c.reply()
+
+        self.assertEqual(slowly("EHLO client.good.test")[0], 250)
+        self.assertEqual(slowly("MAIL FROM:<a@mx.test>")[0], 250)
+        time.sleep(40)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(MESSAGE + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        c.cmd("QUIT")
+
     def test_metrics(self):
         c = connect(self.srv, 34)
         c.reply()
