@@ -105,7 +105,8 @@ void Policy::check_done(uint64_t generation, size_t slot, CheckResult r) {
     return;
   }
   caller_waiting_ = false;
-  resume_(d);  // may destroy this: nothing after it
+  const Resume resume = resume_;  // the call may destroy this, its members with it
+  resume(d);
 }
 
 PolicyDecision Policy::conclude() {

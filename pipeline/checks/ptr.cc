@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/address.h"
 #include "pipeline/checks/builtin.h"
 
 namespace ringmx {
@@ -61,13 +62,17 @@ class PtrCheck final : public Check {
       return conclude(ctx, done, false);
     }
     ctx.iprev.has_ptr = true;
-    ctx.iprev.ptr_name = a.records.front().data;
     auto st = std::make_shared<State>();
     st->done = std::move(done);
     for (const DnsRecord& r : a.records) {
       if (st->names.size() == kMaxNames) break;
-      if (!r.data.empty()) st->names.push_back(r.data);
+      // A name goes into the Received and trace headers and the logs: only
+      // host names (letters, digits, '-', '.'), never whatever octets a
+      // hostile reverse zone serves (a CR LF would forge header lines).
+      if (r.data.empty() || !is_valid_domain(r.data, false) || r.data.front() == '[') continue;
+      st->names.push_back(r.data);
     }
+    if (!st->names.empty()) ctx.iprev.ptr_name = st->names.front();
     if (st->names.empty()) {
       ctx.iprev.state = IprevFacts::State::fail;
       CheckDone d = std::move(st->done);

@@ -365,6 +365,19 @@ TEST_F(PolicyTest, PtrUnconfirmedAndDynamicScore) {
   EXPECT_EQ(p->context().iprev.state, IprevFacts::State::fail);
 }
 
+TEST_F(PolicyTest, PtrNamesThatAreNotHostNamesAreNeverUsed) {
+  // A hostile reverse zone: a name with CR LF (a forged header line) that
+  // even resolves back. It is neither confirmed nor shown anywhere.
+  const std::string evil = "a.example\r\nx-injected: 1";
+  dns_.set(dns_type::kPtr, "7.2.0.192.in-addr.arpa", found({evil}));
+  dns_.set(dns_type::kA, evil, found({v4("192.0.2.7")}));
+  auto p = make(set_of(ptr_config(CheckAction::off, CheckAction::score, CheckAction::off)));
+  EXPECT_EQ(now(*p, CheckStage::connect).score, 4);
+  EXPECT_TRUE(p->context().iprev.verified_name.empty());
+  EXPECT_TRUE(p->context().iprev.ptr_name.empty());
+  EXPECT_EQ(dns_.asked.size(), 1u);  // never looked up forward
+}
+
 TEST_F(PolicyTest, PtrConfirmsAtMostFiveNames) {
   std::vector<std::string> names;
   for (int i = 0; i < 9; ++i) names.push_back("n" + std::to_string(i) + ".example");
