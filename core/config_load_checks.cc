@@ -28,11 +28,21 @@ constexpr size_t kMaxCodes = 64;
 // DNS lists consulted at each connect, all at once.
 constexpr size_t kMaxLists = 16;
 
-struct ActionField {
-  std::string_view name;
-  CheckAction PtrCheckConfig::*ptr = nullptr;
-  CheckAction HeloCheckConfig::*helo = nullptr;
-  CheckAction SenderCheckConfig::*sender = nullptr;
+constexpr ActionKey<PtrCheckConfig> kPtrActions[] = {
+    {"missing", &PtrCheckConfig::missing},
+    {"unconfirmed", &PtrCheckConfig::unconfirmed},
+    {"dynamic", &PtrCheckConfig::dynamic},
+};
+constexpr ActionKey<HeloCheckConfig> kHeloActions[] = {
+    {"bare_ip", &HeloCheckConfig::bare_ip},
+    {"not_fqdn", &HeloCheckConfig::not_fqdn},
+    {"ours", &HeloCheckConfig::ours},
+    {"literal_mismatch", &HeloCheckConfig::literal_mismatch},
+    {"unresolvable", &HeloCheckConfig::unresolvable},
+};
+constexpr ActionKey<SenderCheckConfig> kSenderActions[] = {
+    {"unresolvable", &SenderCheckConfig::unresolvable},
+    {"null_mx", &SenderCheckConfig::null_mx},
 };
 
 bool parse_v4(std::string_view s, uint32_t& out) {
@@ -125,71 +135,50 @@ void ChecksLoader::load_headers(const toml::node& n, HeaderRules& out) {
   }
 }
 
-void ChecksLoader::load_ptr(const toml::table& t, PtrCheckConfig& out) {
+// A check's table: its action keys, then score and dns_failure, which every
+// check has; `extra` takes the keys only one check has (false: unknown).
+template <class T, size_t N, class Extra>
+void ChecksLoader::load_rules(const toml::table& t, std::string_view section,
+                              const ActionKey<T> (&actions)[N], T& out, Extra extra) {
   for (const auto& [k, v] : t) {
-    const std::string key = dotted("checks.ptr", k);
+    const std::string key = dotted(section, k);
     const std::string_view name = k.str();
-    if (name == "missing") {
-      read_enum(v, key, kCheckActions, out.missing);
-    } else if (name == "unconfirmed") {
-      read_enum(v, key, kCheckActions, out.unconfirmed);
-    } else if (name == "dynamic") {
-      read_enum(v, key, kCheckActions, out.dynamic);
-    } else if (name == "dynamic_patterns") {
-      read_checked_list(v, key, check_regex, kMaxPatterns, out.dynamic_patterns);
-    } else if (name == "score") {
+    bool known = true;
+    if (name == "score") {
       int64_t x = 0;
       if (read_int(v, key, 0, kMaxScore, x)) out.score = static_cast<int32_t>(x);
     } else if (name == "dns_failure") {
       read_enum(v, key, kDnsFailures, out.dns_failure);
     } else {
-      unknown(k, v, key);
+      known = false;
+      for (const ActionKey<T>& a : actions) {
+        if (a.name != name) continue;
+        read_enum(v, key, kCheckActions, out.*a.field);
+        known = true;
+      }
+      if (!known) known = extra(name, v, key);
     }
+    if (!known) unknown(k, v, key);
   }
+}
+
+void ChecksLoader::load_ptr(const toml::table& t, PtrCheckConfig& out) {
+  load_rules(t, "checks.ptr", kPtrActions, out,
+             [&](std::string_view name, const toml::node& v, const std::string& key) {
+               if (name != "dynamic_patterns") return false;
+               read_checked_list(v, key, check_regex, kMaxPatterns, out.dynamic_patterns);
+               return true;
+             });
 }
 
 void ChecksLoader::load_helo(const toml::table& t, HeloCheckConfig& out) {
-  for (const auto& [k, v] : t) {
-    const std::string key = dotted("checks.helo", k);
-    const std::string_view name = k.str();
-    if (name == "bare_ip") {
-      read_enum(v, key, kCheckActions, out.bare_ip);
-    } else if (name == "not_fqdn") {
-      read_enum(v, key, kCheckActions, out.not_fqdn);
-    } else if (name == "ours") {
-      read_enum(v, key, kCheckActions, out.ours);
-    } else if (name == "literal_mismatch") {
-      read_enum(v, key, kCheckActions, out.literal_mismatch);
-    } else if (name == "unresolvable") {
-      read_enum(v, key, kCheckActions, out.unresolvable);
-    } else if (name == "score") {
-      int64_t x = 0;
-      if (read_int(v, key, 0, kMaxScore, x)) out.score = static_cast<int32_t>(x);
-    } else if (name == "dns_failure") {
-      read_enum(v, key, kDnsFailures, out.dns_failure);
-    } else {
-      unknown(k, v, key);
-    }
-  }
+  load_rules(t, "checks.helo", kHeloActions, out,
+             [](std::string_view, const toml::node&, const std::string&) { return false; });
 }
 
 void ChecksLoader::load_sender(const toml::table& t, SenderCheckConfig& out) {
-  for (const auto& [k, v] : t) {
-    const std::string key = dotted("checks.sender", k);
-    const std::string_view name = k.str();
-    if (name == "unresolvable") {
-      read_enum(v, key, kCheckActions, out.unresolvable);
-    } else if (name == "null_mx") {
-      read_enum(v, key, kCheckActions, out.null_mx);
-    } else if (name == "score") {
-      int64_t x = 0;
-      if (read_int(v, key, 0, kMaxScore, x)) out.score = static_cast<int32_t>(x);
-    } else if (name == "dns_failure") {
-      read_enum(v, key, kDnsFailures, out.dns_failure);
-    } else {
-      unknown(k, v, key);
-    }
-  }
+  load_rules(t, "checks.sender", kSenderActions, out,
+             [](std::string_view, const toml::node&, const std::string&) { return false; });
 }
 
 void ChecksLoader::load_lists(const toml::node& n, std::string_view list_key,

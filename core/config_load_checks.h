@@ -14,6 +14,13 @@
 
 namespace ringmx {
 
+// The findings of one check's table, each an action key.
+template <class T>
+struct ActionKey {
+  std::string_view name;
+  CheckAction T::*field;
+};
+
 class ChecksLoader : TomlReader {
  public:
   using TomlReader::TomlReader;
@@ -26,6 +33,9 @@ class ChecksLoader : TomlReader {
   void load_ptr(const toml::table& t, PtrCheckConfig& out);
   void load_helo(const toml::table& t, HeloCheckConfig& out);
   void load_sender(const toml::table& t, SenderCheckConfig& out);
+  template <class T, size_t N, class Extra>
+  void load_rules(const toml::table& t, std::string_view section, const ActionKey<T> (&actions)[N],
+                  T& out, Extra extra);
 };
 
 // The rules the loader applies, for validate_config: an empty string when

@@ -107,6 +107,29 @@ std::string dump(const ServerConfig& c) {
   const RecipientsConfig& r = c.recipients;
   o << "recipients=" << r.file << " " << r.case_sensitive << " [" << r.subaddress_separator << "] "
     << r.unknown_limit << "\n";
+  o << "pregreet=" << c.greeting_teaser << " " << static_cast<int>(c.pregreet_action) << " "
+    << c.pregreet_score << "\n";
+  const HeaderRules& h = c.smtp.headers;
+  o << "headers=" << h.require_from << " " << h.require_date << " " << h.reject_duplicates << "\n";
+  const ChecksConfig& k = c.checks;
+  auto act = [](CheckAction a) { return static_cast<int>(a); };
+  o << "checks=" << k.reject_score << " " << k.trace_header << " "
+    << static_cast<int>(k.dnsbl_failure) << "\n";
+  o << "ptr=" << act(k.ptr.missing) << act(k.ptr.unconfirmed) << act(k.ptr.dynamic) << " "
+    << k.ptr.score << " " << static_cast<int>(k.ptr.dns_failure);
+  for (const std::string& p : k.ptr.dynamic_patterns) o << " /" << p << "/";
+  o << "\nhelo=" << act(k.helo.bare_ip) << act(k.helo.not_fqdn) << act(k.helo.ours)
+    << act(k.helo.literal_mismatch) << act(k.helo.unresolvable) << " " << k.helo.score << " "
+    << static_cast<int>(k.helo.dns_failure) << "\n";
+  o << "sender=" << act(k.sender.unresolvable) << act(k.sender.null_mx) << " " << k.sender.score
+    << " " << static_cast<int>(k.sender.dns_failure) << "\n";
+  for (const auto* lists : {&k.dnsbl, &k.dnswl}) {
+    for (const DnsListConfig& l : *lists) {
+      o << (lists == &k.dnsbl ? "dnsbl=" : "dnswl=") << l.zone << " " << l.name << " " << l.weight;
+      for (const std::string& code : l.codes) o << " " << code;
+      o << "\n";
+    }
+  }
   return o.str();
 }
 
@@ -173,6 +196,20 @@ ServerConfig everything_changed() {
   c.tls.session_tickets = false;
   c.tls.request_client_cert = true;
   c.tls.handshake_timeout_ms = 7;
+  c.greeting_teaser = true;
+  c.pregreet_action = PregreetAction::score;
+  c.pregreet_score = 7;
+  c.smtp.headers = HeaderRules{true, true, true};
+  ChecksConfig& k = c.checks;
+  k.reject_score = 7;
+  k.trace_header = false;
+  k.dnsbl_failure = DnsFailure::tempfail;
+  k.ptr = PtrCheckConfig{CheckAction::reject, CheckAction::reject, CheckAction::reject, {"x"}, 7,
+                         DnsFailure::tempfail};
+  k.helo = HeloCheckConfig{CheckAction::reject, CheckAction::reject, CheckAction::reject,
+                           CheckAction::reject, CheckAction::reject, 7,
+                           DnsFailure::tempfail};
+  k.sender = SenderCheckConfig{CheckAction::score, CheckAction::score, 7, DnsFailure::skip};
   return c;
 }
 
@@ -248,6 +285,18 @@ const SetCase kSetCases[] = {
      "subaddress_separator = \"+-\"\nunknown_limit = 10000",
      [](ServerConfig& c) {
        c.recipients = RecipientsConfig{"/etc/ringmx/recipients", true, "+-", 10'000};
+     }},
+    {"checks",
+     "[checks]\nreject_score = 0\n[checks.ptr]\nmissing = \"reject\"\n"
+     "dynamic_patterns = ['^dyn']\nscore = 1000000\n[checks.sender]\nnull_mx = \"score\"\n"
+     "[[dnsbl]]\nzone = \"bl.example\"\nweight = 9\ncodes = [\"127.0.0.2-127.0.0.3\"]\n",
+     [](ServerConfig& c) {
+       c.checks.reject_score = 0;
+       c.checks.ptr.missing = CheckAction::reject;
+       c.checks.ptr.dynamic_patterns = {"^dyn"};
+       c.checks.ptr.score = 1'000'000;
+       c.checks.sender.null_mx = CheckAction::score;
+       c.checks.dnsbl = {{"bl.example", "bl.example", 9, {"127.0.0.2-127.0.0.3"}}};
      }},
     {"recipients_off", "[recipients]\nfile = \"\"\nsubaddress_separator = \"\"\nunknown_limit = 1",
      [](ServerConfig& c) {
@@ -606,6 +655,23 @@ const ErrorCase kErrorCases[] = {
      "tls.sni[0].name", "host name"},
     {"tls_sni_incomplete", "[[tls.sni]]\nname = \"mx.example.org\"", 1, "tls.sni[0]",
      "needs name, cert and key"},
+    {"checks_bad_action", "[checks.helo]\n\nbare_ip = \"drop\"", 3, "checks.helo.bare_ip",
+     "must be one of: off, score, reject"},
+    {"checks_score_too_big", "[checks]\nreject_score = 1000001", 2, "checks.reject_score",
+     "must be between 0 and 1000000"},
+    {"checks_negative_weight", "[[dnswl]]\nzone = \"wl.example\"\nweight = -1", 3,
+     "dnswl[0].weight", "must be between 0 and 1000000"},
+    {"checks_bad_regex", "[checks.ptr]\ndynamic_patterns = [\"(\"]", 2,
+     "checks.ptr.dynamic_patterns[0]", "not a valid regular expression"},
+    {"checks_bad_code", "[[dnsbl]]\nzone = \"bl.example\"\ncodes = [\"127.0.0.3-127.0.0.2\"]", 3,
+     "dnsbl[0].codes[0]", "range"},
+    {"checks_zone_required", "[[dnsbl]]\nweight = 1", 1, "dnsbl[0].zone", "is required"},
+    {"checks_unknown_key", "[checks.sender]\nmx = \"reject\"", 2, "checks.sender.mx",
+     "unknown key"},
+    {"headers_not_bool", "[headers]\nrequire_from = 1", 2, "headers.require_from",
+     "expected a boolean"},
+    {"pregreet_bad_action", "[server]\npregreet_action = \"drop\"", 2, "server.pregreet_action",
+     "must be one of: reject, score"},
     {"listener_element_not_table", "listener = [{ address = \"0.0.0.0:25\" }, 7]", 1, "listener[1]",
      "expected a table, not an integer"},
 };
@@ -992,6 +1058,33 @@ TEST(SplitHostPort, Table) {
   uint16_t port = 0;
   EXPECT_FALSE(split_host_port(std::string_view("127.0.0.1\0:25", 13), host, port));
   EXPECT_FALSE(split_host_port(std::string_view("127.0.0.1:2\0", 12), host, port));
+}
+
+}  // namespace
+}  // namespace ringmx
+
+namespace ringmx {
+namespace {
+
+// At most 16 DNS lists of each kind (all asked at every connect) and 64
+// dynamic-name patterns: at the bound and one past it.
+TEST(ConfigLoad, CheckListsAtTheirBounds) {
+  auto lists = [](int n) {
+    std::string t;
+    for (int i = 0; i < n; ++i) t += "[[dnsbl]]\nzone = \"bl" + std::to_string(i) + ".example\"\n";
+    return t;
+  };
+  EXPECT_TRUE(load_config(lists(16), "t.toml").ok());
+  const ConfigLoadResult over = load_config(lists(17), "t.toml");
+  ASSERT_EQ(over.errors.size(), 1u);
+  EXPECT_EQ(over.errors[0].message, "at most 16 lists are allowed");
+  auto patterns = [](int n) {
+    std::string t = "[checks.ptr]\ndynamic_patterns = [";
+    for (int i = 0; i < n; ++i) t += (i ? ", \"p" : "\"p") + std::to_string(i) + "\"";
+    return t + "]\n";
+  };
+  EXPECT_TRUE(load_config(patterns(64), "t.toml").ok());
+  EXPECT_FALSE(load_config(patterns(65), "t.toml").ok());
 }
 
 }  // namespace
