@@ -64,6 +64,42 @@ struct DnsListConfig {
   std::vector<std::string> codes;
 };
 
+// [checks.rate]: how much one client may do, per minute and at once. Each
+// shard counts what it sees on its own (no lock): a per-minute limit is
+// enforced by every shard as its share, ceil(limit / shards), at least 1
+// (docs/rate-limits.md says what that makes exact and what approximate).
+// 0 turns a limit off; the embedded defaults turn them all off.
+struct RateCheckConfig {
+  uint32_t connections_per_minute = 0;  // per client address: 421 4.7.0 at connect
+  uint32_t messages_per_minute = 0;     // MAIL commands: 452 4.7.0
+  uint32_t recipients_per_minute = 0;   // RCPT commands: 452 4.7.0
+  // Connections at once from one network (all shards together, exact up to
+  // hash collisions), besides max_connections_per_ip: 421 4.7.0 at connect.
+  uint32_t max_connections_per_network = 0;
+  uint32_t network_prefix_v4 = 24;  // the network of an IPv4 client: its /24
+  uint32_t network_prefix_v6 = 64;  // ... of an IPv6 client: its /64
+  uint32_t max_clients = 100'000;   // clients each shard remembers; the least recently seen go
+  // Never limited, nor remembered by karma (CIDR networks or addresses).
+  std::vector<std::string> exempt;
+};
+
+// [checks.karma]: a per-shard memory of the clients that were refused
+// recently. A connection that ends having been refused (by a check, the
+// recipient table, the protocol discipline, a pre-greeting talker), or with
+// a score of at least `bad_score`, leaves its client `penalty` points; the
+// points halve every `half_life_s`. A client with at least `reject_penalty`
+// points is refused at connect (421 4.7.0) before any DNS lookup; below
+// that, score_weight percent of its points are added to its score.
+struct KarmaConfig {
+  bool enabled = false;
+  uint32_t penalty = 10;
+  uint32_t reject_penalty = 30;
+  uint32_t half_life_s = 600;
+  uint32_t bad_score = 0;     // 0: a score alone is never held against a client
+  uint32_t score_weight = 0;  // percent; 0: the points only ever refuse
+  uint32_t max_clients = 100'000;
+};
+
 struct ChecksConfig {
   // A connection whose score reaches this is refused; 0: scores never refuse.
   int32_t reject_score = 10;
@@ -72,6 +108,8 @@ struct ChecksConfig {
   PtrCheckConfig ptr;
   HeloCheckConfig helo;
   SenderCheckConfig sender;
+  RateCheckConfig rate;
+  KarmaConfig karma;
   std::vector<DnsListConfig> dnsbl;
   std::vector<DnsListConfig> dnswl;
   // A DNS list lookup that fails for a while: skip (the default: a list's
