@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "core/address.h"
+#include "core/ip_network.h"
 
 namespace ringmx {
 namespace {
@@ -27,6 +28,10 @@ constexpr size_t kMaxPatternLength = 512;
 constexpr size_t kMaxCodes = 64;
 // DNS lists consulted at each connect, all at once.
 constexpr size_t kMaxLists = 16;
+constexpr size_t kMaxExempt = 256;
+// Clients a shard remembers per table (rate, karma): about 100 bytes each.
+constexpr int64_t kMaxRemembered = 10'000'000;
+constexpr int64_t kMaxPerMinute = 1'000'000;
 
 constexpr ActionKey<PtrCheckConfig> kPtrActions[] = {
     {"missing", &PtrCheckConfig::missing},
@@ -112,6 +117,10 @@ void ChecksLoader::load_checks(const toml::node& n, ChecksConfig& out) {
       if (const toml::table* s = section(v, key)) load_helo(*s, out.helo);
     } else if (name == "sender") {
       if (const toml::table* s = section(v, key)) load_sender(*s, out.sender);
+    } else if (name == "rate") {
+      if (const toml::table* s = section(v, key)) load_rate(*s, out.rate);
+    } else if (name == "karma") {
+      if (const toml::table* s = section(v, key)) load_karma(*s, out.karma);
     } else {
       unknown(k, v, key);
     }
@@ -181,6 +190,62 @@ void ChecksLoader::load_sender(const toml::table& t, SenderCheckConfig& out) {
              [](std::string_view, const toml::node&, const std::string&) { return false; });
 }
 
+void ChecksLoader::load_rate(const toml::table& t, RateCheckConfig& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key = dotted("checks.rate", k);
+    const std::string_view name = k.str();
+    int64_t x = 0;
+    if (name == "connections_per_minute") {
+      if (read_int(v, key, 0, kMaxPerMinute, x))
+        out.connections_per_minute = static_cast<uint32_t>(x);
+    } else if (name == "messages_per_minute") {
+      if (read_int(v, key, 0, kMaxPerMinute, x)) out.messages_per_minute = static_cast<uint32_t>(x);
+    } else if (name == "recipients_per_minute") {
+      if (read_int(v, key, 0, kMaxPerMinute, x))
+        out.recipients_per_minute = static_cast<uint32_t>(x);
+    } else if (name == "max_connections_per_network") {
+      if (read_int(v, key, 0, kMaxPerMinute, x)) {
+        out.max_connections_per_network = static_cast<uint32_t>(x);
+      }
+    } else if (name == "network_prefix_v4") {
+      if (read_int(v, key, 8, 32, x)) out.network_prefix_v4 = static_cast<uint32_t>(x);
+    } else if (name == "network_prefix_v6") {
+      if (read_int(v, key, 16, 128, x)) out.network_prefix_v6 = static_cast<uint32_t>(x);
+    } else if (name == "max_clients") {
+      if (read_int(v, key, 1, kMaxRemembered, x)) out.max_clients = static_cast<uint32_t>(x);
+    } else if (name == "exempt") {
+      read_checked_list(v, key, check_network, kMaxExempt, out.exempt);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
+void ChecksLoader::load_karma(const toml::table& t, KarmaConfig& out) {
+  for (const auto& [k, v] : t) {
+    const std::string key = dotted("checks.karma", k);
+    const std::string_view name = k.str();
+    int64_t x = 0;
+    if (name == "enabled") {
+      read_bool(v, key, out.enabled);
+    } else if (name == "penalty") {
+      if (read_int(v, key, 1, kMaxScore, x)) out.penalty = static_cast<uint32_t>(x);
+    } else if (name == "reject_penalty") {
+      if (read_int(v, key, 1, kMaxScore, x)) out.reject_penalty = static_cast<uint32_t>(x);
+    } else if (name == "half_life_s") {
+      if (read_int(v, key, 1, 30 * 86'400, x)) out.half_life_s = static_cast<uint32_t>(x);
+    } else if (name == "bad_score") {
+      if (read_int(v, key, 0, kMaxScore, x)) out.bad_score = static_cast<uint32_t>(x);
+    } else if (name == "score_weight") {
+      if (read_int(v, key, 0, 1000, x)) out.score_weight = static_cast<uint32_t>(x);
+    } else if (name == "max_clients") {
+      if (read_int(v, key, 1, kMaxRemembered, x)) out.max_clients = static_cast<uint32_t>(x);
+    } else {
+      unknown(k, v, key);
+    }
+  }
+}
+
 void ChecksLoader::load_lists(const toml::node& n, std::string_view list_key,
                               std::vector<DnsListConfig>& out) {
   const toml::array* arr = n.as_array();
@@ -241,6 +306,22 @@ std::vector<std::pair<std::string, std::string>> check_checks_config(const Check
     std::string why = check_regex(p);
     if (!why.empty()) out.emplace_back("checks.ptr.dynamic_patterns", std::move(why));
   }
+  for (const std::string& n : c.rate.exempt) {
+    std::string why = check_network(n);
+    if (!why.empty()) out.emplace_back("checks.rate.exempt", std::move(why));
+  }
+  if (c.rate.exempt.size() > kMaxExempt) {
+    out.emplace_back("checks.rate.exempt", "at most 256 networks are allowed");
+  }
+  if (c.rate.network_prefix_v4 < 8 || c.rate.network_prefix_v4 > 32) {
+    out.emplace_back("checks.rate.network_prefix_v4", "must be between 8 and 32");
+  }
+  if (c.rate.network_prefix_v6 < 16 || c.rate.network_prefix_v6 > 128) {
+    out.emplace_back("checks.rate.network_prefix_v6", "must be between 16 and 128");
+  }
+  if (c.rate.max_clients == 0) out.emplace_back("checks.rate.max_clients", "must be at least 1");
+  if (c.karma.max_clients == 0) out.emplace_back("checks.karma.max_clients", "must be at least 1");
+  if (c.karma.half_life_s == 0) out.emplace_back("checks.karma.half_life_s", "must be at least 1");
   for (const auto* lists : {&c.dnsbl, &c.dnswl}) {
     const char* key = lists == &c.dnsbl ? "dnsbl" : "dnswl";
     if (lists->size() > kMaxLists) out.emplace_back(key, "at most 16 lists are allowed");

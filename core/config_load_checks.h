@@ -36,6 +36,8 @@ class ChecksLoader : TomlReader {
   template <class T, size_t N, class Extra>
   void load_rules(const toml::table& t, std::string_view section, const ActionKey<T> (&actions)[N],
                   T& out, Extra extra);
+  void load_rate(const toml::table& t, RateCheckConfig& out);
+  void load_karma(const toml::table& t, KarmaConfig& out);
 };
 
 // The rules the loader applies, for validate_config: an empty string when

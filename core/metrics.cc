@@ -28,13 +28,15 @@ bool reject_pair_expected(size_t stage, size_t check) {
     case RejectCheck::http_probe:
     case RejectCheck::unoffered_pipelining:
     case RejectCheck::slow_command: return stage == kCommand;
+    case RejectCheck::rate: return stage == kConnect || stage == kMail || stage == kRcpt;
+    case RejectCheck::karma: return stage == kConnect;
     default: return false;
   }
 }
 
 constexpr std::array<std::string_view, static_cast<size_t>(ConnResult::count_)> kConnResultNames = {
-    "accepted",   "limit_total",     "limit_per_ip", "pregreet",     "error",
-    "queue_full", "proxy_untrusted", "proxy_error",  "proxy_timeout"};
+    "accepted",   "limit_total",     "limit_per_ip", "pregreet",      "error",
+    "queue_full", "proxy_untrusted", "proxy_error",  "proxy_timeout", "limit_per_network"};
 constexpr std::array<std::string_view, static_cast<size_t>(TxnResult::count_)> kTxnResultNames = {
     "accepted", "rejected", "tempfail", "aborted"};
 
@@ -668,6 +670,8 @@ std::string_view reject_check_name(RejectCheck c) {
                                                              "http_probe",
                                                              "unoffered_pipelining",
                                                              "slow_command",
+                                                             "rate",
+                                                             "karma",
                                                              "other"};
   const auto i = static_cast<size_t>(c);
   return i < kRejectChecks ? kNames[i] : "other";

@@ -54,14 +54,15 @@ class Histogram {
 
 enum class ConnResult : uint8_t {
   accepted,
-  limit_total,      // over max_connections: 421 4.3.2
-  limit_per_ip,     // over max_connections_per_ip: 421 4.7.0
-  pregreet,         // talked before the greeting
-  error,            // accept/set-up failed
-  queue_full,       // the delivery queue far over its limit: 421 4.3.2
-  proxy_untrusted,  // PROXY listener, peer not in trusted_proxies: closed unserved
-  proxy_error,      // PROXY header malformed, or the peer closed before sending one
-  proxy_timeout,    // PROXY header not complete within server.proxy_timeout_ms
+  limit_total,        // over max_connections: 421 4.3.2
+  limit_per_ip,       // over max_connections_per_ip: 421 4.7.0
+  pregreet,           // talked before the greeting
+  error,              // accept/set-up failed
+  queue_full,         // the delivery queue far over its limit: 421 4.3.2
+  proxy_untrusted,    // PROXY listener, peer not in trusted_proxies: closed unserved
+  proxy_error,        // PROXY header malformed, or the peer closed before sending one
+  proxy_timeout,      // PROXY header not complete within server.proxy_timeout_ms
+  limit_per_network,  // over checks.rate.max_connections_per_network: 421 4.7.0
   count_,
 };
 std::string_view conn_result_name(ConnResult r);
@@ -126,6 +127,8 @@ enum class RejectCheck : uint8_t {
   http_probe,
   unoffered_pipelining,
   slow_command,
+  rate,   // checks.rate: per-client rates and per-network connections
+  karma,  // checks.karma: too many recent refusals
   other,
   count_,
 };

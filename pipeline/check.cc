@@ -21,6 +21,7 @@ void CheckContext::reset_client() {
   cancel_lookups();
   client_addr_ = parse_ip(conn_->client_ip);
   iprev = {};
+  karma_score = 0;
   notes.clear();
   trace.clear();
 }

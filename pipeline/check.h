@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/client_memory.h"
 #include "core/dns_lookup.h"
 #include "core/envelope.h"
 #include "core/ip_network.h"
@@ -128,6 +129,13 @@ class CheckContext {
   std::string_view our_hostname;
 
   IprevFacts iprev;
+  // The shard's memory of recent clients (rate limits, karma); null when
+  // the shard keeps none (the rate and karma checks then pass everyone).
+  ClientMemory* clients = nullptr;
+  // What the karma check added to the score at connect: the connection's
+  // end holds only the rest against the client (its own points must not
+  // feed themselves).
+  int32_t karma_score = 0;
   // Per-connection notes of checks, by key (e.g. a DNS list's verdict for the
   // trace header). Bounded by the checks configured.
   std::unordered_map<std::string, std::string> notes;

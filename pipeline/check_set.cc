@@ -12,11 +12,15 @@ std::shared_ptr<CheckSet> CheckSet::build(const ServerConfig& cfg) {
   set->reject_score = cfg.checks.reject_score;
   set->trace_header = cfg.checks.trace_header;
   set->hostname = cfg.smtp.hostname;
-  // Allow lists first: their verdict is known when the rest is combined.
-  std::unique_ptr<Check> made[] = {make_dns_list_check(cfg.checks, true),
-                                   make_dns_list_check(cfg.checks, false),
-                                   make_ptr_check(cfg.checks.ptr), make_helo_check(cfg.checks.helo),
-                                   make_sender_check(cfg.checks.sender)};
+  // Karma and the rates first: they answer at once from the shard's memory,
+  // and a refusal of theirs spares the DNS lookups of the checks after them
+  // (Policy). An allow list does not lift them (checks.rate.exempt does).
+  // Then allow lists: their verdict is known when the rest is combined.
+  std::unique_ptr<Check> made[] = {
+      make_karma_check(cfg.checks.karma),    make_rate_check(cfg.checks.rate),
+      make_dns_list_check(cfg.checks, true), make_dns_list_check(cfg.checks, false),
+      make_ptr_check(cfg.checks.ptr),        make_helo_check(cfg.checks.helo),
+      make_sender_check(cfg.checks.sender)};
   for (auto& c : made) {
     if (c) set->add(std::move(c));
   }

@@ -83,9 +83,23 @@ void Policy::begin(CheckStage stage) {
   if (!running_) return;
   starting_ = true;
   const uint64_t gen = generation_;
+  // While every check so far answered at once without accepting, a refusal
+  // decides the stage whatever comes after it: the later checks are not
+  // started (their lookups would be spent on a client already refused).
+  bool settled = true;
   for (size_t i = 0; i < list.size(); ++i) {
     list[i]->start(stage, ctx_,
                    [this, gen, i](CheckResult r) { check_done(gen, i, std::move(r)); });
+    if (!settled || !done_[i]) {
+      settled = false;
+      continue;
+    }
+    const CheckResult::Action a = results_[i].action;
+    if (a == CheckResult::Action::accept) settled = false;
+    if (a != CheckResult::Action::reject && a != CheckResult::Action::tempfail) continue;
+    for (size_t j = i + 1; j < list.size(); ++j) done_[j] = true;
+    outstanding_ -= list.size() - 1 - i;
+    break;
   }
   starting_ = false;
   if (outstanding_ == 0) running_ = false;  // every check answered at once

@@ -2,7 +2,8 @@
 // check of a stage at once (their DNS lookups in parallel), then combines
 // their results in the order the checks were configured:
 //   - the first refusal (reject or tempfail) decides, unless an earlier
-//     check accepted the stage;
+//     check accepted the stage; a refusal known at once (every check before
+//     it answered at once, none accepting) starts none of the checks after it;
 //   - every score counts, whatever the action; when the connection's score
 //     reaches checks.reject_score the stage is refused (550 5.7.1, or 554
 //     at connect) naming the findings that added to it.
@@ -49,6 +50,10 @@ class Policy {
   // picks up their decision.
   void prefetch_connect();
   bool busy() const { return running_; }
+  // The connect stage, started early, is already decided: refused.
+  bool connect_refused() const {
+    return have_prefetch_ && prefetch_.verdict.kind != Verdict::Kind::accept;
+  }
   // The client changed (XCLIENT): score, facts and lookups start over.
   void reset_client();
 

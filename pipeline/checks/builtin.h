@@ -18,6 +18,13 @@ std::unique_ptr<Check> make_helo_check(const HeloCheckConfig& cfg);
 // [checks.sender]: MX / implicit MX / null MX of the MAIL FROM domain.
 std::unique_ptr<Check> make_sender_check(const SenderCheckConfig& cfg);
 
+// [checks.rate]: connections (connect), messages (MAIL) and recipients
+// (RCPT) per minute per client address, counted in ctx.clients.
+std::unique_ptr<Check> make_rate_check(const RateCheckConfig& cfg);
+// [checks.karma]: a client with too many recent refusals (ctx.clients) is
+// refused at connect; fewer add to its score.
+std::unique_ptr<Check> make_karma_check(const KarmaConfig& cfg);
+
 // A finding under `action`: nothing (off), `score` added, or the refusal.
 CheckResult finding(CheckAction action, int32_t score, uint16_t code, std::string_view enhanced,
                     std::string text, std::string reason);
