@@ -131,6 +131,12 @@ struct alignas(16) Connection final : SessionHandler {
   bool counted = false;     // holds a slot in the connection limit
   bool ip_counted = false;  // ... and in its client address's (ip_slot)
   size_t ip_slot = 0;
+  bool net_counted = false;  // ... and in its client network's (net_slot)
+  size_t net_slot = 0;
+  // Refused something for what it did (a check, an unknown recipient, the
+  // protocol discipline): the end of the connection counts against the
+  // client's karma. Refusals for volume (rates, limits, karma) do not.
+  bool refused = false;
   bool recv_armed = false;
   bool pregreeted = false;  // talked before the greeting (pregreet_action = "score")
   bool recv_paused = false;
@@ -271,6 +277,7 @@ struct alignas(16) Connection final : SessionHandler {
   void on_protocol_reject(Session& s, std::string_view check) override {
     // The discipline of the command phase counts as stage "command"; the
     // header rules at the end of a message as "message".
+    refused = true;
     const size_t at =
         check == "headers" ? static_cast<size_t>(CheckStage::message) : kRejectStages - 1;
     shard.metrics().rejects[at][static_cast<size_t>(reject_check_of(check))].inc();

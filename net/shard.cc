@@ -60,6 +60,27 @@ std::string peer_ip(int fd, uint16_t& port) {
   return ip_text(ss, port);
 }
 
+bool is_v4_mapped(const IpBytes& ip) {
+  for (size_t i = 0; i < 10; ++i) {
+    if (ip[i] != 0) return false;
+  }
+  return ip[10] == 0xff && ip[11] == 0xff;
+}
+
+// The bucket of the network of `ip` with `prefix` bits (over the 128-bit form).
+size_t network_bucket(const IpBytes& ip, uint32_t prefix) {
+  uint64_t h = 1469598103934665603ull;
+  for (uint32_t i = 0; i < 16; ++i) {
+    const uint32_t bits = prefix > i * 8 ? std::min<uint32_t>(8, prefix - i * 8) : 0;
+    const auto mask = static_cast<uint8_t>(bits == 0 ? 0 : 0xff << (8 - bits));
+    h ^= static_cast<uint8_t>(ip[i] & mask);
+    h *= 1099511628211ull;
+  }
+  h ^= prefix;
+  h *= 1099511628211ull;
+  return static_cast<size_t>((h ^ (h >> 32)) & 0xffff);
+}
+
 size_t ip_bucket(std::string_view ip) {
   // FNV-1a: cheap and good enough to spread addresses over 64 Ki buckets.
   uint64_t h = 1469598103934665603ull;
@@ -238,6 +259,7 @@ void Shard::update_clock() {
   unix_ms_ = int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
   now_.unix_s = ts.tv_sec;
   if (resolver_) resolver_->set_now(now_.mono_ms, ns);
+  clients_.set_now(now_.mono_ms);
 }
 
 uint64_t Shard::next_session_id() {
@@ -261,6 +283,7 @@ void Shard::run() {
   journal_timer_.shard = this;
   journal_timer_.fire = [](TimerNode& n) { static_cast<JournalTimer&>(n).shard->flush_journals(); };
   start_resolver();
+  configure_clients();
   relays_ = std::make_unique<Relays>(*this);
   relays_->configure(*cfg_);
   if (!preload_.pending.empty()) {
@@ -369,6 +392,7 @@ Verdict Shard::check_route(Connection& c, const Recipient& r) {
   const std::string_view domain = mailbox_domain(r.address);
   if (domain.empty() || c.routes->find(domain) >= 0) return Verdict::accept();
   metrics_.relay_denied.inc();
+  c.refused = true;
   if (log_enabled(LogLevel::info)) {
     LogLine l(LogLevel::info, "relay_denied", unix_ms_);
     l.kv("sid", format_session_id(c.session.conn().session_id))
@@ -384,6 +408,7 @@ Verdict Shard::check_recipient(Connection& c, const Recipient& r) {
   // Counted over the connection, not the transaction: a harvester gains
   // nothing by RSET or a new MAIL.
   ++c.unknown_rcpts;
+  c.refused = true;
   const bool over = c.unknown_rcpts > c.unknown_limit;
   metrics_
       .rejects[static_cast<size_t>(CheckStage::rcpt)][static_cast<size_t>(RejectCheck::recipients)]
@@ -478,6 +503,7 @@ void Shard::apply_control() {
     // New sessions use the new snapshot; sessions in flight keep theirs.
     cfg_ = std::move(cfg);
     if (relays_) relays_->configure(*cfg_);
+    configure_clients();
     LogLine l(LogLevel::info, "config_reloaded", unix_ms_);
     l.kv("shard", id_);
     log(l);
@@ -608,6 +634,8 @@ void Shard::admit(Connection& c, uint32_t total) {
     verdict = ConnResult::limit_total;
   } else if (from_ip > sc.max_connections_per_ip) {
     verdict = ConnResult::limit_per_ip;
+  } else if (!admit_network(c)) {
+    verdict = ConnResult::limit_per_network;
   } else if (shared_.queued_messages.load(std::memory_order_relaxed) >=
              2 * int64_t{sc.delivery.max_queue_messages}) {
     verdict = ConnResult::queue_full;  // far over: not even a MAIL to refuse
@@ -635,6 +663,9 @@ void Shard::admit(Connection& c, uint32_t total) {
     } else if (verdict == ConnResult::queue_full) {
       append_reply(reply, 421, "4.3.2",
                    sc.smtp.hostname + " Service busy, too much mail waiting, try again later");
+    } else if (verdict == ConnResult::limit_per_network) {
+      append_reply(reply, 421, "4.7.0",
+                   sc.smtp.hostname + " Error: too many connections from your network");
     } else {
       append_reply(reply, 421, "4.7.0",
                    sc.smtp.hostname + " Too many connections from your address");
@@ -654,10 +685,41 @@ void Shard::admit(Connection& c, uint32_t total) {
   start_session(c);
 }
 
+// checks.rate.max_connections_per_network: the client's network (its /24,
+// its /64) takes a slot in the shared per-network buckets, touched once per
+// connection like the per-address ones (exact over all shards, up to two
+// networks sharing a bucket, which only makes the limit stricter for them).
+// False, counted and logged as a refusal of the rate check, when over.
+bool Shard::admit_network(Connection& c) {
+  const RateCheckConfig& rc = cfg_->server.checks.rate;
+  if (rc.max_connections_per_network == 0) return true;
+  const std::optional<IpBytes> ip = parse_ip(c.session.conn().client_ip);
+  if (!ip || clients_.exempt(*ip)) return true;
+  const uint32_t prefix = is_v4_mapped(*ip) ? 96 + rc.network_prefix_v4 : rc.network_prefix_v6;
+  c.net_slot = network_bucket(*ip, prefix);
+  const uint32_t n = shared_.per_net[c.net_slot].fetch_add(1, std::memory_order_relaxed) + 1u;
+  c.net_counted = true;
+  if (n <= rc.max_connections_per_network) return true;
+  metrics_.rejects[static_cast<size_t>(CheckStage::connect)][static_cast<size_t>(RejectCheck::rate)]
+      .inc();
+  if (log_enabled(LogLevel::info)) {
+    LogLine l(LogLevel::info, "reject", unix_ms_);
+    l.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip);
+    l.kv("stage", "connect").kv("check", "rate").kv("code", uint64_t{421});
+    l.kv("reason",
+         "connections from the network over " + std::to_string(rc.max_connections_per_network));
+    log(l);
+  }
+  return false;
+}
+
 // The greeting, now or after the configured delay.
 void Shard::start_session(Connection& c) {
   const uint32_t delay = cfg_->server.greeting_delay_ms;
-  if (delay > 0) {
+  // A client the connect checks refused at once (karma, its rate) gets its
+  // refusal without the wait: nothing is gained by holding it.
+  if (delay > 0 && !(c.policy && c.policy->connect_refused())) {
     c.stage = Connection::Stage::greeting_delay;
     wheel_.schedule(c.timer, now_.mono_ms + delay);
     if (cfg_->server.greeting_teaser) {
@@ -812,6 +874,7 @@ void Shard::feed(Connection& c, std::string_view data) {
     wheel_.cancel(c.timer);
     metrics_.connections[c.listener][static_cast<size_t>(ConnResult::pregreet)].inc();
     metrics_.rejects[0][static_cast<size_t>(RejectCheck::pregreet)].inc();
+    c.refused = true;
     std::string reply;
     append_reply(reply, 554, "5.5.1", "Error: talked before the greeting");
     metrics_.replies[554].inc();
@@ -1066,6 +1129,8 @@ void Shard::release_slot(Connection& c) {
   shared_.connections.fetch_sub(1, std::memory_order_relaxed);
   if (c.ip_counted) shared_.per_ip[c.ip_slot].fetch_sub(1, std::memory_order_relaxed);
   c.ip_counted = false;
+  if (c.net_counted) shared_.per_net[c.net_slot].fetch_sub(1, std::memory_order_relaxed);
+  c.net_counted = false;
 }
 
 // Closing is lingering: our FIN goes out at once (SHUT_WR) but reading goes
@@ -1113,6 +1178,7 @@ void Shard::maybe_free(Connection& c) {
   if (c.recv_armed || c.send_busy) return;
   c.session.end_of_input();      // a transaction in progress is abandoned
   if (c.spill) spill_remove(c);  // a body the client abandoned half-way
+  remember_client(c);
   if (log_enabled(LogLevel::info)) {
     LogLine l(LogLevel::info, "disconnect", unix_ms_);
     l.kv("sid", format_session_id(c.session.conn().session_id))

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/client_memory.h"
 #include "core/config.h"
 #include "core/ip_network.h"
 #include "core/metrics.h"
@@ -70,6 +71,8 @@ struct SharedState {
   // Connections per client address, by hash bucket. A collision can only make
   // the limit stricter for the two addresses involved, never looser.
   std::array<std::atomic<uint32_t>, 1 << 16> per_ip{};
+  // Likewise per client network (checks.rate.max_connections_per_network).
+  std::array<std::atomic<uint32_t>, 1 << 16> per_net{};
   std::atomic<int64_t> spool_bytes{0};
   std::atomic<int64_t> spool_messages{0};
   uint32_t shards = 1;                      // set before the shards start
@@ -205,6 +208,7 @@ class Shard {
   void queue_ciphertext(Connection& c);
   void start_session(Connection& c);
   void admit(Connection& c, uint32_t total);
+  bool admit_network(Connection& c);
   // net/shard_policy.cc: the resolver, and each connection's checks (the
   // connect stage starts at once: its lookups overlap the handshake and the
   // greeting delay).
@@ -283,6 +287,12 @@ class Shard {
   int64_t drain_deadline_ms_ = 0;
   bool stopping_ = false;
 
+  // Recent clients: their rates and karma (checks.rate, checks.karma).
+  ClientMemory clients_;
+  void configure_clients();
+  // The connection ends: a refused or high-scoring one leaves its client
+  // karma points.
+  void remember_client(Connection& c);
   uint64_t body_memory_ = 0;  // bytes of message bodies held by this shard's sessions
   std::vector<std::unique_ptr<Spill>> dead_spills_;  // discarded, their unlink in flight
   Connection* conns_ = nullptr;                      // intrusive list of live connections

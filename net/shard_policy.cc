@@ -32,6 +32,34 @@ std::string trace_fields(const CheckSet& set, const CheckContext& ctx) {
 
 }  // namespace
 
+void Shard::configure_clients() {
+  const ChecksConfig& cc = cfg_->server.checks;
+  clients_.configure(cc.rate, cc.karma, shard_count());
+}
+
+// The end of a connection: one that was refused for what it did, or whose
+// score (without karma's own part) reached karma.bad_score, leaves its
+// client karma.penalty points.
+void Shard::remember_client(Connection& c) {
+  const KarmaConfig& k = cfg_->server.checks.karma;
+  if (!k.enabled) return;
+  int32_t score = 0;
+  if (c.policy) score = c.policy->score() - c.policy->context().karma_score;
+  const bool bad_score = k.bad_score > 0 && score >= static_cast<int64_t>(k.bad_score);
+  if (!c.refused && !bad_score) return;
+  const std::optional<IpBytes> ip = parse_ip(c.session.conn().client_ip);
+  if (!ip || clients_.exempt(*ip)) return;
+  clients_.punish(*ip, now_.mono_ms, k.penalty);
+  if (log_enabled(LogLevel::info)) {
+    LogLine l(LogLevel::info, "karma", unix_ms_);
+    l.kv("sid", format_session_id(c.session.conn().session_id))
+        .kv("client", c.session.conn().client_ip);
+    l.kv("why", c.refused ? "refused" : "score").kv("score", int64_t{score});
+    l.kv("points", static_cast<int64_t>(clients_.karma(*ip, now_.mono_ms)));
+    log(l);
+  }
+}
+
 void Shard::start_resolver() {
   resolver_ = std::make_unique<Resolver>(ring_, wheel_, cfg_->server.dns, &metrics_.dns);
   std::string error;
@@ -65,6 +93,7 @@ void Shard::start_policy(Connection& c) {
   c.policy = std::make_unique<Policy>(
       set, c.session.conn(), dns(),
       [conn](const PolicyDecision& d) { conn->shard.policy_decided(*conn, d); });
+  c.policy->context().clients = &clients_;
   c.policy->prefetch_connect();
 }
 
@@ -87,6 +116,7 @@ Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d) {
     return d.verdict;
   }
   const auto stage = static_cast<size_t>(d.stage);
+  if (d.check != "rate" && d.check != "karma") c.refused = true;
   metrics_.rejects[stage][static_cast<size_t>(reject_check_of(d.check))].inc();
   if (log_enabled(LogLevel::info)) {
     const ConnInfo& ci = c.session.conn();
