@@ -89,11 +89,13 @@ struct RateCheckConfig {
 // a score of at least `bad_score`, leaves its client `penalty` points; the
 // points halve every `half_life_s`. A client with at least `reject_penalty`
 // points is refused at connect (421 4.7.0) before any DNS lookup; below
-// that, score_weight percent of its points are added to its score.
+// that, score_weight percent of its points are added to its score. Points
+// decay continuously: three refusals of 10 in quick succession make just
+// under 30, so the default threshold (25) refuses at the third.
 struct KarmaConfig {
   bool enabled = false;
   uint32_t penalty = 10;
-  uint32_t reject_penalty = 30;
+  uint32_t reject_penalty = 25;
   uint32_t half_life_s = 600;
   uint32_t bad_score = 0;     // 0: a score alone is never held against a client
   uint32_t score_weight = 0;  // percent; 0: the points only ever refuse
