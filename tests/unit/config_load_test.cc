@@ -130,6 +130,15 @@ std::string dump(const ServerConfig& c) {
       o << "\n";
     }
   }
+  const RateCheckConfig& rate = c.checks.rate;
+  o << "checks.rate=" << rate.connections_per_minute << " " << rate.messages_per_minute << " "
+    << rate.recipients_per_minute << " " << rate.max_connections_per_network << " "
+    << rate.network_prefix_v4 << " " << rate.network_prefix_v6 << " " << rate.max_clients << " [";
+  for (const std::string& net : rate.exempt) o << net << ",";
+  const KarmaConfig& karma = c.checks.karma;
+  o << "]\nchecks.karma=" << karma.enabled << " " << karma.penalty << " " << karma.reject_penalty
+    << " " << karma.half_life_s << " " << karma.bad_score << " " << karma.score_weight << " "
+    << karma.max_clients << "\n";
   return o.str();
 }
 
@@ -181,6 +190,8 @@ ServerConfig everything_changed() {
   c.admin_request_timeout_ms = 777;
   c.delivery = DeliveryConfig{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7};
   c.dns = DnsConfig{{"192.0.2.53"}, 7, 7, 7, 7, 7, 7};
+  c.checks.rate = RateCheckConfig{7, 7, 7, 7, 17, 77, 7, {"192.0.2.0/24"}};
+  c.checks.karma = KarmaConfig{true, 7, 7, 7, 7, 7, 7};
   c.recipients = RecipientsConfig{"/base/recipients", true, "-", 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
@@ -776,6 +787,70 @@ TEST(ConfigLoad, ErrorStringFromTheLoader) {
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_EQ(r.errors[0].to_string(),
             "ringmx.toml:2:18: limits.max_recipients: must be between 1 and 100000");
+}
+
+// ---- [checks.rate], [checks.karma] ----
+
+TEST(ConfigLoad, RateAndKarma) {
+  const ConfigLoadResult r = load_config(
+      "[checks.rate]\nconnections_per_minute = 30\nmessages_per_minute = 60\n"
+      "recipients_per_minute = 300\nmax_connections_per_network = 40\nnetwork_prefix_v4 = 16\n"
+      "network_prefix_v6 = 48\nmax_clients = 5000\nexempt = [\"10.0.0.0/8\", \"2001:db8::1\"]\n"
+      "[checks.karma]\nenabled = true\npenalty = 5\nreject_penalty = 12\nhalf_life_s = 60\n"
+      "bad_score = 8\nscore_weight = 50\nmax_clients = 7000\n",
+      "r.toml");
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  const RateCheckConfig& rate = r.config.checks.rate;
+  EXPECT_EQ(rate.connections_per_minute, 30u);
+  EXPECT_EQ(rate.messages_per_minute, 60u);
+  EXPECT_EQ(rate.recipients_per_minute, 300u);
+  EXPECT_EQ(rate.max_connections_per_network, 40u);
+  EXPECT_EQ(rate.network_prefix_v4, 16u);
+  EXPECT_EQ(rate.network_prefix_v6, 48u);
+  EXPECT_EQ(rate.max_clients, 5000u);
+  EXPECT_EQ(rate.exempt, (std::vector<std::string>{"10.0.0.0/8", "2001:db8::1"}));
+  const KarmaConfig& k = r.config.checks.karma;
+  EXPECT_TRUE(k.enabled);
+  EXPECT_EQ(k.penalty, 5u);
+  EXPECT_EQ(k.reject_penalty, 12u);
+  EXPECT_EQ(k.half_life_s, 60u);
+  EXPECT_EQ(k.bad_score, 8u);
+  EXPECT_EQ(k.score_weight, 50u);
+  EXPECT_EQ(k.max_clients, 7000u);
+  EXPECT_EQ(all_errors(validate_config(r.config)), "");
+}
+
+TEST(ConfigLoad, RateAndKarmaBoundsAndBadInput) {
+  const struct {
+    const char* text;
+    const char* error;
+  } cases[] = {
+      {"[checks.rate]\nconnections_per_minute = -1\n", "checks.rate.connections_per_minute"},
+      {"[checks.rate]\nmessages_per_minute = 1000001\n", "checks.rate.messages_per_minute"},
+      {"[checks.rate]\nnetwork_prefix_v4 = 7\n", "checks.rate.network_prefix_v4"},
+      {"[checks.rate]\nnetwork_prefix_v6 = 129\n", "checks.rate.network_prefix_v6"},
+      {"[checks.rate]\nmax_clients = 0\n", "checks.rate.max_clients"},
+      {"[checks.rate]\nexempt = [\"10.0.0.1/8\"]\n", "checks.rate.exempt[0]"},
+      {"[checks.rate]\nper_hour = 5\n", "checks.rate.per_hour"},
+      {"[checks.karma]\nhalf_life_s = 0\n", "checks.karma.half_life_s"},
+      {"[checks.karma]\npenalty = 0\n", "checks.karma.penalty"},
+      {"[checks.karma]\nmax_clients = 10000001\n", "checks.karma.max_clients"},
+      {"[checks.karma]\nenabled = \"yes\"\n", "checks.karma.enabled"},
+      {"[checks.karma]\nscore_weight = 1001\n", "checks.karma.score_weight"},
+  };
+  for (const auto& c : cases) {
+    const ConfigLoadResult r = load_config(c.text, "bad.toml");
+    ASSERT_EQ(r.errors.size(), 1u) << c.text << all_errors(r.errors);
+    EXPECT_EQ(r.errors[0].key, c.error) << r.errors[0].to_string();
+  }
+  // Set after loading (as a program could), the validation catches it too.
+  ServerConfig cfg;
+  cfg.checks.rate.network_prefix_v4 = 40;
+  cfg.checks.karma.max_clients = 0;
+  const std::vector<ConfigError> errors = validate_config(cfg);
+  ASSERT_EQ(errors.size(), 2u) << all_errors(errors);
+  EXPECT_EQ(errors[0].key, "checks.rate.network_prefix_v4");
+  EXPECT_EQ(errors[1].key, "checks.karma.max_clients");
 }
 
 // ---- the shipped example ----
