@@ -208,6 +208,32 @@ class Karma(unittest.TestCase):
         self.assertEqual(self.karma_lines("127.0.0.53"), 0)
 
 
+class TableBound(unittest.TestCase):
+    """max_clients = 2: a third client makes the shard forget the least recently seen one
+    (so a flood of addresses costs a forgotten count, never memory)."""
+
+    def test_the_least_recent_client_is_forgotten(self):
+        srv = Server(extra_toml="[checks.rate]\nconnections_per_minute = 1\nmax_clients = 2\n",
+                     shards=1).start()
+        try:
+            def greeting(source):
+                c = client(srv, source)
+                code, _ = c.reply()
+                if code == 220:
+                    c.cmd("QUIT")
+                c.close()
+                return code
+            self.assertEqual(greeting("127.0.0.70"), 220)
+            self.assertEqual(greeting("127.0.0.71"), 220)
+            self.assertEqual(greeting("127.0.0.70"), 421)   # remembered: over its one a minute
+            self.assertEqual(greeting("127.0.0.72"), 220)   # the table is full: .71 goes
+            self.assertEqual(greeting("127.0.0.70"), 421)   # .70 was seen more recently: kept
+            self.assertEqual(greeting("127.0.0.71"), 220)   # forgotten, so counted afresh
+        finally:
+            rc = srv.stop()
+        self.assertEqual(rc, 0)
+
+
 class TwoShards(unittest.TestCase):
     """connections_per_minute = 4 over 2 shards: each shard admits ceil(4/2) = 2.
     One client is admitted at most 2 * 2 = 4 times in the minute (exactly the
