@@ -233,7 +233,7 @@ void ChecksLoader::load_karma(const toml::table& t, KarmaConfig& out) {
     } else if (name == "reject_penalty") {
       if (read_int(v, key, 1, kMaxScore, x)) out.reject_penalty = static_cast<uint32_t>(x);
     } else if (name == "half_life_s") {
-      if (read_int(v, key, 1, 30 * 86'400, x)) out.half_life_s = static_cast<uint32_t>(x);
+      if (read_int(v, key, 1, int64_t{30} * 86'400, x)) out.half_life_s = static_cast<uint32_t>(x);
     } else if (name == "bad_score") {
       if (read_int(v, key, 0, kMaxScore, x)) out.bad_score = static_cast<uint32_t>(x);
     } else if (name == "score_weight") {
