@@ -39,6 +39,10 @@ struct Message {
   // The body went to the handler piece by piece (SessionHandler::on_body_spill)
   // and `body` is empty; `received` was stamped when spilling began.
   bool spilled = false;
+  // Spilled: the first octets of the body (its header section, up to 64 KiB),
+  // kept by the session for the end-of-message checks; valid until the
+  // transaction ends.
+  std::string_view spilled_head;
 };
 
 }  // namespace ringmx

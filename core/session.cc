@@ -8,7 +8,6 @@
 #include "core/address.h"
 #include "core/config.h"
 #include "core/esmtp_params.h"
-#include "core/header_check.h"
 #include "core/protocol_discipline.h"
 #include "core/received_header.h"
 #include "core/xclient.h"
@@ -735,27 +734,13 @@ void Session::complete_message(Now now) {
   if (spilling_) {
     msg_.size = txn_used_bdat_ ? bdat_total_ : decoder_.body_size();
     msg_.received_count = count_received_headers(spill_head_);
+    msg_.spilled_head = spill_head_;
   } else {
     msg_.size = msg_.body.size();
     msg_.received_count = count_received_headers(msg_.body.view());
   }
   if (msg_.received_count > config().limits.max_received_headers) {
     return message_reply(554, "5.4.6", "Error: too many hops (mail loop?)", msg_.size);
-  }
-  if (const HeaderRules& rules = config().headers; rules.any()) {
-    HeaderCheckOptions o;
-    o.require_from = rules.require_from;
-    o.require_date = rules.require_date;
-    o.reject_duplicates = rules.reject_duplicates;
-    o.max_received = config().limits.max_received_headers;
-    o.max_header_bytes = kSpillHeadKeep;  // a spilled body keeps no more of its head
-    const HeaderCheckResult r =
-        check_headers(spilling_ ? std::string_view(spill_head_) : msg_.body.view(), o);
-    if (!r.ok()) {
-      handler_.on_protocol_reject(*this, "headers");
-      const HeaderReply reply = header_check_reply(r);
-      return message_reply(reply.code, reply.enhanced, reply.text, msg_.size);
-    }
   }
   if (const uint32_t max_line = config().limits.max_line_length; max_line != 0) {
     uint64_t longest = 0;
@@ -1083,6 +1068,7 @@ void Session::reset_transaction() {
     handler_.on_spill_end(*this);
   }
   msg_.spilled = false;
+  msg_.spilled_head = {};
   body_changed({});
   bdat_err_ = {};
   bdat_total_ = 0;

@@ -170,7 +170,8 @@ struct alignas(16) Connection final : SessionHandler {
   std::unique_ptr<ProxyParser> proxy;  // while the PROXY header is read
   // The policy checks (pipeline/policy.h); null when the config has none.
   std::unique_ptr<Policy> policy;
-  std::string proxy_peer;  // the proxy's address, when a header named the client
+  Message* checked_message = nullptr;  // waits for its end-of-message checks
+  std::string proxy_peer;              // the proxy's address, when a header named the client
   int64_t tls_started_ns = 0;
   TlsVersionLabel tls_version = TlsVersionLabel::none;  // counted in the active gauge
   bool implicit_tls = false;
@@ -228,14 +229,8 @@ struct alignas(16) Connection final : SessionHandler {
   }
   void on_spill_end(Session&) override { shard.spill_discard(*this); }
 
-  Verdict on_message(Session&, Message& msg) override {
-    if (msg.spilled) {
-      shard.spill_commit(*this, msg);
-    } else {
-      shard.spool_message(*this, msg);
-    }
-    return Verdict::pending();
-  }
+  // The end-of-message checks first (net/shard_policy.cc), then the disk.
+  Verdict on_message(Session&, Message& msg) override { return shard.message_checks(*this, msg); }
 
   // A message of this connection is on its way to disk: the connection stays
   // until it is there, whatever the client does.
@@ -275,15 +270,11 @@ struct alignas(16) Connection final : SessionHandler {
   // `reply` line). No metric here yet: ringmx_rejects_total{stage,check}
   // comes with the policy checks and counts this hook too.
   void on_protocol_reject(Session& s, std::string_view check) override {
-    // The discipline of the command phase counts as stage "command"; the
-    // header rules at the end of a message as "message".
-    refused = true;
-    const size_t at =
-        check == "headers" ? static_cast<size_t>(CheckStage::message) : kRejectStages - 1;
-    shard.metrics().rejects[at][static_cast<size_t>(reject_check_of(check))].inc();
+    // The discipline of the command phase counts as stage "command".
+    shard.metrics().rejects[kRejectStages - 1][static_cast<size_t>(reject_check_of(check))].inc();
     if (!shard.log_enabled(LogLevel::info)) return;
     LogLine l(LogLevel::info, "reject", shard.unix_ms());
-    l.kv("stage", check == "headers" ? std::string_view("message") : s.stage()).kv("check", check);
+    l.kv("stage", s.stage()).kv("check", check);
     l.kv("client", s.conn().client_ip).kv("sid", format_session_id(s.conn().session_id));
     shard.log(l);
   }

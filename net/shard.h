@@ -144,6 +144,10 @@ class Shard {
   // or pending (the session waits; policy_decided() resumes it).
   Verdict run_checks(Connection& c, CheckStage stage);
   void policy_decided(Connection& c, const PolicyDecision& d);
+  // End of data: the message-stage checks, then the spool (or the spill's
+  // commit). Pending while either works; a refusal is returned.
+  Verdict message_checks(Connection& c, Message& msg);
+  void store_message(Connection& c, Message& msg);
   // The shard's resolver; null when it could not start (checks then see
   // every lookup fail for now).
   DnsLookup* dns();

@@ -130,9 +130,42 @@ Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d) {
   return d.verdict;
 }
 
+Verdict Shard::message_checks(Connection& c, Message& msg) {
+  if (c.policy && !c.policy->checks().at(CheckStage::message).empty()) {
+    c.policy->context().message = &msg;
+    PolicyDecision d;
+    if (!c.policy->run(CheckStage::message, d)) {
+      c.checked_message = &msg;  // policy_decided() stores it or refuses
+      return Verdict::pending();
+    }
+    c.policy->context().message = nullptr;
+    Verdict v = policy_verdict(c, d);
+    if (v.kind != Verdict::Kind::accept) return v;  // a spilled body is discarded by the session
+  }
+  store_message(c, msg);
+  return Verdict::pending();
+}
+
+void Shard::store_message(Connection& c, Message& msg) {
+  if (msg.spilled) {
+    spill_commit(c, msg);
+  } else {
+    spool_message(c, msg);
+  }
+}
+
 // A stage that waited for DNS is decided: the session takes the verdict and
 // the input held meanwhile.
 void Shard::policy_decided(Connection& c, const PolicyDecision& d) {
+  if (d.stage == CheckStage::message && c.checked_message != nullptr) {
+    Message& msg = *c.checked_message;
+    c.checked_message = nullptr;
+    c.policy->context().message = nullptr;
+    if (policy_verdict(c, d).kind == Verdict::Kind::accept) {
+      store_message(c, msg);  // the session hears when it is on disk
+      return;
+    }
+  }
   const Verdict v = policy_verdict(c, d);
   c.session.resume(v, now_);
   if (c.stage == Connection::Stage::closing) {

@@ -17,10 +17,14 @@ std::shared_ptr<CheckSet> CheckSet::build(const ServerConfig& cfg) {
   // (Policy). An allow list does not lift them (checks.rate.exempt does).
   // Then allow lists: their verdict is known when the rest is combined.
   std::unique_ptr<Check> made[] = {
-      make_karma_check(cfg.checks.karma),    make_rate_check(cfg.checks.rate),
-      make_dns_list_check(cfg.checks, true), make_dns_list_check(cfg.checks, false),
-      make_ptr_check(cfg.checks.ptr),        make_helo_check(cfg.checks.helo),
-      make_sender_check(cfg.checks.sender)};
+      make_karma_check(cfg.checks.karma),
+      make_rate_check(cfg.checks.rate),
+      make_dns_list_check(cfg.checks, true),
+      make_dns_list_check(cfg.checks, false),
+      make_ptr_check(cfg.checks.ptr),
+      make_helo_check(cfg.checks.helo),
+      make_sender_check(cfg.checks.sender),
+      make_headers_check(cfg.smtp.headers, cfg.smtp.limits.max_received_headers)};
   for (auto& c : made) {
     if (c) set->add(std::move(c));
   }

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "core/check_config.h"
+#include "core/session_config.h"
 #include "pipeline/check.h"
 
 namespace ringmx {
@@ -24,6 +25,9 @@ std::unique_ptr<Check> make_rate_check(const RateCheckConfig& cfg);
 // [checks.karma]: a client with too many recent refusals (ctx.clients) is
 // refused at connect; fewer add to its score.
 std::unique_ptr<Check> make_karma_check(const KarmaConfig& cfg);
+
+// [headers]: the header section at the end of each message.
+std::unique_ptr<Check> make_headers_check(const HeaderRules& rules, uint32_t max_received);
 
 // A finding under `action`: nothing (off), `score` added, or the refusal.
 CheckResult finding(CheckAction action, int32_t score, uint16_t code, std::string_view enhanced,

@@ -477,6 +477,47 @@ TEST_F(PolicyTest, SenderDomains) {
   }
 }
 
+TEST_F(PolicyTest, HeaderRulesAtTheEndOfTheMessage) {
+  ServerConfig sc;
+  sc.smtp.headers.require_from = true;
+  sc.smtp.headers.reject_duplicates = true;
+  struct Case {
+    const char* message;
+    bool spilled;
+    const char* text;  // the refusal's, or null
+  } cases[] = {
+      {"Subject: x\r\n\r\nbody\r\n", false,
+       "Error: message has no From header field (RFC 5322 3.6)"},
+      {"From: a@example.com\r\nSubject: x\r\nsubject: y\r\n\r\nb\r\n", false,
+       "Error: message has more than one Subject header field (RFC 5322 3.6)"},
+      {"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n", false, nullptr},
+      // A body streamed to disk: its head, as the session kept it.
+      {"Subject: x\r\n\r\n", true, "Error: message has no From header field (RFC 5322 3.6)"},
+  };
+  for (const Case& c : cases) {
+    auto p = make(CheckSet::build(sc));
+    Message m;
+    if (c.spilled) {
+      m.spilled = true;
+      m.spilled_head = c.message;
+    } else {
+      m.body.append(c.message);
+    }
+    p->context().message = &m;
+    const PolicyDecision d = now(*p, CheckStage::message);
+    if (c.text == nullptr) {
+      EXPECT_EQ(d.verdict.kind, Verdict::Kind::accept) << c.message;
+    } else {
+      EXPECT_EQ(d.verdict.code, 550) << c.message;
+      EXPECT_EQ(d.verdict.enhanced, "5.6.0");
+      EXPECT_EQ(d.verdict.text, c.text);
+      EXPECT_EQ(d.check, "headers");
+    }
+  }
+  // Off by default: no check at all.
+  EXPECT_TRUE(CheckSet::build(ServerConfig{})->at(CheckStage::message).empty());
+}
+
 TEST_F(PolicyTest, WaitsForDnsThenResumesOnce) {
   dns_.deferred = true;
   dns_.set(dns_type::kMx, "mx.example", found({"mail.mx.example"}));

@@ -324,62 +324,6 @@ TEST(SessionDiscipline, StageNamesWhereTheClientIs) {
 namespace ringmx {
 namespace {
 
-// ---- header rules at the end of the data ([headers]) -------------------------------
-
-std::string last_line(const std::string& out) {
-  const size_t end = out.rfind("\r\n");
-  const size_t prev = end == 0 ? std::string::npos : out.rfind("\r\n", end - 1);
-  const size_t start = prev == std::string::npos ? 0 : prev + 2;
-  return out.substr(start, end - start);
-}
-
-TEST(SessionHeaders, RulesRefuseAtTheEndOfData) {
-  SessionConfig cfg;
-  cfg.headers.require_from = true;
-  cfg.headers.reject_duplicates = true;
-  struct Case {
-    const char* message;
-    const char* reply;
-  } cases[] = {
-      {"Subject: x\r\n\r\nbody\r\n",
-       "550 5.6.0 Error: message has no From header field (RFC 5322 3.6)"},
-      {"From: a@example.com\r\nSubject: x\r\nsubject: y\r\n\r\nbody\r\n",
-       "550 5.6.0 Error: message has more than one Subject header field (RFC 5322 3.6)"},
-      {"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n", nullptr},
-  };
-  for (const Case& c : cases) {
-    Strict h(cfg);
-    h.send("EHLO c\r\n");
-    h.send("MAIL FROM:<a@example.com>\r\n");
-    h.send("RCPT TO:<b@example.org>\r\n");
-    h.send("DATA\r\n");
-    const std::string out = h.send(std::string(c.message) + ".\r\n");
-    if (c.reply == nullptr) {
-      EXPECT_EQ(out.substr(0, 3), "250") << out;
-      EXPECT_TRUE(h.rec.protocol_rejects.empty());
-    } else {
-      EXPECT_EQ(last_line(out), c.reply);
-      ASSERT_EQ(h.rec.protocol_rejects.size(), 1u);
-      EXPECT_EQ(h.rec.protocol_rejects[0].substr(0, 8), "headers@");
-    }
-  }
-}
-
-TEST(SessionHeaders, OffByDefault) {
-  Strict h;
-  h.send("EHLO c\r\n");
-  h.send("MAIL FROM:<a@example.com>\r\n");
-  h.send("RCPT TO:<b@example.org>\r\n");
-  h.send("DATA\r\n");
-  EXPECT_EQ(h.send("Subject: x\r\nSubject: y\r\n\r\nbody\r\n.\r\n").substr(0, 3), "250");
-}
-
-}  // namespace
-}  // namespace ringmx
-
-namespace ringmx {
-namespace {
-
 // ---- the greeting teaser ("220-" sent by the owner before the delay) --------------
 
 TEST(SessionTeaser, AcceptedConnectionCompletesTheReply) {
