@@ -105,6 +105,9 @@ struct KarmaConfig {
 struct ChecksConfig {
   // A connection whose score reaches this is refused; 0: scores never refuse.
   int32_t reject_score = 10;
+  // Mail from a connection whose score reaches this (below reject_score) is
+  // taken but held in the queue until an operator releases it; 0: never.
+  int32_t quarantine_score = 0;
   // An Authentication-Results header (iprev, DNS lists) on accepted mail.
   bool trace_header = true;
   PtrCheckConfig ptr;

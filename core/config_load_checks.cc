@@ -107,6 +107,9 @@ void ChecksLoader::load_checks(const toml::node& n, ChecksConfig& out) {
     if (name == "reject_score") {
       int64_t x = 0;
       if (read_int(v, key, 0, kMaxScore, x)) out.reject_score = static_cast<int32_t>(x);
+    } else if (name == "quarantine_score") {
+      int64_t x = 0;
+      if (read_int(v, key, 0, kMaxScore, x)) out.quarantine_score = static_cast<int32_t>(x);
     } else if (name == "trace_header") {
       read_bool(v, key, out.trace_header);
     } else if (name == "dnsbl_failure") {

@@ -198,6 +198,7 @@ struct Totals {
   uint64_t dns_misses = 0;
   int64_t dns_in_flight = 0;
   std::array<std::array<uint64_t, kRejectChecks>, kRejectStages> rejects{};
+  uint64_t quarantined = 0;
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
   int64_t queue_oldest_unix = 0;  // the oldest of every shard's; 0: none
@@ -246,6 +247,7 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   for (size_t st = 0; st < kRejectStages; ++st) {
     for (size_t c = 0; c < kRejectChecks; ++c) t.rejects[st][c] += m.rejects[st][c].get();
   }
+  t.quarantined += m.quarantined.get();
   for (size_t r = 0; r < kMaxRoutes; ++r) {
     for (size_t k = 0; k < kDeliveryResults; ++k) t.deliveries[r][k] += m.deliveries[r][k].get();
   }
@@ -547,6 +549,10 @@ void render_prometheus(std::string& out, const MetricsView& view) {
       out += '\n';
     }
   }
+  append_counter(out, "ringmx_quarantined_total",
+                 "Accepted messages held in the queue by the checks until an operator releases "
+                 "them.",
+                 t.quarantined);
   append_histogram(out, "ringmx_dns_duration_seconds",
                    "Time from a DNS query's sending to its answer or failure.", t.dns_buckets,
                    t.dns_sum_ns);

@@ -183,6 +183,7 @@ struct alignas(64) ShardMetrics {
   Counter tls_resumed;
   DnsMetrics dns;
   std::array<std::array<Counter, kRejectChecks>, kRejectStages> rejects;  // [stage][check]
+  Counter quarantined;  // accepted messages held by the checks (checks.quarantine_score)
 };
 
 // A loaded certificate, for its expiry gauge.

@@ -33,7 +33,7 @@ constexpr int64_t kJournalDelayMs = 10;
 
 namespace ringmx {
 
-void Shard::hand_off(Connection& /*c*/, const Message& msg, std::string segment, uint64_t offset,
+void Shard::hand_off(Connection& c, const Message& msg, std::string segment, uint64_t offset,
                      uint64_t size, bool held, uint64_t record_bytes) {
   auto m = std::make_shared<QueuedMessage>();
   const Envelope& env = msg.envelope;
@@ -58,6 +58,20 @@ void Shard::hand_off(Connection& /*c*/, const Message& msg, std::string segment,
   }
   // A spilled body's segment is its own file: it takes no more appends.
   segment_add(m->segment, 1, 1, !held, record_bytes);
+  if (c.policy && !c.policy->quarantined().empty()) {
+    // Quarantined: held like an operator's hold (ringmxctl queue release lets it go).
+    m->held = true;
+    journal_hold(*m, true);
+    metrics_.quarantined.inc();
+    if (log_enabled(LogLevel::info)) {
+      LogLine l(LogLevel::info, "quarantine", unix_ms_);
+      l.kv("sid", format_session_id(c.session.conn().session_id))
+          .kv("qid", m->queue_id)
+          .kv("client", c.session.conn().client_ip)
+          .kv("reason", c.policy->quarantined());
+      log(l);
+    }
+  }
   relays_->submit(m);
 }
 

@@ -63,6 +63,10 @@ struct CheckResult {
     accept,    // the stage passes: later checks' refusals at this stage are not applied
     reject,    // refused: `code` 5xx
     tempfail,  // refused for now: `code` 4xx
+    // Taken, but held in the queue until an operator releases it
+    // (ringmxctl queue release): the transaction's mail, or the
+    // connection's when decided at connect or HELO.
+    quarantine,
   };
   Action action = Action::next;
   int32_t score = 0;  // added to the connection's score (may be negative)
@@ -81,6 +85,12 @@ struct CheckResult {
   static CheckResult accept(std::string reason) {
     CheckResult r;
     r.action = Action::accept;
+    r.reason = std::move(reason);
+    return r;
+  }
+  static CheckResult quarantine(std::string reason) {
+    CheckResult r;
+    r.action = Action::quarantine;
     r.reason = std::move(reason);
     return r;
   }

@@ -10,6 +10,7 @@ namespace ringmx {
 std::shared_ptr<CheckSet> CheckSet::build(const ServerConfig& cfg) {
   auto set = std::make_shared<CheckSet>();
   set->reject_score = cfg.checks.reject_score;
+  set->quarantine_score = cfg.checks.quarantine_score;
   set->trace_header = cfg.checks.trace_header;
   set->hostname = cfg.smtp.hostname;
   // Karma and the rates first: they answer at once from the shard's memory,

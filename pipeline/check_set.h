@@ -31,7 +31,8 @@ class CheckSet {
   // Position of a check in all() (its metric slot); npos if unknown.
   size_t index_of(const Check* c) const;
 
-  int32_t reject_score = 0;  // 0: scores never refuse
+  int32_t reject_score = 0;      // 0: scores never refuse
+  int32_t quarantine_score = 0;  // 0: scores never quarantine
   bool trace_header = false;
   std::string hostname;  // our name: the trace header's authserv-id, the HELO check's "ours"
 

@@ -29,6 +29,8 @@ void Policy::reset_client() {
   score_ = 0;
   extra_score_ = 0;
   extra_findings_.clear();
+  for (auto& q : stage_quarantine_) q.clear();
+  quarantine_reason_.clear();
   stage_score_ = {};
   for (auto& f : findings_) f.clear();
 }
@@ -135,16 +137,25 @@ PolicyDecision Policy::conclude() {
   if (stage_ != CheckStage::rcpt) {
     stage_score_[st] = 0;
     findings_[st].clear();
+    stage_quarantine_[st].clear();
   }
   if (stage_ == CheckStage::mail) {
-    const auto rc = static_cast<size_t>(CheckStage::rcpt);
-    stage_score_[rc] = 0;
-    findings_[rc].clear();
+    // A new transaction: what the last one's recipients, data and message
+    // stages said is over.
+    for (CheckStage later : {CheckStage::rcpt, CheckStage::data, CheckStage::message}) {
+      const auto i = static_cast<size_t>(later);
+      stage_score_[i] = 0;
+      findings_[i].clear();
+      stage_quarantine_[i].clear();
+    }
   }
   for (size_t i = 0; i < results_.size(); ++i) {
     const CheckResult& r = results_[i];
     stage_score_[st] += r.score;
     if (r.score > 0 && findings_[st].size() < kKeptFindings) findings_[st].push_back(r.reason);
+    if (r.action == CheckResult::Action::quarantine && stage_quarantine_[st].empty()) {
+      stage_quarantine_[st] = std::string(running_checks_[i]->name()) + ": " + r.reason;
+    }
     if (accepted || refusal != nullptr) continue;
     if (r.action == CheckResult::Action::accept) {
       accepted = true;
@@ -187,6 +198,18 @@ PolicyDecision Policy::conclude() {
     d.verdict = Verdict::reject(at_connect ? 554 : 550, "5.7.1", std::move(text));
     d.check = "score";
   }
+  quarantine_reason_.clear();
+  for (const std::string& q : stage_quarantine_) {
+    if (!q.empty()) {
+      quarantine_reason_ = q;
+      break;
+    }
+  }
+  if (quarantine_reason_.empty() && checks_->quarantine_score > 0 &&
+      score_ >= checks_->quarantine_score) {
+    quarantine_reason_ = "score " + std::to_string(score_);
+  }
+  d.quarantine = !quarantine_reason_.empty();
   results_.clear();
   done_.clear();
   running_checks_.clear();

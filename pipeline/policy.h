@@ -30,6 +30,8 @@ struct PolicyDecision {
   std::string check;   // which check refused ("score": the total did); empty on accept
   std::string reason;  // why, for the log line
   int32_t score = 0;   // the connection's score after the stage
+  // Accepted mail from here on is held (Policy::quarantined()).
+  bool quarantine = false;
 };
 
 class Policy {
@@ -63,6 +65,10 @@ class Policy {
 
   CheckContext& context() { return ctx_; }
   int32_t score() const { return score_; }
+  // The mail of the transaction in progress is to be held: a check said so
+  // (at connect or HELO: every transaction of the connection), or the score
+  // reached checks.quarantine_score. Empty when not.
+  const std::string& quarantined() const { return quarantine_reason_; }
   const CheckSet& checks() const { return *checks_; }
 
  private:
@@ -75,7 +81,9 @@ class Policy {
   Resume resume_;
   int32_t score_ = 0;
   std::array<int32_t, kCheckStages> stage_score_{};
-  int32_t extra_score_ = 0;  // add_score()
+  int32_t extra_score_ = 0;                                 // add_score()
+  std::array<std::string, kCheckStages> stage_quarantine_;  // a check's reason, by stage
+  std::string quarantine_reason_;
   std::vector<std::string> extra_findings_;
   // Findings that added to the score, for the refusal text, by stage.
   std::array<std::vector<std::string>, kCheckStages> findings_;

@@ -8,9 +8,11 @@ permanent one, and the shard keeps serving other clients meanwhile.
 
 Needs dnsmasq (Debian dnsmasq-base); exits 77 without it."""
 
+import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import unittest
@@ -371,6 +373,71 @@ class TeaserAndPregreetScore(unittest.TestCase):
         c2.cmd("QUIT")
         wait_for(lambda: "event=pregreet" in self.srv.log() and "action=score" in self.srv.log(),
                  what="the pregreet log line")
+
+
+QUARANTINE = """
+[dns]
+servers = ["127.0.0.1:%(port)d"]
+
+[checks]
+reject_score = 10
+quarantine_score = 4
+
+[checks.ptr]
+unconfirmed = "score"
+score = 4
+
+[[route]]
+domains = ["example.org"]
+destination = "smtp://127.0.0.1:%(dead)d"
+"""
+
+CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "ringmxctl")
+
+
+class Quarantine(unittest.TestCase):
+    """checks.quarantine_score: mail taken (250) but held in the queue."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = Dnsmasq(records(1))
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        cls.dead = dead
+        cls.srv = Server(QUARANTINE % {"port": cls.dns.port, "dead": dead.getsockname()[1]},
+                         shards=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.dns.stop()
+        cls.dead.close()
+        assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
+
+    def queue(self):
+        p = subprocess.run([sys.executable, CTL, "--config", self.srv.config, "queue", "list",
+                            "--json"], capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return {m["queue_id"]: m for m in map(json.loads, p.stdout.decode().splitlines())}
+
+    def test_scored_client_is_held_a_clean_one_is_not(self):
+        qids = {}
+        for octet in (32, 30):  # a forged PTR (score 4), a confirmed one (0)
+            c = connect(self.srv, octet)
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.good.test")[0], 250)
+            code, text = transaction(c, "a@mx.test", ["b@example.org"], MESSAGE)
+            self.assertEqual(code, 250, text)
+            qids[octet] = text.split()[-1]
+            c.cmd("QUIT")
+        q = wait_for(lambda: (lambda x: x if len(x) == 2 else None)(self.queue()),
+                     what="both messages queued")
+        self.assertTrue(q[qids[32]]["held"], q[qids[32]])
+        self.assertFalse(q[qids[30]]["held"], q[qids[30]])
+        wait_for(lambda: re.search(r"event=quarantine .*qid=%s .*reason=\"score 4\"" % qids[32],
+                                   self.srv.log()), what="the quarantine log line")
+        text = http_get(self.srv.admin_port, "/metrics")[1]
+        self.assertEqual(metric(text, "ringmx_quarantined_total"), 1)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ std::string dump(const ServerConfig& c) {
   o << "headers=" << h.require_from << " " << h.require_date << " " << h.reject_duplicates << "\n";
   const ChecksConfig& k = c.checks;
   auto act = [](CheckAction a) { return static_cast<int>(a); };
-  o << "checks=" << k.reject_score << " " << k.trace_header << " "
+  o << "checks=" << k.reject_score << " " << k.quarantine_score << " " << k.trace_header << " "
     << static_cast<int>(k.dnsbl_failure) << "\n";
   o << "ptr=" << act(k.ptr.missing) << act(k.ptr.unconfirmed) << act(k.ptr.dynamic) << " "
     << k.ptr.score << " " << static_cast<int>(k.ptr.dns_failure);
@@ -213,6 +213,7 @@ ServerConfig everything_changed() {
   c.smtp.headers = HeaderRules{true, true, true};
   ChecksConfig& k = c.checks;
   k.reject_score = 7;
+  k.quarantine_score = 7;
   k.trace_header = false;
   k.dnsbl_failure = DnsFailure::tempfail;
   k.ptr = PtrCheckConfig{CheckAction::reject, CheckAction::reject, CheckAction::reject, {"x"}, 7,

@@ -234,6 +234,29 @@ TEST_F(PolicyTest, RecipientsAddUpUntilTheNextMail) {
   EXPECT_EQ(now(*p, CheckStage::mail).score, 0);        // a new transaction
 }
 
+TEST_F(PolicyTest, QuarantineByCheckOrScore) {
+  auto set = std::make_shared<CheckSet>();
+  set->reject_score = 10;
+  set->quarantine_score = 6;
+  set->add(std::make_unique<Fixed>("m", stage_bit(CheckStage::message),
+                                   CheckResult::quarantine("looks odd")));
+  set->add(std::make_unique<Fixed>("r", stage_bit(CheckStage::rcpt), CheckResult::add(3, "r")));
+  auto p = make(set);
+  EXPECT_FALSE(now(*p, CheckStage::mail).quarantine);
+  EXPECT_FALSE(now(*p, CheckStage::rcpt).quarantine);  // 3
+  PolicyDecision d = now(*p, CheckStage::rcpt);        // 6: held, still accepted
+  EXPECT_EQ(d.verdict.kind, Verdict::Kind::accept);
+  EXPECT_TRUE(d.quarantine);
+  EXPECT_EQ(p->quarantined(), "score 6");
+  // The next transaction starts clean; a check quarantines its message.
+  EXPECT_FALSE(now(*p, CheckStage::mail).quarantine);
+  EXPECT_TRUE(p->quarantined().empty());
+  d = now(*p, CheckStage::message);
+  EXPECT_EQ(d.verdict.kind, Verdict::Kind::accept);
+  EXPECT_EQ(p->quarantined(), "m: looks odd");
+  EXPECT_FALSE(now(*p, CheckStage::mail).quarantine);
+}
+
 TEST_F(PolicyTest, UserCheckFromTheHeaderExample) {
   auto set = std::make_shared<CheckSet>();
   set->add(std::make_unique<NoRoot>());
