@@ -10,8 +10,10 @@ checks take from the throughput of legitimate mail.
              of each): ringmx refuses at connect with 554 5.7.1
   checks     legitimate mail (ringmx-bench, 1 KiB, 10 messages per connection,
              from 50 addresses whose PTR, HELO and sender domain all check
-             out) with every check on (warm cache) against the same load with
-             the checks off, alternating runs
+             out) with every check on (warm cache; PTR, HELO, sender, two
+             block lists and an allow list, header rules, rates counted with
+             limits it never reaches, karma) against the same load with the
+             checks off, alternating runs
 
 CPU is utime + stime from /proc/PID/stat: ringmx's process; for Postfix the
 master and every process it forked that is alive at the end of the run
@@ -177,6 +179,15 @@ unresolvable = "score"
 [checks.sender]
 unresolvable = "reject"
 null_mx = "reject"
+
+[checks.rate]
+connections_per_minute = 1000000
+messages_per_minute = 1000000
+recipients_per_minute = 1000000
+max_connections_per_network = 10000
+
+[checks.karma]
+enabled = true
 
 [headers]
 require_from = true
