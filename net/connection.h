@@ -267,10 +267,9 @@ struct alignas(16) Connection final : SessionHandler {
   }
 
   // A protocol discipline check dropped the client (its reply follows in a
-  // `reply` line). No metric here yet: ringmx_rejects_total{stage,check}
-  // comes with the policy checks and counts this hook too.
+  // `reply` line): counted in ringmx_rejects_total as stage "command".
   void on_protocol_reject(Session& s, std::string_view check) override {
-    // The discipline of the command phase counts as stage "command".
+    refused = true;  // the client's karma remembers it
     shard.metrics().rejects[kRejectStages - 1][static_cast<size_t>(reject_check_of(check))].inc();
     if (!shard.log_enabled(LogLevel::info)) return;
     LogLine l(LogLevel::info, "reject", shard.unix_ms());

@@ -157,16 +157,16 @@ void Shard::store_message(Connection& c, Message& msg) {
 // A stage that waited for DNS is decided: the session takes the verdict and
 // the input held meanwhile.
 void Shard::policy_decided(Connection& c, const PolicyDecision& d) {
+  const Verdict v = policy_verdict(c, d);  // counted and logged once
   if (d.stage == CheckStage::message && c.checked_message != nullptr) {
     Message& msg = *c.checked_message;
     c.checked_message = nullptr;
     c.policy->context().message = nullptr;
-    if (policy_verdict(c, d).kind == Verdict::Kind::accept) {
+    if (v.kind == Verdict::Kind::accept) {
       store_message(c, msg);  // the session hears when it is on disk
       return;
     }
   }
-  const Verdict v = policy_verdict(c, d);
   c.session.resume(v, now_);
   if (c.stage == Connection::Stage::closing) {
     // The client is gone; nobody is left to answer.
