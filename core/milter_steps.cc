@@ -145,10 +145,11 @@ MilterReplyTracker::Outcome MilterReplyTracker::on_response(const Response& r) {
     if (!terms_.allows(required_action(r))) {
       return fail("modification " + what + " not among the agreed actions");
     }
-    if (++modifications_ > limits_.max_modifications) {
+    if (modifications_ >= limits_.max_modifications) {
       return fail("more than " + std::to_string(limits_.max_modifications) +
                   " modifications for one message");
     }
+    ++modifications_;
     return Outcome::interim;
   }
   if (code == Reply::skip && (step != Command::body || !terms_.skip_allowed())) {
