@@ -43,7 +43,8 @@ enum class Command : char {
   macro = 'D',    // SMFIC_MACRO: macros for the command that follows
   eob = 'E',      // SMFIC_BODYEOB: end of the message
   helo = 'H',     // SMFIC_HELO
-  quit_nc = 'K',  // SMFIC_QUIT_NC: quit, the connection stays for a new session
+  quit_nc = 'K',  // SMFIC_QUIT_NC: end the session, keep the connection and the
+                  // negotiated terms: the next session starts with CONNECT
   header = 'L',   // SMFIC_HEADER
   mail = 'M',     // SMFIC_MAIL
   eoh = 'N',      // SMFIC_EOH: end of the headers

@@ -107,12 +107,13 @@ MilterReplyTracker::MilterReplyTracker(const Negotiated& terms, const TrackerLim
     : terms_(terms), limits_(limits) {}
 
 MilterReplyTracker::Send MilterReplyTracker::sent(Command c) {
-  if (c == Command::abort || c == Command::quit || c == Command::quit_nc) {
+  if (c == Command::quit) {
     pending_ = kNone;
     modifications_ = 0;
     return Send::no_reply;
   }
   if (pending_ != kNone) return Send::out_of_turn;
+  if (c == Command::abort || c == Command::quit_nc) modifications_ = 0;
   if (c == Command::eob) modifications_ = 0;
   if (terms_.no_reply(c)) return Send::no_reply;
   pending_ = static_cast<char>(c);

@@ -86,8 +86,11 @@ class MilterReplyTracker {
 
   explicit MilterReplyTracker(const Negotiated& terms, const TrackerLimits& limits = {});
 
-  // The owner sends `c` (after its MACRO, if any). ABORT, QUIT and QUIT_NC
-  // may go while a reply is due (the owner gives up on it).
+  // The owner sends `c` (after its MACRO, if any), one command at a time:
+  // the milter answers every command it was sent, so nothing but QUIT may
+  // go while a reply is due (not even ABORT: the late reply would then look
+  // unasked for). QUIT may go at any time; the owner then closes the
+  // connection without reading further.
   Send sent(Command c);
   Outcome on_response(const Response& r);
 

@@ -592,7 +592,13 @@ TEST(MilterTracker, ReplyPerStep) {
   EXPECT_EQ(t.sent(Command::mail), Send::reply_due);
   EXPECT_EQ(t.on_response(ReplyCode{550, "5.7.1", "550 5.7.1 no"}), Outcome::final);
   EXPECT_EQ(t.sent(Command::rcpt), Send::reply_due);
-  EXPECT_EQ(t.sent(Command::abort), Send::no_reply);  // giving up on the reply
+  // Its reply comes whatever follows: ABORT and QUIT_NC wait for it.
+  EXPECT_EQ(t.sent(Command::abort), Send::out_of_turn);
+  EXPECT_EQ(t.sent(Command::quit_nc), Send::out_of_turn);
+  EXPECT_EQ(t.on_response(Verdict{Reply::cont}), Outcome::final);
+  EXPECT_EQ(t.sent(Command::abort), Send::no_reply);
+  EXPECT_EQ(t.sent(Command::helo), Send::reply_due);
+  EXPECT_EQ(t.sent(Command::quit), Send::no_reply);  // at any time: the connection closes
   EXPECT_FALSE(t.reply_due());
   EXPECT_FALSE(t.failed());
 }
@@ -669,7 +675,6 @@ TEST(MilterTracker, ModificationLimitAtTheBound) {
 
 TEST(MilterTracker, OptNegOnlyAfterOptNeg) {
   MilterReplyTracker t(terms(0, 0));
-  EXPECT_EQ(t.sent(Command::quit_nc), Send::no_reply);
   EXPECT_EQ(t.sent(Command::optneg), Send::reply_due);
   EXPECT_EQ(t.on_response(Verdict{Reply::cont}), Outcome::error);
   MilterReplyTracker u(terms(0, 0));
