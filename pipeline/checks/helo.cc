@@ -3,28 +3,21 @@
 // name or a literal at all; this looks at what bots say instead: a bare
 // address, a name without a dot, our own name, a literal that is not the
 // client's address, a name that does not resolve.
-#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
 
+#include "core/command.h"
 #include "pipeline/checks/builtin.h"
 
 namespace ringmx {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lo = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-           return lo(x) == lo(y);
-         });
-}
-
 // "[192.0.2.1]" or "[IPv6:2001:db8::1]" -> the address text; empty otherwise.
 std::string_view literal_address(std::string_view helo) {
   if (helo.size() < 3 || helo.front() != '[' || helo.back() != ']') return {};
   std::string_view inner = helo.substr(1, helo.size() - 2);
-  if (inner.size() > 5 && iequals(inner.substr(0, 5), "IPv6:")) inner.remove_prefix(5);
+  if (starts_with_nocase(inner, "IPv6:")) inner.remove_prefix(5);
   return inner;
 }
 
@@ -70,7 +63,7 @@ class HeloCheck final : public Check {
                        "HELO bare address"));
       return done(std::move(r));
     }
-    if (!ctx.our_hostname.empty() && iequals(helo, ctx.our_hostname)) {
+    if (!ctx.our_hostname.empty() && equals_nocase(helo, ctx.our_hostname)) {
       merge(r, finding(cfg_.ours, cfg_.score, 550, "5.7.1",
                        "Error: HELO/EHLO " + shown + " is my name, not yours", "HELO our name"));
     }
