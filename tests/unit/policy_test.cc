@@ -177,6 +177,30 @@ TEST_F(PolicyTest, FirstRefusalDecidesAndScoresAddUp) {
   EXPECT_EQ(d.score, 12);
 }
 
+// A prober's recipients add up, but the findings a stage keeps for the
+// refusal stay bounded (16): the 17th and later are counted, not kept.
+TEST_F(PolicyTest, FindingsKeptPerStageAreBounded) {
+  struct Counting final : Check {
+    mutable int n = 0;
+    std::string_view name() const override { return "c"; }
+    uint32_t stages() const override { return stage_bit(CheckStage::rcpt); }
+    void start(CheckStage, CheckContext&, CheckDone done) const override {
+      done(CheckResult::add(1, "f" + std::to_string(n++) + "."));
+    }
+  };
+  auto set = std::make_shared<CheckSet>();
+  set->reject_score = 20;
+  set->add(std::make_unique<Counting>());
+  auto p = make(set);
+  PolicyDecision d;
+  for (int i = 0; i < 20; ++i) d = now(*p, CheckStage::rcpt);
+  EXPECT_EQ(d.check, "score");
+  EXPECT_EQ(d.score, 20);
+  EXPECT_NE(d.reason.find("f15."), std::string::npos) << d.reason;
+  EXPECT_EQ(d.reason.find("f16."), std::string::npos) << d.reason;
+  EXPECT_NE(d.verdict.text.find("f3., ..."), std::string::npos) << d.verdict.text;  // 4 named
+}
+
 TEST_F(PolicyTest, ScoreAtTheThresholdRefusesOneBelowDoesNot) {
   for (int32_t s : {9, 10}) {
     auto set = std::make_shared<CheckSet>();
