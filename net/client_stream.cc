@@ -28,7 +28,7 @@ ErrorKind error_kind(int res, bool connecting) {
   }
 }
 
-ClientStream::ClientStream(Ring& ring, ProvidedBufferRing& bufs, ClientConnection& link,
+ClientStream::ClientStream(Ring& ring, ProvidedBufferRing& bufs, StreamLink& link,
                            Owner& owner)
     : ring_(ring), bufs_(bufs), link_(link), owner_(owner) {
   connect_op_.s = recv_op_.s = send_op_.s = this;
@@ -116,7 +116,7 @@ void ClientStream::flush() {
       const std::string_view v = link_.output();
       // A big body goes from where it lives; small pieces and TLS records
       // are gathered (the session's buffer moves as it grows).
-      if (v.size() >= SmtpClient::kCopyBelow && link_.output_stable()) {
+      if (v.size() >= StreamLink::kSendInPlaceAbove && link_.output_stable()) {
         if (inflight_.empty()) {
           direct_ = true;
           p = v.data();

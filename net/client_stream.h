@@ -1,10 +1,11 @@
 // One outbound connection on a ring, for every client ringmx runs: the
-// daemon's relays (net/relay.cc) and the load generator (bench/
-// load_runner.cc). It owns the socket and the three operations that point
+// daemon's relays (net/relay.cc), its milter links (net/milter_link.cc) and
+// the load generator (bench/load_runner.cc). It owns the socket and the three operations that point
 // at it — connect, a multishot recv taking its buffers from a provided-buffer
-// ring (an idle connection holds none), and one send at a time of what the
-// client connection (tls/client_connection: SMTP/LMTP, PROXY, TLS) has to
-// say — all tagged as open Completions (net/ring.h).
+// ring (an idle connection holds none), and one send at a time of what its
+// link (core/stream_link.h: an SMTP/LMTP client connection with PROXY and
+// TLS, or a milter client) has to say — all tagged as open Completions
+// (net/ring.h).
 //
 // The stream moves bytes and reports what happened to the link (connected,
 // input fed, output consumed, connection lost with its kind); what follows
@@ -22,9 +23,9 @@
 #include <string>
 
 #include "core/smtp_client.h"
+#include "core/stream_link.h"
 #include "net/buffer_ring.h"
 #include "net/ring.h"
-#include "tls/client_connection.h"
 
 namespace ringmx {
 
@@ -57,7 +58,7 @@ class ClientStream {
     ~Owner() = default;
   };
 
-  ClientStream(Ring& ring, ProvidedBufferRing& bufs, ClientConnection& link, Owner& owner);
+  ClientStream(Ring& ring, ProvidedBufferRing& bufs, StreamLink& link, Owner& owner);
   ClientStream(const ClientStream&) = delete;
   ClientStream& operator=(const ClientStream&) = delete;
   ~ClientStream();
@@ -97,7 +98,7 @@ class ClientStream {
 
   Ring& ring_;
   ProvidedBufferRing& bufs_;
-  ClientConnection& link_;
+  StreamLink& link_;
   Owner& owner_;
   Op connect_op_, recv_op_, send_op_;
   int fd_ = -1;

@@ -29,6 +29,7 @@
 #include <string_view>
 
 #include "core/smtp_client.h"
+#include "core/stream_link.h"
 #include "tls/tls_context.h"
 #include "tls/tls_session.h"
 
@@ -42,7 +43,7 @@ struct TlsClientOptions {
   std::string server_name;                          // SNI (address literals are not sent)
 };
 
-class ClientConnection {
+class ClientConnection final : public StreamLink {
  public:
   enum class Handshake : uint8_t { none, running, done, failed };
 
@@ -56,17 +57,17 @@ class ClientConnection {
   // Bytes to send before anything else (before connected() is called).
   void set_preamble(std::string bytes) { preamble_ = std::move(bytes); }
   // The transport is up: implicit TLS starts its handshake.
-  void connected(int64_t now_ns);
+  void connected(int64_t now_ns) override;
   // Bytes received from the server.
-  void feed(std::string_view bytes, int64_t now_ns);
+  void feed(std::string_view bytes, int64_t now_ns) override;
   // The transport failed or the owner gave up (SmtpClient::connection_lost);
   // a handshake in progress counts as failed.
-  void connection_lost(ErrorKind kind, int64_t now_ns);
+  void connection_lost(ErrorKind kind, int64_t now_ns) override;
 
-  std::string_view output();
-  void consume_output(size_t n);
-  bool has_output();
-  bool output_stable() const {
+  std::string_view output() override;
+  void consume_output(size_t n) override;
+  bool has_output() override;
+  bool output_stable() const override {
     return preamble_off_ >= preamble_.size() && !tls_ && client_.output_is_reference();
   }
 

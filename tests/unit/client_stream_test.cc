@@ -17,6 +17,7 @@
 #include <string>
 
 #include "tests/unit/ring_loop.h"
+#include "tls/client_connection.h"
 
 namespace ringmx {
 namespace {
