@@ -19,9 +19,13 @@ BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccach
 # test nodes), dnsmasq (the resolver's DNS server); fuse3 for the power-cut test's file system (tests/powercut);
 # groff and man for the man pages (test_man_pages, test_install);
 # systemd-analyze (systemd) for the unit and strace for the system calls the
-# daemon makes (test_systemd_unit, test_durability).
+# daemon makes (test_systemd_unit, test_durability); real milters for the
+# milter client (tests/integration/milter_peers.py): OpenDKIM and its
+# opendkim-genkey (opendkim-tools), Rspamd's proxy worker, pymilter for the
+# scriptable test filter and python3-dkim to verify signatures independently.
 TEST_PKGS=(swaks libnet-ssleay-perl python3 prometheus openssl postfix dovecot-core dovecot-lmtpd
-  haproxy dnsmasq-base fuse3 groff-base man-db systemd strace)
+  haproxy dnsmasq-base fuse3 groff-base man-db systemd strace
+  opendkim opendkim-tools rspamd python3-milter python3-dkim)
 
 deps() {
   local want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") missing=()
@@ -32,7 +36,9 @@ deps() {
     echo "== installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # Postfix is only a test peer: no system configuration, and no service may
-    # start while packages install (policy-rc.d answers "not allowed").
+    # start while packages install (policy-rc.d answers "not allowed": that
+    # covers opendkim's and rspamd's init scripts and units too, which
+    # invoke-rc.d / deb-systemd-invoke start only when it allows).
     echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
     local policy=0
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
