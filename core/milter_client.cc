@@ -89,8 +89,7 @@ void MilterClient::feed(std::string_view bytes, int64_t now_ns) {
 void MilterClient::connection_lost(ErrorKind kind, int64_t now_ns) {
   now_ns_ = now_ns;
   if (failed_ || quit_) return;
-  fail(std::string("connection ") + (optneg_sent_ ? "lost: " : "failed: ") +
-       error_kind_name(kind));
+  fail(std::string("connection ") + (optneg_sent_ ? "lost: " : "failed: ") + error_kind_name(kind));
 }
 
 void MilterClient::consume_output(size_t n) {
@@ -109,10 +108,10 @@ void MilterClient::consume_output(size_t n) {
 void MilterClient::timeout(int64_t now_ns) {
   now_ns_ = now_ns;
   if (failed_ || deadline_ns_ == 0 || now_ns < deadline_ns_) return;
-  std::string what = !optneg_sent_   ? "connect"
-                     : !tracker_     ? "option negotiation"
-                     : waiting_      ? "the answer to a command"
-                                     : "the conversation";
+  std::string what = !optneg_sent_ ? "connect"
+                     : !tracker_   ? "option negotiation"
+                     : waiting_    ? "the answer to a command"
+                                   : "the conversation";
   fail("timed out waiting for " + what, true);
 }
 
@@ -354,12 +353,12 @@ bool MilterClient::next_header(std::string_view& name, std::string_view& value) 
   line_at(s, at, with_end, line_len);
   const std::string_view first = s.substr(at, line_len);
   const size_t colon = first.find(':');
-  std::string_view n = colon == std::string_view::npos ? std::string_view{} : first.substr(0, colon);
+  std::string_view n =
+      colon == std::string_view::npos ? std::string_view{} : first.substr(0, colon);
   while (!n.empty() && (n.back() == ' ' || n.back() == '\t')) n.remove_suffix(1);
-  const bool field =
-      !n.empty() && std::none_of(n.begin(), n.end(), [](char ch) {
-        return static_cast<unsigned char>(ch) <= ' ' || static_cast<unsigned char>(ch) >= 127;
-      });
+  const bool field = !n.empty() && std::none_of(n.begin(), n.end(), [](char ch) {
+    return static_cast<unsigned char>(ch) <= ' ' || static_cast<unsigned char>(ch) >= 127;
+  });
   if (!field) {
     if (in_prepended) {  // our own fields are well formed; skip a stray line
       header_at_ += with_end;

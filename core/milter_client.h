@@ -67,7 +67,7 @@ struct StepResult {
   // reject/tempfail: the milter's own reply (SMFIR_REPLYCODE) when it gave
   // one (code != 0), else code 0 and the owner's default text.
   ReplyCode reply;
-  std::string error;      // failed: why
+  std::string error;       // failed: why
   bool timed_out = false;  // failed: the deadline passed
 };
 const char* step_kind_name(StepResult::Kind k);
@@ -82,8 +82,8 @@ class MilterClient final : public StreamLink {
   // (body chunks without answers) until the stream takes some.
   static constexpr size_t kOutputHigh = size_t{256} * 1024;
 
-  MilterClient(const Offer& offer, const ClientTimeouts& timeouts, const DecoderLimits& decoder = {},
-               const TrackerLimits& tracker = {});
+  MilterClient(const Offer& offer, const ClientTimeouts& timeouts,
+               const DecoderLimits& decoder = {}, const TrackerLimits& tracker = {});
 
   // StreamLink.
   void connected(int64_t now_ns) override;
