@@ -102,6 +102,26 @@ struct KarmaConfig {
   uint32_t max_clients = 100'000;
 };
 
+// One milter of the chain ([[milter]], in the order they run): a filter
+// speaking the milter protocol (version 6) on a socket, asked at every stage
+// after the built-in checks (pipeline/checks/milter.cc).
+enum class MilterDefault : uint8_t {
+  tempfail,  // 451 4.7.1 at each stage while the milter is unusable
+  accept,    // go on without it
+  reject,    // 550 5.7.1
+};
+struct MilterConfig {
+  std::string name;     // metrics and logs; default "milter1", "milter2", ... by position
+  std::string address;  // "unix:/run/x.sock", "inet:127.0.0.1:11332", "inet:11332@host",
+                        // "inet6:[::1]:11332"
+  uint32_t connect_timeout_ms = 5000;   // connect and option negotiation
+  uint32_t command_timeout_ms = 30000;  // the answer to each command
+  uint32_t eom_timeout_ms = 300000;     // the answer at the end of the message
+  // The milter is unreachable, breaks the protocol or times out (Postfix's
+  // milter_default_action).
+  MilterDefault default_action = MilterDefault::tempfail;
+};
+
 struct ChecksConfig {
   // A connection whose score reaches this is refused; 0: scores never refuse.
   int32_t reject_score = 10;
@@ -120,6 +140,7 @@ struct ChecksConfig {
   // A DNS list lookup that fails for a while: skip (the default: a list's
   // outage must not stop mail) or tempfail.
   DnsFailure dnsbl_failure = DnsFailure::skip;
+  std::vector<MilterConfig> milters;  // [[milter]], at most 16
 };
 
 }  // namespace ringmx

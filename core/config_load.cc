@@ -371,6 +371,8 @@ class Loader : TomlReader {
       } else if (name == "dnsbl" || name == "dnswl") {
         ChecksLoader(file_, errors_)
             .load_lists(v, name, name == "dnsbl" ? cfg.checks.dnsbl : cfg.checks.dnswl);
+      } else if (name == "milter") {
+        ChecksLoader(file_, errors_).load_milters(v, cfg.checks.milters);
       } else if (name == "tls") {
         if (const toml::table* t = section(v, "tls")) load_tls(*t, cfg.tls);
       } else {

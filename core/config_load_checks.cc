@@ -6,6 +6,7 @@
 
 #include "core/address.h"
 #include "core/ip_network.h"
+#include "core/milter_address.h"
 
 namespace ringmx {
 namespace {
@@ -20,6 +21,16 @@ constexpr EnumName<DnsFailure> kDnsFailures[] = {
     {"tempfail", DnsFailure::tempfail},
     {"skip", DnsFailure::skip},
 };
+
+constexpr EnumName<MilterDefault> kMilterDefaults[] = {
+    {"tempfail", MilterDefault::tempfail},
+    {"accept", MilterDefault::accept},
+    {"reject", MilterDefault::reject},
+};
+// Milters in the chain (each a socket per SMTP connection).
+constexpr size_t kMaxMilters = 16;
+// A milter's timeouts: up to an hour.
+constexpr uint64_t kMaxMilterTimeoutMs = 3'600'000;
 
 // Scores stay far from int32 overflow however many checks add up.
 constexpr int64_t kMaxScore = 1'000'000;
@@ -303,6 +314,77 @@ void ChecksLoader::load_lists(const toml::node& n, std::string_view list_key,
   if (errors_.size() == errors_before) out = std::move(got);
 }
 
+std::string check_milter_name(std::string_view s) {
+  if (s.empty() || s.size() > 32) return "must be 1-32 characters";
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return "may hold only a-z 0-9 _";
+  }
+  return {};
+}
+
+std::string check_milter_address(std::string_view s) {
+  MilterAddress a;
+  std::string error;
+  if (!parse_milter_address(s, a, error)) return error;
+  return {};
+}
+
+void ChecksLoader::load_milters(const toml::node& n, std::vector<MilterConfig>& out) {
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr) {
+    wrong_type(n, "milter", "an array of tables ([[milter]])");
+    return;
+  }
+  if (arr->size() > kMaxMilters) {
+    add(n.source(), "milter", "at most 16 milters are allowed");
+    return;
+  }
+  const size_t errors_before = errors_.size();
+  std::vector<MilterConfig> got;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const std::string base = "milter[" + std::to_string(i) + "]";
+    const toml::table* t = (*arr)[i].as_table();
+    if (t == nullptr) {
+      wrong_type((*arr)[i], base, "a table");
+      continue;
+    }
+    MilterConfig m;
+    bool has_address = false;
+    for (const auto& [k, v] : *t) {
+      const std::string key = base + "." + std::string(k.str());
+      const std::string_view name = k.str();
+      uint64_t x = 0;
+      if (name == "name") {
+        read_checked(v, key, check_milter_name, m.name);
+      } else if (name == "address") {
+        has_address = true;
+        read_checked(v, key, check_milter_address, m.address);
+      } else if (name == "connect_timeout_ms") {
+        if (read_uint(v, key, 1, kMaxMilterTimeoutMs, x))
+          m.connect_timeout_ms = static_cast<uint32_t>(x);
+      } else if (name == "command_timeout_ms") {
+        if (read_uint(v, key, 1, kMaxMilterTimeoutMs, x))
+          m.command_timeout_ms = static_cast<uint32_t>(x);
+      } else if (name == "eom_timeout_ms") {
+        if (read_uint(v, key, 1, kMaxMilterTimeoutMs, x))
+          m.eom_timeout_ms = static_cast<uint32_t>(x);
+      } else if (name == "default_action") {
+        read_enum(v, key, kMilterDefaults, m.default_action);
+      } else {
+        unknown(k, v, key);
+      }
+    }
+    if (!has_address) add(t->source(), base + ".address", "is required");
+    if (m.name.empty()) m.name = "milter" + std::to_string(i + 1);
+    for (const MilterConfig& other : got) {
+      if (other.name == m.name) add(t->source(), base + ".name", "is the name of another milter");
+    }
+    got.push_back(std::move(m));
+  }
+  if (errors_.size() == errors_before) out = std::move(got);
+}
+
 std::vector<std::pair<std::string, std::string>> check_checks_config(const ChecksConfig& c) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const std::string& p : c.ptr.dynamic_patterns) {
@@ -335,6 +417,16 @@ std::vector<std::pair<std::string, std::string>> check_checks_config(const Check
         why = check_dns_list_code(code);
         if (!why.empty()) out.emplace_back(std::string(key) + ".codes", std::move(why));
       }
+    }
+  }
+  if (c.milters.size() > kMaxMilters) out.emplace_back("milter", "at most 16 milters are allowed");
+  for (const MilterConfig& m : c.milters) {
+    std::string why = check_milter_address(m.address);
+    if (!why.empty()) out.emplace_back("milter.address", std::move(why));
+    why = check_milter_name(m.name);
+    if (!why.empty()) out.emplace_back("milter.name", std::move(why));
+    if (m.connect_timeout_ms == 0 || m.command_timeout_ms == 0 || m.eom_timeout_ms == 0) {
+      out.emplace_back("milter", "timeouts must be at least 1 ms");
     }
   }
   return out;

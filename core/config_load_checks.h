@@ -1,4 +1,4 @@
-// The [checks] table and the [[dnsbl]] / [[dnswl]] lists of the config file
+// The [checks] table, the [[dnsbl]] / [[dnswl]] lists and the [[milter]] chain of the config file
 // (core/check_config.h). Internal to the config loader.
 #pragma once
 
@@ -28,6 +28,8 @@ class ChecksLoader : TomlReader {
   void load_headers(const toml::node& n, HeaderRules& out);
   // `key` is "dnsbl" or "dnswl".
   void load_lists(const toml::node& n, std::string_view key, std::vector<DnsListConfig>& out);
+  // [[milter]]
+  void load_milters(const toml::node& n, std::vector<MilterConfig>& out);
 
  private:
   void load_ptr(const toml::table& t, PtrCheckConfig& out);
@@ -48,6 +50,8 @@ std::string check_regex(std::string_view pattern);
 bool parse_dns_list_code(std::string_view code, uint32_t& first, uint32_t& last);
 std::string check_dns_list_code(std::string_view code);
 std::string check_dns_zone(std::string_view zone);
+std::string check_milter_name(std::string_view name);
+std::string check_milter_address(std::string_view address);
 // Every problem of a finished ChecksConfig, as (key, message).
 std::vector<std::pair<std::string, std::string>> check_checks_config(const ChecksConfig& c);
 

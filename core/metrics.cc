@@ -30,6 +30,7 @@ bool reject_pair_expected(size_t stage, size_t check) {
     case RejectCheck::slow_command: return stage == kCommand;
     case RejectCheck::rate: return stage == kConnect || stage == kMail || stage == kRcpt;
     case RejectCheck::karma: return stage == kConnect;
+    case RejectCheck::milter: return stage <= kMessage;
     default: return false;
   }
 }
@@ -199,6 +200,16 @@ struct Totals {
   int64_t dns_in_flight = 0;
   std::array<std::array<uint64_t, kRejectChecks>, kRejectStages> rejects{};
   uint64_t quarantined = 0;
+  uint64_t discarded = 0;
+  struct Milter {
+    std::array<std::array<uint64_t, kMilterResults>, kMilterStages> calls{};
+    std::array<uint64_t, Histogram::kBounds.size() + 1> buckets{};
+    uint64_t sum_ns = 0;
+    uint64_t timeouts = 0;
+    uint64_t failures = 0;
+    int64_t connections = 0;
+  };
+  std::array<Milter, kMaxMilters> milters{};
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
   int64_t queue_oldest_unix = 0;  // the oldest of every shard's; 0: none
@@ -248,6 +259,19 @@ void add_shard(Totals& t, const ShardMetrics& m) {
     for (size_t c = 0; c < kRejectChecks; ++c) t.rejects[st][c] += m.rejects[st][c].get();
   }
   t.quarantined += m.quarantined.get();
+  t.discarded += m.discarded.get();
+  for (size_t i = 0; i < kMaxMilters; ++i) {
+    Totals::Milter& to = t.milters[i];
+    const MilterMetrics& from = m.milters[i];
+    for (size_t st = 0; st < kMilterStages; ++st) {
+      for (size_t r = 0; r < kMilterResults; ++r) to.calls[st][r] += from.calls[st][r].get();
+    }
+    for (size_t b = 0; b < to.buckets.size(); ++b) to.buckets[b] += from.seconds.bucket(b);
+    to.sum_ns += from.seconds.sum_ns();
+    to.timeouts += from.timeouts.get();
+    to.failures += from.failures.get();
+    to.connections += from.connections.get();
+  }
   for (size_t r = 0; r < kMaxRoutes; ++r) {
     for (size_t k = 0; k < kDeliveryResults; ++k) t.deliveries[r][k] += m.deliveries[r][k].get();
   }
@@ -304,16 +328,22 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   t.tls_resumed += m.tls_resumed.get();
 }
 
-// One unlabelled histogram family from summed buckets (the last is +Inf).
-void append_histogram(std::string& out, std::string_view name, std::string_view help,
-                      const std::array<uint64_t, Histogram::kBounds.size() + 1>& buckets,
-                      uint64_t sum_ns) {
-  append_family(out, name, "histogram", help);
+// One histogram series from summed buckets (the last is +Inf); `labels`
+// ("milter=\"x\"") go in front of le.
+void append_histogram_series(std::string& out, std::string_view name, std::string_view labels,
+                             const std::array<uint64_t, Histogram::kBounds.size() + 1>& buckets,
+                             uint64_t sum_ns) {
+  const std::string braced = labels.empty() ? std::string() : "{" + std::string(labels) + "}";
   uint64_t cumulative = 0;
   for (size_t i = 0; i < buckets.size(); ++i) {
     cumulative += buckets[i];
     out += name;
-    out += "_bucket{le=\"";
+    out += "_bucket{";
+    if (!labels.empty()) {
+      out += labels;
+      out += ',';
+    }
+    out += "le=\"";
     if (i < Histogram::kBounds.size()) {
       append_double(out, Histogram::kBounds[i]);
     } else {
@@ -324,15 +354,87 @@ void append_histogram(std::string& out, std::string_view name, std::string_view 
     out.push_back('\n');
   }
   out += name;
-  out += "_sum ";
+  out += "_sum";
+  out += braced;
+  out += ' ';
   append_ns_as_seconds(out, sum_ns);
   out.push_back('\n');
   // The count is the +Inf bucket so the two agree even when a scrape races an
   // observation (a bucket is bumped before the count).
   out += name;
-  out += "_count ";
+  out += "_count";
+  out += braced;
+  out += ' ';
   append_u64(out, cumulative);
   out.push_back('\n');
+}
+
+// One unlabelled histogram family.
+void append_histogram(std::string& out, std::string_view name, std::string_view help,
+                      const std::array<uint64_t, Histogram::kBounds.size() + 1>& buckets,
+                      uint64_t sum_ns) {
+  append_family(out, name, "histogram", help);
+  append_histogram_series(out, name, {}, buckets, sum_ns);
+}
+
+void append_milters(std::string& out, const Totals& t, const MetricsView& view) {
+  const size_t n = std::min(view.milter_names.size(), kMaxMilters);
+  if (n == 0) return;
+  static constexpr std::string_view kStages[kMilterStages] = {"connect", "helo", "mail",
+                                                              "rcpt",    "data", "message"};
+  static constexpr std::string_view kResults[kMilterResults] = {
+      "continue", "accept", "reject", "tempfail", "discard", "shutdown", "failed"};
+  const auto label = [&](size_t i) {
+    std::string l = "milter=\"";
+    append_label_value(l, view.milter_names[i]);
+    l += '"';
+    return l;
+  };
+  append_family(out, "ringmx_milter_calls_total", "counter",
+                "Milter steps by milter, stage and result (failed: no usable answer, the "
+                "milter's default_action applied).");
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t st = 0; st < kMilterStages; ++st) {
+      for (size_t r = 0; r < kMilterResults; ++r) {
+        out += "ringmx_milter_calls_total{";
+        out += label(i);
+        out += ",stage=\"";
+        out += kStages[st];
+        out += "\",result=\"";
+        out += kResults[r];
+        out += "\"} ";
+        append_u64(out, t.milters[i].calls[st][r]);
+        out.push_back('\n');
+      }
+    }
+  }
+  append_family(out, "ringmx_milter_duration_seconds", "histogram",
+                "Time from a milter step's first command to its answer.");
+  for (size_t i = 0; i < n; ++i) {
+    append_histogram_series(out, "ringmx_milter_duration_seconds", label(i), t.milters[i].buckets,
+                            t.milters[i].sum_ns);
+  }
+  append_family(out, "ringmx_milter_timeouts_total", "counter",
+                "Milter steps that got no answer in time (command_timeout_ms, eom_timeout_ms, "
+                "connect_timeout_ms).");
+  for (size_t i = 0; i < n; ++i) {
+    out += "ringmx_milter_timeouts_total{" + label(i) + "} ";
+    append_u64(out, t.milters[i].timeouts);
+    out.push_back('\n');
+  }
+  append_family(out, "ringmx_milter_failures_total", "counter",
+                "Milter connections that failed: refused, lost, broke the protocol or timed out.");
+  for (size_t i = 0; i < n; ++i) {
+    out += "ringmx_milter_failures_total{" + label(i) + "} ";
+    append_u64(out, t.milters[i].failures);
+    out.push_back('\n');
+  }
+  append_family(out, "ringmx_milter_connections", "gauge", "Milter connections open.");
+  for (size_t i = 0; i < n; ++i) {
+    out += "ringmx_milter_connections{" + label(i) + "} ";
+    out += std::to_string(t.milters[i].connections);
+    out.push_back('\n');
+  }
 }
 
 void append_tls(std::string& out, const Totals& t, const MetricsView& view, size_t listeners) {
@@ -553,6 +655,9 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                  "Accepted messages held in the queue by the checks until an operator releases "
                  "them.",
                  t.quarantined);
+  append_counter(out, "ringmx_discarded_total",
+                 "Messages a milter said to discard: answered 250 and not stored.", t.discarded);
+  append_milters(out, t, view);
   append_histogram(out, "ringmx_dns_duration_seconds",
                    "Time from a DNS query's sending to its answer or failure.", t.dns_buckets,
                    t.dns_sum_ns);
@@ -678,12 +783,14 @@ std::string_view reject_check_name(RejectCheck c) {
                                                              "slow_command",
                                                              "rate",
                                                              "karma",
+                                                             "milter",
                                                              "other"};
   const auto i = static_cast<size_t>(c);
   return i < kRejectChecks ? kNames[i] : "other";
 }
 
 RejectCheck reject_check_of(std::string_view name) {
+  if (name.starts_with("milter_")) return RejectCheck::milter;
   for (size_t i = 0; i < kRejectChecks; ++i) {
     if (reject_check_name(static_cast<RejectCheck>(i)) == name) return static_cast<RejectCheck>(i);
   }

@@ -127,16 +127,31 @@ enum class RejectCheck : uint8_t {
   http_probe,
   unoffered_pipelining,
   slow_command,
-  rate,   // checks.rate: per-client rates and per-network connections
-  karma,  // checks.karma: too many recent refusals
+  rate,    // checks.rate: per-client rates and per-network connections
+  karma,   // checks.karma: too many recent refusals
+  milter,  // a [[milter]] (its own series: ringmx_milter_calls_total)
   other,
   count_,
 };
 inline constexpr size_t kRejectChecks = static_cast<size_t>(RejectCheck::count_);
 inline constexpr size_t kRejectStages = 7;  // connect helo mail rcpt data message command
 std::string_view reject_check_name(RejectCheck c);
-// The RejectCheck of a check's name ("other" if none).
+// The RejectCheck of a check's name ("other" if none; "milter_*": milter).
 RejectCheck reject_check_of(std::string_view name);
+
+// Milters ([[milter]], at most 16): each step's outcome by stage (connect,
+// helo, mail, rcpt, data, message) and result (continue, accept, reject,
+// tempfail, discard, shutdown, failed: milter::StepResult::Kind's order).
+inline constexpr size_t kMaxMilters = 16;
+inline constexpr size_t kMilterStages = 6;
+inline constexpr size_t kMilterResults = 7;
+struct MilterMetrics {
+  std::array<std::array<Counter, kMilterResults>, kMilterStages> calls;
+  Histogram seconds;  // a step, asked to answered
+  Counter timeouts;   // steps that failed on a deadline
+  Counter failures;   // connections lost: refused, broken, protocol errors, timeouts
+  Gauge connections;  // open now
+};
 
 struct alignas(64) ShardMetrics {
   std::array<std::array<Counter, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
@@ -184,6 +199,8 @@ struct alignas(64) ShardMetrics {
   DnsMetrics dns;
   std::array<std::array<Counter, kRejectChecks>, kRejectStages> rejects;  // [stage][check]
   Counter quarantined;  // accepted messages held by the checks (checks.quarantine_score)
+  Counter discarded;    // messages a milter said to discard (250, not stored)
+  std::array<MilterMetrics, kMaxMilters> milters;
 };
 
 // A loaded certificate, for its expiry gauge.
@@ -210,6 +227,7 @@ struct MetricsView {
   std::vector<const ShardMetrics*> shards;
   std::vector<std::string> listener_names;  // index = listener id
   std::vector<std::string> route_names;     // index = route id
+  std::vector<std::string> milter_names;    // index = position in the chain
   int64_t spool_bytes = 0;
   int64_t spool_messages = 0;
   uint64_t spool_recovery_bad_records = 0;  // set aside in corrupt/ by the last start-up

@@ -457,6 +457,7 @@ std::string Server::render_metrics() const {
   const std::shared_ptr<const RuntimeConfig> rc = current();
   for (const auto& l : rc->server.listeners) v.listener_names.push_back(l.name);
   for (const auto& d : rc->destinations) v.route_names.push_back(d.name);
+  for (const MilterConfig& m : rc->server.checks.milters) v.milter_names.push_back(m.name);
   v.certificates = rc->certificates;
   v.spool_bytes = shared_.spool_bytes.load(std::memory_order_relaxed);
   v.spool_messages = shared_.spool_messages.load(std::memory_order_relaxed);

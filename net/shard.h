@@ -24,6 +24,7 @@
 #include "core/session.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
+#include "net/milter_link.h"
 #include "net/mpsc_queue.h"
 #include "net/queue_request.h"
 #include "net/relay.h"
@@ -147,6 +148,8 @@ class Shard {
   // End of data: the message-stage checks, then the spool (or the spill's
   // commit). Pending while either works; a refusal is returned.
   Verdict message_checks(Connection& c, Message& msg);
+  // The checks passed: the milters' changes, then the spool (pending) or a discard.
+  Verdict take_message(Connection& c, Message& msg);
   void store_message(Connection& c, Message& msg);
   // The shard's resolver; null when it could not start (checks then see
   // every lookup fail for now).
@@ -293,6 +296,9 @@ class Shard {
 
   // Recent clients: their rates and karma (checks.rate, checks.karma).
   ClientMemory clients_;
+  // Milter connections (net/milter_link.h): after the ring and the wheel, so
+  // it is destroyed before them; the ring has exited by then.
+  MilterLinks milters_{*this};
   void configure_clients();
   // The connection ends: a refused or high-scoring one leaves its client
   // karma points.

@@ -4,6 +4,9 @@
 // Received header, the trace header on accepted mail.
 #include <sys/socket.h>
 
+#include <algorithm>
+
+#include "core/message_edits.h"
 #include "net/connection.h"
 #include "net/listener.h"
 
@@ -80,7 +83,8 @@ DnsLookup* Shard::dns() {
 void Shard::start_policy(Connection& c) {
   const std::shared_ptr<const CheckSet>& set = cfg_->checks;
   if (!set || set->size() == 0) return;
-  if (cfg_->server.checks.helo.ours != CheckAction::off && c.session.conn().server_ip.empty()) {
+  const bool wants_server = cfg_->server.checks.helo.ours != CheckAction::off || set->milters > 0;
+  if (wants_server && c.session.conn().server_ip.empty()) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getsockname(c.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
@@ -94,6 +98,7 @@ void Shard::start_policy(Connection& c) {
       set, c.session.conn(), dns(),
       [conn](const PolicyDecision& d) { conn->shard.policy_decided(*conn, d); });
   c.policy->context().clients = &clients_;
+  if (set->milters > 0) c.policy->context().milter_connector = &milters_;
   c.policy->prefetch_connect();
 }
 
@@ -142,6 +147,54 @@ Verdict Shard::message_checks(Connection& c, Message& msg) {
     Verdict v = policy_verdict(c, d);
     if (v.kind != Verdict::Kind::accept) return v;  // a spilled body is discarded by the session
   }
+  return take_message(c, msg);
+}
+
+// The message passed its checks: the milters' changes are made to it
+// (core/message_edits.h), then it is stored (pending until it is on disk),
+// dropped (a milter said discard, or removed every recipient: the client is
+// told it was queued, as it would be), or refused when a change cannot be
+// made.
+Verdict Shard::take_message(Connection& c, Message& msg) {
+  if (c.policy) {
+    CheckContext& ctx = c.policy->context();
+    const bool edits = std::any_of(ctx.milter_edits.begin(), ctx.milter_edits.end(),
+                                   [](const MessageEdits& e) { return !e.empty(); });
+    if (edits) {
+      const SessionConfig& sc = cfg_->server.smtp;
+      const EditOutcome o = apply_edits(msg, ctx.milter_edits, sc.ext, sc.limits.max_message_size);
+      for (MessageEdits& e : ctx.milter_edits) e.changes.clear();
+      if (log_enabled(LogLevel::info)) {
+        LogLine l(LogLevel::info, o.error.empty() ? "milter_changed" : "milter_change_failed",
+                  unix_ms_);
+        l.kv("sid", format_session_id(c.session.conn().session_id))
+            .kv("qid", msg.envelope.queue_id);
+        l.kv("content", o.headers_or_body).kv("envelope", o.envelope);
+        if (!o.error.empty()) l.kv("error", o.error);
+        log(l);
+      }
+      if (!o.error.empty()) {
+        return Verdict::reject(451, "4.3.0",
+                               "Error: a filter's change could not be made, try again later");
+      }
+      if (msg.envelope.recipients.empty() && ctx.discard.empty()) {
+        ctx.discard = "every recipient removed";
+      }
+    }
+    if (!ctx.discard.empty()) {
+      metrics_.discarded.inc();
+      if (log_enabled(LogLevel::info)) {
+        LogLine l(LogLevel::info, "discard", unix_ms_);
+        l.kv("sid", format_session_id(c.session.conn().session_id))
+            .kv("qid", msg.envelope.queue_id)
+            .kv("client", c.session.conn().client_ip)
+            .kv("by", ctx.discard);
+        log(l);
+      }
+      ctx.discard.clear();
+      return Verdict::accept();
+    }
+  }
   store_message(c, msg);
   return Verdict::pending();
 }
@@ -157,14 +210,14 @@ void Shard::store_message(Connection& c, Message& msg) {
 // A stage that waited for DNS is decided: the session takes the verdict and
 // the input held meanwhile.
 void Shard::policy_decided(Connection& c, const PolicyDecision& d) {
-  const Verdict v = policy_verdict(c, d);  // counted and logged once
+  Verdict v = policy_verdict(c, d);  // counted and logged once
   if (d.stage == CheckStage::message && c.checked_message != nullptr) {
     Message& msg = *c.checked_message;
     c.checked_message = nullptr;
     c.policy->context().message = nullptr;
     if (v.kind == Verdict::Kind::accept) {
-      store_message(c, msg);  // the session hears when it is on disk
-      return;
+      v = take_message(c, msg);
+      if (v.kind == Verdict::Kind::pending) return;  // the session hears when it is on disk
     }
   }
   c.session.resume(v, now_);

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "pipeline/milter.h"
+
 namespace ringmx {
 
 std::string_view check_stage_name(CheckStage s) {
@@ -17,11 +19,23 @@ std::string_view check_stage_name(CheckStage s) {
   return "unknown";
 }
 
+CheckContext::CheckContext(const ConnInfo& conn, DnsLookup* dns) : conn_(&conn), dns_(dns) {
+  reset_client();
+}
+
+CheckContext::~CheckContext() {
+  cancel_lookups();
+  milter_channels.clear();  // each says QUIT and closes
+}
+
 void CheckContext::reset_client() {
   cancel_lookups();
   client_addr_ = parse_ip(conn_->client_ip);
   iprev = {};
   karma_score = 0;
+  milter_channels.clear();  // a new client: each milter hears of it anew
+  milter_edits.clear();
+  discard.clear();
   notes.clear();
   trace.clear();
 }

@@ -38,9 +38,16 @@
 #include "core/dns_lookup.h"
 #include "core/envelope.h"
 #include "core/ip_network.h"
+#include "core/message_edits.h"
 #include "core/session.h"
 
 namespace ringmx {
+
+class MilterChannel;
+class MilterConnector;
+namespace milter {
+struct AddHeader;
+}
 
 enum class CheckStage : uint8_t {
   connect,  // the client connected (before the greeting)
@@ -120,10 +127,10 @@ struct IprevFacts {
 // connection; the pointers are set for the stage that uses them.
 class CheckContext {
  public:
-  CheckContext(const ConnInfo& conn, DnsLookup* dns) : conn_(&conn), dns_(dns) { reset_client(); }
+  CheckContext(const ConnInfo& conn, DnsLookup* dns);
   CheckContext(const CheckContext&) = delete;
   CheckContext& operator=(const CheckContext&) = delete;
-  ~CheckContext() { cancel_lookups(); }
+  ~CheckContext();
 
   const ConnInfo& conn() const { return *conn_; }
   // The client's address, parsed (none for "unknown").
@@ -152,6 +159,17 @@ class CheckContext {
   // Results for the trace header (Authentication-Results), in order.
   std::vector<std::string> trace;
 
+  // Milters (pipeline/milter.h): the shard's way to reach them (null: no
+  // milter can be reached), each milter's channel for this connection
+  // (opened at its first stage, by position in the chain), and what the
+  // end of the message made of them, applied by the shard in chain order.
+  MilterConnector* milter_connector = nullptr;
+  std::vector<std::unique_ptr<MilterChannel>> milter_channels;
+  std::vector<MessageEdits> milter_edits;
+  // A milter said to discard the transaction's message (its name and why);
+  // empty when none did. Cleared at each MAIL.
+  std::string discard;
+
   // DNS through the context: every lookup still waiting is cancelled when
   // the connection goes (its `done` then never runs). Without a resolver,
   // every lookup is a temporary failure, answered at once.
@@ -179,6 +197,9 @@ class Check {
   virtual std::string_view name() const = 0;
   // The stages it runs at (stage_bit()s).
   virtual uint32_t stages() const = 0;
+  // Runs after the stage's other checks, and only when none of them refused
+  // (the milters: a filter is not asked about a client already refused).
+  virtual bool late() const { return false; }
   virtual void start(CheckStage stage, CheckContext& ctx, CheckDone done) const = 0;
 
  protected:

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "pipeline/checks/builtin.h"
+#include "pipeline/milter.h"
 
 namespace ringmx {
 
@@ -29,6 +30,11 @@ std::shared_ptr<CheckSet> CheckSet::build(const ServerConfig& cfg) {
   for (auto& c : made) {
     if (c) set->add(std::move(c));
   }
+  // The milters, in chain order, each after the built-in checks of a stage.
+  for (size_t i = 0; i < cfg.checks.milters.size(); ++i) {
+    set->add(make_milter_check(cfg.checks.milters[i], i, cfg.smtp.hostname));
+  }
+  set->milters = cfg.checks.milters.size();
   return set;
 }
 
@@ -39,7 +45,14 @@ void CheckSet::add(std::unique_ptr<Check> c) {
     }
   }
   for (size_t s = 0; s < kCheckStages; ++s) {
-    if (c->stages() & stage_bit(static_cast<CheckStage>(s))) by_stage_[s].push_back(c.get());
+    if ((c->stages() & stage_bit(static_cast<CheckStage>(s))) == 0) continue;
+    std::vector<const Check*>& list = by_stage_[s];
+    if (c->late()) {
+      list.push_back(c.get());
+    } else {  // after the early ones, before the late ones
+      list.insert(list.begin() + static_cast<std::ptrdiff_t>(late_from_[s]), c.get());
+      ++late_from_[s];
+    }
   }
   checks_.push_back(std::move(c));
 }

@@ -1,5 +1,6 @@
 #include "pipeline/policy.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace ringmx {
@@ -80,18 +81,24 @@ void Policy::begin(CheckStage stage) {
   running_checks_ = list;
   results_.assign(list.size(), CheckResult{});
   done_.assign(list.size(), false);
-  outstanding_ = list.size();
+  late_from_ = std::min(checks_->late_from(stage), list.size());
+  start_checks(0, late_from_);
+  if (outstanding_ == 0) start_late();
   running_ = outstanding_ != 0;
-  if (!running_) return;
+}
+
+void Policy::start_checks(size_t from, size_t to) {
+  outstanding_ = to - from;
+  if (outstanding_ == 0) return;
   starting_ = true;
   const uint64_t gen = generation_;
   // While every check so far answered at once without accepting, a refusal
   // decides the stage whatever comes after it: the later checks are not
   // started (their lookups would be spent on a client already refused).
   bool settled = true;
-  for (size_t i = 0; i < list.size(); ++i) {
-    list[i]->start(stage, ctx_,
-                   [this, gen, i](CheckResult r) { check_done(gen, i, std::move(r)); });
+  for (size_t i = from; i < to; ++i) {
+    running_checks_[i]->start(stage_, ctx_,
+                              [this, gen, i](CheckResult r) { check_done(gen, i, std::move(r)); });
     if (!settled || !done_[i]) {
       settled = false;
       continue;
@@ -99,12 +106,30 @@ void Policy::begin(CheckStage stage) {
     const CheckResult::Action a = results_[i].action;
     if (a == CheckResult::Action::accept) settled = false;
     if (a != CheckResult::Action::reject && a != CheckResult::Action::tempfail) continue;
-    for (size_t j = i + 1; j < list.size(); ++j) done_[j] = true;
-    outstanding_ -= list.size() - 1 - i;
+    for (size_t j = i + 1; j < to; ++j) done_[j] = true;
+    outstanding_ -= to - 1 - i;
     break;
   }
   starting_ = false;
-  if (outstanding_ == 0) running_ = false;  // every check answered at once
+}
+
+// The early checks are in: the late ones start unless the stage is already
+// refused (they then count as having said nothing).
+void Policy::start_late() {
+  const size_t n = running_checks_.size();
+  if (late_from_ >= n) return;
+  const size_t from = late_from_;
+  late_from_ = n;
+  bool accepted = false;
+  for (size_t i = 0; i < from; ++i) {
+    const CheckResult::Action a = results_[i].action;
+    if (a == CheckResult::Action::accept) accepted = true;
+    if (!accepted && (a == CheckResult::Action::reject || a == CheckResult::Action::tempfail)) {
+      for (size_t j = from; j < n; ++j) done_[j] = true;
+      return;
+    }
+  }
+  start_checks(from, n);
 }
 
 void Policy::check_done(uint64_t generation, size_t slot, CheckResult r) {
@@ -113,6 +138,8 @@ void Policy::check_done(uint64_t generation, size_t slot, CheckResult r) {
   results_[slot] = std::move(r);
   --outstanding_;
   if (outstanding_ != 0 || starting_) return;
+  start_late();
+  if (outstanding_ != 0) return;
   running_ = false;
   PolicyDecision d = conclude();
   if (!caller_waiting_) {  // the connect stage, prefetched: run() will pick it up

@@ -8,7 +8,9 @@
 //     reaches checks.reject_score the stage is refused (550 5.7.1, or 554
 //     at connect) naming the findings that added to it.
 // A stage decided at once is returned at once; one that waits for DNS is
-// handed to the resume callback later. Shard thread only.
+// handed to the resume callback later. Late checks (Check::late(): the
+// milters) start once the others have answered, and only when none of them
+// refused. Shard thread only.
 #pragma once
 
 #include <array>
@@ -73,6 +75,8 @@ class Policy {
 
  private:
   void begin(CheckStage stage);
+  void start_checks(size_t from, size_t to);
+  void start_late();
   void check_done(uint64_t generation, size_t slot, CheckResult r);
   PolicyDecision conclude();
 
@@ -98,6 +102,7 @@ class Policy {
   PolicyDecision prefetch_;
   uint64_t generation_ = 0;
   size_t outstanding_ = 0;
+  size_t late_from_ = 0;  // the stage's late checks not yet started begin here
   std::vector<const Check*> running_checks_;
   std::vector<CheckResult> results_;
   std::vector<bool> done_;

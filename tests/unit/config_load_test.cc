@@ -130,6 +130,11 @@ std::string dump(const ServerConfig& c) {
       o << "\n";
     }
   }
+  for (const MilterConfig& m : k.milters) {
+    o << "milter=" << m.name << " " << m.address << " " << m.connect_timeout_ms << " "
+      << m.command_timeout_ms << " " << m.eom_timeout_ms << " "
+      << static_cast<int>(m.default_action) << "\n";
+  }
   const RateCheckConfig& rate = c.checks.rate;
   o << "checks.rate=" << rate.connections_per_minute << " " << rate.messages_per_minute << " "
     << rate.recipients_per_minute << " " << rate.max_connections_per_network << " "
@@ -309,6 +314,23 @@ const SetCase kSetCases[] = {
        c.checks.ptr.score = 1'000'000;
        c.checks.sender.null_mx = CheckAction::score;
        c.checks.dnsbl = {{"bl.example", "bl.example", 9, {"127.0.0.2-127.0.0.3"}}};
+     }},
+    {"milters",
+     "[[milter]]\naddress = \"inet:127.0.0.1:11332\"\n[[milter]]\nname = \"dkim\"\n"
+     "address = \"unix:/run/opendkim/opendkim.sock\"\nconnect_timeout_ms = 1\n"
+     "command_timeout_ms = 2\neom_timeout_ms = 3600000\ndefault_action = \"accept\"\n",
+     [](ServerConfig& c) {
+       MilterConfig a;
+       a.name = "milter1";
+       a.address = "inet:127.0.0.1:11332";
+       MilterConfig b;
+       b.name = "dkim";
+       b.address = "unix:/run/opendkim/opendkim.sock";
+       b.connect_timeout_ms = 1;
+       b.command_timeout_ms = 2;
+       b.eom_timeout_ms = 3'600'000;
+       b.default_action = MilterDefault::accept;
+       c.checks.milters = {a, b};
      }},
     {"recipients_off", "[recipients]\nfile = \"\"\nsubaddress_separator = \"\"\nunknown_limit = 1",
      [](ServerConfig& c) {
@@ -677,6 +699,22 @@ const ErrorCase kErrorCases[] = {
      "checks.ptr.dynamic_patterns[0]", "not a valid regular expression"},
     {"checks_bad_code", "[[dnsbl]]\nzone = \"bl.example\"\ncodes = [\"127.0.0.3-127.0.0.2\"]", 3,
      "dnsbl[0].codes[0]", "range"},
+    {"milter_address_required", "[[milter]]\nname = \"x\"", 1, "milter[0].address", "is required"},
+    {"milter_bad_scheme", "[[milter]]\naddress = \"tcp:127.0.0.1:1\"", 2, "milter[0].address",
+     "unknown scheme"},
+    {"milter_host_not_literal", "[[milter]]\naddress = \"inet:milter.example:1\"", 2,
+     "milter[0].address", "address literal"},
+    {"milter_bad_port", "[[milter]]\naddress = \"inet:127.0.0.1:70000\"", 2, "milter[0].address",
+     "port"},
+    {"milter_relative_path", "[[milter]]\naddress = \"unix:run/x.sock\"", 2, "milter[0].address",
+     "absolute"},
+    {"milter_zero_timeout", "[[milter]]\naddress = \"inet:127.0.0.1:1\"\ncommand_timeout_ms = 0", 3,
+     "milter[0].command_timeout_ms", "between 1 and 3600000"},
+    {"milter_bad_default", "[[milter]]\naddress = \"/x\"\ndefault_action = \"discard\"", 3,
+     "milter[0].default_action", "must be one of: tempfail, accept, reject"},
+    {"milter_same_name",
+     "[[milter]]\naddress = \"/x\"\n[[milter]]\nname = \"milter1\"\naddress = \"/y\"", 3,
+     "milter[1].name", "another milter"},
     {"checks_zone_required", "[[dnsbl]]\nweight = 1", 1, "dnsbl[0].zone", "is required"},
     {"checks_unknown_key", "[checks.sender]\nmx = \"reject\"", 2, "checks.sender.mx",
      "unknown key"},

@@ -313,16 +313,22 @@ TEST(Metrics, ExactTextForASmallView) {
       "ringmx_rejects_total{stage=\"connect\",check=\"pregreet\"} 0\n"
       "ringmx_rejects_total{stage=\"connect\",check=\"rate\"} 0\n"
       "ringmx_rejects_total{stage=\"connect\",check=\"karma\"} 0\n"
+      "ringmx_rejects_total{stage=\"connect\",check=\"milter\"} 0\n"
       "ringmx_rejects_total{stage=\"helo\",check=\"score\"} 0\n"
       "ringmx_rejects_total{stage=\"helo\",check=\"helo\"} 0\n"
+      "ringmx_rejects_total{stage=\"helo\",check=\"milter\"} 0\n"
       "ringmx_rejects_total{stage=\"mail\",check=\"score\"} 0\n"
       "ringmx_rejects_total{stage=\"mail\",check=\"sender\"} 0\n"
       "ringmx_rejects_total{stage=\"mail\",check=\"rate\"} 0\n"
+      "ringmx_rejects_total{stage=\"mail\",check=\"milter\"} 0\n"
       "ringmx_rejects_total{stage=\"rcpt\",check=\"score\"} 0\n"
       "ringmx_rejects_total{stage=\"rcpt\",check=\"recipients\"} 0\n"
       "ringmx_rejects_total{stage=\"rcpt\",check=\"rate\"} 0\n"
+      "ringmx_rejects_total{stage=\"rcpt\",check=\"milter\"} 0\n"
       "ringmx_rejects_total{stage=\"rcpt\",check=\"other\"} 1\n"
+      "ringmx_rejects_total{stage=\"data\",check=\"milter\"} 0\n"
       "ringmx_rejects_total{stage=\"message\",check=\"headers\"} 0\n"
+      "ringmx_rejects_total{stage=\"message\",check=\"milter\"} 0\n"
       "ringmx_rejects_total{stage=\"command\",check=\"http_probe\"} 0\n"
       "ringmx_rejects_total{stage=\"command\",check=\"unoffered_pipelining\"} 0\n"
       "ringmx_rejects_total{stage=\"command\",check=\"slow_command\"} 0\n"
@@ -330,6 +336,10 @@ TEST(Metrics, ExactTextForASmallView) {
       "an operator releases them.\n"
       "# TYPE ringmx_quarantined_total counter\n"
       "ringmx_quarantined_total 0\n"
+      "# HELP ringmx_discarded_total Messages a milter said to discard: answered 250 and not "
+      "stored.\n"
+      "# TYPE ringmx_discarded_total counter\n"
+      "ringmx_discarded_total 0\n"
       "# HELP ringmx_dns_duration_seconds Time from a DNS query's sending to its answer or "
       "failure.\n"
       "# TYPE ringmx_dns_duration_seconds histogram\n"
@@ -700,6 +710,47 @@ TEST(Metrics, PromtoolLintClean) {
   // An empty view (no shards, no listeners) is lint clean too.
   EXPECT_EQ(promtool_check(render(MetricsView{}), output), 0) << output;
   EXPECT_EQ(output, "") << "lint warnings";
+}
+
+}  // namespace
+}  // namespace ringmx
+
+namespace ringmx {
+namespace {
+
+TEST(Metrics, MilterSeriesPerMilterSummedOverShards) {
+  std::vector<std::unique_ptr<ShardMetrics>> shards;
+  for (int i = 0; i < 2; ++i) shards.push_back(std::make_unique<ShardMetrics>());
+  MetricsView v;
+  v.milter_names = {"rspamd", "dkim"};
+  for (auto& s : shards) {
+    v.shards.push_back(s.get());
+    s->milters[0].calls[3][2].inc(2);  // rcpt, reject
+    s->milters[1].calls[5][0].inc();   // message, continue
+    s->milters[1].seconds.observe_ns(3'000'000);
+    s->milters[1].timeouts.inc();
+    s->milters[0].failures.inc(3);
+    s->milters[0].connections.add(4);
+  }
+  const std::string out = render(v);
+  EXPECT_TRUE(has_line(
+      out, "ringmx_milter_calls_total{milter=\"rspamd\",stage=\"rcpt\",result=\"reject\"} 4"));
+  EXPECT_TRUE(has_line(
+      out, "ringmx_milter_calls_total{milter=\"dkim\",stage=\"message\",result=\"continue\"} 2"));
+  EXPECT_TRUE(has_line(
+      out, "ringmx_milter_calls_total{milter=\"dkim\",stage=\"connect\",result=\"failed\"} 0"));
+  EXPECT_TRUE(
+      has_line(out, "ringmx_milter_duration_seconds_bucket{milter=\"dkim\",le=\"0.0025\"} 0"));
+  EXPECT_TRUE(
+      has_line(out, "ringmx_milter_duration_seconds_bucket{milter=\"dkim\",le=\"0.005\"} 2"));
+  EXPECT_TRUE(has_line(out, "ringmx_milter_duration_seconds_count{milter=\"dkim\"} 2"));
+  EXPECT_TRUE(has_line(out, "ringmx_milter_duration_seconds_sum{milter=\"dkim\"} 0.006"));
+  EXPECT_TRUE(has_line(out, "ringmx_milter_timeouts_total{milter=\"dkim\"} 2"));
+  EXPECT_TRUE(has_line(out, "ringmx_milter_failures_total{milter=\"rspamd\"} 6"));
+  EXPECT_TRUE(has_line(out, "ringmx_milter_connections{milter=\"rspamd\"} 8"));
+  // No milters configured: no milter series at all.
+  v.milter_names.clear();
+  EXPECT_EQ(render(v).find("ringmx_milter_"), std::string::npos);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // deadlines, and the bounds on what it holds.
 #include "core/milter_client.h"
 
+#include "core/milter_address.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -93,7 +95,8 @@ class MilterClientTest : public ::testing::Test {
   }
   ClientTimeouts timeouts_{1000, 2000, 5000};
   int64_t now_ = 1000 * kMs;
-  Macros connect_macros_{{"j", "mx.test"}, {"{client_addr}", "192.0.2.1"}, {"{daemon_name}", "ringmx"}};
+  Macros connect_macros_{
+      {"j", "mx.test"}, {"{client_addr}", "192.0.2.1"}, {"{daemon_name}", "ringmx"}};
 };
 
 TEST_F(MilterClientTest, AStepAskedBeforeNegotiationWaitsForIt) {
@@ -111,7 +114,8 @@ TEST_F(MilterClientTest, AStepAskedBeforeNegotiationWaitsForIt) {
   ASSERT_EQ(cmds(ps), "DC");
   EXPECT_EQ(ps[0].data, "C" + str0("j") + str0("mx.test") + str0("{client_addr}") +
                             str0("192.0.2.1") + str0("{daemon_name}") + str0("ringmx"));
-  EXPECT_EQ(ps[1].data, str0("client.example") + "4" + std::string("\x09\xdd", 2) + str0("192.0.2.1"));
+  EXPECT_EQ(ps[1].data,
+            str0("client.example") + "4" + std::string("\x09\xdd", 2) + str0("192.0.2.1"));
   EXPECT_TRUE(c.busy());
   EXPECT_FALSE(c.take_result());
   c.feed(frame('c'), now_);
@@ -127,7 +131,8 @@ TEST_F(MilterClientTest, MacrosAreThoseTheMilterListed) {
   c.connect(now_, connect_macros_, "h", Family::inet4, 25, "192.0.2.1");
   const std::vector<Packet> ps = sent(c);
   ASSERT_EQ(cmds(ps), "DC");
-  EXPECT_EQ(ps[0].data, "C" + str0("j") + str0("mx.test") + str0("{client_addr}") + str0("192.0.2.1"));
+  EXPECT_EQ(ps[0].data,
+            "C" + str0("j") + str0("mx.test") + str0("{client_addr}") + str0("192.0.2.1"));
   // A list naming nothing we know: no MACRO packet at all.
   c.feed(frame('c'), now_);
   ASSERT_TRUE(c.take_result());
@@ -217,8 +222,7 @@ TEST_F(MilterClientTest, TheMessageGoesAsHeadersEohBodyChunksAndEob) {
   c.feed(frame('c'), now_);
   ASSERT_TRUE(c.take_result());
   const std::string body(150000, 'x');
-  const std::string msg =
-      "Subject: hello\r\nX-Folded: one\r\n\ttwo\r\nX-Empty:\r\n\r\n" + body;
+  const std::string msg = "Subject: hello\r\nX-Folded: one\r\n\ttwo\r\nX-Empty:\r\n\r\n" + body;
   c.message(now_, {{"i", "Q1"}}, {{"i", "Q1"}}, "Received: from x\r\n\tby y\r\n", msg);
   // One command at a time, each waiting for its answer.
   std::string order;
@@ -359,8 +363,8 @@ TEST_F(MilterClientTest, ProtocolErrorsFail) {
 }
 
 TEST_F(MilterClientTest, AnswersSplitAtEveryOctet) {
-  const std::string stream = optneg(action::kAll, 0, {{2, "{mail_addr}"}}) + frame('c') +
-                             frame('y', str0("550 5.7.1 no"));
+  const std::string stream =
+      optneg(action::kAll, 0, {{2, "{mail_addr}"}}) + frame('c') + frame('y', str0("550 5.7.1 no"));
   for (size_t cut = 1; cut < stream.size(); ++cut) {
     MilterClient c(Offer{}, timeouts_);
     c.connected(now_);
@@ -403,3 +407,46 @@ TEST_F(MilterClientTest, MessageWithoutHeaderSectionIsAllBody) {
 
 }  // namespace
 }  // namespace ringmx::milter
+
+namespace ringmx {
+namespace {
+
+TEST(MilterAddress, PostfixAndSendmailSpellings) {
+  struct Case {
+    std::string text;
+    MilterAddress::Kind kind;
+    std::string where;  // path, or ip
+    uint16_t port;
+  };
+  const std::vector<Case> ok = {
+      {"unix:/run/x.sock", MilterAddress::Kind::unix_path, "/run/x.sock", 0},
+      {"local:/run/x.sock", MilterAddress::Kind::unix_path, "/run/x.sock", 0},
+      {"/run/x.sock", MilterAddress::Kind::unix_path, "/run/x.sock", 0},
+      {"inet:127.0.0.1:11332", MilterAddress::Kind::inet, "127.0.0.1", 11332},
+      {"inet:11332@127.0.0.1", MilterAddress::Kind::inet, "127.0.0.1", 11332},
+      {"inet:localhost:8891", MilterAddress::Kind::inet, "127.0.0.1", 8891},
+      {"inet:[::1]:8891", MilterAddress::Kind::inet, "::1", 8891},
+      {"inet6:[::1]:8891", MilterAddress::Kind::inet, "::1", 8891},
+      {"inet6:8891@localhost", MilterAddress::Kind::inet, "::1", 8891},
+  };
+  for (const Case& c : ok) {
+    MilterAddress a;
+    std::string error;
+    ASSERT_TRUE(parse_milter_address(c.text, a, error)) << c.text << ": " << error;
+    EXPECT_EQ(a.kind, c.kind) << c.text;
+    EXPECT_EQ(a.kind == MilterAddress::Kind::inet ? a.ip : a.path, c.where) << c.text;
+    EXPECT_EQ(a.port, c.port) << c.text;
+  }
+  for (const std::string& bad :
+       std::vector<std::string>{"", "inet:127.0.0.1", "inet:127.0.0.1:0", "inet:host.example:25",
+                                "inet6:127.0.0.1:25", "unix:relative", "tcp:1.2.3.4:5",
+                                "inet:1.2.3.4:25x", "unix:/" + std::string(107, 'a')}) {
+    MilterAddress a;
+    std::string error;
+    EXPECT_FALSE(parse_milter_address(bad, a, error)) << bad;
+    EXPECT_FALSE(error.empty()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace ringmx

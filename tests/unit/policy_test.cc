@@ -17,6 +17,7 @@
 
 #include "pipeline/check_set.h"
 #include "pipeline/checks/builtin.h"
+#include "pipeline/milter.h"
 
 namespace ringmx {
 namespace {
@@ -650,6 +651,112 @@ TEST_F(PolicyTest, WithoutResolverDnsChecksSeeTemporaryFailure) {
   PolicyDecision d;
   ASSERT_TRUE(p.run(CheckStage::mail, d));
   EXPECT_EQ(d.verdict.code, 451);
+}
+
+}  // namespace
+}  // namespace ringmx
+
+namespace ringmx {
+namespace {
+
+// A late check (like a milter) that answers when the test says.
+class Later final : public Check {
+ public:
+  Later(std::string name, std::vector<CheckDone>& pending)
+      : name_(std::move(name)), pending_(pending) {}
+  std::string_view name() const override { return name_; }
+  uint32_t stages() const override { return all_stages(); }
+  bool late() const override { return true; }
+  void start(CheckStage, CheckContext&, CheckDone done) const override {
+    pending_.push_back(std::move(done));
+  }
+
+ private:
+  std::string name_;
+  std::vector<CheckDone>& pending_;
+};
+
+TEST_F(PolicyTest, LateChecksStartAfterTheOthersAndOnlyWhenNoneRefused) {
+  std::vector<CheckDone> late;
+  auto set = std::make_shared<CheckSet>();
+  set->reject_score = 0;
+  set->add(std::make_unique<Later>("milter_a", late));
+  set->add(std::make_unique<Later>("milter_b", late));
+  // Added after the late ones, yet runs before them.
+  set->add(
+      std::make_unique<Fixed>("early", stage_bit(CheckStage::mail),
+                              CheckResult::reject(550, "5.7.1", "Error: early says no", "early")));
+  set->add(std::make_unique<NoRoot>());
+  ASSERT_EQ(set->at(CheckStage::rcpt).size(), 3U);
+  EXPECT_EQ(set->at(CheckStage::rcpt)[0]->name(), "no_root");
+  EXPECT_EQ(set->late_from(CheckStage::rcpt), 1U);
+  auto p = make(set);
+
+  // An early refusal: the late checks are never asked.
+  PolicyDecision d = now(*p, CheckStage::mail);
+  EXPECT_EQ(d.check, "early");
+  EXPECT_TRUE(late.empty());
+
+  // The early check passes: both late checks start, in parallel, and the
+  // stage waits for both; the first refusal in configuration order decides.
+  Envelope env;
+  Recipient r{"user@example.org", {}};
+  p->context().envelope = &env;
+  p->context().rcpt = &r;
+  EXPECT_FALSE(p->run(CheckStage::rcpt, d));
+  ASSERT_EQ(late.size(), 2U);
+  late[1](CheckResult::reject(451, "4.7.1", "Error: b later", "b"));
+  EXPECT_TRUE(resumed_.empty());
+  late[0](CheckResult::reject(550, "5.7.9", "Error: a no", "a"));
+  ASSERT_EQ(resumed_.size(), 1U);
+  EXPECT_EQ(resumed_[0].check, "milter_a");
+  EXPECT_EQ(resumed_[0].verdict.code, 550);
+
+  // root@ is refused by the early check at once: no late check runs.
+  late.clear();
+  Recipient root{"root@example.org", {}};
+  p->context().rcpt = &root;
+  d = now(*p, CheckStage::rcpt);
+  EXPECT_EQ(d.check, "no_root");
+  EXPECT_TRUE(late.empty());
+}
+
+TEST(MilterResult, VerdictsRepliesAndDefaultActions) {
+  MilterConfig cfg;
+  cfg.name = "f";
+  using K = milter::StepResult::Kind;
+  milter::StepResult r;
+  r.kind = K::reject;
+  CheckResult c = milter_result(cfg, CheckStage::rcpt, r);
+  EXPECT_EQ(c.action, CheckResult::Action::reject);
+  EXPECT_EQ(c.code, 550);
+  EXPECT_EQ(c.enhanced, "5.7.1");
+  r.kind = K::tempfail;
+  EXPECT_EQ(milter_result(cfg, CheckStage::rcpt, r).code, 451);
+  r.kind = K::reject;
+  r.reply.code = 554;
+  r.reply.enhanced = "5.7.9";
+  r.reply.text = "554-5.7.9 first line\r\n554 5.7.9 second line";
+  c = milter_result(cfg, CheckStage::data, r);
+  EXPECT_EQ(c.code, 554);
+  EXPECT_EQ(c.enhanced, "5.7.9");
+  EXPECT_EQ(c.text, "first line second line");
+  r = {};
+  r.kind = K::shutdown;
+  EXPECT_EQ(milter_result(cfg, CheckStage::mail, r).code, 421);
+  for (K k : {K::cont, K::accept, K::discard}) {
+    r.kind = k;
+    EXPECT_EQ(milter_result(cfg, CheckStage::mail, r).action, CheckResult::Action::next);
+  }
+  r.kind = K::failed;
+  r.error = "timed out";
+  c = milter_result(cfg, CheckStage::mail, r);
+  EXPECT_EQ(c.code, 451);  // default_action tempfail
+  EXPECT_NE(c.reason.find("timed out"), std::string::npos);
+  cfg.default_action = MilterDefault::reject;
+  EXPECT_EQ(milter_result(cfg, CheckStage::mail, r).code, 550);
+  cfg.default_action = MilterDefault::accept;
+  EXPECT_EQ(milter_result(cfg, CheckStage::mail, r).action, CheckResult::Action::next);
 }
 
 }  // namespace

@@ -1,0 +1,334 @@
+"""Milters: ringmx's milter client against a real libmilter filter (Debian's
+pymilter, python3-milter, running tests/integration/milters/test_filter.py):
+a milter's answer at each stage is the answer to that stage, the macros
+arrive, every end-of-message change lands in the spool (headers, sender,
+recipients, body, quarantine), a slow milter is waited for while it sends
+progress, and one that times out, hangs, or is not there gets its
+default_action without stopping other sessions. Exits 77 only when pymilter
+is missing."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+from harness import (Client, SKIP, Server, free_port, http_get, main, metric, transaction,
+                     wait_for)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FILTER = os.path.join(HERE, "milters", "test_filter.py")
+CTL = os.path.join(HERE, "..", "..", "tools", "ringmxctl")
+PYTHON = "/usr/bin/python3"  # Debian's, where python3-milter lives
+
+
+def have_pymilter():
+    if not os.path.exists(PYTHON):
+        return False
+    return subprocess.run([PYTHON, "-c", "import Milter"], capture_output=True).returncode == 0
+
+
+class Filter:
+    """test_filter.py on 127.0.0.1:port (or a unix socket), stopped by PID."""
+
+    def __init__(self, tmpdir, *flags, unix=False):
+        self.log_path = os.path.join(tmpdir, "filter-%d.log" % time.monotonic_ns())
+        if unix:
+            self.path = os.path.join(tmpdir, "f%d.sock" % (time.monotonic_ns() % 100000))
+            self.address = "unix:" + self.path
+            sock = "unix:" + self.path
+        else:
+            self.port = free_port()
+            self.address = "inet:127.0.0.1:%d" % self.port
+            sock = "inet:%d@127.0.0.1" % self.port
+        self.out = open(self.log_path + ".out", "wb")
+        self.proc = subprocess.Popen([PYTHON, FILTER, "--socket", sock, "--log", self.log_path,
+                                      *flags], stdout=self.out, stderr=self.out)
+        wait_for(self.listening, timeout=20, what="the test filter listening")
+
+    def listening(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("test_filter.py exited %s: %s" %
+                                 (self.proc.returncode, open(self.log_path + ".out").read()))
+        try:
+            if self.address.startswith("unix:"):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(self.path)
+            else:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+            s.close()
+            return True
+        except OSError:
+            return False
+
+    def events(self):
+        try:
+            with open(self.log_path) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+def milter_toml(address, name="f", extra=""):
+    return '\n[[milter]]\nname = "%s"\naddress = "%s"\n%s\n' % (name, address, extra)
+
+
+MESSAGE = ("From: a@example.test\r\nTo: b@example.org\r\nSubject: milter test\r\n"
+           "X-Change-Me: original\r\nX-Delete-Me: gone\r\n%s\r\nHello.\r\nSecond line.\r\n")
+
+
+def message(directives=""):
+    return MESSAGE % ("X-Test-Eom: %s\r\n" % directives if directives else "")
+
+
+def open_session(srv, helo="client.example.test"):
+    c = Client(srv.port)
+    code, lines = c.reply()
+    assert code == 220, lines
+    code, lines = c.cmd("EHLO " + helo)
+    return c, code, lines
+
+
+# A route to a port that refuses connections keeps delivered mail in the
+# queue (its envelope is what the test reads back) without sending it anywhere.
+ROUTE = """
+[[route]]
+domains = ["example.org", "example.test"]
+destination = "smtp://127.0.0.1:%d"
+"""
+
+
+class MilterChain(unittest.TestCase):
+    """One filter that does whatever each message asks (see test_filter.py)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Server("", shards=1).dir  # a temp dir removed at exit
+        cls.filter = Filter(cls.tmp)
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))
+        cls.dead = dead
+        cls.srv = Server(ROUTE % dead.getsockname()[1] +
+                         milter_toml(cls.filter.address, extra="command_timeout_ms = 3000"),
+                         shards=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.filter.stop()
+        cls.dead.close()
+        assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
+
+    def queue(self):
+        p = subprocess.run([sys.executable, CTL, "--config", self.srv.config, "queue", "list",
+                            "--json"], capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return {m["queue_id"]: m for m in map(json.loads, p.stdout.decode().splitlines())}
+
+    def send(self, sender, rcpts, msg, helo="client.example.test"):
+        c, code, lines = open_session(self.srv, helo)
+        self.assertEqual(code, 250, lines)
+        code, text = transaction(c, sender, rcpts, msg)
+        c.cmd("QUIT")
+        c.close()
+        return code, text
+
+    def stored(self, text):
+        qid = text.split()[-1]
+        fields, data = wait_for(lambda: self.srv.spool_records().get(qid), what="record " + qid)
+        return qid, fields, data.decode()
+
+    def test_headers_changed_as_asked_and_macros_sent(self):
+        code, text = self.send("a@example.test", ["b@example.org"],
+                               message("addheader, insheader, chgheader, delheader").encode())
+        self.assertEqual(code, 250, text)
+        qid, fields, data = self.stored(text)
+        head = data.split("\r\n\r\n", 1)[0]
+        names = [line.split(":")[0] for line in head.split("\r\n") if line[:1] not in " \t"]
+        # Index 0: above our own fields (the trace header, then Received).
+        self.assertEqual(names[:3], ["X-Test-Inserted", "Authentication-Results", "Received"],
+                         head)
+        self.assertEqual(names[-1], "X-Test-Added", head)
+        self.assertIn("X-Change-Me: changed by test_filter\r\n", head)
+        self.assertNotIn("X-Delete-Me", head)
+        self.assertTrue(data.endswith("\r\n\r\nHello.\r\nSecond line.\r\n"), data)
+        events = [e for e in self.filter.events() if e.get("macros", {}).get("i") == qid]
+        mail = [e for e in events if e["event"] == "envfrom"][0]
+        self.assertEqual(mail["macros"]["{mail_addr}"], "a@example.test")
+        self.assertEqual(mail["macros"]["j"], "mx.test")
+        self.assertEqual(mail["macros"]["{client_addr}"], "127.0.0.1")
+        self.assertEqual(mail["macros"]["{daemon_name}"], "ringmx")
+        rcpt = [e for e in events if e["event"] == "envrcpt"][0]
+        self.assertEqual(rcpt["macros"]["{rcpt_addr}"], "b@example.org")
+        # The milter saw our own fields first, then the message's.
+        headers = [e["args"]["name"] for e in events if e["event"] == "header"]
+        self.assertEqual(headers[:3], ["Authentication-Results", "Received", "From"])
+
+    def test_envelope_and_body_changes(self):
+        code, text = self.send("a@example.test", ["b@example.org", "delete-me@example.org"],
+                               message("chgfrom, addrcpt, addrcpt_par, delrcpt, replacebody").encode())
+        self.assertEqual(code, 250, text)
+        qid, fields, data = self.stored(text)
+        self.assertEqual(fields["mail-from"][0].split()[0], "<new-sender@example.test>", fields)
+        rcpts = " ".join(fields["rcpt-to"])
+        self.assertIn("<b@example.org>", rcpts)
+        self.assertIn("<added@example.test>", rcpts)
+        self.assertIn("<added-par@example.test>", rcpts)
+        self.assertIn("NOTIFY=NEVER", rcpts)
+        self.assertNotIn("delete-me", rcpts)
+        self.assertTrue(data.endswith("\r\n\r\nBody replaced by test_filter.\r\nSecond line.\r\n"),
+                        data)
+
+    def test_answers_at_each_stage(self):
+        c, code, lines = open_session(self.srv, "reject.helo.test")
+        self.assertEqual(code, 550, lines)
+        c.close()
+        c, code, lines = open_session(self.srv)
+        self.assertEqual(c.cmd("MAIL FROM:<reject-mail@example.test>")[0], 550)
+        self.assertEqual(c.cmd("MAIL FROM:<tempfail-mail@example.test>")[0], 451)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<reject-rcpt@example.org>")[0], 550)
+        self.assertEqual(c.cmd("RCPT TO:<tempfail-rcpt@example.org>")[0], 451)
+        code, lines = c.cmd("RCPT TO:<reply-rcpt@example.org>")
+        self.assertEqual(code, 550)
+        self.assertIn("5.7.9", lines[-1])
+        self.assertIn("custom text", lines[-1])
+        self.assertEqual(c.cmd("RCPT TO:<b@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<reject-data@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 550)
+        c.cmd("QUIT")
+        c.close()
+        for directive, want in (("reject", 550), ("tempfail", 451), ("reply", 550)):
+            code, text = self.send("a@example.test", ["b@example.org"], message(directive).encode())
+            self.assertEqual(code, want, text)
+        # Discard: the client is told it was queued; nothing is stored.
+        before = metric(http_get(self.srv.admin_port, "/metrics")[1], "ringmx_discarded_total")
+        code, text = self.send("a@example.test", ["b@example.org"], message("discard").encode())
+        self.assertEqual(code, 250, text)
+        qid = text.split()[-1]
+        after = metric(http_get(self.srv.admin_port, "/metrics")[1], "ringmx_discarded_total")
+        self.assertEqual(after, before + 1)
+        wait_for(lambda: re.search(r"event=discard .*qid=%s" % qid, self.srv.log()),
+                 what="the discard log line")
+        self.assertNotIn(qid, self.srv.spool_records())
+        metrics = http_get(self.srv.admin_port, "/metrics")[1]
+        self.assertGreaterEqual(metric(metrics, "ringmx_milter_calls_total", milter="f",
+                                       stage="rcpt", result="reject"), 2)
+        self.assertGreaterEqual(metric(metrics, "ringmx_rejects_total", stage="rcpt",
+                                       check="milter"), 2)
+
+    def test_quarantine_holds_the_message(self):
+        code, text = self.send("a@example.test", ["b@example.org"], message("quarantine").encode())
+        self.assertEqual(code, 250, text)
+        qid = text.split()[-1]
+        q = wait_for(lambda: self.queue().get(qid), what="the message queued")
+        self.assertTrue(q["held"], q)
+        wait_for(lambda: re.search(r"event=quarantine .*qid=%s .*held by test_filter" % qid,
+                                   self.srv.log()), what="the quarantine log line")
+
+    def test_progress_keeps_a_slow_milter_in_time(self):
+        # 6 s of work, progress every second: longer than command_timeout_ms
+        # (3 s) in total, never silent for as long.
+        code, text = self.send("a@example.test", ["b@example.org"], message("progress:6:1").encode())
+        self.assertEqual(code, 250, text)
+
+    def test_slow_milter_times_out_to_the_default_action(self):
+        c, code, lines = open_session(self.srv)
+        t0 = time.monotonic()
+        # MAIL waits command_timeout_ms (3 s), then gets the default (tempfail).
+        code, lines = c.cmd("MAIL FROM:<slow5-mail@example.test>")
+        waited = time.monotonic() - t0
+        self.assertEqual(code, 451, lines)
+        self.assertGreater(waited, 2.5)
+        self.assertLess(waited, 4.5)
+        # The milter is gone for this session: each stage gets the default.
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 451)
+        c.cmd("QUIT")
+        c.close()
+        metrics = http_get(self.srv.admin_port, "/metrics")[1]
+        self.assertGreaterEqual(metric(metrics, "ringmx_milter_timeouts_total", milter="f"), 1)
+        # The next session gets a new connection to the milter and is served.
+        code, text = self.send("a@example.test", ["b@example.org"], message().encode())
+        self.assertEqual(code, 250, text)
+
+
+class MilterDownOrHanging(unittest.TestCase):
+    """default_action for a milter that is not there or never answers; other
+    sessions keep flowing meanwhile."""
+
+    def test_unreachable_milter_tempfails_or_accepts(self):
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        addr = "inet:127.0.0.1:%d" % dead.getsockname()[1]
+        srv = Server(milter_toml(addr) + milter_toml("unix:/nonexistent/ringmx-test.sock",
+                                                     name="gone", extra='default_action = "accept"'),
+                     shards=1).start()
+        try:
+            c = Client(srv.port)
+            code, lines = c.reply()
+            # connect stage: the refused milter's default is tempfail: 421 and the close
+            self.assertEqual(code, 421, lines)
+            c.close()
+            wait_for(lambda: "event=milter_failed" in srv.log(), what="the failure logged")
+            metrics = http_get(srv.admin_port, "/metrics")[1]
+            self.assertGreaterEqual(metric(metrics, "ringmx_milter_failures_total", milter="f"), 1)
+            self.assertGreaterEqual(metric(metrics, "ringmx_milter_failures_total",
+                                           milter="gone"), 1)
+        finally:
+            rc = srv.stop()
+            dead.close()
+        self.assertEqual(rc, 0, srv.log())
+        srv = Server(milter_toml(addr, extra='default_action = "accept"'), shards=1).start()
+        try:
+            c, code, lines = open_session(srv)
+            self.assertEqual(code, 250, lines)
+            code, text = transaction(c, "a@example.test", ["b@example.org"], message().encode())
+            self.assertEqual(code, 250, text)
+            c.close()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log())
+
+    def test_hanging_milter_times_out_and_others_flow(self):
+        tmp = Server("", shards=1).dir
+        f = Filter(tmp, "--hang-connect", "30")
+        srv = Server(milter_toml(f.address, extra="connect_timeout_ms = 1000\n"
+                                 "command_timeout_ms = 2000"), shards=1).start()
+        try:
+            # Three clients at once on one shard: each waits for the hanging
+            # milter on its own; none waits for another.
+            t0 = time.monotonic()
+            clients = [Client(srv.port, timeout=20) for _ in range(3)]
+            codes = [c.reply()[0] for c in clients]
+            self.assertEqual(codes, [421, 421, 421])
+            self.assertLess(time.monotonic() - t0, 8)
+            for c in clients:
+                self.assertTrue(c.closed())
+                c.close()
+            metrics = http_get(srv.admin_port, "/metrics")[1]
+            self.assertGreaterEqual(metric(metrics, "ringmx_milter_timeouts_total", milter="f"), 3)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log())
+            f.stop()
+
+
+if __name__ == "__main__":
+    if not have_pymilter():
+        print("SKIP: needs Debian's python3-milter (pymilter) for /usr/bin/python3",
+              file=sys.stderr)
+        sys.exit(SKIP)
+    main()
