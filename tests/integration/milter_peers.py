@@ -474,7 +474,7 @@ class Opendkim(_Peer):
 
 
 _VERIFY_SCRIPT = r"""
-import io, logging, os, sys
+import io, logging, os, re, sys
 import dkim
 name = os.environ["RINGMX_DKIM_NAME"].encode()
 txt = os.environ["RINGMX_DKIM_TXT"].encode()
@@ -485,6 +485,9 @@ logger = logging.getLogger("dkim")
 logger.addHandler(logging.StreamHandler(out))
 logger.setLevel(logging.DEBUG)
 message = sys.stdin.buffer.read()
+if not re.search(rb"^DKIM-Signature:", message, re.M | re.I):
+    print("FAIL no DKIM-Signature header")
+    sys.exit(0)
 try:
     d = dkim.DKIM(message, logger=logger)
     ok = d.verify(dnsfunc=dnsfunc)
@@ -638,7 +641,9 @@ class PyFilter(_Peer):
     event, and args/macros/reply as the callback had them), filtered;
     wait_events(pred, timeout) waits until pred(events()) is true. The start
     is seen from the filter's own "start" line (written once its socket
-    listens), so no probe connection shows up in the log."""
+    listens), so no probe connection shows up in the log (a probe() does:
+    a negotiate and a close event). stop() waits `timeout` for libmilter to
+    finish its connections, so a filter hanging in a callback is killed then."""
 
     label = "pyfilter"
 
