@@ -243,6 +243,7 @@ void Session::resume(Verdict v, Now now) {
     case Pending::data: finish_data(v); break;
     case Pending::bdat_start: finish_bdat_start(v, now); break;
     case Pending::message: finish_message(v); break;
+    case Pending::unknown: finish_unknown(v); break;
     case Pending::none: break;
   }
 }
@@ -507,6 +508,21 @@ void Session::handle_line(std::string_view line, Now now) {
     case Verb::unknown: break;
   }
   if (line.empty()) return error_reply(500, "5.5.2", "Error: bad syntax");
+  const Verdict v = handler_.on_unknown(*this, line);
+  if (v.kind == Verdict::Kind::pending) {
+    pending_ = Pending::unknown;
+    return;
+  }
+  finish_unknown(v);
+}
+
+void Session::finish_unknown(const Verdict& v) {
+  if (v.kind == Verdict::Kind::reject && v.code == 421) {
+    return close_with(421, v.enhanced.empty() ? "4.7.0" : v.enhanced, v.text);
+  }
+  if (v.kind == Verdict::Kind::reject && v.code >= 400 && v.code < 600) {
+    return error_reply(v.code, v.enhanced, v.text);
+  }
   error_reply(500, "5.5.2", "Error: command not recognized");
 }
 

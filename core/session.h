@@ -102,6 +102,10 @@ class SessionHandler {
   virtual Verdict on_rcpt(Session&, const Envelope&, const Recipient&) { return Verdict::accept(); }
   // Before 354 for DATA, or before the first BDAT chunk is read.
   virtual Verdict on_data(Session&, const Envelope&) { return Verdict::accept(); }
+  // A command line this server does not know (without CRLF). It is refused
+  // whatever the verdict (500 5.5.2); a reject that carries a reply of its
+  // own is sent instead (a 421 closes).
+  virtual Verdict on_unknown(Session&, std::string_view /*line*/) { return Verdict::accept(); }
   // End of data: the message is complete and valid. Accept only once it is
   // durable (or accepted downstream); the reply names the queue id. The
   // handler may move the body out of `msg`.
@@ -257,7 +261,17 @@ class Session {
 
  private:
   enum class Phase : uint8_t { greeting, command, data, bdat, starttls, closed };
-  enum class Pending : uint8_t { none, connect, helo, mail, rcpt, data, bdat_start, message };
+  enum class Pending : uint8_t {
+    none,
+    connect,
+    helo,
+    mail,
+    rcpt,
+    data,
+    bdat_start,
+    message,
+    unknown
+  };
 
   void handle_line(std::string_view line, Now now);
   // PIPELINING is in the EHLO reply this client has (RFC 2920 applies).
@@ -265,6 +279,7 @@ class Session {
   // The partial command line has been arriving for too long.
   bool line_timed_out(Now now) const;
   // A discipline check fired: the handler hears which, then the reply, then close.
+  void finish_unknown(const Verdict& v);
   void protocol_reject(std::string_view check, uint16_t code, std::string_view enhanced,
                        std::string_view text);
   void cmd_helo(const Command& c, bool extended);

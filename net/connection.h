@@ -220,6 +220,10 @@ struct alignas(16) Connection final : SessionHandler {
     return shard.run_checks(*this, CheckStage::data);
   }
 
+  Verdict on_unknown(Session&, std::string_view line) override {
+    return shard.unknown_command(*this, line);
+  }
+
   BodyRoom on_body_bytes(Session&, uint64_t bytes) override {
     return shard.hold_body(*this, bytes);
   }

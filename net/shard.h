@@ -145,6 +145,12 @@ class Shard {
   // or pending (the session waits; policy_decided() resumes it).
   Verdict run_checks(Connection& c, CheckStage stage);
   void policy_decided(Connection& c, const PolicyDecision& d);
+  // A command the session does not know: the milters already talking to
+  // this connection hear it (SMFIC_UNKNOWN); one may give its own refusal.
+  Verdict unknown_command(Connection& c, std::string_view line);
+  // A verdict the session waited for (a check, a milter): the session takes
+  // it, then the input held meanwhile.
+  void resume_session(Connection& c, const Verdict& v);
   // End of data: the message-stage checks, then the spool (or the spill's
   // commit). Pending while either works; a refusal is returned.
   Verdict message_checks(Connection& c, Message& msg);

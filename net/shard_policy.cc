@@ -9,6 +9,7 @@
 #include "core/message_edits.h"
 #include "net/connection.h"
 #include "net/listener.h"
+#include "pipeline/milter.h"
 
 namespace ringmx {
 
@@ -207,6 +208,53 @@ void Shard::store_message(Connection& c, Message& msg) {
   }
 }
 
+namespace {
+
+// The milters asked about one unknown command.
+struct UnknownAsk {
+  std::vector<std::optional<milter::StepResult>> results;
+  size_t outstanding = 0;
+  bool starting = true;  // inside unknown_command(): answers only record
+};
+
+Verdict unknown_verdict(const UnknownAsk& a) {
+  for (const std::optional<milter::StepResult>& r : a.results) {
+    if (!r) continue;
+    using K = milter::StepResult::Kind;
+    if (r->kind == K::shutdown)
+      return Verdict::reject(421, "4.7.0", "Error: closing the connection");
+    if ((r->kind == K::reject || r->kind == K::tempfail) && r->reply.code != 0) {
+      const CheckResult c = milter_result(MilterConfig{}, CheckStage::connect, *r);
+      return Verdict::reject(c.code, c.enhanced, c.text);
+    }
+  }
+  return Verdict::accept();  // the session's own 500 5.5.2
+}
+
+}  // namespace
+
+Verdict Shard::unknown_command(Connection& c, std::string_view line) {
+  if (!c.policy) return Verdict::accept();
+  CheckContext& ctx = c.policy->context();
+  auto ask = std::make_shared<UnknownAsk>();
+  ask->results.resize(ctx.milter_channels.size());
+  Connection* conn = &c;
+  for (size_t i = 0; i < ctx.milter_channels.size(); ++i) {
+    MilterChannel* ch = ctx.milter_channels[i].get();
+    if (ch == nullptr || ch->client().busy() || ch->client().failed()) continue;
+    ch->client().unknown(mono_ns(), {}, line);
+    ++ask->outstanding;
+    ch->run([this, conn, ask, i](const milter::StepResult& r) {
+      ask->results[i] = r;
+      if (--ask->outstanding != 0 || ask->starting) return;
+      resume_session(*conn, unknown_verdict(*ask));
+    });
+  }
+  ask->starting = false;
+  if (ask->outstanding != 0) return Verdict::pending();
+  return unknown_verdict(*ask);
+}
+
 // A stage that waited for DNS is decided: the session takes the verdict and
 // the input held meanwhile.
 void Shard::policy_decided(Connection& c, const PolicyDecision& d) {
@@ -220,6 +268,11 @@ void Shard::policy_decided(Connection& c, const PolicyDecision& d) {
       if (v.kind == Verdict::Kind::pending) return;  // the session hears when it is on disk
     }
   }
+  resume_session(c, v);
+}
+
+// A verdict the session waited for: it takes it and the input held meanwhile.
+void Shard::resume_session(Connection& c, const Verdict& v) {
   c.session.resume(v, now_);
   if (c.stage == Connection::Stage::closing) {
     // The client is gone; nobody is left to answer.

@@ -232,6 +232,18 @@ class MilterChain(unittest.TestCase):
         self.assertGreaterEqual(metric(metrics, "ringmx_rejects_total", stage="rcpt",
                                        check="milter"), 2)
 
+    def test_unknown_commands_reach_the_milter(self):
+        c, code, lines = open_session(self.srv)
+        self.assertEqual(c.cmd("XYZZY plugh")[0], 500)  # the milter continues: our refusal
+        code, lines = c.cmd("REPLY now")  # the milter's own refusal replaces ours
+        self.assertEqual(code, 550, lines)
+        self.assertIn("5.7.9 custom text", lines[-1])
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        c.close()
+        seen = wait_for(lambda: [e["args"]["command"] for e in self.filter.events()
+                                 if e["event"] == "unknown"][-2:] or None, what="UNKNOWN events")
+        self.assertEqual(seen, ["XYZZY plugh", "REPLY now"])
+
     def test_quarantine_holds_the_message(self):
         code, text = self.send("a@example.test", ["b@example.org"], message("quarantine").encode())
         self.assertEqual(code, 250, text)

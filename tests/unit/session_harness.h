@@ -45,6 +45,13 @@ struct Recorder : SessionHandler {
   bool pend_connect = false, pend_helo = false, pend_mail = false, pend_rcpt = false,
        pend_data = false, pend_message = false;
   Verdict rcpt_verdict = Verdict::accept();
+  // Unknown commands heard, and the verdict for them (pending: wait).
+  std::vector<std::string> unknown;
+  Verdict unknown_verdict = Verdict::accept();
+  Verdict on_unknown(Session&, std::string_view line) override {
+    unknown.emplace_back(line);
+    return unknown_verdict;
+  }
 
   Verdict on_connect(Session&) override {
     return pend_connect ? Verdict::pending() : Verdict::accept();

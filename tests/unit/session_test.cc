@@ -527,6 +527,30 @@ TEST(Session, PendingAtEveryStage) {
   EXPECT_EQ(h.rec.bodies.size(), 1u);
 }
 
+TEST(Session, UnknownCommandsGoToTheHandlerWhichMayWaitOrReplyInstead) {
+  Harness h;
+  h.take();
+  EXPECT_EQ(codes(h.send("EHLO c.example\r\nXYZZY plugh\r\n")),
+            (std::vector<std::string>{"250", "500"}));
+  ASSERT_EQ(h.rec.unknown.size(), 1u);
+  EXPECT_EQ(h.rec.unknown[0], "XYZZY plugh");
+  // The handler waits (a milter thinks): the pipelined NOOP waits too.
+  h.rec.unknown_verdict = Verdict::pending();
+  const std::string in = "FROB\r\nNOOP\r\n";
+  const size_t used = h.session.feed(in, h.now);
+  EXPECT_EQ(used, 6u);  // NOOP is left to the caller until the verdict
+  EXPECT_EQ(h.take(), "");
+  EXPECT_TRUE(h.session.waiting());
+  h.session.resume(Verdict::reject(550, "5.7.9", "not here"), h.now);
+  EXPECT_EQ(h.take(), "550 5.7.9 not here\r\n");
+  h.rec.unknown_verdict = Verdict::accept();
+  EXPECT_EQ(codes(h.send(std::string_view(in).substr(used))), (std::vector<std::string>{"250"}));
+  // A 421 closes.
+  h.rec.unknown_verdict = Verdict::reject(421, "4.7.0", "closing");
+  EXPECT_EQ(codes(h.send("FROB\r\n")), (std::vector<std::string>{"421"}));
+  EXPECT_TRUE(h.session.closed());
+}
+
 TEST(Session, MessageRejectedByHandler) {
   struct Refuser : Recorder {
     Verdict on_message(Session&, Message&) override {

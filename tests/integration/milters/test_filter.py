@@ -47,6 +47,7 @@ Behaviour is chosen by the message itself, so one filter serves many tests:
                   delete-me@...             a recipient the delrcpt directive
                                             removes
   header          X-Test-Eom: D1, D2, ...   directives run at end of message
+  unknown command ACTION ...                e.g. "REPLY x": the answer to it
 
 ACTION (HELO, MAIL, RCPT, DATA, EOH, body) is one of
   continue, accept, reject, tempfail, discard
@@ -328,7 +329,11 @@ class TestFilter(Milter.Base):
     def unknown(self, command):
         if isinstance(command, bytes):
             command = command.decode("utf-8", "replace")
-        return self.answer("unknown", None, {"command": command})
+        # An unknown command named after an answer ("REPLY ...", "REJECT ...")
+        # gets that answer.
+        verb = command.split(" ", 1)[0].lower()
+        action = verb if verb in ANSWERS or verb.startswith("reply") else None
+        return self.answer("unknown", action, {"command": command})
 
     def header(self, name, value):
         if name.lower() == "x-test-eom":
