@@ -96,7 +96,7 @@ inline constexpr LimitSpec kLimitSpecs[] = {
     {"send_timeout_ms", 300000, 1, 3600000, "connection closed",
      "output that makes no progress; no reply can reach such a client"},
     {"body_memory_per_shard", uint64_t{256} << 20, 1024, uint64_t{1} << 40,
-     "none: streamed to the spool (452 4.3.1 if that is full)",
+     "none: streamed to the spool (452 4.3.1 if that is full, or with milters)",
      "bodies held in memory by one shard; past it they stream to disk"},
 };
 

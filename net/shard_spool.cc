@@ -51,8 +51,11 @@ BodyRoom Shard::hold_body(Connection& c, uint64_t bytes) {
     metrics_.body_memory_bytes.set(static_cast<int64_t>(body_memory_));
     // Past the budget the body goes to disk as it comes; refused only when
     // the spool is full too, or this connection's last spill is still being
-    // thrown away.
-    if (!spool_full() && !c.spill) return BodyRoom::spill;
+    // thrown away, or milters are to see it (they are given bodies from
+    // memory only, and would refuse it at the end: 452 4.3.1 now saves the
+    // disk the write).
+    const bool milters = c.policy && c.policy->checks().milters > 0;
+    if (!spool_full() && !c.spill && !milters) return BodyRoom::spill;
     metrics_.body_memory_refusals.inc();
     if (log_enabled(LogLevel::info)) {
       LogLine l(LogLevel::info, "body_memory_full", unix_ms_);

@@ -279,6 +279,28 @@ class MilterChain(unittest.TestCase):
         self.assertEqual(code, 250, text)
 
 
+class BodyMemory(unittest.TestCase):
+    def test_body_past_the_memory_budget_is_refused_not_spilled(self):
+        with_filter = Filter(Server("", shards=1).dir)
+        srv = Server("\n[limits]\nbody_memory_per_shard = 4096\n" +
+                     milter_toml(with_filter.address), shards=1).start()
+        try:
+            c, code, lines = open_session(srv)
+            big = message().encode().replace(b"Hello.", (b"x" * 70 + b"\r\n") * 300)
+            code, text = transaction(c, "a@example.test", ["b@example.org"], big)
+            self.assertEqual(code, 452, text)
+            self.assertIn("4.3.1", text)
+            code, text = transaction(c, "a@example.test", ["b@example.org"], message().encode())
+            self.assertEqual(code, 250, text)
+            c.close()
+            metrics = http_get(srv.admin_port, "/metrics")[1]
+            self.assertEqual(metric(metrics, "ringmx_body_spills_total"), 0)
+            self.assertEqual(metric(metrics, "ringmx_body_memory_refusals_total"), 1)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log())
+            with_filter.stop()
+
+
 class MilterDownOrHanging(unittest.TestCase):
     """default_action for a milter that is not there or never answers; other
     sessions keep flowing meanwhile."""
