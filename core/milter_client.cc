@@ -2,6 +2,7 @@
 #include "core/milter_client.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -43,6 +44,32 @@ void line_at(std::string_view s, size_t at, size_t& with_end, size_t& without_en
   if (without_end > 0 && s[nl - 1] == '\r') --without_end;
 }
 
+// Octets a modification holds (what the bound on them counts).
+size_t modification_size(const Response& r) {
+  return std::visit(
+      [](const auto& m) -> size_t {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, AddHeader> || std::is_same_v<T, InsertHeader> ||
+                      std::is_same_v<T, ChangeHeader>) {
+          return m.name.size() + m.value.size() + 4;
+        } else if constexpr (std::is_same_v<T, AddRecipient> ||
+                             std::is_same_v<T, DeleteRecipient>) {
+          return m.rcpt.size();
+        } else if constexpr (std::is_same_v<T, AddRecipientArgs>) {
+          return m.rcpt.size() + m.args.size();
+        } else if constexpr (std::is_same_v<T, ChangeFrom>) {
+          return m.from.size() + m.args.size();
+        } else if constexpr (std::is_same_v<T, ReplaceBody>) {
+          return m.chunk.size();
+        } else if constexpr (std::is_same_v<T, Quarantine>) {
+          return m.reason.size();
+        } else {
+          return 0;
+        }
+      },
+      r);
+}
+
 }  // namespace
 
 const char* step_kind_name(StepResult::Kind k) {
@@ -59,8 +86,13 @@ const char* step_kind_name(StepResult::Kind k) {
 }
 
 MilterClient::MilterClient(const Offer& offer, const ClientTimeouts& timeouts,
-                           const DecoderLimits& decoder, const TrackerLimits& tracker)
-    : offer_(offer), timeouts_(timeouts), decoder_(decoder), tracker_limits_(tracker) {}
+                           size_t max_modification_bytes, const DecoderLimits& decoder,
+                           const TrackerLimits& tracker)
+    : offer_(offer),
+      timeouts_(timeouts),
+      decoder_(decoder),
+      tracker_limits_(tracker),
+      max_mod_bytes_(max_modification_bytes) {}
 
 void MilterClient::connecting(int64_t now_ns) {
   now_ns_ = now_ns;
@@ -215,6 +247,7 @@ void MilterClient::message(int64_t now_ns, const Macros& eoh_macros, const Macro
   eoh_macros_ = eoh_macros;
   eom_macros_ = eom_macros;
   mods_.clear();
+  mod_bytes_ = 0;
   part_ = Part::headers;
   if (tracker_) pump();
 }
@@ -439,6 +472,12 @@ void MilterClient::on_response(Response r) {
         const bool eob = tracker_->pending() == Command::eob;
         deadline_ns_ = now_ns_ + int64_t{eob ? timeouts_.eom_ms : timeouts_.command_ms} * kNsPerMs;
       } else {
+        mod_bytes_ += modification_size(r);
+        if (mod_bytes_ > max_mod_bytes_) {
+          fail("protocol error: the changes to one message exceed " +
+               std::to_string(max_mod_bytes_) + " octets");
+          return;
+        }
         mods_.push_back(std::move(r));
       }
       return;

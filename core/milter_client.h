@@ -82,7 +82,11 @@ class MilterClient final : public StreamLink {
   // (body chunks without answers) until the stream takes some.
   static constexpr size_t kOutputHigh = size_t{256} * 1024;
 
+  // `max_modification_bytes`: what the changes to one message may hold in
+  // all (header fields, addresses, the new body); more is a protocol error.
+  static constexpr size_t kDefaultModificationBytes = size_t{64} << 20;
   MilterClient(const Offer& offer, const ClientTimeouts& timeouts,
+               size_t max_modification_bytes = kDefaultModificationBytes,
                const DecoderLimits& decoder = {}, const TrackerLimits& tracker = {});
 
   // StreamLink.
@@ -180,6 +184,8 @@ class MilterClient final : public StreamLink {
   size_t body_at_ = 0;    // offset into message_ of the body still to send
   Macros eoh_macros_, eom_macros_;
   std::vector<Response> mods_;
+  size_t mod_bytes_ = 0;
+  size_t max_mod_bytes_;
 
   bool conn_accepted_ = false;  // ACCEPT at connect/HELO
   bool msg_accepted_ = false;   // ACCEPT in a transaction

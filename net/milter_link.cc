@@ -35,6 +35,12 @@ milter::Offer offer() {
   return o;
 }
 
+// The changes to one message may hold as much as the largest message, plus
+// 1 MiB for header fields and addresses.
+size_t max_mod_bytes(Shard& shard) {
+  return static_cast<size_t>(shard.cfg().server.smtp.limits.max_message_size) + (size_t{1} << 20);
+}
+
 }  // namespace
 
 struct MilterLink final : ClientStream::Owner {
@@ -42,7 +48,7 @@ struct MilterLink final : ClientStream::Owner {
       : owner(o),
         index(i),
         name(cfg.name),
-        client(offer(), timeouts_of(cfg)),
+        client(offer(), timeouts_of(cfg), max_mod_bytes(o.shard())),
         stream(o.shard().ring(), o.shard().buffers(), client, *this) {
     timer.link = this;
     timer.fire = [](TimerNode& n) { static_cast<Timer&>(n).link->on_timer(); };

@@ -23,6 +23,14 @@ std::string cipher_bits(std::string_view cipher) {
   return {};
 }
 
+// {tls_version} as Sendmail and Postfix give it (OpenSSL's names): "TLSv1.3".
+std::string tls_version_macro(std::string_view v) {
+  if (v.starts_with("TLS") && v.size() == 6 && v[4] == '_') {
+    return "TLSv" + std::string(1, v[3]) + "." + std::string(1, v[5]);
+  }
+  return std::string(v);
+}
+
 // The text of a milter's own reply, without codes: lines joined by a space.
 std::string reply_text(const milter::ReplyCode& rc) {
   std::string out;
@@ -109,7 +117,7 @@ class MilterCheck final : public Check {
       case CheckStage::helo: {
         Macros m;
         if (ci.tls_active) {
-          m = {{"{tls_version}", ci.tls_version}, {"{cipher}", ci.tls_cipher}};
+          m = {{"{tls_version}", tls_version_macro(ci.tls_version)}, {"{cipher}", ci.tls_cipher}};
           if (std::string bits = cipher_bits(ci.tls_cipher); !bits.empty()) {
             m.emplace_back("{cipher_bits}", std::move(bits));
           }

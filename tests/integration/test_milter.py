@@ -11,13 +11,15 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
-from harness import (Client, SKIP, Server, free_port, http_get, main, metric, transaction,
-                     wait_for)
+from harness import (Client, SKIP, Server, free_port, http_get, main, make_cert, metric,
+                     transaction, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILTER = os.path.join(HERE, "milters", "test_filter.py")
@@ -121,9 +123,12 @@ class MilterChain(unittest.TestCase):
         dead = socket.socket()
         dead.bind(("127.0.0.1", 0))
         cls.dead = dead
+        crt, key = make_cert(cls.tmp)
         cls.srv = Server(ROUTE % dead.getsockname()[1] +
-                         milter_toml(cls.filter.address, extra="command_timeout_ms = 3000"),
-                         shards=1).start()
+                         '\n[tls]\ncert = "%s"\nkey = "%s"\n' % (crt, key) +
+                         milter_toml(cls.filter.address,
+                                     extra="command_timeout_ms = 3000\neom_timeout_ms = 4000"),
+                         shards=1, listener_toml='xclient_hosts = ["127.0.0.1"]\n').start()
 
     @classmethod
     def tearDownClass(cls):
@@ -244,6 +249,65 @@ class MilterChain(unittest.TestCase):
                                  if e["event"] == "unknown"][-2:] or None, what="UNKNOWN events")
         self.assertEqual(seen, ["XYZZY plugh", "REPLY now"])
 
+    def test_tls_and_login_macros(self):
+        c = Client(self.srv.port)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO tls.client.test")[0], 250)
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c.sock = ctx.wrap_socket(c.sock)
+        self.assertEqual(c.cmd("EHLO tls.client.test")[0], 250)
+        # XCLIENT LOGIN: the front end authenticated the user ({auth_authen}).
+        self.assertEqual(c.cmd("XCLIENT LOGIN=carol")[0], 220)
+        self.assertEqual(c.cmd("EHLO tls.client.test")[0], 250)
+        code, text = transaction(c, "tls-sender@example.test", ["b@example.org"],
+                                 message().encode())
+        self.assertEqual(code, 250, text)
+        c.close()
+        qid = text.split()[-1]
+        events = wait_for(lambda: [e for e in self.filter.events()
+                                   if e.get("macros", {}).get("i") == qid and
+                                   e["event"] == "envfrom"] or None, what="MAIL event")
+        macros = events[0]["macros"]
+        self.assertEqual(macros["{tls_version}"], "TLSv1.3")
+        self.assertIn("{cipher}", macros)
+        self.assertIn(macros["{cipher_bits}"], ("128", "256"))
+        self.assertEqual(macros["{auth_authen}"], "carol")
+        # No {auth_authen} without a login (an empty one reads as authenticated to rspamd).
+        code, text = self.send("a@example.test", ["b@example.org"], message().encode())
+        qid = text.split()[-1]
+        mail = [e for e in self.filter.events()
+                if e.get("macros", {}).get("i") == qid and e["event"] == "envfrom"][0]
+        self.assertNotIn("{auth_authen}", mail["macros"])
+        self.assertNotIn("{tls_version}", mail["macros"])
+
+    def test_skip_ends_the_body_and_rset_aborts(self):
+        big = message().encode().replace(b"Hello.", (b"y" * 70 + b"\r\n") * 3000)  # 216 KB
+        code, text = self.send("skip-body@example.test", ["b@example.org"], big)
+        self.assertEqual(code, 250, text)
+        qid, fields, data = self.stored(text)
+        self.assertIn("y" * 70, data)  # all of it stored, though the milter skipped
+        events = [e for e in self.filter.events() if e.get("macros", {}).get("i") == qid]
+        self.assertEqual(len([e for e in events if e["event"] == "body"]), 1)
+        self.assertEqual(len([e for e in events if e["event"] == "eom"]), 1)
+        c, code, lines = open_session(self.srv)
+        self.assertEqual(c.cmd("MAIL FROM:<rset-me@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RSET")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 250)
+        c.cmd("QUIT")
+        c.close()
+        wait_for(lambda: any(e["event"] == "abort" and
+                             e.get("macros", {}).get("{mail_addr}") == "rset-me@example.test"
+                             for e in self.filter.events()), what="ABORT after RSET")
+
+    def test_end_of_message_timeout(self):
+        t0 = time.monotonic()
+        code, text = self.send("a@example.test", ["b@example.org"], message("slow:8").encode())
+        self.assertEqual(code, 451, text)  # eom_timeout_ms (4 s), then the default
+        self.assertLess(time.monotonic() - t0, 7)
+
     def test_quarantine_holds_the_message(self):
         code, text = self.send("a@example.test", ["b@example.org"], message("quarantine").encode())
         self.assertEqual(code, 250, text)
@@ -262,9 +326,23 @@ class MilterChain(unittest.TestCase):
     def test_slow_milter_times_out_to_the_default_action(self):
         c, code, lines = open_session(self.srv)
         t0 = time.monotonic()
+        # Meanwhile another session on the same shard is served at once.
+        other = {}
+
+        def other_session():
+            time.sleep(0.5)
+            t = time.monotonic()
+            other["reply"] = self.send("a@example.test", ["b@example.org"], message().encode())
+            other["took"] = time.monotonic() - t
+
+        th = threading.Thread(target=other_session)
+        th.start()
         # MAIL waits command_timeout_ms (3 s), then gets the default (tempfail).
         code, lines = c.cmd("MAIL FROM:<slow5-mail@example.test>")
         waited = time.monotonic() - t0
+        th.join(20)
+        self.assertEqual(other["reply"][0], 250, other)
+        self.assertLess(other["took"], 2.0)
         self.assertEqual(code, 451, lines)
         self.assertGreater(waited, 2.5)
         self.assertLess(waited, 4.5)

@@ -279,6 +279,37 @@ TEST_F(MilterClientTest, SkipEndsTheBodyAndModificationsComeBeforeTheFinalAnswer
   EXPECT_EQ(cmds(sent(c)), "M");
 }
 
+TEST_F(MilterClientTest, ChangesToOneMessageAreBounded) {
+  MilterClient c(Offer{}, timeouts_, 100);
+  c.connected(now_);
+  sent(c);
+  c.feed(optneg(action::kAll, proto::kNoConnect | proto::kNoHelo | proto::kNoHeaders |
+                                  proto::kNoEoh | proto::kNoBody),
+         now_);
+  for (int round = 0; round < 2; ++round) {  // the bound is per message
+    c.mail(now_, {}, "<a@b>", {});
+    sent(c);
+    c.feed(frame('c'), now_);
+    c.take_result();
+    c.message(now_, {}, {}, "", "A: b\r\n\r\nx\r\n");
+    EXPECT_EQ(cmds(sent(c)), "E");
+    // name 6 + value 40 + 4 = 50 octets each: two are exactly at the bound.
+    c.feed(frame('h', str0("X-Adds") + str0(std::string(40, 'v'))), now_);
+    c.feed(frame('h', str0("X-Adds") + str0(std::string(40, 'v'))), now_);
+    EXPECT_FALSE(c.failed());
+    if (round == 0) {
+      c.feed(frame('c'), now_);
+      EXPECT_EQ(c.take_result()->kind, StepResult::Kind::cont);
+      EXPECT_EQ(c.modifications().size(), 2U);
+    }
+  }
+  c.feed(frame('b', "y"), now_);  // one octet past it
+  const std::optional<StepResult> r = c.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->kind, StepResult::Kind::failed);
+  EXPECT_NE(r->error.find("exceed 100 octets"), std::string::npos) << r->error;
+}
+
 TEST_F(MilterClientTest, UnansweredBodyIsProducedWithinTheOutputBound) {
   MilterClient c = make(action::kAll, proto::kNoConnect | proto::kNoHelo | proto::kNrBody |
                                           proto::kNoHeaders | proto::kNoEoh);
