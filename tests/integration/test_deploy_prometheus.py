@@ -181,7 +181,10 @@ class LiveScrape(unittest.TestCase):
         cls.srv = Server(shards=2, extra_toml=tls + (
             '\n[delivery]\nretry_min_ms = 500\nretry_max_ms = 1000\n'
             '[[route]]\nname = "store"\ndomains = ["example.org"]\n'
-            'destination = "lmtp://127.0.0.1:%d"\n' % dead)).start()
+            'destination = "lmtp://127.0.0.1:%d"\n' % dead +
+            # A milter that is not there (mail goes on: accept): the milter series are served.
+            '[[milter]]\nname = "gone"\naddress = "unix:/nonexistent/milter.sock"\n'
+            'default_action = "accept"\n')).start()
 
     @classmethod
     def tearDownClass(cls):
