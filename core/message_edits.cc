@@ -97,7 +97,7 @@ bool bad_address(std::string_view a) {
 }  // namespace
 
 EditOutcome apply_edits(Message& msg, const std::vector<MessageEdits>& edits, const Extensions& ext,
-                        uint64_t max_size) {
+                        uint64_t max_size, size_t max_recipients) {
   EditOutcome out;
   bool any_content = false;
   for (const MessageEdits& e : edits) {
@@ -193,6 +193,10 @@ EditOutcome apply_edits(Message& msg, const std::vector<MessageEdits>& edits, co
           return equals_nocase(x.address, rc.address);
         });
         if (!have) {
+          if (rcpts.size() >= max_recipients) {
+            out.error = e.filter + ": more than " + std::to_string(max_recipients) + " recipients";
+            return out;
+          }
           rcpts.push_back(std::move(rc));
           out.envelope = true;
         }

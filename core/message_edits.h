@@ -44,8 +44,8 @@ struct EditOutcome {
 // Applies every filter's changes in order. A spilled message (its body on
 // disk) can take envelope changes only: a header or body change is an error.
 // `ext` and `max_size` check the ESMTP parameters of a changed sender or an
-// added recipient.
+// added recipient; more than `max_recipients` recipients is an error.
 EditOutcome apply_edits(Message& msg, const std::vector<MessageEdits>& edits, const Extensions& ext,
-                        uint64_t max_size);
+                        uint64_t max_size, size_t max_recipients = 100'000);
 
 }  // namespace ringmx

@@ -104,7 +104,7 @@ void MilterClient::connected(int64_t now_ns) {
   if (failed_ || optneg_sent_) return;
   encode_optneg(out_, offer_.version, offer_.actions, offer_.protocol);
   optneg_sent_ = true;
-  deadline_ns_ = now_ns + int64_t{timeouts_.command_ms} * kNsPerMs;
+  deadline_ns_ = now_ns + int64_t{timeouts_.connect_ms} * kNsPerMs;  // negotiation too
 }
 
 void MilterClient::feed(std::string_view bytes, int64_t now_ns) {

@@ -27,7 +27,7 @@
 // that did not end at EOB is ABORTed before the next MAIL or HELO.
 //
 // Timers: deadline_ns() is when the wait in progress times out (0: none):
-// the connect and negotiation, a command's answer (command_ms; eom_ms for
+// the connect and the negotiation (connect_ms), a command's answer (command_ms; eom_ms for
 // EOB), each PROGRESS pushing it back. The owner calls timeout() when it
 // passes.
 #pragma once

@@ -163,7 +163,8 @@ Verdict Shard::take_message(Connection& c, Message& msg) {
                                    [](const MessageEdits& e) { return !e.empty(); });
     if (edits) {
       const SessionConfig& sc = cfg_->server.smtp;
-      const EditOutcome o = apply_edits(msg, ctx.milter_edits, sc.ext, sc.limits.max_message_size);
+      const EditOutcome o = apply_edits(msg, ctx.milter_edits, sc.ext, sc.limits.max_message_size,
+                                        sc.limits.max_recipients);
       for (MessageEdits& e : ctx.milter_edits) e.changes.clear();
       if (log_enabled(LogLevel::info)) {
         LogLine l(LogLevel::info, o.error.empty() ? "milter_changed" : "milter_change_failed",

@@ -123,6 +123,19 @@ TEST(MessageEdits, BadChangesAreErrors) {
                   .error.empty());
 }
 
+TEST(MessageEdits, RecipientsBoundedByTheLimit) {
+  Message m = make(kOurs, kBody);  // two recipients
+  EXPECT_TRUE(
+      apply_edits(m, {edits({milter::AddRecipient{"<x@y.org>"}})}, {}, 1 << 20, 3).error.empty());
+  EXPECT_EQ(m.envelope.recipients.size(), 3U);
+  // At the limit: adding one already there is fine, a new one is not.
+  EXPECT_TRUE(
+      apply_edits(m, {edits({milter::AddRecipient{"<x@y.org>"}})}, {}, 1 << 20, 3).error.empty());
+  const EditOutcome o =
+      apply_edits(m, {edits({milter::AddRecipient{"<z@y.org>"}})}, {}, 1 << 20, 3);
+  EXPECT_NE(o.error.find("more than 3 recipients"), std::string::npos) << o.error;
+}
+
 TEST(MessageEdits, QuarantineReasonOfTheFirstFilter) {
   Message m = make(kOurs, kBody);
   MessageEdits a = edits({milter::Quarantine{"spammy"}});
