@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -145,6 +146,12 @@ void MilterLink::open(const MilterConfig& cfg) {
     client.connection_lost(ErrorKind::connect, now);
     return;
   }
+  if (family != AF_UNIX) {
+    // Commands the milter does not answer (SMFIP_NR_*) go out back to back:
+    // Nagle would hold each behind the last one's ACK (a delayed ACK: 40 ms).
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   if (MilterMetrics* m = metrics()) m->connections.add(1);
   counted_open = true;
   stream.connect(fd, reinterpret_cast<const sockaddr*>(&addr), addr_len);
@@ -184,10 +191,10 @@ void MilterLink::pump() {
       int64_t deadline_ms = 0;
       if (client.deadline_ns() != 0) deadline_ms = client.deadline_ns() / 1'000'000 + 1;
       if (!attached) deadline_ms = quit_deadline_ms;
-      if (deadline_ms != 0) {
-        owner.shard().wheel().schedule(timer, deadline_ms);
-      } else {
+      if (deadline_ms == 0) {
         owner.shard().wheel().cancel(timer);
+      } else if (!timer.linked() || timer.deadline_ms != deadline_ms) {
+        owner.shard().wheel().schedule(timer, deadline_ms);
       }
     }
   }

@@ -949,7 +949,13 @@ void Shard::flush(Connection& c) {
       queue_ciphertext(c);
     }
   }
-  start_send(c);
+  // Replies are held while the session waits for a verdict (a check, a
+  // milter): they can only be replies to commands sent before the one it
+  // waits on, so the client pipelined and reads them with the next one
+  // (RFC 2920). They leave together once the wait is over, not one send each.
+  const bool hold =
+      c.stage == Connection::Stage::open && c.session.waiting() && !c.session.closed();
+  if (!hold) start_send(c);
   if (c.stage == Connection::Stage::open) {
     schedule_timer(c);
   } else if (c.stage == Connection::Stage::closing) {

@@ -302,6 +302,20 @@ class MilterChain(unittest.TestCase):
                              e.get("macros", {}).get("{mail_addr}") == "rset-me@example.test"
                              for e in self.filter.events()), what="ABORT after RSET")
 
+    def test_replies_to_pipelined_commands_leave_together(self):
+        # MAIL waits 1 s at the milter, RCPT 1 s more: the 250 for MAIL is held
+        # until the RCPT's is ready (the client has both commands in flight).
+        c, code, lines = open_session(self.srv)
+        t0 = time.monotonic()
+        c.send("MAIL FROM:<slow1-mail@example.test>\r\nRCPT TO:<slow1-rcpt@example.org>\r\n")
+        c.sock.settimeout(10)
+        first = c.sock.recv(65536)
+        arrived = time.monotonic() - t0
+        self.assertGreater(arrived, 1.8, first)
+        self.assertEqual(first.count(b"\r\n"), 2, first)  # both replies in the first read
+        self.assertTrue(first.startswith(b"250 ") and b"\r\n250 " in first, first)
+        c.close()
+
     def test_end_of_message_timeout(self):
         t0 = time.monotonic()
         code, text = self.send("a@example.test", ["b@example.org"], message("slow:8").encode())
