@@ -3,11 +3,14 @@
 // of bench/peers/milter_cost.py, which measures what ringmx's milter client
 // costs per message.
 //
-//   noop_milter --listen HOST:PORT [--unix PATH] [--no-reply] [--all-actions]
-//               [--eob continue|accept]
+//   noop_milter --listen HOST:PORT [--unix PATH] [--epoll] [--no-reply]
+//               [--all-actions] [--eob continue|accept]
 //
-// A thread per connection with blocking reads: a test peer, simple, and far
-// from the bottleneck at the loads it serves. The OPTNEG reply: version
+// A thread per connection with blocking reads (libmilter's classic model),
+// or with --epoll one thread over every connection (an event-loop milter's,
+// rspamd's for one): a busy event loop is often awake when the MTA writes to
+// it, a blocked reader must be woken each time, and the waking is charged to
+// the writer, so the MTA's CPU differs with the model. The OPTNEG reply: version
 // min(6, the MTA's), actions 0 (--all-actions: every one offered), protocol
 // flags 0, so every step is sent and answered, as a filter that wants to see
 // everything does; --no-reply asks instead for every SMFIP_NR_* flag the MTA
@@ -22,10 +25,12 @@
 // stdout: "listening" once the sockets are bound; on SIGTERM or SIGINT one
 // line of counters (key=value) before it exits. IPv4 only.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -39,10 +44,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "core/milter_codec.h"
@@ -64,6 +72,7 @@ struct Options {
   bool no_reply = false;
   bool all_actions = false;
   bool eob_accept = false;
+  bool epoll = false;
 };
 
 struct Counters {
@@ -168,59 +177,152 @@ bool handle(std::string_view packet, Session& s, std::string& out) {
   return false;  // not a command of protocol 6
 }
 
-bool write_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
+// One connection's bytes both ways.
+struct Conn {
+  int fd = -1;
+  Session session;
+  std::vector<char> in = std::vector<char>(kReadSize);
+  size_t have = 0;
+  std::string out;        // answers not yet written
+  bool want_out = false;  // --epoll: EPOLLOUT asked for (out was not all written)
+};
+
+// Room for the next read at the end of c.in.
+std::span<char> read_room(Conn& c) {
+  if (c.in.size() - c.have < kReadSize) c.in.resize(c.have + kReadSize);
+  return {c.in.data() + c.have, c.in.size() - c.have};
+}
+
+// After a read of n octets: the complete packets answered (into c.out),
+// the rest kept. False: the connection ends (QUIT, or a bad packet).
+bool take(Conn& c, size_t n) {
+  c.have += n;
+  size_t at = 0;
+  bool open = true;
+  while (open && c.have - at >= 4) {
+    const uint32_t len = get32(c.in.data() + at);
+    if (len == 0 || len > kMaxPacket) {
+      g_counters.errors.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    bytes.remove_prefix(static_cast<size_t>(n));
+    if (c.have - at - 4 < len) break;
+    g_counters.packets.fetch_add(1, std::memory_order_relaxed);
+    const std::string_view packet(c.in.data() + at + 4, len);
+    at += 4 + size_t{len};
+    if (!handle(packet, c.session, c.out)) {
+      if (static_cast<Command>(packet[0]) != Command::quit) {
+        g_counters.errors.fetch_add(1, std::memory_order_relaxed);
+      }
+      open = false;
+    }
   }
+  std::memmove(c.in.data(), c.in.data() + at, c.have - at);
+  c.have -= at;
+  if (c.in.size() > 2 * kReadSize && c.have < kReadSize) c.in.resize(2 * kReadSize);
+  return open;
+}
+
+// Writes what it can of c.out: false on an error (EAGAIN is not one).
+bool flush(Conn& c) {
+  size_t done = 0;
+  while (done < c.out.size()) {
+    const ssize_t n = ::write(c.fd, c.out.data() + done, c.out.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  c.out.erase(0, done);
   return true;
 }
 
-// A connection, until QUIT, EOF or an error. Each read's complete packets are
-// answered together, in one write.
+// Thread per connection: blocking reads, until QUIT, EOF or an error. The
+// complete packets of each read are answered together, in one write.
 void serve(int fd) {
-  Session s;
-  std::vector<char> in(kReadSize);
-  size_t have = 0;
-  std::string out;
-  bool open = true;
-  while (open) {
-    if (in.size() - have < kReadSize) in.resize(have + kReadSize);
-    const ssize_t n = ::read(fd, in.data() + have, in.size() - have);
+  Conn c;
+  c.fd = fd;
+  for (;;) {
+    const std::span<char> room = read_room(c);
+    const ssize_t n = ::read(fd, room.data(), room.size());
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    have += static_cast<size_t>(n);
-    size_t at = 0;
-    while (open && have - at >= 4) {
-      const uint32_t len = get32(in.data() + at);
-      if (len == 0 || len > kMaxPacket) {
-        g_counters.errors.fetch_add(1, std::memory_order_relaxed);
-        open = false;
-        break;
-      }
-      if (have - at - 4 < len) break;
-      g_counters.packets.fetch_add(1, std::memory_order_relaxed);
-      const std::string_view packet(in.data() + at + 4, len);
-      at += 4 + size_t{len};
-      if (!handle(packet, s, out)) {
-        const auto c = static_cast<Command>(packet[0]);
-        if (c != Command::quit) g_counters.errors.fetch_add(1, std::memory_order_relaxed);
-        open = false;
-      }
-    }
-    if (!out.empty()) {
-      if (!write_all(fd, out)) open = false;
-      out.clear();
-    }
-    std::memmove(in.data(), in.data() + at, have - at);
-    have -= at;
-    if (in.size() > 2 * kReadSize && have < kReadSize) in.resize(2 * kReadSize);
+    const bool open = take(c, static_cast<size_t>(n));
+    if (!flush(c) || !open) break;
   }
   ::close(fd);
+}
+
+void accepted(int fd) {
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails on unix: harmless
+  g_counters.connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+// --epoll: one thread, level-triggered epoll over the listeners and every
+// connection (non-blocking), until SIGTERM or SIGINT.
+void run_epoll(const std::vector<int>& listeners) {
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  for (const int fd : listeners) {
+    ev.data.fd = fd;
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  }
+  std::unordered_map<int, std::unique_ptr<Conn>> conns;
+  std::array<epoll_event, 64> events{};
+  while (g_stop == 0) {
+    const int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 200);
+    for (int i = 0; i < n; ++i) {
+      const epoll_event& e = events[static_cast<size_t>(i)];
+      const int fd = e.data.fd;
+      if (std::find(listeners.begin(), listeners.end(), fd) != listeners.end()) {
+        for (;;) {
+          const int cfd = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+          if (cfd < 0) break;
+          accepted(cfd);
+          auto c = std::make_unique<Conn>();
+          c->fd = cfd;
+          epoll_event cev{};
+          cev.events = EPOLLIN;
+          cev.data.fd = cfd;
+          ::epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &cev);
+          conns[cfd] = std::move(c);
+        }
+        continue;
+      }
+      auto it = conns.find(fd);
+      if (it == conns.end()) continue;
+      Conn& c = *it->second;
+      bool open = true;
+      if ((e.events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+        const std::span<char> room = read_room(c);
+        const ssize_t r = ::read(fd, room.data(), room.size());
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+          open = false;
+        } else if (r > 0) {
+          open = take(c, static_cast<size_t>(r));
+        }
+      }
+      if (!flush(c)) open = false;
+      if (!open) {
+        ::close(fd);  // also leaves the epoll set
+        conns.erase(it);
+        continue;
+      }
+      if (c.want_out != !c.out.empty()) {
+        c.want_out = !c.out.empty();
+        epoll_event cev{};
+        cev.events = c.want_out ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+        cev.data.fd = fd;
+        ::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &cev);
+      }
+    }
+  }
+  for (auto& [fd, c] : conns) ::close(fd);
+  ::close(ep);
 }
 
 int listen_tcp(const std::string& text) {
@@ -265,8 +367,8 @@ int listen_unix(const std::string& path) {
 
 int usage() {
   std::fputs(
-      "usage: noop_milter --listen HOST:PORT [--unix PATH] [--no-reply] [--all-actions]\n"
-      "                   [--eob continue|accept]\n",
+      "usage: noop_milter --listen HOST:PORT [--unix PATH] [--epoll] [--no-reply]\n"
+      "                   [--all-actions] [--eob continue|accept]\n",
       stderr);
   return 2;
 }
@@ -284,6 +386,8 @@ int main(int argc, char** argv) {
       g_options.unix_path = args[++i];
     } else if (a == "--no-reply") {
       g_options.no_reply = true;
+    } else if (a == "--epoll") {
+      g_options.epoll = true;
     } else if (a == "--all-actions") {
       g_options.all_actions = true;
     } else if (a == "--eob" && has_value &&
@@ -295,7 +399,7 @@ int main(int argc, char** argv) {
   }
   if (g_options.listen.empty() && g_options.unix_path.empty()) return usage();
 
-  std::vector<pollfd> listeners;
+  std::vector<int> listeners;
   if (!g_options.listen.empty()) {
     const int fd = listen_tcp(g_options.listen);
     if (fd < 0) {
@@ -303,7 +407,7 @@ int main(int argc, char** argv) {
                    std::strerror(errno));
       return 1;
     }
-    listeners.push_back({fd, POLLIN, 0});
+    listeners.push_back(fd);
   }
   if (!g_options.unix_path.empty()) {
     const int fd = listen_unix(g_options.unix_path);
@@ -312,7 +416,7 @@ int main(int argc, char** argv) {
                    std::strerror(errno));
       return 1;
     }
-    listeners.push_back({fd, POLLIN, 0});
+    listeners.push_back(fd);
   }
 
   struct sigaction sa {};
@@ -325,20 +429,26 @@ int main(int argc, char** argv) {
   std::puts("listening");
   std::fflush(stdout);
 
-  while (g_stop == 0) {
-    const int n = ::poll(listeners.data(), listeners.size(), 200);
-    if (n <= 0) continue;  // timeout, or EINTR from the signal
-    for (pollfd& p : listeners) {
-      if ((p.revents & POLLIN) == 0) continue;
-      const int fd = ::accept4(p.fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      const int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails on unix: harmless
-      g_counters.connections.fetch_add(1, std::memory_order_relaxed);
-      try {
-        std::thread(serve, fd).detach();
-      } catch (const std::system_error&) {  // no thread to be had: this connection goes
-        ::close(fd);
+  if (g_options.epoll) {
+    for (const int fd : listeners) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    run_epoll(listeners);
+  } else {
+    std::vector<pollfd> polled;
+    polled.reserve(listeners.size());
+    for (const int fd : listeners) polled.push_back({fd, POLLIN, 0});
+    while (g_stop == 0) {
+      const int n = ::poll(polled.data(), polled.size(), 200);
+      if (n <= 0) continue;  // timeout, or EINTR from the signal
+      for (const pollfd& p : polled) {
+        if ((p.revents & POLLIN) == 0) continue;
+        const int fd = ::accept4(p.fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        accepted(fd);
+        try {
+          std::thread(serve, fd).detach();
+        } catch (const std::system_error&) {  // no thread to be had: this connection goes
+          ::close(fd);
+        }
       }
     }
   }
