@@ -14,8 +14,11 @@ which differs with the model.
 The load: ringmx-bench, 32 connections, 1 KiB messages, 10 per connection
 (--per-connection; ringmx opens one milter connection per SMTP session, so
 the connect, OPTNEG, CONNECT, HELO and QUIT are shared by that many
-messages), the same in both. One ringmx shard, its spool in a temp dir (the
-harness's Server, as proxy_cost.py and frontdoor_cost.py).
+messages), the same in both. One ringmx shard, its spool in a temp dir on
+disk (the harness's Server, as proxy_cost.py and frontdoor_cost.py use it),
+or under --spool-dir (/dev/shm takes the disk out: ringmx fsyncs each group
+commit, and at a lower rate the groups are smaller, so the fsync's share of
+a message grows with any slowdown, the milter's included).
 
 Per run: messages/s (accepted, over ringmx-bench's own elapsed time), and
 ringmx's CPU per accepted message: utime + stime of the ringmx process from
@@ -36,7 +39,7 @@ carry perf's own overhead: profile, do not quote).
 
 Usage: milter_cost.py RINGMX RINGMX_BENCH [--milter NOOP_MILTER] [--rounds R]
        [--messages N] [--per-connection K] [--connections C] [--size S]
-       [--no-reply] [--unix] [--epoll] [--perf DIR] [--json]
+       [--no-reply] [--unix] [--epoll] [--spool-dir DIR] [--perf DIR] [--json]
 Every load is bounded (--messages, ringmx-bench --duration 60, a 120 s
 timeout); every process started here is stopped by its PID."""
 
@@ -44,6 +47,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,7 +106,6 @@ class NoopMilter:
                 if v.isdigit():
                     counters[k] = int(v)
         if self.dir:
-            import shutil
             shutil.rmtree(self.dir, True)
         return counters
 
@@ -122,8 +125,10 @@ def one_run(a, with_milter, label, perf_dir):
         extra += milter_toml(milter.address)
     srv = None
     perf = None
+    spool_parent = tempfile.mkdtemp(prefix="ringmx-milter-cost-", dir=a.spool_dir)
     try:
-        srv = Server(extra_toml=extra, shards=1).start()
+        srv = Server(extra_toml=extra, shards=1,
+                     spool=os.path.join(spool_parent, "spool")).start()
         args = [a.bench, "--target", "127.0.0.1:%d" % srv.port,
                 "--connections", str(a.connections), "--per-connection", str(a.per_connection),
                 "--size", str(a.size), "--duration", "60", "--json",
@@ -181,6 +186,7 @@ def one_run(a, with_milter, label, perf_dir):
             srv.stop()
         if milter:
             milter.stop()
+        shutil.rmtree(spool_parent, True)
 
 
 def median(values):
@@ -204,6 +210,8 @@ def main():
     ap.add_argument("--unix", action="store_true", help="reach the milter over a unix socket")
     ap.add_argument("--epoll", action="store_true",
                     help="the milter serves every connection from one epoll thread")
+    ap.add_argument("--spool-dir", metavar="DIR",
+                    help="put each run's spool under DIR (/dev/shm: no disk in the figures)")
     ap.add_argument("--perf", metavar="DIR", help="perf record ringmx into DIR (profiling)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -241,7 +249,7 @@ def main():
                                      "per_connection": a.per_connection,
                                      "connections": a.connections, "size": a.size,
                                      "no_reply": a.no_reply, "unix": a.unix,
-                                     "epoll": a.epoll},
+                                     "epoll": a.epoll, "spool_dir": a.spool_dir},
                           "runs": runs, "median": med, "summary": summary}, indent=1))
         return
     print("median none    %7.0f msgs/s  ringmx %5.1f us/msg" %
