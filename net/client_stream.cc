@@ -28,8 +28,7 @@ ErrorKind error_kind(int res, bool connecting) {
   }
 }
 
-ClientStream::ClientStream(Ring& ring, ProvidedBufferRing& bufs, StreamLink& link,
-                           Owner& owner)
+ClientStream::ClientStream(Ring& ring, ProvidedBufferRing& bufs, StreamLink& link, Owner& owner)
     : ring_(ring), bufs_(bufs), link_(link), owner_(owner) {
   connect_op_.s = recv_op_.s = send_op_.s = this;
   connect_op_.fn = &ClientStream::on_connect;
