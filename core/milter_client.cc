@@ -109,7 +109,7 @@ void MilterClient::connected(int64_t now_ns) {
 
 void MilterClient::feed(std::string_view bytes, int64_t now_ns) {
   now_ns_ = now_ns;
-  if (failed_ || quit_) return;
+  if (failed_ || quit_ || out_of_step_) return;
   decoder_.feed(bytes);
   while (!failed_ && decoder_.has_next()) {
     std::optional<Response> r = decoder_.next();
@@ -133,7 +133,7 @@ void MilterClient::consume_output(size_t n) {
     out_.erase(0, out_off_);
     out_off_ = 0;
   }
-  if (waiting_ || step_ == StepKind::none) return;
+  if (step_ == StepKind::none || (waiting_ && !may_pipeline())) return;
   pump();  // a body held back for room
 }
 
@@ -159,6 +159,9 @@ void MilterClient::begin(StepKind kind, int64_t now_ns) {
   result_.reset();
   started_ = false;
   pending_.reset();
+  if (out_of_step_ && !failed_) {
+    fail("out of step: a verdict came before the answers to the commands sent behind it");
+  }
   if (failed_) {
     StepResult r;
     r.kind = StepResult::Kind::failed;
@@ -248,6 +251,7 @@ void MilterClient::message(int64_t now_ns, const Macros& eoh_macros, const Macro
   eom_macros_ = eom_macros;
   mods_.clear();
   mod_bytes_ = 0;
+  chunks_sent_ = 0;
   part_ = Part::headers;
   if (tracker_) pump();
 }
@@ -285,7 +289,9 @@ void MilterClient::append_macros(Command c, Stage stage, const Macros& macros) {
 }
 
 bool MilterClient::send_command(Command c) {
-  if (tracker_->sent(c) == MilterReplyTracker::Send::reply_due) {
+  const MilterReplyTracker::Send sent =
+      step_ == StepKind::message ? tracker_->sent_pipelined(c) : tracker_->sent(c);
+  if (sent == MilterReplyTracker::Send::reply_due) {
     waiting_ = true;
     const uint32_t ms = c == Command::eob ? timeouts_.eom_ms : timeouts_.command_ms;
     deadline_ns_ = now_ns_ + int64_t{ms} * kNsPerMs;
@@ -295,7 +301,9 @@ bool MilterClient::send_command(Command c) {
 
 void MilterClient::pump() {
   if (!tracker_) return;  // the step goes once negotiation is done
-  while (!failed_ && step_ != StepKind::none && !waiting_) {
+  // The message's commands go without waiting for each answer (pipelined;
+  // their answers come in order); any other command waits for its answer.
+  while (!failed_ && step_ != StepKind::none && (!waiting_ || may_pipeline())) {
     if (out_.size() - out_off_ >= kOutputHigh) return;
     if (!started_) {
       started_ = true;
@@ -307,10 +315,19 @@ void MilterClient::pump() {
       }
     }
     if (!send_next()) {
-      finish(StepResult{});
+      if (!waiting_) finish(StepResult{});
       return;
     }
   }
+}
+
+// While answers are due, the message's next command may still go: every
+// one of them, but a body chunk after the first when the milter may SKIP
+// (its SKIP is to spare it the rest: each chunk then waits for the answer
+// to the one before).
+bool MilterClient::may_pipeline() const {
+  if (step_ != StepKind::message || part_ == Part::done) return false;
+  return !(part_ == Part::body && chunks_sent_ > 0 && terms_.skip_allowed());
 }
 
 bool MilterClient::send_next() {
@@ -357,6 +374,7 @@ bool MilterClient::send_next() {
       const size_t n = std::min(terms_.chunk, message_.size() - body_at_);
       encode_body(out_, message_.substr(body_at_, n), terms_.chunk);
       body_at_ += n;
+      ++chunks_sent_;
       return send_command(Command::body);
     }
     case Part::eob:
@@ -465,6 +483,7 @@ void MilterClient::on_response(Response r) {
     if (step_ != StepKind::none) pump();
     return;
   }
+  const Command answered = tracker_->reply_due() ? tracker_->pending() : Command::optneg;
   switch (tracker_->on_response(r)) {
     case MilterReplyTracker::Outcome::error: fail("protocol error: " + tracker_->error()); return;
     case MilterReplyTracker::Outcome::interim:
@@ -481,29 +500,34 @@ void MilterClient::on_response(Response r) {
         mods_.push_back(std::move(r));
       }
       return;
-    case MilterReplyTracker::Outcome::final:
-      waiting_ = false;
+    case MilterReplyTracker::Outcome::final: {
+      waiting_ = tracker_->reply_due();
       deadline_ns_ = 0;
-      on_final(r);
+      if (waiting_) {  // the replies to the commands pipelined behind it
+        const bool eob = tracker_->pending() == Command::eob;
+        deadline_ns_ = now_ns_ + int64_t{eob ? timeouts_.eom_ms : timeouts_.command_ms} * kNsPerMs;
+      }
+      on_final(r, answered);
       return;
+    }
   }
 }
 
-void MilterClient::on_final(const Response& r) {
+void MilterClient::on_final(const Response& r, Command answered) {
   if (step_ == StepKind::none) return;  // after quit(): nothing is asked any more
-  const bool at_eob = step_ == StepKind::message && part_ == Part::done;
+  const bool at_eob = answered == Command::eob;
   if (at_eob) in_message_ = false;
   StepResult out;
   if (const auto* rc = std::get_if<ReplyCode>(&r)) {
     out.kind = rc->code >= 500 ? StepResult::Kind::reject : StepResult::Kind::tempfail;
     out.reply = *rc;
-    finish(std::move(out));
+    verdict(std::move(out));
     return;
   }
   switch (reply_of(r)) {
     case Reply::cont: pump(); return;
     case Reply::skip:
-      part_ = Part::eob;
+      if (part_ == Part::body) part_ = Part::eob;  // no more chunks (some may be out already)
       pump();
       return;
     case Reply::accept:
@@ -523,6 +547,20 @@ void MilterClient::on_final(const Response& r) {
     case Reply::shutdown:
     case Reply::conn_fail: out.kind = StepResult::Kind::shutdown; break;
     default: fail("protocol error: an unexpected answer"); return;
+  }
+  verdict(std::move(out));
+}
+
+// A step's verdict. In the middle of a pipelined message, with commands sent
+// behind the one answered, the conversation is out of step: libmilter
+// ignores those commands without a word, other implementations answer them,
+// so no later reply can be trusted. The verdict stands; the connection is
+// not used again (out_of_step(): the owner closes it, later steps fail).
+void MilterClient::verdict(StepResult out) {
+  if (tracker_->reply_due()) {
+    out_of_step_ = true;
+    waiting_ = false;
+    deadline_ns_ = 0;
   }
   finish(std::move(out));
 }

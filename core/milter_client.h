@@ -12,7 +12,13 @@
 // it does not (the SMFIP_NR_* flags, or steps it asked not to get) goes on.
 // The message step sends the header fields (the server's own first, then the
 // message's), EOH, the body in chunks of the agreed size (SKIP ends them) and
-// EOB, and collects the modifications that come before the final answer.
+// EOB pipelined, without waiting for each answer (they come in order: one
+// round trip instead of one per header; when the milter may SKIP, body
+// chunks after the first wait for the answer before), and collects the modifications that
+// come before the final answer. A verdict other than continue before the
+// last answer leaves the conversation out of step (libmilter ignores the
+// commands behind it silently, others answer them): the verdict stands and
+// the connection is not used again; later steps fail (default_action).
 // Output is produced a piece at a time (at most about kOutputHigh octets
 // wait in output()), so a large body is never copied whole.
 //
@@ -132,6 +138,9 @@ class MilterClient final : public StreamLink {
   bool negotiated() const { return tracker_.has_value(); }
   const Negotiated& terms() const { return terms_; }
   bool quit_sent() const { return quit_; }
+  // A verdict came in the middle of a pipelined message: the connection
+  // cannot be used again (see verdict() in the .cc).
+  bool out_of_step() const { return out_of_step_; }
 
  private:
   enum class StepKind : uint8_t { none, connect, helo, mail, rcpt, data, unknown, message };
@@ -147,11 +156,13 @@ class MilterClient final : public StreamLink {
   void append_macros(Command c, Stage stage, const Macros& macros);
   void pump();
   bool send_next();  // one command of the step; false: the step has no more
+  bool may_pipeline() const;
   bool send_command(Command c);
   void finish(StepResult r);
   void fail(std::string why, bool timed_out = false);
   void on_response(Response r);
-  void on_final(const Response& r);
+  void on_final(const Response& r, Command answered);
+  void verdict(StepResult out);
   bool next_header(std::string_view& name, std::string_view& value);
 
   Offer offer_;
@@ -182,6 +193,7 @@ class MilterClient final : public StreamLink {
   std::string_view prepended_, message_;
   size_t header_at_ = 0;  // offset into prepended_ + message_ (virtually concatenated)
   size_t body_at_ = 0;    // offset into message_ of the body still to send
+  size_t chunks_sent_ = 0;
   Macros eoh_macros_, eom_macros_;
   std::vector<Response> mods_;
   size_t mod_bytes_ = 0;
@@ -190,6 +202,7 @@ class MilterClient final : public StreamLink {
   bool conn_accepted_ = false;  // ACCEPT at connect/HELO
   bool msg_accepted_ = false;   // ACCEPT in a transaction
   bool in_message_ = false;     // MAIL went, EOB has not answered
+  bool out_of_step_ = false;
 };
 
 }  // namespace ringmx::milter

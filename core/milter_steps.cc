@@ -108,22 +108,37 @@ MilterReplyTracker::MilterReplyTracker(const Negotiated& terms, const TrackerLim
 
 MilterReplyTracker::Send MilterReplyTracker::sent(Command c) {
   if (c == Command::quit) {
-    pending_ = kNone;
+    due_.clear();
     modifications_ = 0;
     return Send::no_reply;
   }
-  if (pending_ != kNone) return Send::out_of_turn;
+  if (!due_.empty()) return Send::out_of_turn;
+  return record(c);
+}
+
+MilterReplyTracker::Send MilterReplyTracker::sent_pipelined(Command c) {
+  const auto in_message = [](char x) {
+    const auto cmd = static_cast<Command>(x);
+    return cmd == Command::header || cmd == Command::eoh || cmd == Command::body;
+  };
+  const bool message_part =
+      c == Command::header || c == Command::eoh || c == Command::body || c == Command::eob;
+  if (!message_part || !std::all_of(due_.begin(), due_.end(), in_message)) return sent(c);
+  return record(c);
+}
+
+MilterReplyTracker::Send MilterReplyTracker::record(Command c) {
   if (c == Command::abort || c == Command::quit_nc) modifications_ = 0;
   if (c == Command::eob) modifications_ = 0;
   if (terms_.no_reply(c)) return Send::no_reply;
-  pending_ = static_cast<char>(c);
+  due_.push_back(static_cast<char>(c));
   return Send::reply_due;
 }
 
 MilterReplyTracker::Outcome MilterReplyTracker::fail(std::string message) {
   failed_ = true;
   error_ = std::move(message);
-  pending_ = kNone;
+  due_.clear();
   return Outcome::error;
 }
 
@@ -132,13 +147,13 @@ MilterReplyTracker::Outcome MilterReplyTracker::on_response(const Response& r) {
   if (const auto* e = std::get_if<MilterProtocolError>(&r)) return fail(e->message);
   const Reply code = reply_of(r);
   const std::string what = std::string("response '") + static_cast<char>(code) + "'";
-  if (pending_ == kNone) return fail(what + " when no reply is due");
-  const auto step = static_cast<Command>(pending_);
-  const std::string to = std::string(" to command '") + pending_ + "'";
+  if (due_.empty()) return fail(what + " when no reply is due");
+  const auto step = static_cast<Command>(due_.front());
+  const std::string to = std::string(" to command '") + due_.front() + "'";
   if (code == Reply::progress) return Outcome::interim;
   if (step == Command::optneg || code == Reply::optneg) {
     if (step != Command::optneg || code != Reply::optneg) return fail(what + to);
-    pending_ = kNone;
+    due_.pop_front();
     return Outcome::final;
   }
   if (is_modification(r)) {
@@ -156,7 +171,7 @@ MilterReplyTracker::Outcome MilterReplyTracker::on_response(const Response& r) {
   if (code == Reply::skip && (step != Command::body || !terms_.skip_allowed())) {
     return fail(what + to + " (SKIP answers BODY only, when agreed)");
   }
-  pending_ = kNone;
+  due_.pop_front();
   return Outcome::final;
 }
 

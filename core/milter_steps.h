@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -92,22 +93,27 @@ class MilterReplyTracker {
   // unasked for). QUIT may go at any time; the owner then closes the
   // connection without reading further.
   Send sent(Command c);
+  // The message's commands (HEADER, EOH, BODY, EOB) may go behind one
+  // another without waiting: their replies are due in order. Anything else
+  // is as sent().
+  Send sent_pipelined(Command c);
   Outcome on_response(const Response& r);
 
-  bool reply_due() const { return pending_ != kNone; }
-  // The command whose reply is due (meaningful while reply_due()).
-  Command pending() const { return static_cast<Command>(pending_); }
+  bool reply_due() const { return !due_.empty(); }
+  size_t replies_due() const { return due_.size(); }
+  // The command whose reply comes next (meaningful while reply_due()).
+  Command pending() const { return static_cast<Command>(due_.front()); }
   size_t modifications() const { return modifications_; }
   bool failed() const { return failed_; }
   const std::string& error() const { return error_; }
 
  private:
-  static constexpr char kNone = '\0';
   Outcome fail(std::string message);
+  Send record(Command c);
 
   Negotiated terms_;
   TrackerLimits limits_;
-  char pending_ = kNone;
+  std::deque<char> due_;  // commands whose replies are due, oldest first
   size_t modifications_ = 0;
   bool failed_ = false;
   std::string error_;

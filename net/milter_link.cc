@@ -184,7 +184,8 @@ void MilterLink::pump() {
     }
   }
   if (!released && !stream.closed()) {
-    if (client.failed() || (!attached && (!client.has_output() || stream.connecting()))) {
+    if (client.failed() || client.out_of_step() ||
+        (!attached && (!client.has_output() || stream.connecting()))) {
       close();
     } else {
       stream.flush();

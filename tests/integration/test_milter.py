@@ -322,6 +322,23 @@ class MilterChain(unittest.TestCase):
         self.assertEqual(code, 451, text)  # eom_timeout_ms (4 s), then the default
         self.assertLess(time.monotonic() - t0, 7)
 
+    def test_refusal_in_the_middle_of_the_message(self):
+        # The milter refuses at the end of the headers, before the body and
+        # EOB it was already sent (pipelined) are answered: the refusal
+        # stands; the conversation cannot go on, so the rest of this SMTP
+        # session gets the default action, and the next session is served.
+        c, code, lines = open_session(self.srv)
+        self.assertEqual(c.cmd("MAIL FROM:<reject-eoh@example.test>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.org>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(message().encode() + b".\r\n")
+        code, lines = c.reply()
+        self.assertEqual(code, 550, lines)
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 451)
+        c.close()
+        code, text = self.send("a@example.test", ["b@example.org"], message().encode())
+        self.assertEqual(code, 250, text)
+
     def test_quarantine_holds_the_message(self):
         code, text = self.send("a@example.test", ["b@example.org"], message("quarantine").encode())
         self.assertEqual(code, 250, text)

@@ -258,11 +258,30 @@ TEST_F(MilterClientTest, SkipEndsTheBodyAndModificationsComeBeforeTheFinalAnswer
   sent(c);
   c.feed(frame('c'), now_);
   c.take_result();
-  c.message(now_, {}, {}, "", "A: b\r\n\r\n" + std::string(200000, 'y'));
-  EXPECT_EQ(cmds(sent(c)), "B");
+  const std::string body(size_t{2} << 20, 'y');  // 33 chunks
+  c.message(now_, {}, {}, "", "A: b\r\n\r\n" + body);
+  // The first chunk goes behind the headers; with SKIP agreed, each further
+  // one waits for the answer to the one before: SKIP to the first stops them.
+  std::string wire(c.output());
+  c.consume_output(wire.size());
   c.feed(frame('s'), now_);
-  EXPECT_EQ(cmds(sent(c)), "E");
-  EXPECT_EQ(c.deadline_ns(), now_ + 5000 * kMs);  // the end-of-message timeout
+  while (c.has_output()) {
+    const std::string_view v = c.output();
+    wire.append(v);
+    c.consume_output(v.size());
+  }
+  size_t chunks = 0;
+  for (size_t at = 0; at + 5 <= wire.size();) {
+    const uint32_t len = (uint32_t{static_cast<uint8_t>(wire[at])} << 24) |
+                         (uint32_t{static_cast<uint8_t>(wire[at + 1])} << 16) |
+                         (uint32_t{static_cast<uint8_t>(wire[at + 2])} << 8) |
+                         uint32_t{static_cast<uint8_t>(wire[at + 3])};
+    if (wire[at + 4] == 'B') ++chunks;
+    at += 4 + len;
+  }
+  EXPECT_EQ(chunks, 1U);
+  EXPECT_EQ(wire[wire.size() - 1], 'E');
+  EXPECT_EQ(c.deadline_ns(), now_ + 5000 * kMs);  // only EOB's answer left: its timeout
   c.feed(frame('h', str0("X-Added") + str0("yes")), now_);
   c.feed(frame('p'), now_ + 4000 * kMs);  // progress pushes the deadline back
   EXPECT_EQ(c.deadline_ns(), now_ + 9000 * kMs);
@@ -274,9 +293,57 @@ TEST_F(MilterClientTest, SkipEndsTheBodyAndModificationsComeBeforeTheFinalAnswer
   ASSERT_EQ(c.modifications().size(), 2U);
   EXPECT_EQ(std::get<AddHeader>(c.modifications()[0]).name, "X-Added");
   EXPECT_EQ(std::get<Quarantine>(c.modifications()[1]).reason, "looks odd");
+  EXPECT_FALSE(c.out_of_step());
   // The transaction ended at EOB: the next MAIL needs no ABORT.
   c.mail(now_, {}, "<a@b>", {});
   EXPECT_EQ(cmds(sent(c)), "M");
+}
+
+TEST_F(MilterClientTest, WithoutSkipTheBodyPipelinesWithinTheOutputBound) {
+  MilterClient c =
+      make(action::kAll, proto::kNoConnect | proto::kNoHelo | proto::kNoHeaders | proto::kNoEoh);
+  c.mail(now_, {}, "<a@b>", {});
+  sent(c);
+  c.feed(frame('c'), now_);
+  c.take_result();
+  c.message(now_, {}, {}, "", "A: b\r\n\r\n" + std::string(size_t{1} << 20, 'y'));
+  // Everything goes at once (17 chunks and EOB), in pieces of at most the bound.
+  const std::vector<Packet> ps = sent(c);
+  EXPECT_EQ(cmds(ps), std::string(17, 'B') + "E");
+  for (int i = 0; i < 17; ++i) {
+    EXPECT_TRUE(c.busy());
+    c.feed(frame('c'), now_);
+  }
+  c.feed(frame('c'), now_);
+  EXPECT_EQ(c.take_result()->kind, StepResult::Kind::cont);
+}
+
+TEST_F(MilterClientTest, AVerdictInTheMiddleOfThePipelinedMessageEndsTheConnection) {
+  MilterClient c = make(action::kAll, proto::kNoConnect | proto::kNoHelo);
+  c.mail(now_, {}, "<a@b>", {});
+  sent(c);
+  c.feed(frame('c'), now_);
+  c.take_result();
+  c.message(now_, {}, {}, "", "A: 1\r\nB: 2\r\nC: 3\r\n\r\nbody\r\n");
+  EXPECT_EQ(cmds(sent(c)), "LLLNBE");  // all at once
+  c.feed(frame('c'), now_);
+  EXPECT_TRUE(c.busy());
+  c.feed(frame('y', str0("550 5.7.1 header B")), now_);  // the second header is refused
+  const std::optional<StepResult> r = c.take_result();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->kind, StepResult::Kind::reject);
+  EXPECT_EQ(r->reply.code, 550);
+  EXPECT_TRUE(c.out_of_step());
+  EXPECT_FALSE(c.failed());
+  EXPECT_EQ(c.deadline_ns(), 0);
+  // Whatever comes next cannot be matched to a command: it is not read, and
+  // the next step fails (the owner closes the connection).
+  c.feed(frame('c') + frame('c'), now_);
+  c.mail(now_, {}, "<a@b>", {});
+  const std::optional<StepResult> next = c.take_result();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->kind, StepResult::Kind::failed);
+  EXPECT_NE(next->error.find("out of step"), std::string::npos) << next->error;
 }
 
 TEST_F(MilterClientTest, ChangesToOneMessageAreBounded) {

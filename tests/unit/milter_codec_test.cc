@@ -603,6 +603,39 @@ TEST(MilterTracker, ReplyPerStep) {
   EXPECT_FALSE(t.failed());
 }
 
+TEST(MilterTracker, TheMessagesCommandsPipelineAndAreAnsweredInOrder) {
+  MilterReplyTracker t(terms(action::kAll, proto::kSkip | proto::kNrEoh));
+  EXPECT_EQ(t.sent(Command::data), Send::reply_due);
+  // Nothing pipelines behind a command outside the message.
+  EXPECT_EQ(t.sent_pipelined(Command::header), Send::out_of_turn);
+  EXPECT_EQ(t.on_response(Verdict{Reply::cont}), Outcome::final);
+  EXPECT_EQ(t.sent_pipelined(Command::header), Send::reply_due);
+  EXPECT_EQ(t.sent_pipelined(Command::header), Send::reply_due);
+  EXPECT_EQ(t.sent_pipelined(Command::eoh), Send::no_reply);  // NR_EOH
+  EXPECT_EQ(t.sent_pipelined(Command::body), Send::reply_due);
+  EXPECT_EQ(t.sent_pipelined(Command::eob), Send::reply_due);
+  EXPECT_EQ(t.replies_due(), 4U);
+  EXPECT_EQ(t.sent(Command::mail), Send::out_of_turn);
+  EXPECT_EQ(t.sent_pipelined(Command::mail), Send::out_of_turn);
+  // Nothing may follow EOB before its answer.
+  EXPECT_EQ(t.sent_pipelined(Command::body), Send::out_of_turn);
+  EXPECT_EQ(t.pending(), Command::header);
+  // A modification before EOB's turn is an error; SKIP only in BODY's.
+  MilterReplyTracker copy = t;
+  EXPECT_EQ(copy.on_response(AddHeader{"X", "y"}), Outcome::error);
+  copy = t;
+  EXPECT_EQ(copy.on_response(Verdict{Reply::skip}), Outcome::error);
+  EXPECT_EQ(t.on_response(Verdict{Reply::cont}), Outcome::final);
+  EXPECT_EQ(t.on_response(Verdict{Reply::cont}), Outcome::final);
+  EXPECT_EQ(t.pending(), Command::body);
+  EXPECT_EQ(t.on_response(Verdict{Reply::skip}), Outcome::final);
+  EXPECT_EQ(t.pending(), Command::eob);
+  EXPECT_EQ(t.on_response(AddHeader{"X", "y"}), Outcome::interim);
+  EXPECT_EQ(t.on_response(Verdict{Reply::accept}), Outcome::final);
+  EXPECT_FALSE(t.reply_due());
+  EXPECT_FALSE(t.failed());
+}
+
 TEST(MilterTracker, NoReplyStepThenAResponseIsAnError) {
   MilterReplyTracker t(terms(0, proto::kNrConnect));
   EXPECT_EQ(t.sent(Command::connect), Send::no_reply);
