@@ -6,6 +6,7 @@ Each test file is one ctest test; it exits 0 on success, 77 to skip (only when
 a peer program cannot be installed), anything else on failure."""
 
 import atexit
+import json
 import os
 import random
 import shutil
@@ -486,6 +487,16 @@ class AckedLoad:
                     c.close()
                 except OSError:
                     pass
+
+
+def queue_list(srv):
+    """{queue id: entry} of `ringmxctl queue list --json` on a running server."""
+    ctl = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                       "ringmxctl")
+    p = subprocess.run([sys.executable, ctl, "--config", srv.config, "queue", "list", "--json"],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return {m["queue_id"]: m for m in map(json.loads, p.stdout.decode().splitlines())}
 
 
 def wait_for(pred, timeout=20, what="condition", interval=0.05):

@@ -8,17 +8,15 @@ permanent one, and the shard keeps serving other clients meanwhile.
 
 Needs dnsmasq (Debian dnsmasq-base); exits 77 without it."""
 
-import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 import unittest
 
 from harness import (DNSMASQ, Client, Dnsmasq, SKIP, Server, http_get, main, metric,
-                     transaction, wait_for)
+                     queue_list, transaction, wait_for)
 
 MESSAGE = b"From: a@good.test\r\nDate: Fri, 4 Dec 2026 10:00:00 +0000\r\nSubject: checks\r\n\r\nhi\r\n"
 
@@ -392,7 +390,6 @@ domains = ["example.org"]
 destination = "smtp://127.0.0.1:%(dead)d"
 """
 
-CTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "ringmxctl")
 
 
 class Quarantine(unittest.TestCase):
@@ -414,12 +411,6 @@ class Quarantine(unittest.TestCase):
         cls.dead.close()
         assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
 
-    def queue(self):
-        p = subprocess.run([sys.executable, CTL, "--config", self.srv.config, "queue", "list",
-                            "--json"], capture_output=True, timeout=30)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return {m["queue_id"]: m for m in map(json.loads, p.stdout.decode().splitlines())}
-
     def test_scored_client_is_held_a_clean_one_is_not(self):
         qids = {}
         for octet in (32, 30):  # a forged PTR (score 4), a confirmed one (0)
@@ -430,7 +421,7 @@ class Quarantine(unittest.TestCase):
             self.assertEqual(code, 250, text)
             qids[octet] = text.split()[-1]
             c.cmd("QUIT")
-        q = wait_for(lambda: (lambda x: x if len(x) == 2 else None)(self.queue()),
+        q = wait_for(lambda: (lambda x: x if len(x) == 2 else None)(queue_list(self.srv)),
                      what="both messages queued")
         self.assertTrue(q[qids[32]]["held"], q[qids[32]])
         self.assertFalse(q[qids[30]]["held"], q[qids[30]])

@@ -7,81 +7,18 @@ progress, and one that times out, hangs, or is not there gets its
 default_action without stopping other sessions. Exits 77 only when pymilter
 is missing."""
 
-import json
-import os
 import re
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
 import unittest
 
-from harness import (Client, SKIP, Server, free_port, http_get, main, make_cert, metric,
+from harness import (Client, SKIP, Server, http_get, main, make_cert, metric, queue_list,
                      transaction, wait_for)
+from milter_peers import PyFilter
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FILTER = os.path.join(HERE, "milters", "test_filter.py")
-CTL = os.path.join(HERE, "..", "..", "tools", "ringmxctl")
-PYTHON = "/usr/bin/python3"  # Debian's, where python3-milter lives
-
-
-def have_pymilter():
-    if not os.path.exists(PYTHON):
-        return False
-    return subprocess.run([PYTHON, "-c", "import Milter"], capture_output=True).returncode == 0
-
-
-class Filter:
-    """test_filter.py on 127.0.0.1:port (or a unix socket), stopped by PID."""
-
-    def __init__(self, tmpdir, *flags, unix=False):
-        self.log_path = os.path.join(tmpdir, "filter-%d.log" % time.monotonic_ns())
-        if unix:
-            self.path = os.path.join(tmpdir, "f%d.sock" % (time.monotonic_ns() % 100000))
-            self.address = "unix:" + self.path
-            sock = "unix:" + self.path
-        else:
-            self.port = free_port()
-            self.address = "inet:127.0.0.1:%d" % self.port
-            sock = "inet:%d@127.0.0.1" % self.port
-        self.out = open(self.log_path + ".out", "wb")
-        self.proc = subprocess.Popen([PYTHON, FILTER, "--socket", sock, "--log", self.log_path,
-                                      *flags], stdout=self.out, stderr=self.out)
-        wait_for(self.listening, timeout=20, what="the test filter listening")
-
-    def listening(self):
-        if self.proc.poll() is not None:
-            raise AssertionError("test_filter.py exited %s: %s" %
-                                 (self.proc.returncode, open(self.log_path + ".out").read()))
-        try:
-            if self.address.startswith("unix:"):
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(self.path)
-            else:
-                s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
-            s.close()
-            return True
-        except OSError:
-            return False
-
-    def events(self):
-        try:
-            with open(self.log_path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
 
 
 def milter_toml(address, name="f", extra=""):
@@ -93,7 +30,7 @@ MESSAGE = ("From: a@example.test\r\nTo: b@example.org\r\nSubject: milter test\r\
 
 
 def message(directives=""):
-    return MESSAGE % ("X-Test-Eom: %s\r\n" % directives if directives else "")
+    return (MESSAGE % ("X-Test-Eom: %s\r\n" % directives if directives else "")).encode()
 
 
 def open_session(srv, helo="client.example.test"):
@@ -119,7 +56,7 @@ class MilterChain(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = Server("", shards=1).dir  # a temp dir removed at exit
-        cls.filter = Filter(cls.tmp)
+        cls.filter = PyFilter().start()
         dead = socket.socket()
         dead.bind(("127.0.0.1", 0))
         cls.dead = dead
@@ -137,12 +74,6 @@ class MilterChain(unittest.TestCase):
         cls.dead.close()
         assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
 
-    def queue(self):
-        p = subprocess.run([sys.executable, CTL, "--config", self.srv.config, "queue", "list",
-                            "--json"], capture_output=True, timeout=30)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return {m["queue_id"]: m for m in map(json.loads, p.stdout.decode().splitlines())}
-
     def send(self, sender, rcpts, msg, helo="client.example.test"):
         c, code, lines = open_session(self.srv, helo)
         self.assertEqual(code, 250, lines)
@@ -158,7 +89,7 @@ class MilterChain(unittest.TestCase):
 
     def test_headers_changed_as_asked_and_macros_sent(self):
         code, text = self.send("a@example.test", ["b@example.org"],
-                               message("addheader, insheader, chgheader, delheader").encode())
+                               message("addheader, insheader, chgheader, delheader"))
         self.assertEqual(code, 250, text)
         qid, fields, data = self.stored(text)
         head = data.split("\r\n\r\n", 1)[0]
@@ -184,7 +115,7 @@ class MilterChain(unittest.TestCase):
 
     def test_envelope_and_body_changes(self):
         code, text = self.send("a@example.test", ["b@example.org", "delete-me@example.org"],
-                               message("chgfrom, addrcpt, addrcpt_par, delrcpt, replacebody").encode())
+                               message("chgfrom, addrcpt, addrcpt_par, delrcpt, replacebody"))
         self.assertEqual(code, 250, text)
         qid, fields, data = self.stored(text)
         self.assertEqual(fields["mail-from"][0].split()[0], "<new-sender@example.test>", fields)
@@ -219,11 +150,11 @@ class MilterChain(unittest.TestCase):
         c.cmd("QUIT")
         c.close()
         for directive, want in (("reject", 550), ("tempfail", 451), ("reply", 550)):
-            code, text = self.send("a@example.test", ["b@example.org"], message(directive).encode())
+            code, text = self.send("a@example.test", ["b@example.org"], message(directive))
             self.assertEqual(code, want, text)
         # Discard: the client is told it was queued; nothing is stored.
         before = metric(http_get(self.srv.admin_port, "/metrics")[1], "ringmx_discarded_total")
-        code, text = self.send("a@example.test", ["b@example.org"], message("discard").encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message("discard"))
         self.assertEqual(code, 250, text)
         qid = text.split()[-1]
         after = metric(http_get(self.srv.admin_port, "/metrics")[1], "ringmx_discarded_total")
@@ -263,7 +194,7 @@ class MilterChain(unittest.TestCase):
         self.assertEqual(c.cmd("XCLIENT LOGIN=carol")[0], 220)
         self.assertEqual(c.cmd("EHLO tls.client.test")[0], 250)
         code, text = transaction(c, "tls-sender@example.test", ["b@example.org"],
-                                 message().encode())
+                                 message())
         self.assertEqual(code, 250, text)
         c.close()
         qid = text.split()[-1]
@@ -276,7 +207,7 @@ class MilterChain(unittest.TestCase):
         self.assertIn(macros["{cipher_bits}"], ("128", "256"))
         self.assertEqual(macros["{auth_authen}"], "carol")
         # No {auth_authen} without a login (an empty one reads as authenticated to rspamd).
-        code, text = self.send("a@example.test", ["b@example.org"], message().encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message())
         qid = text.split()[-1]
         mail = [e for e in self.filter.events()
                 if e.get("macros", {}).get("i") == qid and e["event"] == "envfrom"][0]
@@ -284,7 +215,7 @@ class MilterChain(unittest.TestCase):
         self.assertNotIn("{tls_version}", mail["macros"])
 
     def test_skip_ends_the_body_and_rset_aborts(self):
-        big = message().encode().replace(b"Hello.", (b"y" * 70 + b"\r\n") * 3000)  # 216 KB
+        big = message().replace(b"Hello.", (b"y" * 70 + b"\r\n") * 3000)  # 216 KB
         code, text = self.send("skip-body@example.test", ["b@example.org"], big)
         self.assertEqual(code, 250, text)
         qid, fields, data = self.stored(text)
@@ -318,7 +249,7 @@ class MilterChain(unittest.TestCase):
 
     def test_end_of_message_timeout(self):
         t0 = time.monotonic()
-        code, text = self.send("a@example.test", ["b@example.org"], message("slow:8").encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message("slow:8"))
         self.assertEqual(code, 451, text)  # eom_timeout_ms (4 s), then the default
         self.assertLess(time.monotonic() - t0, 7)
 
@@ -331,19 +262,19 @@ class MilterChain(unittest.TestCase):
         self.assertEqual(c.cmd("MAIL FROM:<reject-eoh@example.test>")[0], 250)
         self.assertEqual(c.cmd("RCPT TO:<b@example.org>")[0], 250)
         self.assertEqual(c.cmd("DATA")[0], 354)
-        c.send(message().encode() + b".\r\n")
+        c.send(message() + b".\r\n")
         code, lines = c.reply()
         self.assertEqual(code, 550, lines)
         self.assertEqual(c.cmd("MAIL FROM:<a@example.test>")[0], 451)
         c.close()
-        code, text = self.send("a@example.test", ["b@example.org"], message().encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message())
         self.assertEqual(code, 250, text)
 
     def test_quarantine_holds_the_message(self):
-        code, text = self.send("a@example.test", ["b@example.org"], message("quarantine").encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message("quarantine"))
         self.assertEqual(code, 250, text)
         qid = text.split()[-1]
-        q = wait_for(lambda: self.queue().get(qid), what="the message queued")
+        q = wait_for(lambda: queue_list(self.srv).get(qid), what="the message queued")
         self.assertTrue(q["held"], q)
         wait_for(lambda: re.search(r"event=quarantine .*qid=%s .*held by test_filter" % qid,
                                    self.srv.log()), what="the quarantine log line")
@@ -351,7 +282,7 @@ class MilterChain(unittest.TestCase):
     def test_progress_keeps_a_slow_milter_in_time(self):
         # 6 s of work, progress every second: longer than command_timeout_ms
         # (3 s) in total, never silent for as long.
-        code, text = self.send("a@example.test", ["b@example.org"], message("progress:6:1").encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message("progress:6:1"))
         self.assertEqual(code, 250, text)
 
     def test_slow_milter_times_out_to_the_default_action(self):
@@ -363,7 +294,7 @@ class MilterChain(unittest.TestCase):
         def other_session():
             time.sleep(0.5)
             t = time.monotonic()
-            other["reply"] = self.send("a@example.test", ["b@example.org"], message().encode())
+            other["reply"] = self.send("a@example.test", ["b@example.org"], message())
             other["took"] = time.monotonic() - t
 
         th = threading.Thread(target=other_session)
@@ -384,22 +315,22 @@ class MilterChain(unittest.TestCase):
         metrics = http_get(self.srv.admin_port, "/metrics")[1]
         self.assertGreaterEqual(metric(metrics, "ringmx_milter_timeouts_total", milter="f"), 1)
         # The next session gets a new connection to the milter and is served.
-        code, text = self.send("a@example.test", ["b@example.org"], message().encode())
+        code, text = self.send("a@example.test", ["b@example.org"], message())
         self.assertEqual(code, 250, text)
 
 
 class BodyMemory(unittest.TestCase):
     def test_body_past_the_memory_budget_is_refused_not_spilled(self):
-        with_filter = Filter(Server("", shards=1).dir)
+        with_filter = PyFilter().start()
         srv = Server("\n[limits]\nbody_memory_per_shard = 4096\n" +
                      milter_toml(with_filter.address), shards=1).start()
         try:
             c, code, lines = open_session(srv)
-            big = message().encode().replace(b"Hello.", (b"x" * 70 + b"\r\n") * 300)
+            big = message().replace(b"Hello.", (b"x" * 70 + b"\r\n") * 300)
             code, text = transaction(c, "a@example.test", ["b@example.org"], big)
             self.assertEqual(code, 452, text)
             self.assertIn("4.3.1", text)
-            code, text = transaction(c, "a@example.test", ["b@example.org"], message().encode())
+            code, text = transaction(c, "a@example.test", ["b@example.org"], message())
             self.assertEqual(code, 250, text)
             c.close()
             metrics = http_get(srv.admin_port, "/metrics")[1]
@@ -418,9 +349,9 @@ class MilterDownOrHanging(unittest.TestCase):
         dead = socket.socket()
         dead.bind(("127.0.0.1", 0))  # bound, never listening: refused
         addr = "inet:127.0.0.1:%d" % dead.getsockname()[1]
-        srv = Server(milter_toml(addr) + milter_toml("unix:/nonexistent/ringmx-test.sock",
-                                                     name="gone", extra='default_action = "accept"'),
-                     shards=1).start()
+        gone = milter_toml("unix:/nonexistent/ringmx-test.sock", name="gone",
+                           extra='default_action = "accept"')
+        srv = Server(milter_toml(addr) + gone, shards=1).start()
         try:
             c = Client(srv.port)
             code, lines = c.reply()
@@ -440,15 +371,14 @@ class MilterDownOrHanging(unittest.TestCase):
         try:
             c, code, lines = open_session(srv)
             self.assertEqual(code, 250, lines)
-            code, text = transaction(c, "a@example.test", ["b@example.org"], message().encode())
+            code, text = transaction(c, "a@example.test", ["b@example.org"], message())
             self.assertEqual(code, 250, text)
             c.close()
         finally:
             self.assertEqual(srv.stop(), 0, srv.log())
 
     def test_hanging_milter_times_out_and_others_flow(self):
-        tmp = Server("", shards=1).dir
-        f = Filter(tmp, "--hang-connect", "30")
+        f = PyFilter(args=("--hang-connect", "30")).start()
         srv = Server(milter_toml(f.address, extra="connect_timeout_ms = 1000\n"
                                  "command_timeout_ms = 2000"), shards=1).start()
         try:
@@ -466,12 +396,13 @@ class MilterDownOrHanging(unittest.TestCase):
             self.assertGreaterEqual(metric(metrics, "ringmx_milter_timeouts_total", milter="f"), 3)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log())
-            f.stop()
+            f.stop(timeout=2)  # libmilter waits for the hanging callback: killed
 
 
 if __name__ == "__main__":
-    if not have_pymilter():
-        print("SKIP: needs Debian's python3-milter (pymilter) for /usr/bin/python3",
-              file=sys.stderr)
+    try:
+        PyFilter()
+    except unittest.SkipTest as e:
+        print("SKIP: %s" % e, file=sys.stderr)
         sys.exit(SKIP)
     main()
