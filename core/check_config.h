@@ -120,6 +120,11 @@ struct MilterConfig {
   // The milter is unreachable, breaks the protocol or times out (Postfix's
   // milter_default_action).
   MilterDefault default_action = MilterDefault::tempfail;
+  // Keep the connection for the next SMTP session (SMFIC_QUIT_NC) instead
+  // of a new one each time: libmilter filters and rspamd take it.
+  bool reuse_connections = false;
+  uint32_t max_idle_connections = 16;  // per shard, waiting for a session
+  uint32_t idle_timeout_ms = 10000;    // an idle connection is closed after this
 };
 
 struct ChecksConfig {

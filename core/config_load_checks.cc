@@ -31,6 +31,8 @@ constexpr EnumName<MilterDefault> kMilterDefaults[] = {
 constexpr size_t kMaxMilters = 16;
 // A milter's timeouts: up to an hour.
 constexpr uint64_t kMaxMilterTimeoutMs = 3'600'000;
+// Idle connections one shard keeps to one milter (each an open socket).
+constexpr uint64_t kMaxIdleMilterConnections = 10'000;
 
 // Scores stay far from int32 overflow however many checks add up.
 constexpr int64_t kMaxScore = 1'000'000;
@@ -371,6 +373,14 @@ void ChecksLoader::load_milters(const toml::node& n, std::vector<MilterConfig>& 
           m.eom_timeout_ms = static_cast<uint32_t>(x);
       } else if (name == "default_action") {
         read_enum(v, key, kMilterDefaults, m.default_action);
+      } else if (name == "reuse_connections") {
+        read_bool(v, key, m.reuse_connections);
+      } else if (name == "max_idle_connections") {
+        if (read_uint(v, key, 1, kMaxIdleMilterConnections, x)) {
+          m.max_idle_connections = static_cast<uint32_t>(x);
+        }
+      } else if (name == "idle_timeout_ms") {
+        if (read_uint(v, key, 1, kMaxMilterTimeoutMs, x)) m.idle_timeout_ms = static_cast<uint32_t>(x);
       } else {
         unknown(k, v, key);
       }
@@ -425,8 +435,12 @@ std::vector<std::pair<std::string, std::string>> check_checks_config(const Check
     if (!why.empty()) out.emplace_back("milter.address", std::move(why));
     why = check_milter_name(m.name);
     if (!why.empty()) out.emplace_back("milter.name", std::move(why));
-    if (m.connect_timeout_ms == 0 || m.command_timeout_ms == 0 || m.eom_timeout_ms == 0) {
+    if (m.connect_timeout_ms == 0 || m.command_timeout_ms == 0 || m.eom_timeout_ms == 0 ||
+        m.idle_timeout_ms == 0) {
       out.emplace_back("milter", "timeouts must be at least 1 ms");
+    }
+    if (m.max_idle_connections == 0 || m.max_idle_connections > kMaxIdleMilterConnections) {
+      out.emplace_back("milter.max_idle_connections", "must be between 1 and 10000");
     }
   }
   return out;

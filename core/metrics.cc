@@ -208,6 +208,7 @@ struct Totals {
     uint64_t timeouts = 0;
     uint64_t failures = 0;
     int64_t connections = 0;
+    uint64_t reused = 0;
   };
   std::array<Milter, kMaxMilters> milters{};
   int64_t queue_messages = 0;
@@ -271,6 +272,7 @@ void add_shard(Totals& t, const ShardMetrics& m) {
     to.timeouts += from.timeouts.get();
     to.failures += from.failures.get();
     to.connections += from.connections.get();
+    to.reused += from.reused.get();
   }
   for (size_t r = 0; r < kMaxRoutes; ++r) {
     for (size_t k = 0; k < kDeliveryResults; ++k) t.deliveries[r][k] += m.deliveries[r][k].get();
@@ -427,6 +429,14 @@ void append_milters(std::string& out, const Totals& t, const MetricsView& view) 
   for (size_t i = 0; i < n; ++i) {
     out += "ringmx_milter_failures_total{" + label(i) + "} ";
     append_u64(out, t.milters[i].failures);
+    out.push_back('\n');
+  }
+  append_family(out, "ringmx_milter_connections_reused_total", "counter",
+                "SMTP sessions served by a milter connection kept from an earlier session "
+                "(reuse_connections).");
+  for (size_t i = 0; i < n; ++i) {
+    out += "ringmx_milter_connections_reused_total{" + label(i) + "} ";
+    append_u64(out, t.milters[i].reused);
     out.push_back('\n');
   }
   append_family(out, "ringmx_milter_connections", "gauge", "Milter connections open.");

@@ -151,6 +151,7 @@ struct MilterMetrics {
   Counter timeouts;   // steps that failed on a deadline
   Counter failures;   // connections lost: refused, broken, protocol errors, timeouts
   Gauge connections;  // open now
+  Counter reused;     // SMTP sessions served by a connection kept from an earlier one
 };
 
 struct alignas(64) ShardMetrics {

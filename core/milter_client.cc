@@ -268,6 +268,26 @@ void MilterClient::quit() {
   waiting_ = false;
 }
 
+bool MilterClient::reusable() const {
+  return tracker_ && terms_.version >= 6 && !failed_ && !quit_ && !out_of_step_ &&
+         step_ == StepKind::none && !tracker_->reply_due();
+}
+
+void MilterClient::end_session() {
+  if (!reusable()) return;
+  if (in_message_) {
+    tracker_->sent(Command::abort);
+    encode_abort(out_);
+  }
+  tracker_->sent(Command::quit_nc);
+  encode_quit_nc(out_);
+  conn_accepted_ = msg_accepted_ = in_message_ = false;
+  mods_.clear();
+  mod_bytes_ = 0;
+  result_.reset();
+  deadline_ns_ = 0;
+}
+
 void MilterClient::append_macros(Command c, Stage stage, const Macros& macros) {
   if (macros.empty()) return;
   const std::optional<std::string>& list = terms_.macros(stage);

@@ -124,6 +124,13 @@ class MilterClient final : public StreamLink {
                std::string_view prepended, std::string_view message);
   // Ends the conversation: QUIT goes out (after whatever is queued); no step may follow.
   void quit();
+  // The connection can carry another SMTP session (SMFIC_QUIT_NC, protocol
+  // 6): negotiated, healthy, idle, nothing due.
+  bool reusable() const;
+  // Ends this SMTP session but keeps the connection and the agreed terms
+  // (ABORT first when a message was under way, then QUIT_NC): the next
+  // session starts with its connect step. Only when reusable().
+  void end_session();
 
   bool busy() const { return step_ != StepKind::none; }
   std::optional<StepResult> take_result();

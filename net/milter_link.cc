@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -49,18 +50,26 @@ struct MilterLink final : ClientStream::Owner {
       : owner(o),
         index(i),
         name(cfg.name),
+        settings(cfg),
         client(offer(), timeouts_of(cfg), max_mod_bytes(o.shard())),
         stream(o.shard().ring(), o.shard().buffers(), client, *this) {
     timer.link = this;
     timer.fire = [](TimerNode& n) { static_cast<Timer&>(n).link->on_timer(); };
   }
 
-  void open(const MilterConfig& cfg);
+  void open();
   void run(std::function<void(milter::StepResult)> d) {
     done = std::move(d);
     pump();
   }
   void detach();
+  void attach();
+  // Opened with the same settings as `c` (so it may serve a check made from it).
+  bool matches(const MilterConfig& c) const {
+    return c.address == settings.address && c.connect_timeout_ms == settings.connect_timeout_ms &&
+           c.command_timeout_ms == settings.command_timeout_ms &&
+           c.eom_timeout_ms == settings.eom_timeout_ms;
+  }
   void pump();
   void on_timer();
   void close();
@@ -76,6 +85,7 @@ struct MilterLink final : ClientStream::Owner {
   MilterLinks& owner;
   size_t index;
   std::string name;
+  MilterConfig settings;  // what it was opened with (a reused link must match)
   milter::MilterClient client;
   ClientStream stream;
   sockaddr_storage addr{};
@@ -84,7 +94,9 @@ struct MilterLink final : ClientStream::Owner {
     MilterLink* link = nullptr;
   } timer;
   std::function<void(milter::StepResult)> done;
-  bool attached = true;   // a handle points here
+  bool attached = true;  // a handle points here
+  bool idle = false;     // kept for a later SMTP session (reuse_connections)
+  int64_t idle_until_ms = 0;
   bool released = false;  // the stream is done: no operation points at it
   uint32_t depth = 0;     // pump() calls under way (the link must outlive them)
   bool counted_open = false;
@@ -111,13 +123,13 @@ class Handle final : public MilterChannel {
 
 }  // namespace
 
-void MilterLink::open(const MilterConfig& cfg) {
+void MilterLink::open() {
   const int64_t now = mono_ns();
   client.connecting(now);
   MilterAddress a;
   std::string error;
   int family = AF_INET;
-  if (!parse_milter_address(cfg.address, a, error)) {
+  if (!parse_milter_address(settings.address, a, error)) {
     client.connection_lost(ErrorKind::connect, now);
     return;
   }
@@ -185,13 +197,13 @@ void MilterLink::pump() {
   }
   if (!released && !stream.closed()) {
     if (client.failed() || client.out_of_step() ||
-        (!attached && (!client.has_output() || stream.connecting()))) {
+        (!attached && !idle && (!client.has_output() || stream.connecting()))) {
       close();
     } else {
       stream.flush();
       int64_t deadline_ms = 0;
       if (client.deadline_ns() != 0) deadline_ms = client.deadline_ns() / 1'000'000 + 1;
-      if (!attached) deadline_ms = quit_deadline_ms;
+      if (!attached) deadline_ms = idle ? idle_until_ms : quit_deadline_ms;
       if (deadline_ms == 0) {
         owner.shard().wheel().cancel(timer);
       } else if (!timer.linked() || timer.deadline_ms != deadline_ms) {
@@ -228,7 +240,13 @@ void MilterLink::detach() {
   }
   if (stream.closed()) return;  // stream_released() frees it
   stream.hold();
-  if (client.negotiated() && !client.failed()) {
+  if (settings.reuse_connections && client.reusable() && !stream.connecting() && owner.park(this)) {
+    // Kept for a later session: SMFIC_QUIT_NC, then idle until taken.
+    client.end_session();
+    idle = true;
+    idle_until_ms = owner.shard().now().mono_ms + settings.idle_timeout_ms;
+    pump();
+  } else if (client.negotiated() && !client.failed()) {
     client.quit();
     quit_deadline_ms = owner.shard().now().mono_ms + kQuitGraceMs;
     pump();
@@ -238,7 +256,18 @@ void MilterLink::detach() {
   stream.release();  // may free this
 }
 
+void MilterLink::attach() {
+  attached = true;
+  idle = false;
+  owner.shard().wheel().cancel(timer);
+  if (MilterMetrics* m = metrics()) m->reused.inc();
+}
+
 void MilterLink::close() {
+  if (idle) {
+    owner.unpark(this);
+    idle = false;
+  }
   owner.shard().wheel().cancel(timer);
   if (counted_open) {
     counted_open = false;
@@ -252,6 +281,10 @@ void MilterLink::close() {
 // until the SMTP connection ends).
 void MilterLink::stream_released() {
   released = true;
+  if (idle) {
+    owner.unpark(this);
+    idle = false;
+  }
   owner.shard().wheel().cancel(timer);
   if (counted_open) {
     counted_open = false;
@@ -275,10 +308,25 @@ MilterLinks::~MilterLinks() {
 }
 
 std::unique_ptr<MilterChannel> MilterLinks::open(const MilterConfig& cfg, size_t index) {
+  if (cfg.reuse_connections && index < idle_.size()) {
+    std::vector<MilterLink*>& pool = idle_[index];
+    while (!pool.empty()) {
+      MilterLink* l = pool.back();  // the most recently used: the warmest
+      if (l->matches(cfg) && l->client.reusable()) {
+        pool.pop_back();
+        l->idle = false;
+        l->attach();
+        return std::make_unique<Handle>(l);
+      }
+      l->stream.hold();
+      l->close();  // opened under other settings (a reload): not for this check
+      l->stream.release();
+    }
+  }
   auto* l = new MilterLink(*this, cfg, index);
   add(l);
   auto h = std::make_unique<Handle>(l);
-  l->open(cfg);
+  l->open();
   return h;
 }
 
@@ -294,6 +342,26 @@ void MilterLinks::count(size_t index, CheckStage stage, const milter::StepResult
 
 int64_t MilterLinks::now_ns() {
   return mono_ns();
+}
+
+bool MilterLinks::park(MilterLink* l) {
+  if (l->index >= idle_.size()) return false;
+  std::vector<MilterLink*>& pool = idle_[l->index];
+  if (pool.size() >= l->settings.max_idle_connections) return false;
+  pool.push_back(l);
+  return true;
+}
+
+void MilterLinks::unpark(MilterLink* l) {
+  if (l->index >= idle_.size()) return;
+  std::vector<MilterLink*>& pool = idle_[l->index];
+  pool.erase(std::remove(pool.begin(), pool.end(), l), pool.end());
+}
+
+size_t MilterLinks::idle_links() const {
+  size_t n = 0;
+  for (const auto& pool : idle_) n += pool.size();
+  return n;
 }
 
 void MilterLinks::add(MilterLink* l) {

@@ -8,15 +8,21 @@
 // check pipeline is a handle: when the SMTP connection goes (or its client
 // changes), the handle is destroyed, the link says QUIT and closes once the
 // QUIT is out (or at once, when it was not yet connected or has failed), and
-// is freed when no ring operation points at it any more. A step's callback
+// is freed when no ring operation points at it any more. With
+// reuse_connections, a healthy link says QUIT_NC instead and waits, idle, in
+// its milter's pool (at most max_idle_connections, for idle_timeout_ms) for
+// the next session of this shard that asks for that milter. A step's callback
 // never runs after its handle is gone. Shard thread only.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "core/check_config.h"
+#include "core/metrics.h"
 #include "pipeline/milter.h"
 
 namespace ringmx {
@@ -41,14 +47,21 @@ class MilterLinks final : public MilterConnector {
   size_t links() const { return live_; }
   Shard& shard() { return shard_; }
 
+  // Idle links kept for later sessions (reuse_connections).
+  size_t idle_links() const;
+
   // Used by the links.
   void add(MilterLink* l);
   void remove(MilterLink* l);
+  // An idle link joins its milter's pool (false: the pool is full) or leaves it.
+  bool park(MilterLink* l);
+  void unpark(MilterLink* l);
 
  private:
   Shard& shard_;
   MilterLink* head_ = nullptr;  // intrusive list of live links
   size_t live_ = 0;
+  std::array<std::vector<MilterLink*>, kMaxMilters> idle_;  // by milter index
 };
 
 }  // namespace ringmx

@@ -319,6 +319,52 @@ class MilterChain(unittest.TestCase):
         self.assertEqual(code, 250, text)
 
 
+class Reuse(unittest.TestCase):
+    """reuse_connections: a healthy milter connection outlives its SMTP
+    session (SMFIC_QUIT_NC) and serves the next one, within
+    max_idle_connections and idle_timeout_ms."""
+
+    def test_sessions_share_one_connection_within_the_bounds(self):
+        with PyFilter() as f:
+            srv = Server(milter_toml(f.address, extra="reuse_connections = true\n"
+                                     "max_idle_connections = 1\nidle_timeout_ms = 1500"),
+                         shards=1).start()
+            try:
+                def gauge():
+                    return metric(http_get(srv.admin_port, "/metrics")[1],
+                                  "ringmx_milter_connections", milter="f")
+                for _ in range(3):
+                    c, code, lines = open_session(srv)
+                    code, text = transaction(c, "a@example.test", ["b@example.org"], message())
+                    self.assertEqual(code, 250, text)
+                    c.cmd("QUIT")
+                    c.close()
+                    wait_for(lambda: gauge() == 1, what="one connection kept")
+                self.assertEqual(len(f.events(event="negotiate")), 1)  # one connection
+                self.assertEqual(len(f.events(event="connect")), 3)  # three SMTP sessions
+                metrics = http_get(srv.admin_port, "/metrics")[1]
+                self.assertEqual(metric(metrics, "ringmx_milter_connections_reused_total",
+                                        milter="f"), 2)
+                # Two sessions at once: two connections; only one is kept after.
+                a, b = open_session(srv)[0], open_session(srv)[0]
+                wait_for(lambda: gauge() == 2, what="two connections")
+                a.cmd("QUIT")
+                b.cmd("QUIT")
+                a.close()
+                b.close()
+                wait_for(lambda: gauge() == 1, what="max_idle_connections = 1")
+                # Idle past idle_timeout_ms: closed.
+                wait_for(lambda: gauge() == 0, timeout=10, what="idle_timeout_ms")
+                # A session after that opens a new connection and is served.
+                c, code, lines = open_session(srv)
+                code, text = transaction(c, "a@example.test", ["b@example.org"], message())
+                self.assertEqual(code, 250, text)
+                c.close()
+                self.assertEqual(len(f.events(event="negotiate")), 3)
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.log())
+
+
 class BodyMemory(unittest.TestCase):
     def test_body_past_the_memory_budget_is_refused_not_spilled(self):
         with_filter = PyFilter().start()

@@ -133,7 +133,8 @@ std::string dump(const ServerConfig& c) {
   for (const MilterConfig& m : k.milters) {
     o << "milter=" << m.name << " " << m.address << " " << m.connect_timeout_ms << " "
       << m.command_timeout_ms << " " << m.eom_timeout_ms << " "
-      << static_cast<int>(m.default_action) << "\n";
+      << static_cast<int>(m.default_action) << " " << m.reuse_connections << " "
+      << m.max_idle_connections << " " << m.idle_timeout_ms << "\n";
   }
   const RateCheckConfig& rate = c.checks.rate;
   o << "checks.rate=" << rate.connections_per_minute << " " << rate.messages_per_minute << " "
@@ -318,7 +319,8 @@ const SetCase kSetCases[] = {
     {"milters",
      "[[milter]]\naddress = \"inet:127.0.0.1:11332\"\n[[milter]]\nname = \"dkim\"\n"
      "address = \"unix:/run/opendkim/opendkim.sock\"\nconnect_timeout_ms = 1\n"
-     "command_timeout_ms = 2\neom_timeout_ms = 3600000\ndefault_action = \"accept\"\n",
+     "command_timeout_ms = 2\neom_timeout_ms = 3600000\ndefault_action = \"accept\"\n"
+     "reuse_connections = true\nmax_idle_connections = 10000\nidle_timeout_ms = 1\n",
      [](ServerConfig& c) {
        MilterConfig a;
        a.name = "milter1";
@@ -330,6 +332,9 @@ const SetCase kSetCases[] = {
        b.command_timeout_ms = 2;
        b.eom_timeout_ms = 3'600'000;
        b.default_action = MilterDefault::accept;
+       b.reuse_connections = true;
+       b.max_idle_connections = 10'000;
+       b.idle_timeout_ms = 1;
        c.checks.milters = {a, b};
      }},
     {"recipients_off", "[recipients]\nfile = \"\"\nsubaddress_separator = \"\"\nunknown_limit = 1",
@@ -712,6 +717,8 @@ const ErrorCase kErrorCases[] = {
      "milter[0].command_timeout_ms", "between 1 and 3600000"},
     {"milter_bad_default", "[[milter]]\naddress = \"/x\"\ndefault_action = \"discard\"", 3,
      "milter[0].default_action", "must be one of: tempfail, accept, reject"},
+    {"milter_idle_bound", "[[milter]]\naddress = \"/x\"\nmax_idle_connections = 0", 3,
+     "milter[0].max_idle_connections", "between 1 and 10000"},
     {"milter_same_name",
      "[[milter]]\naddress = \"/x\"\n[[milter]]\nname = \"milter1\"\naddress = \"/y\"", 3,
      "milter[1].name", "another milter"},

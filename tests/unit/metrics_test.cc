@@ -731,6 +731,7 @@ TEST(Metrics, MilterSeriesPerMilterSummedOverShards) {
     s->milters[1].timeouts.inc();
     s->milters[0].failures.inc(3);
     s->milters[0].connections.add(4);
+    s->milters[1].reused.inc(5);
   }
   const std::string out = render(v);
   EXPECT_TRUE(has_line(
@@ -748,6 +749,7 @@ TEST(Metrics, MilterSeriesPerMilterSummedOverShards) {
   EXPECT_TRUE(has_line(out, "ringmx_milter_timeouts_total{milter=\"dkim\"} 2"));
   EXPECT_TRUE(has_line(out, "ringmx_milter_failures_total{milter=\"rspamd\"} 6"));
   EXPECT_TRUE(has_line(out, "ringmx_milter_connections{milter=\"rspamd\"} 8"));
+  EXPECT_TRUE(has_line(out, "ringmx_milter_connections_reused_total{milter=\"dkim\"} 10"));
   // No milters configured: no milter series at all.
   v.milter_names.clear();
   EXPECT_EQ(render(v).find("ringmx_milter_"), std::string::npos);

@@ -490,6 +490,40 @@ TEST_F(MilterClientTest, QuitAfterAStepInFlightSendsQuit) {
   EXPECT_EQ(c.deadline_ns(), 0);
 }
 
+TEST_F(MilterClientTest, ASessionEndsWithQuitNcAndTheNextStartsWithConnect) {
+  MilterClient c = make(action::kAll, 0);
+  EXPECT_TRUE(c.reusable());
+  c.connect(now_, {}, "h", Family::inet4, 25, "192.0.2.1");
+  EXPECT_FALSE(c.reusable());  // a step in flight
+  sent(c);
+  c.feed(frame('a'), now_);  // accepted for the whole connection
+  c.take_result();
+  c.mail(now_, {}, "<a@b>", {});
+  EXPECT_EQ(c.take_result()->kind, StepResult::Kind::cont);
+  ASSERT_TRUE(c.reusable());
+  c.end_session();
+  EXPECT_EQ(cmds(sent(c)), "K");
+  // The next session: its CONNECT goes (the earlier ACCEPT is forgotten).
+  c.connect(now_, {}, "h2", Family::inet4, 26, "192.0.2.2");
+  EXPECT_EQ(cmds(sent(c)), "C");
+  c.feed(frame('c'), now_);
+  EXPECT_EQ(c.take_result()->kind, StepResult::Kind::cont);
+  c.mail(now_, {}, "<a@b>", {});
+  sent(c);
+  c.feed(frame('c'), now_);
+  c.take_result();
+  // A message under way is aborted first.
+  c.end_session();
+  EXPECT_EQ(cmds(sent(c)), "AK");
+  // Not after a failure, nor before the negotiation.
+  c.helo(now_, {}, "x");
+  sent(c);
+  c.timeout(now_ + 10'000 * kMs);
+  EXPECT_FALSE(c.reusable());
+  MilterClient fresh(Offer{}, timeouts_);
+  EXPECT_FALSE(fresh.reusable());
+}
+
 TEST_F(MilterClientTest, MessageWithoutHeaderSectionIsAllBody) {
   MilterClient c = make(action::kAll, proto::kNoConnect | proto::kNoHelo | proto::kNrHeader |
                                           proto::kNrEoh | proto::kNrBody);
