@@ -123,10 +123,12 @@ class NoopMilter:
         return counters
 
 
-def milter_toml(address):
+def milter_toml(address, reuse=False):
     # Generous timeouts: a loaded 2-core machine must not turn into failed steps.
     return ('\n[[milter]]\nname = "noop"\naddress = "%s"\nconnect_timeout_ms = 10000\n'
-            'command_timeout_ms = 30000\n' % address)
+            'command_timeout_ms = 30000\n%s' % (address,
+                                                "reuse_connections = true\n"
+                                                "max_idle_connections = 64\n" if reuse else ""))
 
 
 def one_run(a, with_milter, label, perf_dir, rate, messages):
@@ -135,7 +137,7 @@ def one_run(a, with_milter, label, perf_dir, rate, messages):
     milter = None
     if with_milter:
         milter = NoopMilter(a.milter, a.no_reply, a.unix, a.epoll)
-        extra += milter_toml(milter.address)
+        extra += milter_toml(milter.address, a.reuse)
     srv = None
     perf = None
     spool_parent = tempfile.mkdtemp(prefix="ringmx-milter-cost-", dir=a.spool_dir)
@@ -227,6 +229,8 @@ def main():
     ap.add_argument("--no-reply", action="store_true",
                     help="the milter asks for every SMFIP_NR_* flag (only EOB answered)")
     ap.add_argument("--unix", action="store_true", help="reach the milter over a unix socket")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse_connections = true: milter connections kept across sessions")
     ap.add_argument("--epoll", action="store_true",
                     help="the milter serves every connection from one epoll thread")
     ap.add_argument("--spool-dir", metavar="DIR",

@@ -258,8 +258,8 @@ TEST_F(MilterClientTest, SkipEndsTheBodyAndModificationsComeBeforeTheFinalAnswer
   sent(c);
   c.feed(frame('c'), now_);
   c.take_result();
-  const std::string body(size_t{2} << 20, 'y');  // 33 chunks
-  c.message(now_, {}, {}, "", "A: b\r\n\r\n" + body);
+  const std::string msg = "A: b\r\n\r\n" + std::string(size_t{2} << 20, 'y');  // 33 chunks
+  c.message(now_, {}, {}, "", msg);  // the message must outlive the step
   // The first chunk goes behind the headers; with SKIP agreed, each further
   // one waits for the answer to the one before: SKIP to the first stops them.
   std::string wire(c.output());
@@ -306,7 +306,8 @@ TEST_F(MilterClientTest, WithoutSkipTheBodyPipelinesWithinTheOutputBound) {
   sent(c);
   c.feed(frame('c'), now_);
   c.take_result();
-  c.message(now_, {}, {}, "", "A: b\r\n\r\n" + std::string(size_t{1} << 20, 'y'));
+  const std::string msg = "A: b\r\n\r\n" + std::string(size_t{1} << 20, 'y');
+  c.message(now_, {}, {}, "", msg);
   // Everything goes at once (17 chunks and EOB), in pieces of at most the bound.
   const std::vector<Packet> ps = sent(c);
   EXPECT_EQ(cmds(ps), std::string(17, 'B') + "E");
