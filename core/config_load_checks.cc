@@ -380,7 +380,8 @@ void ChecksLoader::load_milters(const toml::node& n, std::vector<MilterConfig>& 
           m.max_idle_connections = static_cast<uint32_t>(x);
         }
       } else if (name == "idle_timeout_ms") {
-        if (read_uint(v, key, 1, kMaxMilterTimeoutMs, x)) m.idle_timeout_ms = static_cast<uint32_t>(x);
+        if (read_uint(v, key, 1, kMaxMilterTimeoutMs, x))
+          m.idle_timeout_ms = static_cast<uint32_t>(x);
       } else {
         unknown(k, v, key);
       }
