@@ -416,35 +416,32 @@ void append_milters(std::string& out, const Totals& t, const MetricsView& view) 
     append_histogram_series(out, "ringmx_milter_duration_seconds", label(i), t.milters[i].buckets,
                             t.milters[i].sum_ns);
   }
-  append_family(out, "ringmx_milter_timeouts_total", "counter",
-                "Milter steps that got no answer in time (command_timeout_ms, eom_timeout_ms, "
-                "connect_timeout_ms).");
-  for (size_t i = 0; i < n; ++i) {
-    out += "ringmx_milter_timeouts_total{" + label(i) + "} ";
-    append_u64(out, t.milters[i].timeouts);
-    out.push_back('\n');
-  }
-  append_family(out, "ringmx_milter_failures_total", "counter",
-                "Milter connections that failed: refused, lost, broke the protocol or timed out.");
-  for (size_t i = 0; i < n; ++i) {
-    out += "ringmx_milter_failures_total{" + label(i) + "} ";
-    append_u64(out, t.milters[i].failures);
-    out.push_back('\n');
-  }
-  append_family(out, "ringmx_milter_connections_reused_total", "counter",
-                "SMTP sessions served by a milter connection kept from an earlier session "
-                "(reuse_connections).");
-  for (size_t i = 0; i < n; ++i) {
-    out += "ringmx_milter_connections_reused_total{" + label(i) + "} ";
-    append_u64(out, t.milters[i].reused);
-    out.push_back('\n');
-  }
-  append_family(out, "ringmx_milter_connections", "gauge", "Milter connections open.");
-  for (size_t i = 0; i < n; ++i) {
-    out += "ringmx_milter_connections{" + label(i) + "} ";
-    out += std::to_string(t.milters[i].connections);
-    out.push_back('\n');
-  }
+  // One labelled sample per milter.
+  const auto per_milter = [&](std::string_view name, std::string_view type, std::string_view help,
+                              auto value) {
+    append_family(out, name, type, help);
+    for (size_t i = 0; i < n; ++i) {
+      out += name;
+      out += '{';
+      out += label(i);
+      out += "} ";
+      out += std::to_string(value(t.milters[i]));
+      out.push_back('\n');
+    }
+  };
+  per_milter("ringmx_milter_timeouts_total", "counter",
+             "Milter steps that got no answer in time (command_timeout_ms, eom_timeout_ms, "
+             "connect_timeout_ms).",
+             [](const Totals::Milter& m) { return m.timeouts; });
+  per_milter("ringmx_milter_failures_total", "counter",
+             "Milter connections that failed: refused, lost, broke the protocol or timed out.",
+             [](const Totals::Milter& m) { return m.failures; });
+  per_milter("ringmx_milter_connections_reused_total", "counter",
+             "SMTP sessions served by a milter connection kept from an earlier session "
+             "(reuse_connections).",
+             [](const Totals::Milter& m) { return m.reused; });
+  per_milter("ringmx_milter_connections", "gauge", "Milter connections open.",
+             [](const Totals::Milter& m) { return m.connections; });
 }
 
 void append_tls(std::string& out, const Totals& t, const MetricsView& view, size_t listeners) {

@@ -73,6 +73,7 @@ struct MilterLink final : ClientStream::Owner {
   void pump();
   void on_timer();
   void close();
+  void retire();
   void free();
   MilterMetrics* metrics() {
     return index < kMaxMilters ? &owner.shard().metrics().milters[index] : nullptr;
@@ -263,7 +264,8 @@ void MilterLink::attach() {
   if (MilterMetrics* m = metrics()) m->reused.inc();
 }
 
-void MilterLink::close() {
+// Out of the idle pool, off the wheel, out of the open-connections gauge.
+void MilterLink::retire() {
   if (idle) {
     owner.unpark(this);
     idle = false;
@@ -273,6 +275,10 @@ void MilterLink::close() {
     counted_open = false;
     if (MilterMetrics* m = metrics()) m->connections.add(-1);
   }
+}
+
+void MilterLink::close() {
+  retire();
   stream.close();
 }
 
@@ -281,15 +287,7 @@ void MilterLink::close() {
 // until the SMTP connection ends).
 void MilterLink::stream_released() {
   released = true;
-  if (idle) {
-    owner.unpark(this);
-    idle = false;
-  }
-  owner.shard().wheel().cancel(timer);
-  if (counted_open) {
-    counted_open = false;
-    if (MilterMetrics* m = metrics()) m->connections.add(-1);
-  }
+  retire();
   if (!attached && depth == 0) free();
 }
 
