@@ -6,7 +6,7 @@
 
 #include "core/address.h"
 #include "core/ip_network.h"
-#include "core/milter_address.h"
+#include "core/socket_address.h"
 
 namespace ringmx {
 namespace {
@@ -326,9 +326,9 @@ std::string check_milter_name(std::string_view s) {
 }
 
 std::string check_milter_address(std::string_view s) {
-  MilterAddress a;
+  SocketAddress a;
   std::string error;
-  if (!parse_milter_address(s, a, error)) return error;
+  if (!parse_socket_address(s, a, error)) return error;
   return {};
 }
 

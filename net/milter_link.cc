@@ -13,7 +13,7 @@
 #include <string>
 #include <utility>
 
-#include "core/milter_address.h"
+#include "core/socket_address.h"
 #include "net/client_stream.h"
 #include "net/connection.h"
 #include "net/shard.h"
@@ -127,32 +127,13 @@ class Handle final : public MilterChannel {
 void MilterLink::open() {
   const int64_t now = mono_ns();
   client.connecting(now);
-  MilterAddress a;
+  SocketAddress a;
   std::string error;
   int family = AF_INET;
-  if (!parse_milter_address(settings.address, a, error)) {
+  if (!parse_socket_address(settings.address, a, error) ||
+      !to_sockaddr(a, addr, addr_len, family)) {
     client.connection_lost(ErrorKind::connect, now);
     return;
-  }
-  if (a.kind == MilterAddress::Kind::unix_path) {
-    auto* sun = reinterpret_cast<sockaddr_un*>(&addr);
-    sun->sun_family = AF_UNIX;
-    std::memcpy(sun->sun_path, a.path.data(), a.path.size());
-    addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + a.path.size() + 1);
-    family = AF_UNIX;
-  } else if (a.ip.find(':') == std::string::npos) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&addr);
-    in->sin_family = AF_INET;
-    in->sin_port = htons(a.port);
-    ::inet_pton(AF_INET, a.ip.c_str(), &in->sin_addr);
-    addr_len = sizeof(sockaddr_in);
-  } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(a.port);
-    ::inet_pton(AF_INET6, a.ip.c_str(), &in6->sin6_addr);
-    addr_len = sizeof(sockaddr_in6);
-    family = AF_INET6;
   }
   const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {

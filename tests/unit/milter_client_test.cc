@@ -3,7 +3,7 @@
 // deadlines, and the bounds on what it holds.
 #include "core/milter_client.h"
 
-#include "core/milter_address.h"
+#include "core/socket_address.h"
 
 #include <gtest/gtest.h>
 
@@ -544,39 +544,39 @@ TEST_F(MilterClientTest, MessageWithoutHeaderSectionIsAllBody) {
 namespace ringmx {
 namespace {
 
-TEST(MilterAddress, PostfixAndSendmailSpellings) {
+TEST(SocketAddress, PostfixAndSendmailSpellings) {
   struct Case {
     std::string text;
-    MilterAddress::Kind kind;
+    SocketAddress::Kind kind;
     std::string where;  // path, or ip
     uint16_t port;
   };
   const std::vector<Case> ok = {
-      {"unix:/run/x.sock", MilterAddress::Kind::unix_path, "/run/x.sock", 0},
-      {"local:/run/x.sock", MilterAddress::Kind::unix_path, "/run/x.sock", 0},
-      {"/run/x.sock", MilterAddress::Kind::unix_path, "/run/x.sock", 0},
-      {"inet:127.0.0.1:11332", MilterAddress::Kind::inet, "127.0.0.1", 11332},
-      {"inet:11332@127.0.0.1", MilterAddress::Kind::inet, "127.0.0.1", 11332},
-      {"inet:localhost:8891", MilterAddress::Kind::inet, "127.0.0.1", 8891},
-      {"inet:[::1]:8891", MilterAddress::Kind::inet, "::1", 8891},
-      {"inet6:[::1]:8891", MilterAddress::Kind::inet, "::1", 8891},
-      {"inet6:8891@localhost", MilterAddress::Kind::inet, "::1", 8891},
+      {"unix:/run/x.sock", SocketAddress::Kind::unix_path, "/run/x.sock", 0},
+      {"local:/run/x.sock", SocketAddress::Kind::unix_path, "/run/x.sock", 0},
+      {"/run/x.sock", SocketAddress::Kind::unix_path, "/run/x.sock", 0},
+      {"inet:127.0.0.1:11332", SocketAddress::Kind::inet, "127.0.0.1", 11332},
+      {"inet:11332@127.0.0.1", SocketAddress::Kind::inet, "127.0.0.1", 11332},
+      {"inet:localhost:8891", SocketAddress::Kind::inet, "127.0.0.1", 8891},
+      {"inet:[::1]:8891", SocketAddress::Kind::inet, "::1", 8891},
+      {"inet6:[::1]:8891", SocketAddress::Kind::inet, "::1", 8891},
+      {"inet6:8891@localhost", SocketAddress::Kind::inet, "::1", 8891},
   };
   for (const Case& c : ok) {
-    MilterAddress a;
+    SocketAddress a;
     std::string error;
-    ASSERT_TRUE(parse_milter_address(c.text, a, error)) << c.text << ": " << error;
+    ASSERT_TRUE(parse_socket_address(c.text, a, error)) << c.text << ": " << error;
     EXPECT_EQ(a.kind, c.kind) << c.text;
-    EXPECT_EQ(a.kind == MilterAddress::Kind::inet ? a.ip : a.path, c.where) << c.text;
+    EXPECT_EQ(a.kind == SocketAddress::Kind::inet ? a.ip : a.path, c.where) << c.text;
     EXPECT_EQ(a.port, c.port) << c.text;
   }
   for (const std::string& bad :
        std::vector<std::string>{"", "inet:127.0.0.1", "inet:127.0.0.1:0", "inet:host.example:25",
                                 "inet6:127.0.0.1:25", "unix:relative", "tcp:1.2.3.4:5",
                                 "inet:1.2.3.4:25x", "unix:/" + std::string(107, 'a')}) {
-    MilterAddress a;
+    SocketAddress a;
     std::string error;
-    EXPECT_FALSE(parse_milter_address(bad, a, error)) << bad;
+    EXPECT_FALSE(parse_socket_address(bad, a, error)) << bad;
     EXPECT_FALSE(error.empty()) << bad;
   }
 }

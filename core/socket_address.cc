@@ -1,8 +1,12 @@
-#include "core/milter_address.h"
+#include "core/socket_address.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
 
 #include <charconv>
+#include <cstddef>
+#include <cstring>
 
 namespace ringmx {
 namespace {
@@ -35,8 +39,8 @@ bool literal(std::string_view host, bool v6_only, std::string& ip) {
 
 }  // namespace
 
-bool parse_milter_address(std::string_view text, MilterAddress& out, std::string& error) {
-  MilterAddress a;
+bool parse_socket_address(std::string_view text, SocketAddress& out, std::string& error) {
+  SocketAddress a;
   std::string_view rest = text;
   std::string_view scheme;
   if (const size_t colon = text.find(':'); !text.starts_with('/') && colon != text.npos) {
@@ -52,7 +56,7 @@ bool parse_milter_address(std::string_view text, MilterAddress& out, std::string
       error = "a socket path is at most 107 octets";
       return false;
     }
-    a.kind = MilterAddress::Kind::unix_path;
+    a.kind = SocketAddress::Kind::unix_path;
     a.path = std::string(rest);
     out = std::move(a);
     return true;
@@ -80,8 +84,37 @@ bool parse_milter_address(std::string_view text, MilterAddress& out, std::string
     error = "host must be an address literal or localhost";
     return false;
   }
-  a.kind = MilterAddress::Kind::inet;
+  a.kind = SocketAddress::Kind::inet;
   out = std::move(a);
+  return true;
+}
+
+bool to_sockaddr(const SocketAddress& a, sockaddr_storage& out, socklen_t& len, int& family) {
+  out = sockaddr_storage{};
+  if (a.kind == SocketAddress::Kind::unix_path) {
+    auto* sun = reinterpret_cast<sockaddr_un*>(&out);
+    if (a.path.empty() || a.path.size() >= sizeof sun->sun_path) return false;
+    sun->sun_family = AF_UNIX;
+    std::memcpy(sun->sun_path, a.path.data(), a.path.size());
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + a.path.size() + 1);
+    family = AF_UNIX;
+    return true;
+  }
+  if (a.ip.find(':') == std::string::npos) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&out);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(a.port);
+    if (::inet_pton(AF_INET, a.ip.c_str(), &in->sin_addr) != 1) return false;
+    len = sizeof(sockaddr_in);
+    family = AF_INET;
+    return true;
+  }
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&out);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = htons(a.port);
+  if (::inet_pton(AF_INET6, a.ip.c_str(), &in6->sin6_addr) != 1) return false;
+  len = sizeof(sockaddr_in6);
+  family = AF_INET6;
   return true;
 }
 
