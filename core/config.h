@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/auth_config.h"
 #include "core/check_config.h"
 #include "core/routes.h"
 #include "core/session_config.h"
@@ -44,6 +45,9 @@ struct ListenerConfig {
   // XCLIENT (Postfix's extension) is offered to and honoured from clients in
   // these networks only; empty: never.
   std::vector<std::string> xclient_hosts{};
+  // SMTP AUTH (with the [auth] backend): offered only under TLS; "required"
+  // refuses MAIL before it (530 5.7.0). For submission listeners (587, 465).
+  AuthMode auth = AuthMode::none;
 };
 
 // An extra certificate served when the client asks for `name` (SNI): exact,
@@ -157,6 +161,7 @@ struct ServerConfig {
   DnsConfig dns;
   ChecksConfig checks;  // the built-in policy checks (pipeline/checks/)
   RecipientsConfig recipients;
+  AuthConfig auth;      // [auth]: the backend that verifies AUTH credentials
   uint32_t shards = 0;  // 0: one per online CPU
   LogLevel log_level = LogLevel::info;
   LogFormat log_format = LogFormat::logfmt;

@@ -4,6 +4,7 @@
 // Each field's rule (range, charset, enum names) is written once and serves both entry points,
 // so a value the loader accepts is never refused by validate_config and the other way round.
 #include "core/config_load.h"
+#include "core/config_load_auth.h"
 #include "core/config_load_checks.h"
 #include "core/config_reader.h"
 
@@ -142,6 +143,7 @@ constexpr LimitField kLimitFields[] = {
     {"max_helo_length", &Limits::max_helo_length},
     {"max_received_headers", &Limits::max_received_headers},
     {"max_line_length", &Limits::max_line_length},
+    {"max_auth_line", &Limits::max_auth_line},
     {"command_timeout_ms", &Limits::command_timeout_ms},
     {"command_line_timeout_ms", &Limits::command_line_timeout_ms},
     {"data_timeout_ms", &Limits::data_timeout_ms},
@@ -216,6 +218,12 @@ constexpr EnumName<ListenerTls> kListenerTlsModes[] = {
     {"none", ListenerTls::none},
     {"starttls", ListenerTls::starttls},
     {"implicit", ListenerTls::implicit},
+};
+
+constexpr EnumName<AuthMode> kAuthModes[] = {
+    {"none", AuthMode::none},
+    {"optional", AuthMode::optional},
+    {"required", AuthMode::required},
 };
 
 constexpr EnumName<ListenerProxy> kListenerProxyModes[] = {
@@ -375,6 +383,8 @@ class Loader : TomlReader {
         ChecksLoader(file_, errors_).load_milters(v, cfg.checks.milters);
       } else if (name == "tls") {
         if (const toml::table* t = section(v, "tls")) load_tls(*t, cfg.tls);
+      } else if (name == "auth") {
+        AuthLoader(file_, errors_).load(v, cfg.auth, cfg.smtp.received_names_auth_user);
       } else {
         unknown(k, v, std::string(name));
       }
@@ -726,6 +736,8 @@ class Loader : TomlReader {
       } else if (k.str() == "xclient_hosts") {
         read_checked_list(v, listener_key(index, "xclient_hosts"), check_network,
                           kMaxNetworksPerList, l.xclient_hosts);
+      } else if (k.str() == "auth") {
+        read_enum(v, listener_key(index, "auth"), kAuthModes, l.auth);
       } else {
         unknown(k, v, listener_key(index, k.str()));
       }
@@ -910,6 +922,7 @@ std::vector<ConfigError> validate_config(const ServerConfig& cfg) {
 
   for (const std::string& problem : check_routes(cfg.routes)) check("route", problem);
   for (auto& [key, problem] : check_checks_config(cfg.checks)) check(key, problem);
+  for (auto& [key, problem] : check_auth_config(cfg)) check(key, problem);
   if (cfg.listeners.empty()) check("listener", "at least one listener is required");
   if (cfg.listeners.size() > kMaxListenerCount)
     check("listener", "at most 16 listeners are allowed");

@@ -1,6 +1,6 @@
 // MAIL FROM and RCPT TO parameters (RFC 5321 4.1.2 esmtp-param): SIZE (RFC 1870),
 // BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531), RET, ENVID, NOTIFY, ORCPT
-// (RFC 3461). Parsed and validated here, kept so a relay can pass them on.
+// (RFC 3461), AUTH (RFC 4954). Parsed and validated here, kept so a relay can pass them on.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +48,10 @@ struct ParamError {
 
 // `params` is everything after the closing '>' of the path (may start with
 // spaces, may be empty). `max_size` is the configured message size limit.
+// `auth_param`: the AUTH extension is on, so AUTH=<mailbox or "<>"> (RFC
+// 4954 5) is taken (checked, not kept).
 ParamError parse_mail_params(std::string_view params, const Extensions& ext, uint64_t max_size,
-                             MailParams& out);
+                             MailParams& out, bool auth_param = false);
 ParamError parse_rcpt_params(std::string_view params, const Extensions& ext, RcptParams& out);
 
 // The address an ORCPT value names, decoded to UTF-8: xtext ("+XX", the

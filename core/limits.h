@@ -43,6 +43,10 @@ struct Limits {
   // change it (and break its DKIM signatures) after we took it. 0: no check
   // (such lines then go on unchanged).
   uint32_t max_line_length = 998;
+  // RFC 4954 4: an AUTH command line and each SASL response line may be up
+  // to 12288 octets, beyond max_command_line (PLAIN and LOGIN need far less;
+  // other mechanisms, not offered, carry tickets).
+  uint32_t max_auth_line = 12288;
   // RFC 5321 4.5.3.2.7: the server should wait at least 5 minutes for a command.
   uint32_t command_timeout_ms = 300'000;
   // From the first octet of a command line to its CRLF (slowloris: a client
@@ -86,6 +90,8 @@ inline constexpr LimitSpec kLimitSpecs[] = {
     {"max_received_headers", 50, 1, 1000, "554 5.4.6", "mail loop detection"},
     {"max_line_length", 998, 0, 1000000, "550 5.6.0",
      "RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6, octets before CRLF; 0 = no check"},
+    {"max_auth_line", 12288, 512, 65536, "500 5.5.6",
+     "RFC 4954 4: AUTH command and SASL response lines, with CRLF"},
     {"command_timeout_ms", 300000, 1, 3600000, "421 4.4.2", "RFC 5321 4.5.3.2.7"},
     {"command_line_timeout_ms", 10000, 100, 300000, "421 4.4.2",
      "first octet to CRLF of one command line (slowloris)"},

@@ -27,27 +27,29 @@ struct IpBytesHash {
   }
 };
 
-template <class Value>
+// Keyed by a client address by default; any hashable key will do (the AUTH
+// failures keep user names too).
+template <class Value, class Key = IpBytes, class Hash = IpBytesHash>
 class LruTable {
  public:
   explicit LruTable(size_t max = 1) : max_(max == 0 ? 1 : max) {}
 
   // The client's entry, or null; a hit becomes the most recently used.
-  Value* find(const IpBytes& key) {
+  Value* find(const Key& key) {
     auto it = index_.find(key);
     if (it == index_.end()) return nullptr;
     order_.splice(order_.begin(), order_, it->second);
     return &it->second->second;
   }
   // The client's entry, made (value-initialised) if missing.
-  Value& get(const IpBytes& key) {
+  Value& get(const Key& key) {
     if (Value* v = find(key)) return *v;
     if (index_.size() >= max_) evict_one();
     order_.emplace_front(key, Value{});
     index_.emplace(key, order_.begin());
     return order_.front().second;
   }
-  void erase(const IpBytes& key) {
+  void erase(const Key& key) {
     auto it = index_.find(key);
     if (it == index_.end()) return;
     order_.erase(it->second);
@@ -62,7 +64,7 @@ class LruTable {
   size_t max() const { return max_; }
   uint64_t evictions() const { return evictions_; }
   // The least recently used client (for tests); null when empty.
-  const IpBytes* oldest() const { return order_.empty() ? nullptr : &order_.back().first; }
+  const Key* oldest() const { return order_.empty() ? nullptr : &order_.back().first; }
 
  private:
   void evict_one() {
@@ -74,9 +76,8 @@ class LruTable {
 
   size_t max_;
   uint64_t evictions_ = 0;
-  std::list<std::pair<IpBytes, Value>> order_;  // front: the most recently used
-  std::unordered_map<IpBytes, typename std::list<std::pair<IpBytes, Value>>::iterator, IpBytesHash>
-      index_;
+  std::list<std::pair<Key, Value>> order_;  // front: the most recently used
+  std::unordered_map<Key, typename std::list<std::pair<Key, Value>>::iterator, Hash> index_;
 };
 
 }  // namespace ringmx

@@ -211,6 +211,10 @@ struct Totals {
     uint64_t reused = 0;
   };
   std::array<Milter, kMaxMilters> milters{};
+  std::array<std::array<std::array<uint64_t, kAuthResults>, kAuthMechanisms>, kMaxListeners> auth{};
+  std::array<uint64_t, Histogram::kBounds.size() + 1> auth_buckets{};
+  uint64_t auth_sum_ns = 0;
+  uint64_t auth_blocked_connections = 0;
   int64_t queue_messages = 0;
   int64_t queue_bytes = 0;
   int64_t queue_oldest_unix = 0;  // the oldest of every shard's; 0: none
@@ -261,6 +265,16 @@ void add_shard(Totals& t, const ShardMetrics& m) {
   }
   t.quarantined += m.quarantined.get();
   t.discarded += m.discarded.get();
+  for (size_t l = 0; l < kMaxListeners; ++l) {
+    for (size_t k = 0; k < kAuthMechanisms; ++k) {
+      for (size_t r = 0; r < kAuthResults; ++r) t.auth[l][k][r] += m.auth[l][k][r].get();
+    }
+  }
+  for (size_t b = 0; b < t.auth_buckets.size(); ++b) {
+    t.auth_buckets[b] += m.auth_backend_seconds.bucket(b);
+  }
+  t.auth_sum_ns += m.auth_backend_seconds.sum_ns();
+  t.auth_blocked_connections += m.auth_blocked_connections.get();
   for (size_t i = 0; i < kMaxMilters; ++i) {
     Totals::Milter& to = t.milters[i];
     const MilterMetrics& from = m.milters[i];
@@ -442,6 +456,40 @@ void append_milters(std::string& out, const Totals& t, const MetricsView& view) 
              [](const Totals::Milter& m) { return m.reused; });
   per_milter("ringmx_milter_connections", "gauge", "Milter connections open.",
              [](const Totals::Milter& m) { return m.connections; });
+}
+
+// Only when some listener offers AUTH, and only those listeners' series.
+void append_auth(std::string& out, const Totals& t, const MetricsView& view, size_t listeners) {
+  listeners = std::min(listeners, view.auth_listeners.size());
+  if (std::find(view.auth_listeners.begin(), view.auth_listeners.begin() + listeners, true) ==
+      view.auth_listeners.begin() + listeners) {
+    return;
+  }
+  append_family(out, "ringmx_auth_total", "counter",
+                "SMTP AUTH attempts by listener, mechanism and result (success, failure: 535, "
+                "tempfail and timeout: 454, blocked: too many failures).");
+  for (size_t l = 0; l < listeners; ++l) {
+    if (!view.auth_listeners[l]) continue;
+    for (size_t k = 0; k < kAuthMechanisms; ++k) {
+      for (size_t r = 0; r < kAuthResults; ++r) {
+        out += "ringmx_auth_total{listener=\"";
+        append_label_value(out, view.listener_names[l]);
+        out += "\",mechanism=\"";
+        out += kAuthMechanismNames[k];
+        out += "\",result=\"";
+        out += kAuthResultNames[r];
+        out += "\"} ";
+        append_u64(out, t.auth[l][k][r]);
+        out.push_back('\n');
+      }
+    }
+  }
+  append_histogram(out, "ringmx_auth_backend_duration_seconds",
+                   "Time from an AUTH's credentials to the backend's answer (or its timeout).",
+                   t.auth_buckets, t.auth_sum_ns);
+  append_counter(out, "ringmx_auth_blocked_connections_total",
+                 "Connections refused at connect (421 4.7.0): their address failed AUTH too often.",
+                 t.auth_blocked_connections);
 }
 
 void append_tls(std::string& out, const Totals& t, const MetricsView& view, size_t listeners) {
@@ -726,6 +774,7 @@ void render_prometheus(std::string& out, const MetricsView& view) {
                  view.spool_recovery_bad_records);
 
   append_tls(out, t, view, listeners);
+  append_auth(out, t, view, listeners);
 
   append_family(out, "ringmx_shard_loop_iterations_total", "counter",
                 "Event loop iterations per shard.");

@@ -154,6 +154,18 @@ struct MilterMetrics {
   Counter reused;     // SMTP sessions served by a connection kept from an earlier one
 };
 
+// SMTP AUTH attempts by listener, mechanism (PLAIN, LOGIN) and result:
+// success; failure (535); tempfail (454: the backend could not say, or was
+// not there); timeout (454 after auth.timeout_ms); blocked (refused without
+// asking: too many failures of that address or user).
+inline constexpr size_t kAuthMechanisms = 2;
+inline constexpr size_t kAuthResults = 5;
+inline constexpr std::array<std::string_view, kAuthMechanisms> kAuthMechanismNames = {"PLAIN",
+                                                                                      "LOGIN"};
+inline constexpr std::array<std::string_view, kAuthResults> kAuthResultNames = {
+    "success", "failure", "tempfail", "timeout", "blocked"};
+enum class AuthResult : uint8_t { success, failure, tempfail, timeout, blocked };
+
 struct alignas(64) ShardMetrics {
   std::array<std::array<Counter, static_cast<size_t>(ConnResult::count_)>, kMaxListeners>
       connections;
@@ -202,6 +214,9 @@ struct alignas(64) ShardMetrics {
   Counter quarantined;  // accepted messages held by the checks (checks.quarantine_score)
   Counter discarded;    // messages a milter said to discard (250, not stored)
   std::array<MilterMetrics, kMaxMilters> milters;
+  std::array<std::array<std::array<Counter, kAuthResults>, kAuthMechanisms>, kMaxListeners> auth;
+  Histogram auth_backend_seconds;    // a verification, asked to answered (or timed out)
+  Counter auth_blocked_connections;  // refused at connect: the address failed AUTH too often
 };
 
 // A loaded certificate, for its expiry gauge.
@@ -227,6 +242,7 @@ struct ProcessStats {
 struct MetricsView {
   std::vector<const ShardMetrics*> shards;
   std::vector<std::string> listener_names;  // index = listener id
+  std::vector<bool> auth_listeners;         // index = listener id: offers AUTH (ringmx_auth_*)
   std::vector<std::string> route_names;     // index = route id
   std::vector<std::string> milter_names;    // index = position in the chain
   int64_t spool_bytes = 0;

@@ -74,7 +74,19 @@ void append_received(std::string& out, const ReceivedFields& f) {
   out.append(f.client_ptr.empty() ? std::string_view("unknown") : f.client_ptr);
   out.append(is_ipv6(f.client_ip) ? " [IPv6:" : " [");
   out.append(f.client_ip);
-  out.append("])\r\n\tby ");
+  out.append("])");
+  if (!f.auth_user.empty()) {
+    // A comment: parentheses, backslashes and controls (a backend's user
+    // name is not ours to trust with CR LF) become '?'.
+    out.append("\r\n\t(Authenticated sender: ");
+    for (char ch : f.auth_user) {
+      const auto c = static_cast<unsigned char>(ch);
+      const bool bad = c < 0x21 || c == 0x7f || ch == '(' || ch == ')' || ch == '\\';
+      out.push_back(bad ? '?' : ch);
+    }
+    out.push_back(')');
+  }
+  out.append("\r\n\tby ");
   out.append(f.by_host);
   if (!f.software.empty()) {
     out.append(" (");

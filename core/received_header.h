@@ -19,6 +19,8 @@ struct ReceivedFields {
   std::string_view tls_version;  // empty without TLS
   std::string_view tls_cipher;
   std::string_view for_mailbox;  // only when the message has one recipient
+  // The authenticated user, when the header is to name it (empty: not named).
+  std::string_view auth_user;
   int64_t unix_time = 0;
 };
 

@@ -51,6 +51,7 @@ std::string check_domain_pattern(std::string_view p) {
     }
     return inner.empty() ? "is an empty domain literal" : "";
   }
+  if (p == "*") return {};  // every other domain, for authenticated senders
   if (p.substr(0, 2) == "*.") {
     const std::string e = check_domain(p.substr(2), true);
     return e.empty() ? "" : "(after \"*.\") " + e;
@@ -121,7 +122,9 @@ std::string parse_destination(std::string_view t, Destination& out) {
 RouteTable::RouteTable(const std::vector<RouteConfig>& routes) {
   for (size_t i = 0; i < routes.size(); ++i) {
     for (const std::string& d : routes[i].domains) {
-      if (d.substr(0, 2) == "*.") {
+      if (d == "*") {
+        catch_all_ = static_cast<int>(i);
+      } else if (d.substr(0, 2) == "*.") {
         wildcard_.emplace(lower(std::string_view(d).substr(2)), static_cast<int>(i));
       } else {
         exact_.emplace(lower(d), static_cast<int>(i));
@@ -134,12 +137,12 @@ int RouteTable::find(std::string_view domain) const {
   const std::string lowered = lower(domain);
   const std::string_view d = lowered;
   if (auto it = exact_.find(d); it != exact_.end()) return it->second;
-  if (!d.empty() && d.front() == '[') return -1;  // a literal matches exactly or not at all
+  if (!d.empty() && d.front() == '[') return catch_all_;  // a literal matches exactly, or "*"
   // Parents from the longest: a.b.example.net tries b.example.net, example.net, net.
   for (size_t dot = d.find('.'); dot != std::string_view::npos; dot = d.find('.', dot + 1)) {
     if (auto it = wildcard_.find(d.substr(dot + 1)); it != wildcard_.end()) return it->second;
   }
-  return -1;
+  return catch_all_;
 }
 
 std::vector<std::string> check_routes(const std::vector<RouteConfig>& routes) {

@@ -15,7 +15,9 @@ namespace ringmx {
 
 // A [[route]] table: domains ("example.org" exactly, "*.example.net" any
 // subdomain of example.net but not example.net itself, "[192.0.2.1]" a
-// domain literal) and the destination their mail goes to.
+// domain literal, "*" every domain no other pattern takes: the smarthost of
+// authenticated submission, never open to anyone else) and the destination
+// their mail goes to.
 // TLS to a destination (STARTTLS, RFC 3207): none; opportunistic (when
 // offered; a handshake that fails sends the next attempts in plaintext for a
 // while); required (never in plaintext: no STARTTLS offered, or a failed
@@ -65,10 +67,12 @@ class RouteTable {
   RouteTable() = default;
   explicit RouteTable(const std::vector<RouteConfig>& routes);
 
-  bool empty() const { return exact_.empty() && wildcard_.empty(); }
+  bool empty() const { return exact_.empty() && wildcard_.empty() && catch_all_ < 0; }
   // Index of the route whose pattern matches `domain` (an exact pattern over a
-  // wildcard, the longest wildcard parent over shorter ones), or -1.
+  // wildcard, the longest wildcard parent over shorter ones, "*" last), or -1.
   int find(std::string_view domain) const;
+  // The route of "*" (-1: none). RCPT takes it for authenticated clients only.
+  int catch_all() const { return catch_all_; }
 
  private:
   // Lookups by string_view, without a copy of each parent domain.
@@ -79,6 +83,7 @@ class RouteTable {
   using Map = std::unordered_map<std::string, int, Hash, std::equal_to<>>;
   Map exact_;
   Map wildcard_;  // keyed by the parent: "example.net"
+  int catch_all_ = -1;
 };
 
 // The domain part of a mailbox ("" for a bare "postmaster").

@@ -105,17 +105,20 @@ SessionSettings::SessionSettings(SessionConfig cfg) : cfg_(std::move(cfg)) {
   }
   if (e.dsn) kw.emplace_back("DSN");
   // RFC 2034 3: no enhanced codes in the EHLO reply.
-  auto build = [&](bool tls, bool xclient) {
+  auto build = [&](bool tls, bool xclient, bool auth) {
     std::string lines = cfg_.hostname;
     for (const auto& k : kw) lines += "\n" + k;
     if (tls) lines += "\nSTARTTLS";
+    if (auth) lines += "\nAUTH PLAIN LOGIN";
     if (xclient) lines += "\nXCLIENT " + std::string(kXclientAttributes);
     std::string out;
     append_reply(out, 250, {}, lines);
     return out;
   };
   for (int tls = 0; tls < 2; ++tls) {
-    for (int xclient = 0; xclient < 2; ++xclient) ehlo_[tls][xclient] = build(tls, xclient);
+    for (int xclient = 0; xclient < 2; ++xclient) {
+      for (int auth = 0; auth < 2; ++auth) ehlo_[tls][xclient][auth] = build(tls, xclient, auth);
+    }
   }
 }
 
@@ -244,6 +247,7 @@ void Session::resume(Verdict v, Now now) {
     case Pending::bdat_start: finish_bdat_start(v, now); break;
     case Pending::message: finish_message(v); break;
     case Pending::unknown: finish_unknown(v); break;
+    case Pending::auth: finish_auth(v); break;
     case Pending::none: break;
   }
 }
@@ -277,14 +281,15 @@ int64_t Session::deadline_ms() const {
   const bool in_body = phase_ == Phase::data || phase_ == Phase::bdat;
   const int64_t idle_end = last_activity_ms_ + (in_body ? l.data_timeout_ms : l.command_timeout_ms);
   int64_t end = std::min(idle_end, session_end);
-  if (phase_ == Phase::command && line_started_ms_ >= 0) {
+  if ((phase_ == Phase::command || phase_ == Phase::auth) && line_started_ms_ >= 0) {
     end = std::min(end, line_started_ms_ + int64_t{l.command_line_timeout_ms});
   }
   return end;
 }
 
 bool Session::line_timed_out(Now now) const {
-  return phase_ == Phase::command && pending_ == Pending::none && line_started_ms_ >= 0 &&
+  return (phase_ == Phase::command || phase_ == Phase::auth) && pending_ == Pending::none &&
+         line_started_ms_ >= 0 &&
          now.mono_ms >= line_started_ms_ + int64_t{config().limits.command_line_timeout_ms};
 }
 
@@ -341,7 +346,6 @@ size_t Session::feed(std::string_view in, Now now) {
   // unless that call stopped for a verdict with this input left over.
   if (!unoffered_carry_) unoffered_follow_ = false;
   unoffered_carry_ = false;
-  const size_t max_line = config().limits.max_command_line;
   size_t pos = 0;
   while (pos < in.size()) {
     if (pending_ != Pending::none) {
@@ -376,7 +380,8 @@ size_t Session::feed(std::string_view in, Now now) {
         unoffered_follow_ = false;
         pos += feed_bdat(in.substr(pos), now);
         break;
-      case Phase::command: {
+      case Phase::command:
+      case Phase::auth: {
         const char* start = in.data() + pos;
         if (line_started_ms_ < 0) {
           // The first octet of a command line: its deadline starts, and it
@@ -386,6 +391,8 @@ size_t Session::feed(std::string_view in, Now now) {
           line_unoffered_ = unoffered_follow_;
         }
         const void* nl = std::memchr(start, '\n', in.size() - pos);
+        const size_t max_line =
+            line_limit(line_buf_.empty() ? std::string_view(start, in.size() - pos) : line_buf_);
         if (nl == nullptr) {
           // A line that straddles reads: assembled once, capped.
           size_t n = in.size() - pos;
@@ -415,7 +422,9 @@ size_t Session::feed(std::string_view in, Now now) {
         line_overflow_ = false;
         line_started_ms_ = -1;
         const bool offered = pipelining_offered();  // when this command was read
-        if (overlong) {
+        if (phase_ == Phase::auth) {
+          auth_response(line, overlong);
+        } else if (overlong) {
           current_verb_ = Verb::unknown;
           error_reply(500, "5.5.2", "Error: line too long");
         } else {
@@ -499,11 +508,12 @@ void Session::handle_line(std::string_view line, Now now) {
       if (ext.vrfy) scratch_ += " VRFY";
       scratch_ += " HELP";
       if (info_.tls_available && !info_.tls_active) scratch_ += " STARTTLS";
+      if (auth_offered()) scratch_ += " AUTH";
       if (info_.xclient_allowed) scratch_ += " XCLIENT";
       scratch_ += "\nSee RFC 5321";
       return reply(214, "2.0.0", scratch_);
     }
-    case Verb::auth: return error_reply(502, "5.5.1", "Error: authentication not supported");
+    case Verb::auth: cmd_auth(c); return;
     case Verb::quit:
     case Verb::unknown: break;
   }
@@ -558,7 +568,8 @@ void Session::finish_helo(const Verdict& v) {
   helo_seen_ = true;
   esmtp_ = ehlo_candidate_;
   if (esmtp_) {
-    out_ += settings_->ehlo_reply(info_.tls_available && !info_.tls_active, info_.xclient_allowed);
+    out_ += settings_->ehlo_reply(info_.tls_available && !info_.tls_active, info_.xclient_allowed,
+                                  auth_offered());
     handler_.on_reply(*this, current_verb_, 250, {}, {});
   } else {
     std::string_view host = config().hostname;
@@ -574,6 +585,9 @@ void Session::cmd_mail(const Command& c, Now /*now*/) {
   if (in_txn_) return error_reply(503, "5.5.1", "Error: nested MAIL command");
   if (info_.tls_required && !info_.tls_active) {
     return error_reply(530, "5.7.0", "Must issue a STARTTLS command first");
+  }
+  if (info_.auth == AuthMode::required && info_.login.empty()) {
+    return error_reply(530, "5.7.0", "Authentication required");
   }
   if (!starts_with_nocase(c.arg, "FROM:")) {
     return error_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
@@ -600,7 +614,8 @@ void Session::cmd_mail(const Command& c, Now /*now*/) {
     return error_reply(555, "5.5.4", "Error: MAIL parameters need EHLO");
   }
   Envelope& env = msg_.envelope;
-  const ParamError pe = parse_mail_params(params, ext, config().limits.max_message_size, env.mail);
+  const ParamError pe = parse_mail_params(params, ext, config().limits.max_message_size, env.mail,
+                                          info_.auth != AuthMode::none);
   if (!pe.ok()) {
     env.mail = {};
     if (is_client_error(pe.code)) return error_reply(pe.code, pe.enhanced, pe.text);
@@ -802,6 +817,7 @@ void Session::stamp_received(Now now) {
     f.tls_cipher = info_.tls_cipher;
   }
   if (env.recipients.size() == 1) f.for_mailbox = env.recipients.front().address;
+  if (config().received_names_auth_user) f.auth_user = info_.login;
   f.unix_time = now.unix_s;
   msg_.received.assign(trace_headers_);
   append_received(msg_.received, f);

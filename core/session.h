@@ -20,6 +20,7 @@
 #include "core/data_decoder.h"
 #include "core/envelope.h"
 #include "core/reply.h"
+#include "core/sasl.h"
 #include "core/session_config.h"
 
 namespace ringmx {
@@ -43,9 +44,13 @@ struct ConnInfo {
   std::string tls_cipher;
   // XCLIENT is offered and honoured (the peer is in the listener's xclient_hosts).
   bool xclient_allowed = false;
+  // SMTP AUTH on this listener (offered only once TLS protects the session).
+  AuthMode auth = AuthMode::none;
   // Set by XCLIENT, kept until the next one (Postfix's XCLIENT_README: HELO
   // and PROTO survive the reset and the client's own EHLO).
-  std::string login;          // the front end's authenticated user: Received says ESMTPA
+  // The authenticated user: set by AUTH here, or by a front end's XCLIENT
+  // LOGIN (kept until the next XCLIENT). Received then says ESMTPA.
+  std::string login;
   std::string xclient_helo;   // the real client's HELO name, over the one sent here
   int8_t xclient_esmtp = -1;  // PROTO: 1 ESMTP, 0 SMTP, -1 as the client spoke here
   std::string server_ip;      // DESTADDR: the address the real client reached
@@ -106,6 +111,14 @@ class SessionHandler {
   // whatever the verdict (500 5.5.2); a reject that carries a reply of its
   // own is sent instead (a 421 closes).
   virtual Verdict on_unknown(Session&, std::string_view /*line*/) { return Verdict::accept(); }
+  // AUTH: the client's credentials, decoded (never logged). Accept: 235 and
+  // the session is authenticated as the user (the handler may name the
+  // account itself with Session::set_login() first); reject: the verdict's
+  // reply, 535 5.7.8 by default (454 4.7.0 for a backend that cannot
+  // answer). The credentials are wiped once the verdict is in.
+  virtual Verdict on_auth(Session&, sasl::Mechanism, const sasl::Credentials&) {
+    return Verdict::reject(454, "4.7.0", "Temporary authentication failure");
+  }
   // End of data: the message is complete and valid. Accept only once it is
   // durable (or accepted downstream); the reply names the queue id. The
   // handler may move the body out of `msg`.
@@ -162,14 +175,15 @@ class SessionSettings {
   const SessionConfig& config() const { return cfg_; }
   std::string_view greeting() const { return greeting_; }
   // The EHLO reply for the given TLS situation.
-  std::string_view ehlo_reply(bool offer_starttls, bool offer_xclient = false) const {
-    return ehlo_[offer_starttls ? 1 : 0][offer_xclient ? 1 : 0];
+  std::string_view ehlo_reply(bool offer_starttls, bool offer_xclient = false,
+                              bool offer_auth = false) const {
+    return ehlo_[offer_starttls ? 1 : 0][offer_xclient ? 1 : 0][offer_auth ? 1 : 0];
   }
 
  private:
   SessionConfig cfg_;
   std::string greeting_;
-  std::string ehlo_[2][2];  // [STARTTLS offered][XCLIENT offered]
+  std::string ehlo_[2][2][2];  // [STARTTLS offered][XCLIENT offered][AUTH offered]
 };
 
 class Session {
@@ -204,6 +218,11 @@ class Session {
   void set_teaser_sent() { teaser_sent_ = true; }
   // Whether XCLIENT is offered and honoured; set before start().
   void allow_xclient(bool allowed) { info_.xclient_allowed = allowed; }
+  // SMTP AUTH on this session's listener; set before start().
+  void set_auth(AuthMode mode) { info_.auth = mode; }
+  // The account an AUTH verdict names (a backend's canonical user name),
+  // set before the accepting resume(); without it the user the client gave.
+  void set_login(std::string user) { info_.login = std::move(user); }
 
   // Feeds received bytes. Returns how many were used: all of them, unless the
   // session is waiting for a verdict or closing; the owner keeps the rest and
@@ -260,7 +279,8 @@ class Session {
   const std::string& current_queue_id() const { return msg_.envelope.queue_id; }
 
  private:
-  enum class Phase : uint8_t { greeting, command, data, bdat, starttls, closed };
+  // auth: reading the responses of an AUTH exchange, line by line.
+  enum class Phase : uint8_t { greeting, command, auth, data, bdat, starttls, closed };
   enum class Pending : uint8_t {
     none,
     connect,
@@ -270,7 +290,8 @@ class Session {
     data,
     bdat_start,
     message,
-    unknown
+    unknown,
+    auth
   };
 
   void handle_line(std::string_view line, Now now);
@@ -289,6 +310,16 @@ class Session {
   void cmd_bdat(const Command& c, Now now);
   void cmd_starttls(const Command& c);
   void cmd_xclient(const Command& c);
+  void cmd_auth(const Command& c);
+  // AUTH is offered to this session now (EHLO, HELP).
+  bool auth_offered() const;
+  // The next step of an AUTH exchange: a challenge, the backend, or its end.
+  void auth_step(const sasl::ServerExchange::Step& s);
+  void auth_response(std::string_view line, bool overlong);
+  void finish_auth(const Verdict& v);
+  // The longest command line accepted, given its first octets (an AUTH
+  // command may be longer than the others, RFC 4954 4).
+  size_t line_limit(std::string_view head) const;
   void finish_connect(const Verdict& v);
   void finish_helo(const Verdict& v);
   void finish_mail(const Verdict& v);
@@ -357,6 +388,7 @@ class Session {
   bool ehlo_candidate_ = false;
   std::string scratch_;        // reply text built at run time
   std::string trace_headers_;  // set_trace_headers()
+  sasl::ServerExchange sasl_;  // the AUTH exchange in progress
 
   // Transaction.
   bool in_txn_ = false;

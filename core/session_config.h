@@ -35,6 +35,11 @@ enum class UnofferedPipelining : uint8_t {
   ignore,  // serve it as if PIPELINING had been offered
 };
 
+// SMTP AUTH (RFC 4954) on a listener: not offered; offered once the
+// session is protected by TLS (after STARTTLS, or on an implicit-TLS
+// listener); or, besides, required before MAIL (530 5.7.0).
+enum class AuthMode : uint8_t { none, optional, required };
+
 struct Extensions {
   bool pipelining = true;
   bool size = true;
@@ -61,6 +66,10 @@ struct SessionConfig {
   bool reject_http = true;
   UnofferedPipelining unoffered_pipelining = UnofferedPipelining::reject;
   HeaderRules headers;
+  // The Received header of a message sent by an authenticated client names
+  // the user ("(Authenticated sender: user)"). Off by default: the user name
+  // is the client's private business, the ESMTPA protocol name says enough.
+  bool received_names_auth_user = false;
 };
 
 }  // namespace ringmx

@@ -170,8 +170,21 @@ struct alignas(16) Connection final : SessionHandler {
   std::unique_ptr<ProxyParser> proxy;  // while the PROXY header is read
   // The policy checks (pipeline/policy.h); null when the config has none.
   std::unique_ptr<Policy> policy;
-  Message* checked_message = nullptr;  // waits for its end-of-message checks
-  std::string proxy_peer;              // the proxy's address, when a header named the client
+  Message* checked_message = nullptr;   // waits for its end-of-message checks
+  std::unique_ptr<AuthWait> auth_wait;  // an AUTH the backend is verifying
+  // A submission listener's connect or HELO refusal, held for MAIL: dropped
+  // if the client authenticates first (Shard::check_submission).
+  std::unique_ptr<PolicyDecision> deferred_refusal;
+  // A failed AUTH's refusal, sent when its delay (brute force) is over.
+  struct AuthDelay : TimerNode {
+    Connection* conn = nullptr;
+    Verdict verdict;
+  };
+  std::unique_ptr<AuthDelay> auth_delay;
+  ~Connection() override {
+    if (auth_delay) shard.wheel().cancel(*auth_delay);
+  }
+  std::string proxy_peer;  // the proxy's address, when a header named the client
   int64_t tls_started_ns = 0;
   TlsVersionLabel tls_version = TlsVersionLabel::none;  // counted in the active gauge
   bool implicit_tls = false;
@@ -186,7 +199,11 @@ struct alignas(16) Connection final : SessionHandler {
 
   // The policy's stages (net/shard_policy.cc): the shard's own limits
   // first, then the checks.
-  Verdict on_connect(Session&) override { return shard.run_checks(*this, CheckStage::connect); }
+  Verdict on_connect(Session&) override {
+    Verdict v = shard.check_auth_block(*this);
+    if (v.kind != Verdict::Kind::accept) return v;
+    return shard.run_checks(*this, CheckStage::connect);
+  }
 
   Verdict on_helo(Session&, std::string_view name) override {
     if (policy) policy->context().helo = name;
@@ -194,7 +211,9 @@ struct alignas(16) Connection final : SessionHandler {
   }
 
   Verdict on_mail(Session&, const Envelope& env) override {
-    Verdict v = shard.check_mail(*this);
+    Verdict v = shard.check_submission(*this, env);
+    if (v.kind != Verdict::Kind::accept) return v;
+    v = shard.check_mail(*this);
     if (v.kind != Verdict::Kind::accept) return v;
     if (policy) policy->context().envelope = &env;
     return shard.run_checks(*this, CheckStage::mail);
@@ -222,6 +241,10 @@ struct alignas(16) Connection final : SessionHandler {
 
   Verdict on_unknown(Session&, std::string_view line) override {
     return shard.unknown_command(*this, line);
+  }
+
+  Verdict on_auth(Session&, sasl::Mechanism m, const sasl::Credentials& cr) override {
+    return shard.authenticate(*this, m, cr);
   }
 
   BodyRoom on_body_bytes(Session&, uint64_t bytes) override {

@@ -455,7 +455,10 @@ std::string Server::render_metrics() const {
   MetricsView v;
   for (const auto& m : metrics_) v.shards.push_back(m.get());
   const std::shared_ptr<const RuntimeConfig> rc = current();
-  for (const auto& l : rc->server.listeners) v.listener_names.push_back(l.name);
+  for (const auto& l : rc->server.listeners) {
+    v.listener_names.push_back(l.name);
+    v.auth_listeners.push_back(l.auth != AuthMode::none);
+  }
   for (const auto& d : rc->destinations) v.route_names.push_back(d.name);
   for (const MilterConfig& m : rc->server.checks.milters) v.milter_names.push_back(m.name);
   v.certificates = rc->certificates;

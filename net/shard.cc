@@ -28,8 +28,8 @@
 #include <stdexcept>
 
 #include "net/connection.h"
+#include "net/list_files.h"
 #include "net/listener.h"
-#include "net/recipient_file.h"
 #include "net/uring_probe.h"
 
 namespace ringmx {
@@ -141,6 +141,7 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
   rc->routes = std::make_shared<const RouteTable>(cfg.routes);
   rc->checks = CheckSet::build(cfg);
   rc->recipients = load_recipient_file(cfg.recipients);
+  rc->sender_logins = load_sender_logins(cfg.auth);
   rc->destinations = resolve_destinations(cfg.routes);
   rc->server = std::move(cfg);
   return rc;
@@ -390,7 +391,12 @@ Verdict Shard::check_mail(Connection& c) {
 Verdict Shard::check_route(Connection& c, const Recipient& r) {
   if (!c.routes || c.routes->empty()) return Verdict::accept();  // the local-spool default
   const std::string_view domain = mailbox_domain(r.address);
-  if (domain.empty() || c.routes->find(domain) >= 0) return Verdict::accept();
+  const int route = domain.empty() ? -1 : c.routes->find(domain);
+  if (domain.empty()) return Verdict::accept();
+  // "*" relays for the clients that authenticated, and for nobody else.
+  if (route >= 0 && (route != c.routes->catch_all() || !c.session.conn().login.empty())) {
+    return Verdict::accept();
+  }
   metrics_.relay_denied.inc();
   c.refused = true;
   if (log_enabled(LogLevel::info)) {
@@ -626,6 +632,7 @@ void Shard::admit(Connection& c, uint32_t total) {
   const ServerConfig& sc = cfg_->server;
   c.session.allow_xclient(
       cfg_->listeners[c.listener].xclient_hosts.contains(c.session.conn().client_ip));
+  c.session.set_auth(sc.listeners[c.listener].auth);
   c.ip_slot = ip_bucket(c.session.conn().client_ip);
   const uint32_t from_ip = shared_.per_ip[c.ip_slot].fetch_add(1, std::memory_order_relaxed) + 1u;
   c.ip_counted = true;
@@ -716,7 +723,9 @@ bool Shard::admit_network(Connection& c) {
 
 // The greeting, now or after the configured delay.
 void Shard::start_session(Connection& c) {
-  const uint32_t delay = cfg_->server.greeting_delay_ms;
+  // Not on a submission listener: one's own users' clients wait for nothing.
+  const uint32_t delay =
+      c.session.conn().auth != AuthMode::none ? 0 : cfg_->server.greeting_delay_ms;
   // A client the connect checks refused at once (karma, its rate) gets its
   // refusal without the wait: nothing is gained by holding it.
   if (delay > 0 && !(c.policy && c.policy->connect_refused())) {

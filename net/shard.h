@@ -16,12 +16,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/auth_failures.h"
 #include "core/client_memory.h"
 #include "core/config.h"
 #include "core/ip_network.h"
 #include "core/metrics.h"
 #include "core/recipient_table.h"
+#include "core/sender_logins.h"
 #include "core/session.h"
+#include "net/auth_backend.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
 #include "net/milter_link.h"
@@ -54,15 +57,16 @@ struct RuntimeConfig {
   std::shared_ptr<const SessionSettings> session;
   std::vector<ListenerRuntime> listeners;  // same order as server.listeners
   std::vector<CertificateMetric> certificates;
-  std::shared_ptr<const RouteTable> routes;       // server.routes, ready for lookups
-  std::shared_ptr<const CheckSet> checks;         // the policy checks ([checks], [[dnsbl]], ...)
-  std::vector<ResolvedDestination> destinations;  // server.routes' destinations, same order
+  std::shared_ptr<const RouteTable> routes;  // server.routes, ready for lookups
+  std::shared_ptr<const CheckSet> checks;    // the policy checks ([checks], [[dnsbl]], ...)
+  std::shared_ptr<const SenderLogins> sender_logins;  // [auth] sender_logins_file; null: none
+  std::vector<ResolvedDestination> destinations;      // server.routes' destinations, same order
   // server.recipients.file, read when this snapshot was made; null: no check.
   std::shared_ptr<const RecipientTable> recipients;
   // Loads every certificate the listeners need (one context per distinct
   // certificate and key). Throws std::runtime_error naming the file on any
   // TLS loading error; expired certificates load (see `certificates`), and
-  // RecipientFileLoadError (net/recipient_file.h) naming file and line.
+  // ListFileLoadError (net/list_files.h) naming file and line.
   static std::shared_ptr<const RuntimeConfig> make(ServerConfig cfg);
 };
 
@@ -151,6 +155,18 @@ class Shard {
   // A verdict the session waited for (a check, a milter): the session takes
   // it, then the input held meanwhile.
   void resume_session(Connection& c, const Verdict& v);
+  // AUTH (net/shard_auth.cc): the credentials go to the backend; pending
+  // until it answers (auth_answered() resumes the session), or 454 at once.
+  Verdict authenticate(Connection& c, sasl::Mechanism m, const sasl::Credentials& cr);
+  // `blocked`: refused without asking (the user failed too often).
+  void auth_answered(Connection& c, sasl::Mechanism m, AuthAnswer a, bool blocked);
+  // MAIL on a submission listener: a refusal held from connect or HELO for
+  // a client that did not authenticate; for one that did, a sender its
+  // login does not own (553 5.7.1, [auth] sender_logins_file).
+  Verdict check_submission(Connection& c, const Envelope& env);
+  // Connect on a submission listener: an address blocked for failing AUTH
+  // too often gets 421 4.7.0.
+  Verdict check_auth_block(Connection& c);
   // End of data: the message-stage checks, then the spool (or the spill's
   // commit). Pending while either works; a refusal is returned.
   Verdict message_checks(Connection& c, Message& msg);
@@ -302,9 +318,13 @@ class Shard {
 
   // Recent clients: their rates and karma (checks.rate, checks.karma).
   ClientMemory clients_;
+  // Failed AUTHs by address and user ([auth] brute-force limits).
+  AuthFailures auth_failures_;
   // Milter connections (net/milter_link.h): after the ring and the wheel, so
   // it is destroyed before them; the ring has exited by then.
   MilterLinks milters_{*this};
+  // The AUTH backend's connection (net/auth_backend.h), likewise.
+  AuthBackend auth_{*this};
   void configure_clients();
   // The connection ends: a refused or high-scoring one leaves its client
   // karma points.

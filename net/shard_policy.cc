@@ -39,6 +39,7 @@ std::string trace_fields(const CheckSet& set, const CheckContext& ctx) {
 void Shard::configure_clients() {
   const ChecksConfig& cc = cfg_->server.checks;
   clients_.configure(cc.rate, cc.karma, shard_count());
+  auth_failures_.configure(cfg_->server.auth, shard_count());
 }
 
 // The end of a connection: one that was refused for what it did, or whose
@@ -120,6 +121,14 @@ Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d) {
       c.session.set_trace_headers(trace_fields(c.policy->checks(), ctx));
     }
     return d.verdict;
+  }
+  if ((d.stage == CheckStage::connect || d.stage == CheckStage::helo) && d.check != "rate" &&
+      c.session.conn().auth != AuthMode::none) {
+    // A submission listener: the client may still authenticate, and its
+    // own users are spared these checks. The refusal waits for MAIL (the
+    // latest one, when EHLO comes again after STARTTLS).
+    c.deferred_refusal = std::make_unique<PolicyDecision>(d);
+    return Verdict::accept();
   }
   const auto stage = static_cast<size_t>(d.stage);
   if (d.check != "rate" && d.check != "karma") c.refused = true;

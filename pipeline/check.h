@@ -200,6 +200,10 @@ class Check {
   // Runs after the stage's other checks, and only when none of them refused
   // (the milters: a filter is not asked about a client already refused).
   virtual bool late() const { return false; }
+  // Skipped for a client that authenticated (SMTP AUTH, or a front end's
+  // XCLIENT LOGIN): the front-door checks are for strangers. The rate
+  // limits and the milters (one's own mail gets signed) say false.
+  virtual bool spares_authenticated() const { return true; }
   virtual void start(CheckStage stage, CheckContext& ctx, CheckDone done) const = 0;
 
  protected:

@@ -96,9 +96,14 @@ void Policy::start_checks(size_t from, size_t to) {
   // decides the stage whatever comes after it: the later checks are not
   // started (their lookups would be spent on a client already refused).
   bool settled = true;
+  const bool authenticated = !ctx_.conn().login.empty();
   for (size_t i = from; i < to; ++i) {
-    running_checks_[i]->start(stage_, ctx_,
-                              [this, gen, i](CheckResult r) { check_done(gen, i, std::move(r)); });
+    if (authenticated && running_checks_[i]->spares_authenticated()) {
+      check_done(gen, i, CheckResult{});  // says nothing
+    } else {
+      running_checks_[i]->start(
+          stage_, ctx_, [this, gen, i](CheckResult r) { check_done(gen, i, std::move(r)); });
+    }
     if (!settled || !done_[i]) {
       settled = false;
       continue;

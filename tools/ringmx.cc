@@ -22,8 +22,8 @@
 
 #include "core/config_diff.h"
 #include "core/config_load.h"
+#include "net/list_files.h"
 #include "net/log.h"
-#include "net/recipient_file.h"
 #include "net/server.h"
 #include "net/service_notify.h"
 
@@ -201,7 +201,7 @@ bool check_tls(const std::string& where, const ServerConfig& cfg) {
       std::cerr << where << ": warning: listener " << c.listener << ": certificate " << c.name
                 << " (" << c.subject << ") expired\n";
     }
-  } catch (const RecipientFileLoadError& e) {
+  } catch (const ListFileLoadError& e) {
     std::cerr << where << ": " << e.what() << "\n";
     return false;
   } catch (const std::exception& e) {

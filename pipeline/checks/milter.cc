@@ -73,6 +73,7 @@ class MilterCheck final : public Check {
            stage_bit(CheckStage::message);
   }
   bool late() const override { return true; }
+  bool spares_authenticated() const override { return false; }
 
   void start(CheckStage stage, CheckContext& ctx, CheckDone done) const override {
     MilterConnector* connector = ctx.milter_connector;

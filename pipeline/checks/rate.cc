@@ -17,6 +17,7 @@ class RateCheck final : public Check {
   explicit RateCheck(const RateCheckConfig& cfg) : cfg_(cfg) {}
 
   std::string_view name() const override { return "rate"; }
+  bool spares_authenticated() const override { return false; }  // own users too
   uint32_t stages() const override {
     uint32_t s = 0;
     if (cfg_.connections_per_minute) s |= stage_bit(CheckStage::connect);

@@ -34,6 +34,7 @@ uint64_t limit_by_name(const Limits& l, std::string_view name) {
   if (name == "max_helo_length") return l.max_helo_length;
   if (name == "max_received_headers") return l.max_received_headers;
   if (name == "max_line_length") return l.max_line_length;
+  if (name == "max_auth_line") return l.max_auth_line;
   if (name == "command_timeout_ms") return l.command_timeout_ms;
   if (name == "command_line_timeout_ms") return l.command_line_timeout_ms;
   if (name == "data_timeout_ms") return l.data_timeout_ms;
@@ -66,7 +67,7 @@ std::string dump(const ServerConfig& c) {
     for (const std::string& n : l.trusted_proxies) o << n << ",";
     o << " xclient=";
     for (const std::string& n : l.xclient_hosts) o << n << ",";
-    o << "\n";
+    o << " auth=" << static_cast<int>(l.auth) << "\n";
   }
   const TlsConfig& t = c.tls;
   o << "tls.cert=" << t.cert_file << "\ntls.key=" << t.key_file
@@ -145,6 +146,12 @@ std::string dump(const ServerConfig& c) {
   o << "]\nchecks.karma=" << karma.enabled << " " << karma.penalty << " " << karma.reject_penalty
     << " " << karma.half_life_s << " " << karma.bad_score << " " << karma.score_weight << " "
     << karma.max_clients << "\n";
+  const AuthConfig& a = c.auth;
+  o << "auth=" << static_cast<int>(a.backend) << " " << a.dovecot_socket << " " << a.dovecot_service
+    << " " << a.timeout_ms << " " << a.max_pending << " " << a.sender_logins_file << " "
+    << a.failure_delay_ms << " " << a.max_failure_delay_ms << " " << a.max_failures << " "
+    << a.failure_window_s << " " << a.block_s << " " << a.max_tracked
+    << " received_user=" << s.received_names_auth_user << "\n";
   return o.str();
 }
 
@@ -180,6 +187,7 @@ ServerConfig everything_changed() {
   l.max_helo_length = 17;
   l.max_received_headers = 7;
   l.max_line_length = 7;
+  l.max_auth_line = 777;
   l.command_timeout_ms = 7;
   l.command_line_timeout_ms = 777;
   l.data_timeout_ms = 7;
@@ -198,6 +206,19 @@ ServerConfig everything_changed() {
   c.dns = DnsConfig{{"192.0.2.53"}, 7, 7, 7, 7, 7, 7};
   c.checks.rate = RateCheckConfig{7, 7, 7, 7, 17, 77, 7, {"192.0.2.0/24"}};
   c.checks.karma = KarmaConfig{true, 7, 7, 7, 7, 7, 7};
+  c.auth = AuthConfig{AuthBackendKind::dovecot,
+                      "inet:192.0.2.1:7",
+                      "base",
+                      777,
+                      7,
+                      "/base/logins",
+                      7,
+                      77,
+                      7,
+                      7,
+                      7,
+                      7};
+  c.smtp.received_names_auth_user = true;
   c.recipients = RecipientsConfig{"/base/recipients", true, "-", 7};
   c.spool = SpoolConfig{"/base/spool", 7, 7, 7};
   c.shards = 7;
@@ -336,6 +357,35 @@ const SetCase kSetCases[] = {
        b.max_idle_connections = 10'000;
        b.idle_timeout_ms = 1;
        c.checks.milters = {a, b};
+     }},
+    {"auth",
+     "[auth]\nbackend = \"dovecot\"\ndovecot_socket = \"inet:127.0.0.1:12345\"\n"
+     "dovecot_service = \"submission\"\ntimeout_ms = 100\nmax_pending = 1\n"
+     "sender_logins_file = \"/etc/ringmx/logins\"\nfailure_delay_ms = 0\n"
+     "max_failure_delay_ms = 300000\nmax_failures = 1\nfailure_window_s = 86400\n"
+     "block_s = 0\nmax_tracked = 1\nreceived_header_user = true\n"
+     "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n"
+     "[[listener]]\naddress = \"127.0.0.1:587\"\nauth = \"required\"\n",
+     [](ServerConfig& c) {
+       c.auth.backend = AuthBackendKind::dovecot;
+       c.auth.dovecot_socket = "inet:127.0.0.1:12345";
+       c.auth.dovecot_service = "submission";
+       c.auth.timeout_ms = 100;
+       c.auth.max_pending = 1;
+       c.auth.sender_logins_file = "/etc/ringmx/logins";
+       c.auth.failure_delay_ms = 0;
+       c.auth.max_failure_delay_ms = 300'000;
+       c.auth.max_failures = 1;
+       c.auth.failure_window_s = 86'400;
+       c.auth.block_s = 0;
+       c.auth.max_tracked = 1;
+       c.smtp.received_names_auth_user = true;
+       c.tls.cert_file = "/c.pem";
+       c.tls.key_file = "/k.pem";
+       ListenerConfig l;
+       l.name = l.address = "127.0.0.1:587";
+       l.auth = AuthMode::required;
+       c.listeners = {l};
      }},
     {"recipients_off", "[recipients]\nfile = \"\"\nsubaddress_separator = \"\"\nunknown_limit = 1",
      [](ServerConfig& c) {
@@ -704,6 +754,16 @@ const ErrorCase kErrorCases[] = {
      "checks.ptr.dynamic_patterns[0]", "not a valid regular expression"},
     {"checks_bad_code", "[[dnsbl]]\nzone = \"bl.example\"\ncodes = [\"127.0.0.3-127.0.0.2\"]", 3,
      "dnsbl[0].codes[0]", "range"},
+    {"auth_unknown_backend", "[auth]\nbackend = \"ldap\"", 2, "auth.backend",
+     "must be one of: none, dovecot"},
+    {"auth_bad_socket", "[auth]\ndovecot_socket = \"tcp:127.0.0.1:1\"", 2, "auth.dovecot_socket",
+     "unknown scheme"},
+    {"auth_bad_service", "[auth]\ndovecot_service = \"a b\"", 2, "auth.dovecot_service", "letters"},
+    {"auth_timeout_bound", "[auth]\ntimeout_ms = 99", 2, "auth.timeout_ms",
+     "between 100 and 300000"},
+    {"auth_unknown_key", "[auth]\nmechanisms = []", 2, "auth.mechanisms", "unknown key"},
+    {"listener_auth_mode", "[[listener]]\naddress = \"127.0.0.1:1\"\nauth = \"yes\"", 3,
+     "listener[0].auth", "must be one of: none, optional, required"},
     {"milter_address_required", "[[milter]]\nname = \"x\"", 1, "milter[0].address", "is required"},
     {"milter_bad_scheme", "[[milter]]\naddress = \"tcp:127.0.0.1:1\"", 2, "milter[0].address",
      "unknown scheme"},
@@ -989,6 +1049,25 @@ TEST_P(ValidateConfigCase, OneError) {
 }
 
 const ValidateCase kValidateCases[] = {
+    {"auth_without_backend",
+     [](ServerConfig& c) {
+       c.tls.cert_file = "/c.pem";
+       c.tls.key_file = "/k.pem";
+       c.listeners[0].auth = AuthMode::optional;
+     },
+     "listener[0].auth", "needs an [auth] backend"},
+    {"auth_without_tls",
+     [](ServerConfig& c) {
+       c.auth.backend = AuthBackendKind::dovecot;
+       c.listeners[0].auth = AuthMode::required;
+     },
+     "listener[0].auth", "never offered in plaintext"},
+    {"auth_delays_inverted",
+     [](ServerConfig& c) {
+       c.auth.failure_delay_ms = 2000;
+       c.auth.max_failure_delay_ms = 1000;
+     },
+     "auth.max_failure_delay_ms", "must not be less than"},
     {"recipients_limit_zero", [](ServerConfig& c) { c.recipients.unknown_limit = 0; },
      "recipients.unknown_limit", "between 1 and 10000"},
     {"recipients_separator", [](ServerConfig& c) { c.recipients.subaddress_separator = "a"; },

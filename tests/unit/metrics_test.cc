@@ -718,6 +718,34 @@ TEST(Metrics, PromtoolLintClean) {
 namespace ringmx {
 namespace {
 
+TEST(Metrics, AuthSeriesOnlyForListenersThatOfferIt) {
+  std::vector<std::unique_ptr<ShardMetrics>> shards;
+  for (int i = 0; i < 2; ++i) shards.push_back(std::make_unique<ShardMetrics>());
+  MetricsView v;
+  v.listener_names = {"mx", "submission"};
+  v.auth_listeners = {false, true};
+  for (auto& s : shards) {
+    v.shards.push_back(s.get());
+    s->auth[1][1][static_cast<size_t>(AuthResult::failure)].inc(2);  // LOGIN
+    s->auth[1][0][static_cast<size_t>(AuthResult::success)].inc();   // PLAIN
+    s->auth_backend_seconds.observe_ns(2'000'000);
+    s->auth_blocked_connections.inc();
+  }
+  const std::string out = render(v);
+  EXPECT_TRUE(has_line(
+      out, "ringmx_auth_total{listener=\"submission\",mechanism=\"LOGIN\",result=\"failure\"} 4"));
+  EXPECT_TRUE(has_line(
+      out, "ringmx_auth_total{listener=\"submission\",mechanism=\"PLAIN\",result=\"success\"} 2"));
+  EXPECT_TRUE(has_line(
+      out, "ringmx_auth_total{listener=\"submission\",mechanism=\"PLAIN\",result=\"blocked\"} 0"));
+  EXPECT_EQ(out.find("ringmx_auth_total{listener=\"mx\""), std::string::npos);
+  EXPECT_TRUE(has_line(out, "ringmx_auth_backend_duration_seconds_count 2"));
+  EXPECT_TRUE(has_line(out, "ringmx_auth_blocked_connections_total 2"));
+  // No listener offers AUTH: no auth series at all.
+  v.auth_listeners = {false, false};
+  EXPECT_EQ(render(v).find("ringmx_auth"), std::string::npos);
+}
+
 TEST(Metrics, MilterSeriesPerMilterSummedOverShards) {
   std::vector<std::unique_ptr<ShardMetrics>> shards;
   for (int i = 0; i < 2; ++i) shards.push_back(std::make_unique<ShardMetrics>());

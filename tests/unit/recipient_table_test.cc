@@ -10,7 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "net/recipient_file.h"
+#include "net/list_files.h"
 #include "tests/unit/scratch_dir.h"
 
 namespace ringmx {
@@ -294,7 +294,7 @@ TEST(RecipientFile, LoadsAndReportsFileProblems) {
   try {
     load_recipient_file(cfg);
     FAIL() << "a missing file loaded";
-  } catch (const RecipientFileLoadError& e) {
+  } catch (const ListFileLoadError& e) {
     EXPECT_EQ(std::string(e.what()), "recipients.file: " + path + ": No such file or directory");
   }
   { std::ofstream(path) << "Alice@Example.org\nbob+x@example.org\n"; }
@@ -310,7 +310,7 @@ TEST(RecipientFile, LoadsAndReportsFileProblems) {
   try {
     load_recipient_file(cfg);
     FAIL() << "a bad line loaded";
-  } catch (const RecipientFileLoadError& e) {
+  } catch (const ListFileLoadError& e) {
     EXPECT_EQ(std::string(e.what()),
               "recipients.file: " + path + ":3: not an address: expected user@domain or @domain");
   }
@@ -319,7 +319,7 @@ TEST(RecipientFile, LoadsAndReportsFileProblems) {
   try {
     load_recipient_file(cfg);
     FAIL() << "a directory loaded";
-  } catch (const RecipientFileLoadError& e) {
+  } catch (const ListFileLoadError& e) {
     EXPECT_EQ(std::string(e.what()), "recipients.file: " + dir.str() + ": not a regular file");
   }
 
@@ -327,7 +327,7 @@ TEST(RecipientFile, LoadsAndReportsFileProblems) {
     { std::ofstream(path) << "ok@example.org\n"; }
     ::chmod(path.c_str(), 0);
     cfg.file = path;
-    EXPECT_THROW(load_recipient_file(cfg), RecipientFileLoadError);
+    EXPECT_THROW(load_recipient_file(cfg), ListFileLoadError);
   }
 }
 

@@ -32,6 +32,23 @@ TEST(RouteTable, ExactWildcardAndLiteral) {
   EXPECT_TRUE(RouteTable(std::vector<RouteConfig>{}).empty());
 }
 
+TEST(RouteTable, CatchAllTakesWhatNoOtherRouteDoes) {
+  const RouteTable t(
+      {{"store", {"example.org", "*.example.net"}, "lmtp://127.0.0.1:24", RouteTls::unset, ""},
+       {"smarthost", {"*"}, "smtp://127.0.0.1:2526", RouteTls::unset, ""}});
+  EXPECT_EQ(t.catch_all(), 1);
+  EXPECT_EQ(t.find("example.org"), 0);
+  EXPECT_EQ(t.find("a.example.net"), 0);
+  EXPECT_EQ(t.find("elsewhere.example"), 1);
+  EXPECT_EQ(t.find("[192.0.2.9]"), 1);
+  EXPECT_FALSE(t.empty());
+  const RouteTable only({{"smarthost", {"*"}, "smtp://127.0.0.1:2526", RouteTls::unset, ""}});
+  EXPECT_FALSE(only.empty());  // not the "any domain, local spool" default
+  EXPECT_EQ(
+      RouteTable({{"s", {"example.org"}, "lmtp://127.0.0.1:24", RouteTls::unset, ""}}).catch_all(),
+      -1);
+}
+
 TEST(RouteTable, Utf8DomainsCompareOctetForOctet) {
   const RouteTable t({{"u",
                        {"\xc3\xa9xample.org", "*.\xe4\xbe\x8b\xe5\xad\x90.test"},
@@ -72,12 +89,12 @@ TEST(Routes, Destinations) {
 }
 
 TEST(Routes, DomainPatterns) {
-  for (const char* good : {"example.org", "*.example.net", "[192.0.2.1]", "[IPv6:2001:db8::1]",
+  for (const char* good : {"example.org", "*", "*.example.net", "[192.0.2.1]", "[IPv6:2001:db8::1]",
                            "xn--bcher-kva.example", "\xc3\xa9xample.org"}) {
     EXPECT_EQ(check_domain_pattern(good), "") << good;
   }
   for (const char* bad :
-       {"", "*", "*.", "a.*.b", "*example.org", "a..b", ".a", "a b", "[]", "a@b"}) {
+       {"", "**", "*.", "a.*.b", "*example.org", "a..b", ".a", "a b", "[]", "a@b"}) {
     EXPECT_NE(check_domain_pattern(bad), "") << bad;
   }
   EXPECT_NE(check_domain_pattern(std::string(64, 'x') + ".org"), "");  // a label over 63

@@ -77,6 +77,16 @@ struct Recorder : SessionHandler {
     return pend_message ? Verdict::pending() : Verdict::accept();
   }
   void on_starttls(Session&) override { ++starttls_calls; }
+  // AUTH: "MECH user password [authzid]" of each attempt, and the verdict.
+  std::vector<std::string> auths;
+  Verdict auth_verdict = Verdict::accept();
+  bool pend_auth = false;
+  Verdict on_auth(Session&, sasl::Mechanism m, const sasl::Credentials& c) override {
+    std::string a = std::string(sasl::mechanism_name(m)) + " " + c.user + " " + c.password;
+    if (!c.authzid.empty()) a += " " + c.authzid;
+    auths.push_back(a);
+    return pend_auth ? Verdict::pending() : auth_verdict;
+  }
   void on_reply(Session&, Verb, uint16_t code, std::string_view, std::string_view) override {
     replies.push_back(code);
   }
