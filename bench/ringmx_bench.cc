@@ -8,7 +8,7 @@
 //                [--seed S] [--timeout S] [--from ADDR] [--to ADDR] [--helo NAME]
 //                [--greeting ehlo|helo]
 //                [--starttls | --implicit-tls] [--tls-version 1.2|1.3] [--no-resume]
-//                [--sni NAME] [--proxy v1|v2 [--proxy-source A[-B],...]]
+//                [--sni NAME] [--proxy v1|v2 [--proxy-source A[-B],...]] [--auth USER:PASS]
 //
 // Closed loop by default (N connections, K messages each, M in all); open loop
 // with --rate (see bench/load_runner.h). Every run is bounded by --messages and
@@ -53,6 +53,7 @@
 #include "bench/load_runner.h"
 #include "bench/message_source.h"
 #include "bench/stats.h"
+#include "core/sasl.h"
 #include "tls/tls_context.h"
 
 namespace {
@@ -180,6 +181,7 @@ int run(int argc, char** argv) {
   std::string helo = "bench.example.net";
   std::string greeting = "ehlo";
   bool starttls = false;
+  std::string auth;
   bool implicit_tls = false;
   bool tls_alias = false;
   bool no_resume = false;
@@ -237,6 +239,9 @@ int run(int argc, char** argv) {
   app.add_flag("--starttls", starttls,
                "STARTTLS after EHLO (a server that does not offer it fails as unsupported)");
   app.add_flag("--implicit-tls", implicit_tls, "TLS from the first byte (port 465 style)");
+  app.add_option("--auth", auth,
+                 "USER:PASSWORD: AUTH PLAIN once per connection, after STARTTLS when asked for "
+                 "(a refusal fails the connection's messages with its code)");
   app.add_flag("--tls", tls_alias, "same as --implicit-tls")->group("");
   app.add_option("--tls-version", tls_version, "highest TLS version offered")
       ->check(CLI::IsMember({"1.2", "1.3"}));
@@ -332,6 +337,16 @@ int run(int argc, char** argv) {
   cfg.client.bdat = bdat;
   cfg.client.use_pipelining = !no_pipelining;
   cfg.client.starttls = starttls;
+  if (!auth.empty()) {
+    const size_t colon = auth.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      std::cerr << "ringmx-bench: --auth wants USER:PASSWORD\n";
+      return kExitUsage;
+    }
+    const std::string plain =
+        std::string(1, '\0') + auth.substr(0, colon) + '\0' + auth.substr(colon + 1);
+    sasl::base64_encode(plain, cfg.client.auth_plain);
+  }
   cfg.client.helo_only = helo_only;
   if (threads == 0) threads = default_threads(cfg.target, std::thread::hardware_concurrency());
   threads = static_cast<uint32_t>(

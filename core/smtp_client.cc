@@ -190,14 +190,22 @@ void SmtpClient::forget_extensions() {
 
 // EHLO or HELO accepted: STARTTLS first when asked for, else ready.
 void SmtpClient::after_helo(int64_t now_ns) {
-  if (!settings_.starttls || tls_active_) return become_idle(now_ns);
+  if (!settings_.starttls || tls_active_) return authenticate(now_ns);
   if (!starttls_offered_) {
-    if (settings_.starttls_optional) return become_idle(now_ns);  // opportunistic: plaintext
-    setup_error_ = ErrorKind::unsupported;                        // never fall back to plaintext
+    if (settings_.starttls_optional) return authenticate(now_ns);  // opportunistic: plaintext
+    setup_error_ = ErrorKind::unsupported;                         // never fall back to plaintext
     return send_quit();
   }
   send("STARTTLS\r\n");
   state_ = State::starttls;
+}
+
+void SmtpClient::authenticate(int64_t now_ns) {
+  if (settings_.auth_plain.empty()) return become_idle(now_ns);
+  send("AUTH PLAIN ");
+  send(settings_.auth_plain);
+  send("\r\n");
+  state_ = State::auth;
 }
 
 void SmtpClient::tls_started(int64_t now_ns) {
@@ -243,10 +251,12 @@ void SmtpClient::on_reply(uint16_t code, int64_t now_ns) {
       if (is_2xx(code)) return after_helo(now_ns);
       [[fallthrough]];
     case State::starttls:
+    case State::auth:
       if (state_ == State::starttls && code == 220) {
         state_ = State::tls_handshake;
         return;
       }
+      if (state_ == State::auth && code == 235) return become_idle(now_ns);
       setup_code_ = code;
       if (code == 421) {
         state_ = State::closed;

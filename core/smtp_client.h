@@ -13,8 +13,9 @@
 // settings.starttls: EHLO -> STARTTLS (only when the server offers it: otherwise the set-up fails
 // as `unsupported`, nothing goes out in plaintext) -> 220 -> wants_tls(): the owner runs the TLS
 // handshake and calls tls_started(), after which every byte fed and sent is the plaintext inside
-// TLS -> EHLO again -> idle. Bytes after the 220 in the same read are a
-// protocol error (command injection). start_message() runs one transaction from idle back to idle:
+// TLS -> EHLO again -> (with settings.auth_plain: AUTH PLAIN -> 235) -> idle. Bytes after the 220
+// in the same read are a protocol error (command injection). start_message() runs one transaction
+// from idle back to idle:
 //   pipelined (the server offered PIPELINING and the settings allow it):
 //     MAIL + every RCPT + DATA leave together; the body follows the 354;
 //     BDAT mode sends MAIL + RCPT* + "BDAT <n> LAST" + body at once;
@@ -94,6 +95,11 @@ struct ClientSettings {
   bool starttls_optional = false;  // with starttls: go on in plaintext when it is not offered
   bool helo_only = false;          // greet with HELO, not EHLO: no extensions (ignored for LMTP)
   bool keep_replies = false;       // results carry per-recipient replies and texts
+  // AUTH PLAIN (RFC 4954) with this initial response (base64 of
+  // "\0user\0password") once the session is ready (after STARTTLS when
+  // asked for): 235 makes it idle, anything else ends the set-up with that
+  // code. Empty: no AUTH.
+  std::string auth_plain;
 };
 
 // A message's own envelope, as it goes on the wire: addresses without the
@@ -150,6 +156,7 @@ class SmtpClient {
     helo_fallback,  // HELO sent (EHLO refused, or helo_only): no extensions
     starttls,       // STARTTLS sent, its reply due
     tls_handshake,  // 220 to STARTTLS: the owner runs the handshake
+    auth,           // AUTH PLAIN sent, its reply due
     idle,
     transaction,
     rset,
@@ -262,6 +269,8 @@ class SmtpClient {
   void on_transaction_reply(Txn& t, Expect e, uint16_t code, int64_t now_ns);
   void on_ehlo_line(std::string_view line);
   void after_helo(int64_t now_ns);
+  // Ready but for AUTH (settings.auth_plain): AUTH PLAIN, else idle.
+  void authenticate(int64_t now_ns);
   void forget_extensions();
   void become_idle(int64_t now_ns);
   void begin(int64_t now_ns);

@@ -28,6 +28,7 @@ struct AuthWait::Timer : TimerNode {
 struct AuthLink final : ClientStream::Owner {
   AuthLink(AuthBackend& o, const AuthConfig& cfg)
       : owner(o),
+        socket(cfg.dovecot_socket),
         client(cfg.dovecot_service, static_cast<uint32_t>(::getpid()), cfg.max_pending),
         stream(o.shard().ring(), o.shard().buffers(), client, *this) {}
 
@@ -36,6 +37,7 @@ struct AuthLink final : ClientStream::Owner {
   int64_t stream_now() override { return mono_ns(); }
 
   AuthBackend& owner;
+  std::string socket;  // what it was opened to (a reload may name another)
   dovecot::AuthClient client;
   ClientStream stream;
   sockaddr_storage addr{};
@@ -91,6 +93,10 @@ std::unique_ptr<AuthWait> AuthBackend::verify(dovecot::Request req,
   if (cfg.backend != AuthBackendKind::dovecot || waiting_ >= cfg.max_pending) {
     req.credentials.wipe();
     return nullptr;
+  }
+  if (current_ != nullptr && current_->socket != cfg.dovecot_socket) {
+    // A reload named another socket: what the old link carries gets 454.
+    drop_link(current_);
   }
   if (current_ == nullptr || current_->client.failed()) {
     if (current_ != nullptr) drop_link(current_);

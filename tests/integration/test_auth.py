@@ -15,7 +15,7 @@ by AUTH; the brute-force limits delay each failure longer, close the fourth
 with 421, refuse the address at connect and let it back after block_s;
 Dovecot stopped answers 454 4.7.0 at once and, started again, serves again;
 a backend that accepts and never answers gets 454 after auth.timeout_ms while
-another session goes on; the submission listeners greet without the
+another session goes on, and an AUTH past max_pending gets 454 at once; the submission listeners greet without the
 greeting delay; the metrics and the log (user, mechanism, result, never the
 password). Exits 77 only when Dovecot, Postfix or swaks cannot be had (or we
 are not root)."""
@@ -366,7 +366,7 @@ class BackendTrouble(unittest.TestCase):
         path = os.path.join(d, "auth")
         hang = HangingBackend(path)
         try:
-            srv = Server(config("unix:" + path, 9, "", d), shards=1,
+            srv = Server(config("unix:" + path, 9, "", d, extra="max_pending = 1\n"), shards=1,
                          listener_toml='tls = "starttls"\nauth = "optional"\n').start()
             try:
                 result = {}
@@ -385,6 +385,13 @@ class BackendTrouble(unittest.TestCase):
                 self.assertEqual(c.reply()[0], 220)
                 self.assertEqual(c.cmd("EHLO other.example.com")[0], 250)
                 self.assertEqual(c.cmd("NOOP")[0], 250)
+                self.assertLess(time.monotonic() - t, 0.5)
+                c.close()
+                # max_pending = 1: a second AUTH meanwhile is refused at once.
+                c = starttls_client(srv.port)
+                t = time.monotonic()
+                self.assertEqual(c.cmd("AUTH PLAIN " + plain("bob@example.com", "x")),
+                                 (454, ["454 4.7.0 Temporary authentication failure"]))
                 self.assertLess(time.monotonic() - t, 0.5)
                 c.close()
                 th.join(30)

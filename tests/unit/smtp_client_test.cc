@@ -227,6 +227,41 @@ TEST(SmtpClient, HeloRefusedEndsTheSetUpWithItsCode) {
   EXPECT_FALSE(t.client_.has_result());
 }
 
+TEST(SmtpClient, AuthPlainAfterStarttlsThenIdle) {
+  ClientSettings s;
+  s.starttls = true;
+  s.auth_plain = "AGFsaWNlAHMzY3JldA==";
+  Script t(s);
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed("250-mx\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(t.take(), "STARTTLS\r\n");
+  t.feed("220 go\r\n");
+  t.client_.tls_started(5000);
+  EXPECT_EQ(t.take(), "EHLO bench.example.net\r\n");
+  t.feed("250-mx\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n");
+  // Not before TLS, and not pipelined with anything.
+  EXPECT_EQ(t.take(), "AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n");
+  EXPECT_FALSE(t.client_.idle());
+  EXPECT_TRUE(t.client_.waiting());
+  t.feed("235 2.7.0 Authentication successful\r\n");
+  EXPECT_TRUE(t.client_.idle());
+}
+
+TEST(SmtpClient, AuthRefusedEndsTheSetUpWithItsCode) {
+  ClientSettings s;
+  s.auth_plain = "AGFsaWNlAHdyb25n";
+  Script t(s);
+  t.feed("220 mx.test ESMTP\r\n");
+  t.take();
+  t.feed(kEhloPlain);
+  EXPECT_EQ(t.take(), "AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+  t.feed("535 5.7.8 Error: authentication failed\r\n");
+  EXPECT_EQ(t.take(), "QUIT\r\n");
+  EXPECT_EQ(t.client_.setup_code(), 535);
+  EXPECT_FALSE(t.client_.ready_seen());
+}
+
 TEST(SmtpClient, HeloAnswered421ClosesAtOnce) {
   Script t(helo_only());
   t.feed("220 mx.test\r\n");
