@@ -11,6 +11,7 @@ namespace ringmx {
 enum class AuthBackendKind : uint8_t {
   none,     // no backend: no listener may offer AUTH
   dovecot,  // Dovecot's authentication protocol over its auth-client socket
+  file,     // users_file: users and crypt(3) hashes (core/users_file.h)
 };
 
 struct AuthConfig {
@@ -19,6 +20,10 @@ struct AuthConfig {
   std::string dovecot_socket = "unix:/run/dovecot/auth-client";
   // The service name Dovecot sees (its passdb and userdb may match on it).
   std::string dovecot_service = "smtp";
+  // backend = "file": "user:hash" lines, re-read on SIGHUP (a bad file keeps
+  // the old one), and the threads that verify the hashes (read at start-up).
+  std::string users_file;
+  uint32_t hash_workers = 1;
   // The backend's answer: past this the client gets 454 4.7.0.
   uint32_t timeout_ms = 5000;
   // Verifications one shard keeps waiting for the backend; past this a new

@@ -11,6 +11,7 @@ namespace {
 constexpr EnumName<AuthBackendKind> kAuthBackends[] = {
     {"none", AuthBackendKind::none},
     {"dovecot", AuthBackendKind::dovecot},
+    {"file", AuthBackendKind::file},
 };
 
 struct AuthUint {
@@ -29,6 +30,7 @@ constexpr AuthUint kAuthUints[] = {
     {"failure_window_s", &AuthConfig::failure_window_s, 1, 86'400},
     {"block_s", &AuthConfig::block_s, 0, 604'800},  // a week
     {"max_tracked", &AuthConfig::max_tracked, 1, 10'000'000},
+    {"hash_workers", &AuthConfig::hash_workers, 1, 64},
 };
 
 std::string check_auth_socket(std::string_view s) {
@@ -68,6 +70,8 @@ void AuthLoader::load(const toml::node& n, AuthConfig& out, bool& received_names
       read_checked(v, key, check_auth_socket, out.dovecot_socket);
     } else if (name == "dovecot_service") {
       read_checked(v, key, check_service, out.dovecot_service);
+    } else if (name == "users_file") {
+      read_checked(v, key, check_path, out.users_file);
     } else if (name == "sender_logins_file") {
       read_checked(v, key, check_path, out.sender_logins_file);
     } else if (name == "received_header_user") {
@@ -98,6 +102,10 @@ std::vector<std::pair<std::string, std::string>> check_auth_config(const ServerC
   check("auth.dovecot_socket", check_auth_socket(a.dovecot_socket));
   check("auth.dovecot_service", check_service(a.dovecot_service));
   check("auth.sender_logins_file", check_path(a.sender_logins_file));
+  check("auth.users_file", check_path(a.users_file));
+  if (a.backend == AuthBackendKind::file && a.users_file.empty()) {
+    check("auth.users_file", "is required with backend = \"file\"");
+  }
   if (a.max_failure_delay_ms < a.failure_delay_ms) {
     check("auth.max_failure_delay_ms", "must not be less than auth.failure_delay_ms");
   }

@@ -55,6 +55,11 @@ AuthWait::~AuthWait() {
 AuthBackend::AuthBackend(Shard& shard) : shard_(shard) {}
 
 AuthBackend::~AuthBackend() {
+  for (auto& [token, w] : file_waits_) {
+    shard_.wheel().cancel(*w->timer_);
+    w->backend_ = nullptr;
+    w->file_ = false;
+  }
   for (AuthLink* l : all_) {
     for (auto& [id, w] : l->waits) {
       shard_.wheel().cancel(*w->timer_);
@@ -87,13 +92,67 @@ AuthLink* AuthBackend::open_link() {
   return l;
 }
 
-std::unique_ptr<AuthWait> AuthBackend::verify(dovecot::Request req,
-                                              std::function<void(AuthAnswer)> done) {
-  const AuthConfig& cfg = shard_.cfg().server.auth;
-  if (cfg.backend != AuthBackendKind::dovecot || waiting_ >= cfg.max_pending) {
+std::unique_ptr<AuthWait> AuthBackend::make_wait(std::function<void(AuthAnswer)> done) {
+  std::unique_ptr<AuthWait> w(new AuthWait());
+  w->backend_ = this;
+  w->started_ns_ = mono_ns();
+  w->done_ = std::move(done);
+  w->timer_ = std::make_unique<AuthWait::Timer>();
+  w->timer_->wait = w.get();
+  w->timer_->fire = [](TimerNode& n) {
+    AuthWait* aw = static_cast<AuthWait::Timer&>(n).wait;
+    aw->backend_->expired(aw);
+  };
+  shard_.wheel().schedule(*w->timer_, shard_.now().mono_ms + shard_.cfg().server.auth.timeout_ms);
+  ++waiting_;
+  return w;
+}
+
+std::unique_ptr<AuthWait> AuthBackend::verify_file(dovecot::Request& req,
+                                                   std::function<void(AuthAnswer)>& done) {
+  const UsersFile* users = shard_.cfg().users.get();
+  PasswordWorkers* workers = shard_.shared().passwords;
+  if (users == nullptr || workers == nullptr || file_waits_.size() >= kMaxFileVerifications) {
     req.credentials.wipe();
     return nullptr;
   }
+  const sasl::Credentials& cr = req.credentials;
+  // No acting as another user here: only the login itself.
+  const std::string* hash =
+      cr.authzid.empty() || cr.authzid == cr.user ? users->find(cr.user) : nullptr;
+  PasswordJob job;
+  job.shard = &shard_;
+  job.token = next_token_++;
+  job.hash = hash != nullptr ? *hash : users->decoy();
+  job.password.swap(req.credentials.password);
+  req.credentials.wipe();
+  const uint64_t token = job.token;
+  if (!workers->submit(std::move(job))) return nullptr;
+  std::unique_ptr<AuthWait> w = make_wait(std::move(done));
+  w->file_ = true;
+  w->known_ = hash != nullptr;
+  w->id_ = token;
+  file_waits_.emplace(token, w.get());
+  return w;
+}
+
+void AuthBackend::password_answered(uint64_t token, bool match) {
+  const auto it = file_waits_.find(token);
+  if (it == file_waits_.end()) return;  // forgotten or timed out meanwhile
+  AuthWait* w = it->second;
+  AuthAnswer a;
+  a.outcome = match && w->known_ ? dovecot::Outcome::ok : dovecot::Outcome::fail;
+  deliver(w, std::move(a));
+}
+
+std::unique_ptr<AuthWait> AuthBackend::verify(dovecot::Request req,
+                                              std::function<void(AuthAnswer)> done) {
+  const AuthConfig& cfg = shard_.cfg().server.auth;
+  if (cfg.backend == AuthBackendKind::none || waiting_ >= cfg.max_pending) {
+    req.credentials.wipe();
+    return nullptr;
+  }
+  if (cfg.backend == AuthBackendKind::file) return verify_file(req, done);
   if (current_ != nullptr && current_->socket != cfg.dovecot_socket) {
     // A reload named another socket: what the old link carries gets 454.
     drop_link(current_);
@@ -114,40 +173,39 @@ std::unique_ptr<AuthWait> AuthBackend::verify(dovecot::Request req,
   }
   const uint32_t id = current_->client.begin(std::move(req));
   if (id == 0) return nullptr;
-  std::unique_ptr<AuthWait> w(new AuthWait());
-  w->backend_ = this;
+  std::unique_ptr<AuthWait> w = make_wait(std::move(done));
   w->link_ = current_;
   w->id_ = id;
-  w->started_ns_ = mono_ns();
-  w->done_ = std::move(done);
-  w->timer_ = std::make_unique<AuthWait::Timer>();
-  w->timer_->wait = w.get();
-  w->timer_->fire = [](TimerNode& n) {
-    AuthWait* aw = static_cast<AuthWait::Timer&>(n).wait;
-    aw->backend_->expired(aw);
-  };
-  shard_.wheel().schedule(*w->timer_, shard_.now().mono_ms + cfg.timeout_ms);
   current_->waits.emplace(id, w.get());
-  ++waiting_;
   current_->stream.flush();
   return w;
 }
 
 // The wait's owner let it go: its answer, if one comes, is dropped.
 void AuthBackend::forget(AuthWait* w) {
+  if (w->file_) {
+    shard_.wheel().cancel(*w->timer_);
+    if (file_waits_.erase(w->id_) != 0) --waiting_;
+    w->file_ = false;
+    return;
+  }
   if (w->link_ == nullptr) return;
   shard_.wheel().cancel(*w->timer_);
   AuthLink* l = w->link_;
   w->link_ = nullptr;
-  if (l->waits.erase(w->id_) != 0) --waiting_;
-  l->client.cancel(w->id_);
+  if (l->waits.erase(static_cast<uint32_t>(w->id_)) != 0) --waiting_;
+  l->client.cancel(static_cast<uint32_t>(w->id_));
 }
 
 // The answer goes to the owner; the wait is spent (its destruction later is a no-op).
 void AuthBackend::deliver(AuthWait* w, AuthAnswer a) {
   shard_.wheel().cancel(*w->timer_);
-  if (w->link_ != nullptr && w->link_->waits.erase(w->id_) != 0) --waiting_;
+  if (w->link_ != nullptr && w->link_->waits.erase(static_cast<uint32_t>(w->id_)) != 0) {
+    --waiting_;
+  }
+  if (w->file_ && file_waits_.erase(w->id_) != 0) --waiting_;
   w->link_ = nullptr;
+  w->file_ = false;
   a.latency_ns = mono_ns() - w->started_ns_;
   std::function<void(AuthAnswer)> d = std::move(w->done_);
   w->done_ = nullptr;
@@ -155,9 +213,15 @@ void AuthBackend::deliver(AuthWait* w, AuthAnswer a) {
 }
 
 void AuthBackend::expired(AuthWait* w) {
+  if (w->file_) {  // the workers are behind: their answer will be dropped
+    AuthAnswer a;
+    a.timed_out = true;
+    a.reason = "password workers busy";
+    return deliver(w, std::move(a));
+  }
   AuthLink* l = w->link_;
   if (l == nullptr) return;
-  l->client.cancel(w->id_);
+  l->client.cancel(static_cast<uint32_t>(w->id_));
   const int64_t timeout_ms = shard_.cfg().server.auth.timeout_ms;
   const bool hung = shard_.now().mono_ms - l->last_input_ms >= timeout_ms;
   AuthAnswer a;
@@ -210,7 +274,7 @@ void AuthBackend::drop_link(AuthLink* l) {
   l->stream.hold();
   while (!l->waits.empty()) {
     AuthWait* w = l->waits.begin()->second;
-    l->client.cancel(w->id_);
+    l->client.cancel(static_cast<uint32_t>(w->id_));
     AuthAnswer a;
     a.reason = l->client.failed() ? l->client.error() : "backend not answering";
     deliver(w, std::move(a));

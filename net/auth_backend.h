@@ -12,6 +12,12 @@
 // timed_out; if the connection has said nothing for that long it is taken
 // for hung: what it carries fails, and the next AUTH opens a new one.
 //
+// With backend = "file" the shard looks the user up in the users file and
+// hands the hash and the password to the password workers
+// (net/password_workers.h); their answer comes back through the shard's
+// control queue (password_answered). An unknown user's password is checked
+// against another user's hash, so both cost the same.
+//
 // verify() hands back a wait: destroying it forgets the verification, and
 // its callback never runs after that. Shard thread only.
 #pragma once
@@ -21,12 +27,17 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/auth_config.h"
 #include "core/dovecot_auth.h"
 
 namespace ringmx {
+
+// File-backend verifications one shard has in flight at most (also bounded
+// by auth.max_pending): the size of its queue of answers.
+inline constexpr size_t kMaxFileVerifications = 4096;
 
 class Shard;
 struct AuthLink;
@@ -52,8 +63,10 @@ class AuthWait {
   struct Timer;
   AuthWait() = default;
   AuthBackend* backend_ = nullptr;
-  AuthLink* link_ = nullptr;
-  uint32_t id_ = 0;
+  AuthLink* link_ = nullptr;  // the Dovecot link carrying it, or
+  bool file_ = false;         // in the password workers' hands
+  bool known_ = false;        // file: the user is in the users file
+  uint64_t id_ = 0;
   int64_t started_ns_ = 0;
   std::function<void(AuthAnswer)> done_;
   std::unique_ptr<Timer> timer_;
@@ -78,12 +91,17 @@ class AuthBackend {
   // Used by the links and the waits.
   Shard& shard() { return shard_; }
   void link_event(AuthLink* l);
+  // A password worker's answer for token `token`.
+  void password_answered(uint64_t token, bool match);
   void link_released(AuthLink* l);
   void forget(AuthWait* w);
   void expired(AuthWait* w);
 
  private:
   AuthLink* open_link();
+  std::unique_ptr<AuthWait> verify_file(dovecot::Request& req,
+                                        std::function<void(AuthAnswer)>& done);
+  std::unique_ptr<AuthWait> make_wait(std::function<void(AuthAnswer)> done);
   void drop_link(AuthLink* l);
   void deliver(AuthWait* w, AuthAnswer a);
 
@@ -93,6 +111,8 @@ class AuthBackend {
   size_t live_links_ = 0;
   int64_t failed_at_ms_ = -1;  // when a link last failed
   size_t waiting_ = 0;         // waits in flight
+  uint64_t next_token_ = 1;
+  std::unordered_map<uint64_t, AuthWait*> file_waits_;  // by token
 };
 
 }  // namespace ringmx

@@ -78,4 +78,13 @@ std::shared_ptr<const SenderLogins> load_sender_logins(const AuthConfig& cfg) {
   return table;
 }
 
+std::shared_ptr<const UsersFile> load_users_file(const AuthConfig& cfg) {
+  if (cfg.backend != AuthBackendKind::file) return nullptr;
+  const std::string text = read_list_file("auth.users_file", cfg.users_file, kMaxUsersFileBytes);
+  std::string error;
+  auto table = UsersFile::parse(text, cfg.users_file, error);
+  if (!table) throw ListFileLoadError("auth.users_file: " + error);
+  return table;
+}
+
 }  // namespace ringmx

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/recipient_table.h"
 #include "core/sender_logins.h"
+#include "core/users_file.h"
 
 namespace ringmx {
 
@@ -36,5 +37,12 @@ inline constexpr uint64_t kMaxSenderLoginsFileBytes = uint64_t{256} << 20;
 // The table cfg.sender_logins_file holds, read afresh; null when it is
 // empty. Throws ListFileLoadError like load_recipient_file.
 std::shared_ptr<const SenderLogins> load_sender_logins(const AuthConfig& cfg);
+
+// Largest users_file read.
+inline constexpr uint64_t kMaxUsersFileBytes = uint64_t{256} << 20;
+
+// The users of cfg.users_file with backend = "file", read afresh; null for
+// any other backend. Throws ListFileLoadError like load_recipient_file.
+std::shared_ptr<const UsersFile> load_users_file(const AuthConfig& cfg);
 
 }  // namespace ringmx

@@ -224,6 +224,9 @@ void Server::start() {
     admin_ = std::make_unique<AdminHttp>(host, port, std::move(h), limits);
   }
 
+  passwords_ = std::make_unique<PasswordWorkers>(sc.auth.hash_workers,
+                                                 size_t{nshards} * kMaxFileVerifications);
+  shared_.passwords = passwords_.get();
   for (uint32_t i = 0; i < nshards; ++i) {
     metrics_.push_back(std::make_unique<ShardMetrics>());
     shards_.push_back(std::make_unique<Shard>(i, cfg_, shared_, *metrics_.back(), logger_,

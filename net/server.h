@@ -69,6 +69,9 @@ class Server {
   SharedState shared_;
   std::vector<std::unique_ptr<ShardMetrics>> metrics_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  // [auth] backend "file": hash verification off the shards. Declared after
+  // shards_ so it stops (joins) before they go: its threads post to them.
+  std::unique_ptr<PasswordWorkers> passwords_;
   std::unique_ptr<AdminHttp> admin_;
   std::vector<std::string> listen_addresses_;
   int64_t start_time_ = 0;

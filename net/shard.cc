@@ -142,6 +142,7 @@ std::shared_ptr<const RuntimeConfig> RuntimeConfig::make(ServerConfig cfg) {
   rc->checks = CheckSet::build(cfg);
   rc->recipients = load_recipient_file(cfg.recipients);
   rc->sender_logins = load_sender_logins(cfg.auth);
+  rc->users = load_users_file(cfg.auth);
   rc->destinations = resolve_destinations(cfg.routes);
   rc->server = std::move(cfg);
   return rc;
@@ -232,6 +233,12 @@ void Shard::request_drain(int64_t deadline_mono_ms) {
     control_drain_ = true;
     control_drain_deadline_ = deadline_mono_ms;
   }
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(control_fd_, &one, sizeof one);
+}
+
+void Shard::post_password_result(PasswordResult r) {
+  if (!password_results_.push(r)) return;
   uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(control_fd_, &one, sizeof one);
 }
@@ -490,6 +497,7 @@ void Shard::on_control(int /*res*/) {
 }
 
 void Shard::apply_control() {
+  while (auto r = password_results_.pop()) auth_.password_answered(r->token, r->match);
   while (auto r = queue_requests_.pop()) {
     std::string out;
     std::string stopped_at;

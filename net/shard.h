@@ -24,11 +24,13 @@
 #include "core/recipient_table.h"
 #include "core/sender_logins.h"
 #include "core/session.h"
+#include "core/users_file.h"
 #include "net/auth_backend.h"
 #include "net/buffer_ring.h"
 #include "net/log.h"
 #include "net/milter_link.h"
 #include "net/mpsc_queue.h"
+#include "net/password_workers.h"
 #include "net/queue_request.h"
 #include "net/relay.h"
 #include "net/resolver.h"
@@ -60,6 +62,7 @@ struct RuntimeConfig {
   std::shared_ptr<const RouteTable> routes;  // server.routes, ready for lookups
   std::shared_ptr<const CheckSet> checks;    // the policy checks ([checks], [[dnsbl]], ...)
   std::shared_ptr<const SenderLogins> sender_logins;  // [auth] sender_logins_file; null: none
+  std::shared_ptr<const UsersFile> users;             // [auth] users_file (backend "file")
   std::vector<ResolvedDestination> destinations;      // server.routes' destinations, same order
   // server.recipients.file, read when this snapshot was made; null: no check.
   std::shared_ptr<const RecipientTable> recipients;
@@ -82,6 +85,7 @@ struct SharedState {
   std::atomic<int64_t> spool_messages{0};
   uint32_t shards = 1;                      // set before the shards start
   std::atomic<int64_t> queued_messages{0};  // waiting for delivery, all shards
+  PasswordWorkers* passwords = nullptr;     // [auth] backend "file"; set before the shards start
 };
 
 struct Connection;
@@ -115,6 +119,9 @@ class Shard {
   // An operator's queue request: false when this shard's request queue is
   // full (the request is not counted as waiting for it then).
   bool request_queue(std::shared_ptr<QueueRequest> r);
+  // A password worker's answer (any thread); dropped when the queue is full
+  // (the AUTH then times out: 454).
+  void post_password_result(PasswordResult r);
   bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   // ---- used by connections (shard thread only) ----
@@ -304,6 +311,7 @@ class Shard {
   int64_t control_drain_deadline_ = 0;
   std::shared_ptr<const RuntimeConfig> control_cfg_;
   MpscQueue<std::shared_ptr<QueueRequest>> queue_requests_{64};
+  MpscQueue<PasswordResult> password_results_{kMaxFileVerifications};
 
   Now now_;
   int64_t unix_ms_ = 0;

@@ -17,12 +17,16 @@ Dovecot stopped answers 454 4.7.0 at once and, started again, serves again;
 a backend that accepts and never answers gets 454 after auth.timeout_ms while
 another session goes on, and an AUTH past max_pending gets 454 at once; the submission listeners greet without the
 greeting delay; the metrics and the log (user, mechanism, result, never the
-password). Exits 77 only when Dovecot, Postfix or swaks cannot be had (or we
-are not root)."""
+password). The file backend without Dovecot: sha512-crypt and sha256-crypt
+hashes (with a Dovecot {SCHEME} prefix) verified, a wrong password and an
+unknown user refused alike, SIGHUP reads the file again and a bad file keeps
+the users it had. Exits 77 only when Dovecot, Postfix or swaks cannot be had
+(or we are not root)."""
 
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -407,6 +411,73 @@ class BackendTrouble(unittest.TestCase):
         finally:
             hang.close()
             shutil.rmtree(d, ignore_errors=True)
+
+
+def crypt_hash(password, scheme):
+    """A crypt(3) hash of `password` made by openssl ("-6": sha512-crypt, "-5": sha256-crypt)."""
+    p = subprocess.run(["openssl", "passwd", scheme, password], capture_output=True, timeout=30,
+                       check=True)
+    return p.stdout.decode().strip()
+
+
+class FileBackend(unittest.TestCase):
+    """[auth] backend = "file": no Dovecot, crypt(3) hashes verified off the shard."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not SWAKS:
+            print("SKIP: needs swaks", file=sys.stderr)
+            sys.exit(SKIP)
+        cls.dir = os.path.join("/tmp", "ringmx-authfile-%d" % os.getpid())
+        os.makedirs(cls.dir, exist_ok=True)
+        cls.users = os.path.join(cls.dir, "users")
+        cls.lines = ["alice@example.com:%s\n" % crypt_hash("s3cret", "-6"),
+                     "bob@example.com:{SHA256-CRYPT}%s::::::\n" % crypt_hash("hunter2!", "-5")]
+        with open(cls.users, "w") as f:
+            f.writelines(cls.lines)
+        crt, key = make_cert(cls.dir)
+        cls.srv = Server('[tls]\ncert = "%s"\nkey = "%s"\n'
+                         '[auth]\nbackend = "file"\nusers_file = "%s"\nhash_workers = 2\n'
+                         'failure_delay_ms = 0\n' % (crt, key, cls.users), shards=2,
+                         listener_toml='tls = "starttls"\nauth = "required"\n').start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        assert rc == 0, "exit code %s\n%s" % (rc, cls.srv.log())
+
+    def test_users_and_hashes(self):
+        self.assertIn(b"235 2.7.0", swaks(self.srv.port, to="x@example.org").stdout)
+        out = swaks(self.srv.port, auth="LOGIN", user="bob@example.com", password="hunter2!",
+                    frm="bob@example.com", to="x@example.org")
+        self.assertIn(b"235 2.7.0", out.stdout, out.stdout.decode()[-1500:])
+        self.assertIn(b"535 5.7.8",
+                      swaks(self.srv.port, password="s3cret!", to="x@example.org").stdout)
+        # An unknown user costs a hash too, and is refused the same way.
+        self.assertIn(b"535 5.7.8", swaks(self.srv.port, user="carol@example.com",
+                                          frm="carol@example.com", to="x@example.org").stdout)
+        self.assertNotIn("s3cret", self.srv.log())
+
+    def test_reload_reads_the_file_again(self):
+        carol = "carol@example.com:%s\n" % crypt_hash("pw-carol", "-6")
+        with open(self.users, "w") as f:
+            f.writelines(self.lines + [carol])
+        mark = len(self.srv.log())
+        self.srv.send_signal(signal.SIGHUP)
+        wait_for(lambda: "event=config_reloaded" in self.srv.log()[mark:], what="reload")
+        out = swaks(self.srv.port, user="carol@example.com", password="pw-carol",
+                    frm="carol@example.com", to="x@example.org")
+        self.assertIn(b"235 2.7.0", out.stdout, out.stdout.decode()[-1500:])
+        # A bad line: the reload fails and the users stay as they were.
+        with open(self.users, "w") as f:
+            f.writelines(self.lines + ["dave@example.com:{PLAIN}pw\n"])
+        mark = len(self.srv.log())
+        self.srv.send_signal(signal.SIGHUP)
+        wait_for(lambda: "auth.users_file" in self.srv.log()[mark:], what="the refused reload")
+        out = swaks(self.srv.port, user="carol@example.com", password="pw-carol",
+                    frm="carol@example.com", to="x@example.org")
+        self.assertIn(b"235 2.7.0", out.stdout)
 
 
 if __name__ == "__main__":

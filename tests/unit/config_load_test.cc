@@ -148,10 +148,10 @@ std::string dump(const ServerConfig& c) {
     << karma.max_clients << "\n";
   const AuthConfig& a = c.auth;
   o << "auth=" << static_cast<int>(a.backend) << " " << a.dovecot_socket << " " << a.dovecot_service
-    << " " << a.timeout_ms << " " << a.max_pending << " " << a.sender_logins_file << " "
-    << a.failure_delay_ms << " " << a.max_failure_delay_ms << " " << a.max_failures << " "
-    << a.failure_window_s << " " << a.block_s << " " << a.max_tracked
-    << " received_user=" << s.received_names_auth_user << "\n";
+    << " " << a.users_file << " " << a.hash_workers << " " << a.timeout_ms << " " << a.max_pending
+    << " " << a.sender_logins_file << " " << a.failure_delay_ms << " " << a.max_failure_delay_ms
+    << " " << a.max_failures << " " << a.failure_window_s << " " << a.block_s << " "
+    << a.max_tracked << " received_user=" << s.received_names_auth_user << "\n";
   return o.str();
 }
 
@@ -209,6 +209,8 @@ ServerConfig everything_changed() {
   c.auth = AuthConfig{AuthBackendKind::dovecot,
                       "inet:192.0.2.1:7",
                       "base",
+                      "/base/users",
+                      7,
                       777,
                       7,
                       "/base/logins",
@@ -364,6 +366,7 @@ const SetCase kSetCases[] = {
      "sender_logins_file = \"/etc/ringmx/logins\"\nfailure_delay_ms = 0\n"
      "max_failure_delay_ms = 300000\nmax_failures = 1\nfailure_window_s = 86400\n"
      "block_s = 0\nmax_tracked = 1\nreceived_header_user = true\n"
+     "users_file = \"/etc/ringmx/users\"\nhash_workers = 64\n"
      "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n"
      "[[listener]]\naddress = \"127.0.0.1:587\"\nauth = \"required\"\n",
      [](ServerConfig& c) {
@@ -379,6 +382,8 @@ const SetCase kSetCases[] = {
        c.auth.failure_window_s = 86'400;
        c.auth.block_s = 0;
        c.auth.max_tracked = 1;
+       c.auth.users_file = "/etc/ringmx/users";
+       c.auth.hash_workers = 64;
        c.smtp.received_names_auth_user = true;
        c.tls.cert_file = "/c.pem";
        c.tls.key_file = "/k.pem";
@@ -755,7 +760,9 @@ const ErrorCase kErrorCases[] = {
     {"checks_bad_code", "[[dnsbl]]\nzone = \"bl.example\"\ncodes = [\"127.0.0.3-127.0.0.2\"]", 3,
      "dnsbl[0].codes[0]", "range"},
     {"auth_unknown_backend", "[auth]\nbackend = \"ldap\"", 2, "auth.backend",
-     "must be one of: none, dovecot"},
+     "must be one of: none, dovecot, file"},
+    {"auth_hash_workers_bound", "[auth]\nhash_workers = 65", 2, "auth.hash_workers",
+     "between 1 and 64"},
     {"auth_bad_socket", "[auth]\ndovecot_socket = \"tcp:127.0.0.1:1\"", 2, "auth.dovecot_socket",
      "unknown scheme"},
     {"auth_bad_service", "[auth]\ndovecot_service = \"a b\"", 2, "auth.dovecot_service", "letters"},
@@ -1062,6 +1069,8 @@ const ValidateCase kValidateCases[] = {
        c.listeners[0].auth = AuthMode::required;
      },
      "listener[0].auth", "never offered in plaintext"},
+    {"auth_file_needs_users", [](ServerConfig& c) { c.auth.backend = AuthBackendKind::file; },
+     "auth.users_file", "is required"},
     {"auth_delays_inverted",
      [](ServerConfig& c) {
        c.auth.failure_delay_ms = 2000;
