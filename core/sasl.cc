@@ -6,6 +6,8 @@
 #include <array>
 #include <cstring>
 
+#include "core/command.h"  // starts_with_nocase
+
 namespace ringmx::sasl {
 
 namespace {
@@ -21,16 +23,6 @@ constexpr std::array<uint8_t, 256> make_values() {
   return v;
 }
 constexpr std::array<uint8_t, 256> kValues = make_values();
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    if (x >= 'a' && x <= 'z') x = static_cast<char>(x - 'a' + 'A');
-    if (x != b[i]) return false;
-  }
-  return true;
-}
 
 // The LOGIN mechanism's prompts, base64: "Username:" and "Password:".
 constexpr std::string_view kUserPrompt = "VXNlcm5hbWU6";
@@ -56,8 +48,8 @@ void wipe_string(std::string& s) {
 }  // namespace
 
 std::optional<Mechanism> parse_mechanism(std::string_view name) {
-  if (iequals(name, "PLAIN")) return Mechanism::plain;
-  if (iequals(name, "LOGIN")) return Mechanism::login;
+  if (name.size() == 5 && starts_with_nocase(name, "PLAIN")) return Mechanism::plain;
+  if (name.size() == 5 && starts_with_nocase(name, "LOGIN")) return Mechanism::login;
   return std::nullopt;
 }
 

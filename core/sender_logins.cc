@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/text_lines.h"
+
 namespace ringmx {
 
 namespace {
@@ -17,13 +19,6 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
-
 bool has_space_or_control(std::string_view s) {
   return std::any_of(s.begin(), s.end(),
                      [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; });
@@ -34,31 +29,27 @@ bool has_space_or_control(std::string_view s) {
 std::shared_ptr<const SenderLogins> SenderLogins::parse(std::string_view text,
                                                         std::string_view file, std::string& error) {
   auto table = std::make_shared<SenderLogins>();
-  size_t line_no = 0;
+  TextLines lines(text);
   auto fail = [&](std::string_view what) {
-    error = std::string(file) + ":" + std::to_string(line_no) + ": " + std::string(what);
+    error = lines.error(file, what);
     return nullptr;
   };
-  while (!text.empty()) {
-    ++line_no;
-    const size_t nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (line.size() > kMaxLine) return fail("line longer than 8192 octets");
+  std::string_view line;
+  while (lines.next(line)) {
+    if (lines.raw_size() > kMaxLine) return fail("line longer than 8192 octets");
     const size_t hash = line.find('#');
-    if (hash != std::string_view::npos) line = line.substr(0, hash);
-    line = trim(line);
+    if (hash != std::string_view::npos) line = TextLines::trim(line.substr(0, hash));
     if (line.empty()) continue;
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos) return fail("expected \"login: senders\"");
-    const std::string_view login = trim(line.substr(0, colon));
+    const std::string_view login = TextLines::trim(line.substr(0, colon));
     if (login.empty() || has_space_or_control(login)) return fail("bad login");
     Owned& owned = table->map_[lower(login)];
     std::string_view rest = line.substr(colon + 1);
     size_t entries = 0;
     while (!rest.empty()) {
       const size_t comma = rest.find(',');
-      const std::string_view item = trim(rest.substr(0, comma));
+      const std::string_view item = TextLines::trim(rest.substr(0, comma));
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
       if (item.empty()) continue;
       if (has_space_or_control(item)) return fail("bad sender \"" + std::string(item) + "\"");

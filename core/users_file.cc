@@ -2,18 +2,13 @@
 
 #include <array>
 
+#include "core/text_lines.h"
+
 namespace ringmx {
 
 namespace {
 
 constexpr size_t kMaxLine = 4096;
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
 
 // The crypt(3) hash in `field`, without a Dovecot {SCHEME} prefix; empty
 // when the scheme is not one libcrypt verifies safely.
@@ -41,18 +36,14 @@ std::string_view crypt_hash(std::string_view field) {
 std::shared_ptr<const UsersFile> UsersFile::parse(std::string_view text, std::string_view file,
                                                   std::string& error) {
   auto table = std::make_shared<UsersFile>();
-  size_t line_no = 0;
+  TextLines lines(text);
   auto fail = [&](std::string_view what) {
-    error = std::string(file) + ":" + std::to_string(line_no) + ": " + std::string(what);
+    error = lines.error(file, what);
     return nullptr;
   };
-  while (!text.empty()) {
-    ++line_no;
-    const size_t nl = text.find('\n');
-    std::string_view line = text.substr(0, nl);
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (line.size() > kMaxLine) return fail("line longer than 4096 octets");
-    line = trim(line);
+  std::string_view line;
+  while (lines.next(line)) {
+    if (lines.raw_size() > kMaxLine) return fail("line longer than 4096 octets");
     if (line.empty() || line.front() == '#') continue;
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0) return fail("expected \"user:hash\"");

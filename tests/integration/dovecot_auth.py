@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from harness import free_port
-from test_bench_lmtp import DOVECOT, die_with_parent, install_dovecot  # noqa: F401
+from test_bench_lmtp import DOVECOT, Dovecot, die_with_parent, install_dovecot  # noqa: F401
 
 CONF = """\
 base_dir = {base}/run
@@ -52,8 +52,8 @@ START_TIMEOUT = 15
 STOP_TIMEOUT = 10
 
 
-class DovecotAuth:
-    """`users` maps a user name to its password; the first is stored as
+class DovecotAuth(Dovecot):
+    """Its log() and cleanup() are the LMTP instance's. `users` maps a user name to its password; the first is stored as
     {PLAIN}, the others hashed ({SHA512-CRYPT} through `doveadm pw`)."""
 
     def __init__(self, users):
@@ -111,16 +111,6 @@ class DovecotAuth:
         except OSError:
             return False
 
-    def log(self):
-        text = ""
-        for name in ("stdout.log", "dovecot.log"):
-            try:
-                with open(os.path.join(self.base, name), "rb") as f:
-                    text += f.read().decode(errors="replace")[-4000:]
-            except OSError:
-                pass
-        return text
-
     def children(self):
         """PIDs of the processes our master started (its auth and log processes)."""
         out = []
@@ -152,6 +142,3 @@ class DovecotAuth:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-
-    def cleanup(self):
-        shutil.rmtree(self.base, ignore_errors=True)
