@@ -357,7 +357,9 @@ class Shard {
   // checks may still wait for it) and before the ring exits (closing its
   // sockets removes their polls).
   std::unique_ptr<Resolver> resolver_;
-  Verdict policy_verdict(Connection& c, const PolicyDecision& d);
+  // `may_hold`: a submission listener's connect or HELO refusal may wait for
+  // MAIL (false when it is that refusal applied at MAIL).
+  Verdict policy_verdict(Connection& c, const PolicyDecision& d, bool may_hold = true);
   std::unordered_map<std::string, std::unique_ptr<SegmentJournal>> journals_;  // by segment
   std::vector<std::string> journal_due_;  // segments whose journal lines wait for the flush
   struct JournalTimer : TimerNode {

@@ -151,10 +151,8 @@ Verdict Shard::check_submission(Connection& c, const Envelope& env) {
   if (ci.login.empty()) {
     if (!c.deferred_refusal) return Verdict::accept();
     // It applies now, at MAIL (and to every MAIL until an AUTH): counted
-    // and logged as this stage's.
-    PolicyDecision d = *c.deferred_refusal;
-    d.stage = CheckStage::mail;
-    return policy_verdict(c, d);
+    // and logged under the stage that found it.
+    return policy_verdict(c, *c.deferred_refusal, /*may_hold=*/false);
   }
   if (SenderLogins::allows(cfg_->sender_logins.get(), ci.login, env.sender)) {
     return Verdict::accept();

@@ -111,7 +111,7 @@ Verdict Shard::run_checks(Connection& c, CheckStage stage) {
   return policy_verdict(c, d);
 }
 
-Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d) {
+Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d, bool may_hold) {
   CheckContext& ctx = c.policy->context();
   if (d.stage == CheckStage::connect && !ctx.iprev.verified_name.empty()) {
     c.session.set_client_ptr(ctx.iprev.verified_name);
@@ -122,8 +122,8 @@ Verdict Shard::policy_verdict(Connection& c, const PolicyDecision& d) {
     }
     return d.verdict;
   }
-  if ((d.stage == CheckStage::connect || d.stage == CheckStage::helo) && d.check != "rate" &&
-      c.session.conn().auth != AuthMode::none) {
+  if (may_hold && (d.stage == CheckStage::connect || d.stage == CheckStage::helo) &&
+      d.check != "rate" && c.session.conn().auth != AuthMode::none) {
     // A submission listener: the client may still authenticate, and its
     // own users are spared these checks. The refusal waits for MAIL (the
     // latest one, when EHLO comes again after STARTTLS).

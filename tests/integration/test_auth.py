@@ -285,6 +285,9 @@ class Submission(unittest.TestCase):
         self.assertEqual(c.cmd("EHLO " + BAD_HELO)[0], 250)
         self.assertEqual(c.cmd("MAIL FROM:<someone@example.net>")[0], 550)
         c.close()
+        # Counted under the stage that found it, once it applied: port 25's and this one.
+        text = http_get(self.srv.admin_port, "/metrics")[1]
+        self.assertGreaterEqual(metric(text, "ringmx_rejects_total", stage="helo", check="helo"), 2)
 
     def test_no_greeting_delay_on_submission(self):
         for port, at_least, at_most in ((self.sub_port, 0, 0.5), (self.srv.port, 1.5, 10)):
