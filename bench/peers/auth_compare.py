@@ -13,7 +13,8 @@ only, over the same TCP listener. Both fsync each message before 250 (ringmx
 its spool, Postfix its queue file); Postfix discards what it took. Reported:
 messages/s, the server's CPU per message (utime+stime of ringmx, or of the
 Postfix master and everything it forked) and Dovecot's, medians of --runs
-with the ratios taken inside each run.
+with the ratios taken inside each run. A third row runs the same ringmx with
+STARTTLS and no AUTH, so the difference is what AUTH itself costs.
 
 Run as root. Bounded: each ringmx-bench run has a message count and a --duration.
 
@@ -60,6 +61,8 @@ def pin_tree(pid, cpus):
 
 
 class Ringmx:
+    auth = "required"
+
     def __init__(self, base, cert, key, dovecot_port):
         self.dir = tempfile.mkdtemp(prefix="ringmx-", dir=base)
         self.port = free_port()
@@ -71,8 +74,9 @@ class Ringmx:
                     '[tls]\ncert = "%s"\nkey = "%s"\n'
                     '[auth]\nbackend = "dovecot"\ndovecot_socket = "inet:127.0.0.1:%d"\n'
                     '[[listener]]\nname = "submission"\naddress = "127.0.0.1:%d"\n'
-                    'tls = "starttls"\nauth = "required"\n'
-                    % (os.path.join(self.dir, "spool"), cert, key, dovecot_port, self.port))
+                    'tls = "starttls"\nauth = "%s"\n'
+                    % (os.path.join(self.dir, "spool"), cert, key, dovecot_port, self.port,
+                       self.auth))
         self.proc = None
 
     def start(self):
@@ -94,6 +98,11 @@ class Ringmx:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RingmxNoAuth(Ringmx):
+    """The same ringmx and STARTTLS without AUTH: what AUTH itself costs."""
+    auth = "none"
 
 
 class Postfix:
@@ -151,21 +160,22 @@ def main():
     os.chmod(base, 0o755)
     dovecot = DovecotAuth({USER: PASSWORD}).start()
     pin_tree(dovecot.proc.pid, "0")
-    samples = {"ringmx": [], "postfix": []}
+    samples = {"ringmx": [], "postfix": [], "ringmx-noauth": []}
     ratios = []
     try:
         cert, key = make_cert(base, "ecdsa", "mx.bench")
         for run in range(a.runs):
             got = {}
-            for name, cls in (("ringmx", Ringmx), ("postfix", Postfix)):
+            for name, cls in (("ringmx", Ringmx), ("postfix", Postfix),
+                              ("ringmx-noauth", RingmxNoAuth)):
                 srv = cls(base, cert, key, dovecot.port).start()
+                auth = [] if cls is RingmxNoAuth else ["--auth", "%s:%s" % (USER, PASSWORD)]
                 try:
                     dv0 = tree_usage([dovecot.proc.pid])[0]
                     s0 = tree_usage([srv.root()])[0]
                     r = bench(srv.port, ["--connections", str(a.connections), "--messages",
                                          "100000", "--size", "1024", "--per-connection", "1",
-                                         "--starttls", "--auth", "%s:%s" % (USER, PASSWORD),
-                                         "--from", USER],
+                                         "--starttls", "--from", USER] + auth,
                               a.duration)
                     s1 = tree_usage([srv.root()])[0]
                     dv1 = tree_usage([dovecot.proc.pid])[0]
@@ -187,14 +197,16 @@ def main():
         shutil.rmtree(base, ignore_errors=True)
     print("\n| server | msgs/s | server CPU us/msg | Dovecot CPU us/msg |")
     print("|---|---:|---:|---:|")
-    for name in ("ringmx", "postfix"):
+    for name in ("ringmx", "postfix", "ringmx-noauth"):
         s = samples[name]
         print("| %s | %.0f | %.0f | %.0f |" % (name, med([x[0] for x in s]),
                                               med([x[1] for x in s]), med([x[2] for x in s])))
     print("\nratios (inside each run): rate ringmx/Postfix %.2fx, CPU per message "
-          "Postfix/ringmx %.2fx; %d runs of %d s, %d connections, %s"
-          % (med([r[0] for r in ratios]), med([r[1] for r in ratios]), a.runs, a.duration,
-             a.connections, time.strftime("%Y-%m-%d")))
+          "Postfix/ringmx %.2fx; AUTH's own cost to ringmx %.0f us/msg (with - without); "
+          "%d runs of %d s, %d connections, %s"
+          % (med([r[0] for r in ratios]), med([r[1] for r in ratios]),
+             med([x[1] for x in samples["ringmx"]]) - med([x[1] for x in samples["ringmx-noauth"]]),
+             a.runs, a.duration, a.connections, time.strftime("%Y-%m-%d")))
 
 
 if __name__ == "__main__":

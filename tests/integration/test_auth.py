@@ -15,9 +15,10 @@ by AUTH; the brute-force limits delay each failure longer, close the fourth
 with 421, refuse the address at connect and let it back after block_s;
 Dovecot stopped answers 454 4.7.0 at once and, started again, serves again;
 a backend that accepts and never answers gets 454 after auth.timeout_ms while
-another session goes on, and an AUTH past max_pending gets 454 at once; the submission listeners greet without the
-greeting delay; the metrics and the log (user, mechanism, result, never the
-password). The file backend without Dovecot: sha512-crypt and sha256-crypt
+another session goes on, and an AUTH past max_pending gets 454 at once;
+the submission listeners greet without the greeting delay; the metrics and
+the log (user, mechanism, result; never the password, at debug level
+either). The file backend without Dovecot: sha512-crypt and sha256-crypt
 hashes (with a Dovecot {SCHEME} prefix) verified, a wrong password and an
 unknown user refused alike, SIGHUP reads the file again and a bad file keeps
 the users it had. Exits 77 only when Dovecot, Postfix or swaks cannot be had
@@ -110,7 +111,7 @@ class HangingBackend:
 
 def config(dovecot_socket, relay_port, logins, certdir, extra=""):
     crt, key = make_cert(certdir)
-    return ('log_level = "info"\ngreeting_delay_ms = 1500\n'
+    return ('log_level = "debug"\ngreeting_delay_ms = 1500\n'
             '[tls]\ncert = "%s"\nkey = "%s"\n'
             '[auth]\nbackend = "dovecot"\ndovecot_socket = "%s"\ntimeout_ms = 1000\n'
             'failure_delay_ms = 200\nmax_failure_delay_ms = 600\nmax_failures = 4\n'
