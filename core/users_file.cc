@@ -18,13 +18,13 @@ std::string_view crypt_hash(std::string_view field) {
     if (close == std::string_view::npos) return {};
     const std::string_view scheme = field.substr(1, close - 1);
     if (scheme != "BLF-CRYPT" && scheme != "SHA512-CRYPT" && scheme != "SHA256-CRYPT" &&
-        scheme != "CRYPT") {
+        scheme != "CRYPT" && scheme != "ARGON2ID" && scheme != "ARGON2I") {
       return {};
     }
     field.remove_prefix(close + 1);
   }
-  static constexpr std::array<std::string_view, 8> kPrefixes = {"$y$",  "$gy$", "$7$", "$2b$",
-                                                                "$2y$", "$2a$", "$6$", "$5$"};
+  static constexpr std::array<std::string_view, 10> kPrefixes = {
+      "$y$", "$gy$", "$7$", "$2b$", "$2y$", "$2a$", "$6$", "$5$", "$argon2id$", "$argon2i$"};
   for (std::string_view p : kPrefixes) {
     if (field.substr(0, p.size()) == p && field.size() > p.size() + 8) return field;
   }

@@ -2,8 +2,9 @@
 // Dovecot, one per line, "user:hash", as Dovecot's passwd-file writes them
 // (further ':' fields are ignored). The hash is a crypt(3) string of a scheme
 // libcrypt (libxcrypt) verifies: yescrypt ($y$), bcrypt ($2b$, $2y$, $2a$),
-// sha512-crypt ($6$), sha256-crypt ($5$), scrypt ($7$), gost-yescrypt ($gy$);
-// Dovecot's {BLF-CRYPT}, {SHA512-CRYPT}, {SHA256-CRYPT} and {CRYPT} prefixes
+// sha512-crypt ($6$), sha256-crypt ($5$), scrypt ($7$), gost-yescrypt ($gy$),
+// and argon2 ($argon2id$, $argon2i$: libargon2); Dovecot's {BLF-CRYPT},
+// {SHA512-CRYPT}, {SHA256-CRYPT}, {CRYPT}, {ARGON2ID} and {ARGON2I} prefixes
 // are taken and dropped. Anything else (a plaintext {PLAIN} password, an
 // unknown scheme, DES crypt) is refused with its line. '#' comments and blank
 // lines are ignored. Pure: the file is read elsewhere (net/list_files.h).

@@ -1,6 +1,7 @@
 // Contract: see password_workers.h.
 #include "net/password_workers.h"
 
+#include <argon2.h>
 #include <crypt.h>
 #include <string.h>  // explicit_bzero
 
@@ -20,6 +21,12 @@ void wipe(std::string& s) {
 }  // namespace
 
 bool password_matches(const std::string& password, const std::string& hash) {
+  if (hash.starts_with("$argon2")) {  // libargon2: libxcrypt has no argon2
+    const argon2_type type = hash.starts_with("$argon2id$")  ? Argon2_id
+                             : hash.starts_with("$argon2i$") ? Argon2_i
+                                                             : Argon2_d;
+    return argon2_verify(hash.c_str(), password.data(), password.size(), type) == ARGON2_OK;
+  }
   // crypt_data is large (about 32 KiB): one per call, on the heap.
   auto data = std::make_unique<crypt_data>();
   const char* out = crypt_rn(password.c_str(), hash.c_str(), data.get(), sizeof(crypt_data));

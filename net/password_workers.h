@@ -31,7 +31,8 @@ struct PasswordResult {
   bool match = false;
 };
 
-// crypt_rn(password, hash) gives back `hash` exactly (compared in constant time).
+// crypt_rn(password, hash) gives back `hash` exactly (compared in constant
+// time); argon2 hashes through libargon2's argon2_verify.
 bool password_matches(const std::string& password, const std::string& hash);
 
 class PasswordWorkers {

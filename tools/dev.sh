@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 BUILD_PKGS=(cmake ninja-build g++ clang clang-format clang-tidy pkg-config ccache
   liburing-dev libwolfssl-dev libmimalloc-dev libc-ares-dev
   libtomlplusplus-dev libfmt-dev libcli11-dev libsystemd-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev libfuse3-dev libcrypt-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev libclang-rt-14-dev libfuse3-dev libcrypt-dev
+  libargon2-dev)
 # Real peers of the integration tests: swaks (with Net::SSLeay for its TLS),
 # openssl s_client, Postfix and Dovecot LMTP (private instances each test
 # starts itself), promtool and the Prometheus server, HAProxy (in front of two

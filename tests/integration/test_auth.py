@@ -18,9 +18,9 @@ a backend that accepts and never answers gets 454 after auth.timeout_ms while
 another session goes on, and an AUTH past max_pending gets 454 at once;
 the submission listeners greet without the greeting delay; the metrics and
 the log (user, mechanism, result; never the password, at debug level
-either). The file backend without Dovecot: sha512-crypt and sha256-crypt
-hashes (with a Dovecot {SCHEME} prefix) verified, a wrong password and an
-unknown user refused alike, SIGHUP reads the file again and a bad file keeps
+either). The file backend without Dovecot: sha512-crypt, sha256-crypt and
+argon2id hashes (with Dovecot {SCHEME} prefixes) verified, a wrong password
+and an unknown user refused alike, SIGHUP reads the file again and a bad file keeps
 the users it had. Exits 77 only when Dovecot, Postfix or swaks cannot be had
 (or we are not root)."""
 
@@ -417,6 +417,11 @@ class BackendTrouble(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
 
 
+# `doveadm pw -s ARGON2ID -p s3cret` (Dovecot's own prefix included).
+ARGON2ID_S3CRET = ("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$UgVtfS8MzisxKdDZOzUcNg$"
+                   "Il3TZdRDDBAz49Wb829f5XCl8Ug4Jwa6zjxCmK9P9g4")
+
+
 def crypt_hash(password, scheme):
     """A crypt(3) hash of `password` made by openssl ("-6": sha512-crypt, "-5": sha256-crypt)."""
     p = subprocess.run(["openssl", "passwd", scheme, password], capture_output=True, timeout=30,
@@ -436,7 +441,8 @@ class FileBackend(unittest.TestCase):
         os.makedirs(cls.dir, exist_ok=True)
         cls.users = os.path.join(cls.dir, "users")
         cls.lines = ["alice@example.com:%s\n" % crypt_hash("s3cret", "-6"),
-                     "bob@example.com:{SHA256-CRYPT}%s::::::\n" % crypt_hash("hunter2!", "-5")]
+                     "bob@example.com:{SHA256-CRYPT}%s::::::\n" % crypt_hash("hunter2!", "-5"),
+                     "erin@example.com:%s\n" % ARGON2ID_S3CRET]
         with open(cls.users, "w") as f:
             f.writelines(cls.lines)
         crt, key = make_cert(cls.dir)
@@ -458,6 +464,9 @@ class FileBackend(unittest.TestCase):
         self.assertIn(b"235 2.7.0", out.stdout, out.stdout.decode()[-1500:])
         self.assertIn(b"535 5.7.8",
                       swaks(self.srv.port, password="s3cret!", to="x@example.org").stdout)
+        out = swaks(self.srv.port, user="erin@example.com", frm="erin@example.com",
+                    to="x@example.org")
+        self.assertIn(b"235 2.7.0", out.stdout, out.stdout.decode()[-1500:])
         # An unknown user costs a hash too, and is refused the same way.
         self.assertIn(b"535 5.7.8", swaks(self.srv.port, user="carol@example.com",
                                           frm="carol@example.com", to="x@example.org").stdout)

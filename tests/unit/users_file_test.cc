@@ -16,14 +16,20 @@ constexpr const char* kSha512 =
     "C5j2TY43X01";  // "s3cret"
 constexpr const char* kBcrypt =
     "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK";  // "s3cret"
+constexpr const char* kArgon2id =  // doveadm pw -s ARGON2ID, "s3cret"
+    "$argon2id$v=19$m=65536,t=3,p=1$UgVtfS8MzisxKdDZOzUcNg$"
+    "Il3TZdRDDBAz49Wb829f5XCl8Ug4Jwa6zjxCmK9P9g4";
 
 TEST(UsersFile, CryptHashesWithOrWithoutDovecotPrefixes) {
   std::string error;
   const std::string text = std::string("# users\n\nalice@example.org:") + kSha512 +
-                           "\nbob:{BLF-CRYPT}" + kBcrypt + ":1000:1000::/home/bob::\r\n";
+                           "\nbob:{BLF-CRYPT}" + kBcrypt + ":1000:1000::/home/bob::\r\n" +
+                           "carol:{ARGON2ID}" + kArgon2id + "\n";
   auto t = UsersFile::parse(text, "users", error);
   ASSERT_TRUE(t) << error;
-  EXPECT_EQ(t->size(), 2u);
+  EXPECT_EQ(t->size(), 3u);
+  ASSERT_NE(t->find("carol"), nullptr);
+  EXPECT_EQ(*t->find("carol"), kArgon2id);
   ASSERT_NE(t->find("alice@example.org"), nullptr);
   EXPECT_EQ(*t->find("alice@example.org"), kSha512);
   ASSERT_NE(t->find("bob"), nullptr);
@@ -49,6 +55,8 @@ TEST(UsersFile, RefusesWhatIsNotASafeCryptHash) {
 }
 
 TEST(PasswordWorkers, HashesAreCheckedExactly) {
+  EXPECT_TRUE(password_matches("s3cret", kArgon2id));
+  EXPECT_FALSE(password_matches("s3cret!", kArgon2id));
   EXPECT_TRUE(password_matches("s3cret", kSha512));
   EXPECT_TRUE(password_matches("s3cret", kBcrypt));
   EXPECT_FALSE(password_matches("s3cret ", kSha512));
