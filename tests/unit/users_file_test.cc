@@ -54,7 +54,12 @@ TEST(UsersFile, RefusesWhatIsNotASafeCryptHash) {
   }
 }
 
+constexpr const char* kYescrypt =  // libxcrypt crypt_gensalt("$y$"), "s3cret"
+    "$y$j9T$c7px78ZnRwCTmRr2knMlK0$HkuPqFeBVWMc64q5mbyQCyPv8HA4/gRYItVjaApY/W4";
+
 TEST(PasswordWorkers, HashesAreCheckedExactly) {
+  EXPECT_TRUE(password_matches("s3cret", kYescrypt));
+  EXPECT_FALSE(password_matches("s3creT", kYescrypt));
   EXPECT_TRUE(password_matches("s3cret", kArgon2id));
   EXPECT_FALSE(password_matches("s3cret!", kArgon2id));
   EXPECT_TRUE(password_matches("s3cret", kSha512));
