@@ -95,10 +95,10 @@ case "$cmd" in
   test)
     deps
     export CCACHE_DIR=${CCACHE_DIR:-$HOME/.ccache}
-    echo "== libFuzzer targets (clang, ASan+UBSan), ${RINGMX_FUZZ_SECONDS:-60} s each"
+    echo "== libFuzzer targets (clang, ASan+UBSan), ${RINGMX_FUZZ_SECONDS:-40} s each"
     configure build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
       -DRINGMX_FUZZ=ON -DRINGMX_TESTS=OFF -DRINGMX_BENCH=OFF \
-      -DRINGMX_FUZZ_SECONDS="${RINGMX_FUZZ_SECONDS:-60}"
+      -DRINGMX_FUZZ_SECONDS="${RINGMX_FUZZ_SECONDS:-40}"
     ninja -C build/fuzz
     run_ctest build/fuzz
     echo "== unit tests under ASan+UBSan"
