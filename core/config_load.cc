@@ -42,13 +42,6 @@ constexpr uint64_t kMinSegmentBytes = 4096;
 constexpr uint64_t kMaxSegmentBytes = uint64_t{1} << 30;
 
 // The unsigned [server] keys, with their ranges.
-template <class C>
-struct UintField {
-  std::string_view name;
-  uint32_t C::*field;
-  uint64_t min;
-  uint64_t max;
-};
 using ServerUint = UintField<ServerConfig>;
 
 constexpr ServerUint kServerUints[] = {

@@ -14,12 +14,7 @@ constexpr EnumName<AuthBackendKind> kAuthBackends[] = {
     {"file", AuthBackendKind::file},
 };
 
-struct AuthUint {
-  std::string_view name;
-  uint32_t AuthConfig::*field;
-  uint64_t min;
-  uint64_t max;
-};
+using AuthUint = UintField<AuthConfig>;
 
 constexpr AuthUint kAuthUints[] = {
     {"timeout_ms", &AuthConfig::timeout_ms, 100, 300'000},

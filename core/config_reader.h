@@ -36,6 +36,15 @@ std::string one_of_message(const EnumName<E> (&names)[N]) {
   return msg;
 }
 
+// An unsigned 32-bit key of a section C, with its range.
+template <class C>
+struct UintField {
+  std::string_view name;
+  uint32_t C::*field;
+  uint64_t min;
+  uint64_t max;
+};
+
 std::string range_message(uint64_t min, uint64_t max);
 std::string_view type_phrase(toml::node_type t);
 

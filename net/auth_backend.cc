@@ -74,7 +74,6 @@ AuthLink* AuthBackend::open_link() {
   const AuthConfig& cfg = shard_.cfg().server.auth;
   auto* l = new AuthLink(*this, cfg);
   all_.push_back(l);
-  ++live_links_;
   l->last_input_ms = shard_.now().mono_ms;
   SocketAddress a;
   std::string error;
@@ -290,7 +289,6 @@ void AuthBackend::link_released(AuthLink* l) {
     if (l == current_) current_ = nullptr;
   }
   all_.erase(std::remove(all_.begin(), all_.end(), l), all_.end());
-  --live_links_;
   delete l;
 }
 

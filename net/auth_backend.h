@@ -85,9 +85,6 @@ class AuthBackend {
   // waiting, or the backend failed less than a second ago): answer 454.
   std::unique_ptr<AuthWait> verify(dovecot::Request req, std::function<void(AuthAnswer)> done);
 
-  size_t waiting() const { return waiting_; }
-  size_t links() const { return live_links_; }
-
   // Used by the links and the waits.
   Shard& shard() { return shard_; }
   void link_event(AuthLink* l);
@@ -108,9 +105,8 @@ class AuthBackend {
   Shard& shard_;
   AuthLink* current_ = nullptr;  // the link new verifications go to
   std::vector<AuthLink*> all_;   // every link not yet released (current_ included)
-  size_t live_links_ = 0;
-  int64_t failed_at_ms_ = -1;  // when a link last failed
-  size_t waiting_ = 0;         // waits in flight
+  int64_t failed_at_ms_ = -1;    // when a link last failed
+  size_t waiting_ = 0;           // waits in flight
   uint64_t next_token_ = 1;
   std::unordered_map<uint64_t, AuthWait*> file_waits_;  // by token
 };

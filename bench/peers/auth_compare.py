@@ -35,8 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
-from compare import tree_usage  # noqa: E402
+from compare import tree_pids, tree_usage  # noqa: E402
 from private_postfix import POSTFIX, PrivatePostfix, free_port, make_cert  # noqa: E402
+import tls_handshakes  # noqa: E402
 from tls_handshakes import wait_port  # noqa: E402
 
 RINGMX = os.path.join(REPO, "build/release/tools/ringmx")
@@ -45,22 +46,14 @@ USER, PASSWORD = "alice@example.com", "s3cret"
 
 
 def pin_tree(pid, cpus):
-    """Pins `pid` and its children (what they fork later inherits it)."""
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    for p in pids:
+    """Pins `pid` and its descendants (what they fork later inherits it)."""
+    for p in tree_pids([pid])[0]:
         subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(p)], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
 
-class Ringmx:
+class Ringmx(tls_handshakes.Ringmx):
+    """One shard, a STARTTLS submission listener; root() and stop() as for the TLS runs."""
     auth = "required"
 
     def __init__(self, base, cert, key, dovecot_port):
@@ -85,19 +78,6 @@ class Ringmx:
                                      stderr=open(os.path.join(self.dir, "stderr.log"), "wb"))
         wait_port(self.port)
         return self
-
-    def root(self):
-        return self.proc.pid
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RingmxNoAuth(Ringmx):
